@@ -1,0 +1,433 @@
+//! The [`Actor`] trait, the [`ActorContext`] handed to its callbacks, and the
+//! loop that runs one actor.
+//!
+//! Each actor is one tokio task. The loop takes user messages from the mailbox in
+//! small batches (one lock per batch, not per message) and checks the signal
+//! queue between messages and whenever a handler is suspended at an `.await`.
+//! So an exit signal, a kill or a down notification is seen promptly even while a
+//! handler waits on something that never comes, and a panicking handler becomes
+//! an exit with [`ExitReason::Panic`] instead of taking the runtime down.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::message::{Envelope, NO_SENDER};
+use crate::process::{Process, Ready};
+use crate::system::ActorSystem;
+use crate::timer::TimerRef;
+use crate::{
+    CallError, DownMessage, ExitMessage, ExitReason, LinkError, Message, MonitorRef, Pid,
+    SendError, Signal, SpawnOptions,
+};
+
+/// How many user messages the loop moves out of the mailbox per lock.
+const BATCH: usize = 64;
+
+/// An actor: state plus callbacks, driven by its own mailbox.
+///
+/// Only [`handle_message`](Actor::handle_message) is required. The callbacks are
+/// `async`; implement them with `async fn`.
+///
+/// ```
+/// use joerl_core::{Actor, ActorContext, Message};
+///
+/// struct Counter(u64);
+///
+/// impl Actor for Counter {
+///     async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+///         if let Ok(n) = msg.downcast::<u64>() {
+///             self.0 += *n;
+///         }
+///     }
+/// }
+/// ```
+///
+/// Trapped exits arrive in `handle_message` as [`ExitMessage`], monitor
+/// notifications as [`DownMessage`].
+pub trait Actor: Send + 'static {
+    /// Runs once, before the first message. A panic here is an exit with a panic reason.
+    fn started(&mut self, ctx: &mut ActorContext) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+
+    /// Handles one message. `ctx.sender()` tells who sent it.
+    fn handle_message(
+        &mut self,
+        msg: Message,
+        ctx: &mut ActorContext,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Runs once when the actor stops, with the reason, before its links and
+    /// monitors are notified. Only an untrappable kill interrupts it.
+    fn stopped(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut ActorContext,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
+    }
+}
+
+/// What an actor's callbacks use to act on the world: its own Pid, the sender of
+/// the current message, sending, spawning, links, monitors, timers.
+pub struct ActorContext {
+    pub(crate) process: Arc<Process>,
+    pub(crate) system: ActorSystem,
+    pub(crate) sender: Pid,
+    pub(crate) stop: Option<ExitReason>,
+}
+
+impl ActorContext {
+    /// This actor's Pid.
+    pub fn pid(&self) -> Pid {
+        self.process.pid
+    }
+
+    /// The sender of the message being handled, if it was sent by an actor.
+    /// For messages from another node, this is the remote sender's Pid.
+    pub fn sender(&self) -> Option<Pid> {
+        if self.sender == NO_SENDER {
+            None
+        } else {
+            Some(self.sender)
+        }
+    }
+
+    /// The system this actor runs in.
+    pub fn system(&self) -> &ActorSystem {
+        &self.system
+    }
+
+    /// Sends `msg` to `to` (local or remote), waiting while its mailbox is full.
+    /// The receiver sees this actor as the sender.
+    pub async fn send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+        self.system.send_from(Some(self.pid()), to, msg).await
+    }
+
+    /// Sends without waiting; a full mailbox gives [`SendError::Full`].
+    pub fn try_send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+        self.system.try_send_from(Some(self.pid()), to, msg)
+    }
+
+    /// Sends to the actor registered as `name` on this node.
+    pub async fn send_named(&self, name: &str, msg: Message) -> Result<(), SendError> {
+        self.system
+            .send_named_from(Some(self.pid()), name, msg)
+            .await
+    }
+
+    /// Sends to the actor registered as `name` on the node named `node`
+    /// (Erlang's `{Name, Node} ! Msg`).
+    pub async fn send_to_node(
+        &self,
+        name: &str,
+        node: &str,
+        msg: Message,
+    ) -> Result<(), SendError> {
+        self.system
+            .send_to_node_from(Some(self.pid()), name, node, msg)
+            .await
+    }
+
+    /// Spawns an actor that is not linked to this one.
+    pub fn spawn<A: Actor>(&self, actor: A) -> Pid {
+        self.system.spawn(actor)
+    }
+
+    /// Spawns an actor linked to this one: if either exits abnormally, the other
+    /// gets the exit signal.
+    pub fn spawn_link<A: Actor>(&self, actor: A) -> Pid {
+        // An actor's process is only closed after its last callback returned, and
+        // no name is requested, so this spawn cannot fail.
+        self.system
+            .spawn_with(actor, SpawnOptions::new().link_to(self.pid()))
+            .expect("spawn_link from a running actor")
+    }
+
+    /// Links this actor to `pid` (local or remote). If `pid` does not exist, this
+    /// actor gets an exit signal with reason `noproc`.
+    pub fn link(&self, pid: Pid) -> Result<(), LinkError> {
+        self.system.inner.link(&self.process, pid)
+    }
+
+    /// Removes the link to `pid`, if any.
+    pub fn unlink(&self, pid: Pid) -> Result<(), LinkError> {
+        self.system.inner.unlink(&self.process, pid)
+    }
+
+    /// Monitors `pid`: when it exits, this actor receives a [`DownMessage`] with the
+    /// returned reference. An unknown or dead Pid gives a down with `noproc` at once.
+    pub fn monitor(&self, pid: Pid) -> Result<MonitorRef, LinkError> {
+        self.system.inner.monitor(&self.process, pid)
+    }
+
+    /// Removes a monitor. A down message for it that was already queued is discarded.
+    pub fn demonitor(&self, monitor: MonitorRef) {
+        self.system.inner.demonitor(&self.process, monitor)
+    }
+
+    /// Turns exit trapping on or off. While on, exit signals (except `kill`) arrive
+    /// as [`ExitMessage`]s instead of stopping the actor.
+    pub fn trap_exit(&self, on: bool) {
+        self.process.lock().trap_exit = on;
+    }
+
+    /// Sends an exit signal with `reason` to `pid` (Erlang's `exit(Pid, Reason)`).
+    pub fn exit(&self, pid: Pid, reason: ExitReason) -> Result<(), LinkError> {
+        self.system.exit_from(self.pid(), pid, reason)
+    }
+
+    /// Stops this actor with `reason` once the current callback returns.
+    pub fn stop(&mut self, reason: ExitReason) {
+        self.stop = Some(reason);
+    }
+
+    /// Sends `msg` to `to` after `delay`, as if this actor sent it then.
+    pub fn send_after(&self, to: Pid, msg: Message, delay: Duration) -> TimerRef {
+        self.system
+            .send_after_from(Some(self.pid()), to, msg, delay)
+    }
+
+    /// Calls a gen_server (see [`crate::gen_server`]) and waits for its reply.
+    pub async fn call<Q: std::any::Any + Send, R: std::any::Any + Send>(
+        &self,
+        server: Pid,
+        request: Q,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.system.call(server, request, timeout).await
+    }
+}
+
+/// The parts of the loop's state that signal processing writes while a handler
+/// (which borrows the actor and the context) is suspended.
+pub(crate) struct LoopCell {
+    /// User messages taken from the mailbox, plus trapped exits and downs.
+    pub(crate) local: VecDeque<Envelope>,
+    /// Signals taken from the queue and not yet applied.
+    pub(crate) signals: VecDeque<Signal>,
+}
+
+/// Runs one actor from `started` to the notification of its links and monitors.
+pub(crate) async fn run_actor<A: Actor>(mut actor: A, mut ctx: ActorContext) {
+    let process = ctx.process.clone();
+    let mut cell = LoopCell {
+        local: VecDeque::new(),
+        signals: VecDeque::new(),
+    };
+    let reason = run_until_exit(&mut actor, &mut ctx, &mut cell).await;
+    ctx.sender = NO_SENDER;
+    let reason = if reason == ExitReason::Killed {
+        reason
+    } else {
+        match guarded(&process, &mut cell, true, actor.stopped(&reason, &mut ctx)).await {
+            Ok(()) => reason,
+            Err(ExitReason::Killed) => ExitReason::Killed,
+            Err(other) => {
+                tracing::warn!(pid = %process.pid, reason = %other, "stopped hook failed");
+                reason
+            }
+        }
+    };
+    drop(actor);
+    let inner = ctx.system.inner.clone();
+    drop(ctx);
+    inner.finish(&process, reason, std::mem::take(&mut cell.signals), true);
+}
+
+async fn run_until_exit<A: Actor>(
+    actor: &mut A,
+    ctx: &mut ActorContext,
+    cell: &mut LoopCell,
+) -> ExitReason {
+    let process = ctx.process.clone();
+    if let Err(reason) = guarded(&process, cell, false, actor.started(ctx)).await {
+        return reason;
+    }
+    if let Some(reason) = ctx.stop.take() {
+        return reason;
+    }
+    loop {
+        if process.has_signals() {
+            if let Some(reason) = process_signals(&process, cell) {
+                return reason;
+            }
+            continue;
+        }
+        if let Some(env) = cell.local.pop_front() {
+            ctx.sender = env.from;
+            if let Err(reason) =
+                guarded(&process, cell, false, actor.handle_message(env.msg, ctx)).await
+            {
+                return reason;
+            }
+            if let Some(reason) = ctx.stop.take() {
+                return reason;
+            }
+            continue;
+        }
+        let local = &mut cell.local;
+        let _ready: Ready = std::future::poll_fn(|cx| process.poll_ready(cx, local, BATCH)).await;
+    }
+}
+
+/// Polls `fut` (a callback) while applying signals that arrive when it is
+/// suspended. Returns the exit reason if a signal, or a panic, ends the actor.
+/// With `kill_only`, only an untrappable kill is acted on; other signals stay queued.
+pub(crate) async fn guarded<F: Future<Output = ()>>(
+    process: &Process,
+    cell: &mut LoopCell,
+    kill_only: bool,
+    fut: F,
+) -> Result<(), ExitReason> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        loop {
+            if process.has_signals() {
+                let exit = if kill_only {
+                    kill_pending(process)
+                } else {
+                    process_signals(process, cell)
+                };
+                if let Some(reason) = exit {
+                    return Poll::Ready(Err(reason));
+                }
+            }
+            match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                Ok(Poll::Ready(())) => return Poll::Ready(Ok(())),
+                Ok(Poll::Pending) => {}
+                Err(payload) => return Poll::Ready(Err(ExitReason::Panic(panic_text(&*payload)))),
+            }
+            if process.register_for_signals(cx, kill_only) {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// Turns a panic payload into text.
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// In `kill_only` mode: true if an untrappable kill is queued.
+fn kill_pending(process: &Process) -> Option<ExitReason> {
+    let st = process.lock();
+    st.signals_iter()
+        .any(|s| {
+            matches!(
+                s,
+                Signal::Exit {
+                    reason: ExitReason::Kill,
+                    link: false,
+                    ..
+                }
+            )
+        })
+        .then_some(ExitReason::Killed)
+}
+
+/// Applies every queued signal. Returns the exit reason if one ends the actor;
+/// signals after it stay in `cell.signals` for the exit path to answer.
+pub(crate) fn process_signals(process: &Process, cell: &mut LoopCell) -> Option<ExitReason> {
+    process.take_signals(&mut cell.signals);
+    while let Some(sig) = cell.signals.pop_front() {
+        if let Some(reason) = apply_signal(process, sig, &mut cell.local) {
+            return Some(reason);
+        }
+    }
+    None
+}
+
+fn apply_signal(
+    process: &Process,
+    sig: Signal,
+    local: &mut VecDeque<Envelope>,
+) -> Option<ExitReason> {
+    match sig {
+        Signal::Exit { from, reason, link } => {
+            let mut st = process.lock();
+            if link {
+                let was_linked = st.relations_if_any().is_some_and(|r| r.links.remove(&from));
+                if !was_linked {
+                    // The link was removed before the signal arrived: ignore it.
+                    return None;
+                }
+            } else if reason == ExitReason::Kill {
+                return Some(ExitReason::Killed);
+            }
+            if st.trap_exit {
+                drop(st);
+                local.push_back(Envelope {
+                    from,
+                    msg: Box::new(ExitMessage { from, reason }),
+                });
+                return None;
+            }
+            drop(st);
+            if reason == ExitReason::Normal {
+                // A normal exit signal only stops an actor that sends it to itself.
+                return (!link && from == process.pid).then_some(ExitReason::Normal);
+            }
+            Some(reason)
+        }
+        Signal::Link { from } => {
+            process.lock().relations().links.insert(from);
+            None
+        }
+        Signal::Unlink { from } => {
+            if let Some(r) = process.lock().relations_if_any() {
+                r.links.remove(&from);
+            }
+            None
+        }
+        Signal::Monitor { from, monitor } => {
+            process
+                .lock()
+                .relations()
+                .monitored_by
+                .insert(monitor, from);
+            None
+        }
+        Signal::Demonitor { monitor, .. } => {
+            if let Some(r) = process.lock().relations_if_any() {
+                r.monitored_by.remove(&monitor);
+            }
+            None
+        }
+        Signal::Down {
+            monitor,
+            pid,
+            reason,
+        } => {
+            let active = process
+                .lock()
+                .relations_if_any()
+                .is_some_and(|r| r.monitoring.remove(&monitor).is_some());
+            if active {
+                local.push_back(Envelope {
+                    from: pid,
+                    msg: Box::new(DownMessage {
+                        monitor,
+                        pid,
+                        reason,
+                    }),
+                });
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors of the runtime's public operations.
+
+use std::fmt;
+
+use crate::{Message, Pid, RouteError};
+
+/// Why a message could not be sent.
+pub enum SendError {
+    /// No live actor has this Pid (it exited, never existed, or belongs to an
+    /// older incarnation of this node).
+    NoProc(Pid),
+    /// No actor is registered under this name.
+    NameNotRegistered(String),
+    /// The mailbox is full (only from `try_send`); the message is handed back.
+    Full(Message),
+    /// The Pid belongs to another node and no distribution router is installed.
+    /// Start the node through `joerl-dist` to talk to other nodes.
+    NoRouter(Pid),
+    /// A named send to another node, but no distribution router is installed.
+    NoRouterForNode(String),
+    /// The distribution layer refused the message.
+    Route(RouteError),
+}
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NoProc(pid) => write!(f, "no process {pid}: it exited or never existed"),
+            SendError::NameNotRegistered(name) => {
+                write!(f, "no process is registered as {name:?}")
+            }
+            SendError::Full(_) => f.write_str("mailbox full"),
+            SendError::NoRouter(pid) => write!(
+                f,
+                "{pid} lives on another node and this system has no distribution router; \
+                 start it as a node with joerl-dist"
+            ),
+            SendError::NoRouterForNode(node) => write!(
+                f,
+                "node {node:?} is another node and this system has no distribution router; \
+                 start it as a node with joerl-dist"
+            ),
+            SendError::Route(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl SendError {
+    /// Takes back the unsent message, where the error carries it.
+    pub fn into_message(self) -> Option<Message> {
+        match self {
+            SendError::Full(m) | SendError::Route(RouteError::Full(m)) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Why a spawn with options failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// The requested name is already registered to another actor.
+    #[error("the name {0:?} is already registered to another actor")]
+    NameTaken(String),
+    /// The actor to link to is not alive.
+    #[error("cannot link the new actor to {0}: no such process")]
+    LinkTargetDead(Pid),
+}
+
+/// Why `register` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The name is already registered.
+    #[error("the name {0:?} is already registered to another actor")]
+    NameTaken(String),
+    /// The actor already has a name (an actor has at most one, as in Erlang).
+    #[error("{pid} is already registered as {name:?}")]
+    AlreadyNamed {
+        /// The actor.
+        pid: Pid,
+        /// Its current name.
+        name: String,
+    },
+    /// The actor is not alive (or is not a local actor).
+    #[error("cannot register {0}: no such local process")]
+    NoProc(Pid),
+}
+
+/// Why a link or monitor request failed before any signal was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The target lives on another node and no distribution router is installed.
+    #[error(
+        "{0} lives on another node and this system has no distribution router; start it as a node with joerl-dist"
+    )]
+    NoRouter(Pid),
+    /// The distribution layer refused the signal.
+    #[error("{0}")]
+    Route(RouteError),
+}

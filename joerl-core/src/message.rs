@@ -1,0 +1,58 @@
+//! Messages and the system messages an actor can receive.
+//!
+//! A user message is a [`Message`]: any `Send` value in a box. The receiver
+//! downcasts it once to the type it expects. Messages that arrive from another
+//! node are delivered as their concrete type too, so the receiving code is the
+//! same for local and remote senders.
+
+use std::any::Any;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExitReason, Pid};
+
+/// A message: any value that can cross threads, boxed.
+pub type Message = Box<dyn Any + Send>;
+
+/// Identifies one monitor, as returned by `monitor` and carried by [`DownMessage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MonitorRef(pub u64);
+
+/// Delivered to an actor that traps exits when a linked actor exits or when
+/// someone calls `exit` on it (Erlang's `{'EXIT', From, Reason}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitMessage {
+    /// The actor the exit signal came from.
+    pub from: Pid,
+    /// Its exit reason.
+    pub reason: ExitReason,
+}
+
+/// Delivered when a monitored actor exits (Erlang's `{'DOWN', Ref, process, Pid, Reason}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownMessage {
+    /// The reference `monitor` returned.
+    pub monitor: MonitorRef,
+    /// The monitored actor.
+    pub pid: Pid,
+    /// Why it exited; `NoProc` if it did not exist, `NoConnection` if its node was lost.
+    pub reason: ExitReason,
+}
+
+/// A message in a mailbox, with the sender it came from.
+pub(crate) struct Envelope {
+    pub(crate) from: Pid,
+    pub(crate) msg: Message,
+}
+
+/// The sender value used for messages that have no sending actor.
+pub(crate) const NO_SENDER: Pid = Pid::new(0, 0, 0);
+
+impl Envelope {
+    pub(crate) fn new(from: Option<Pid>, msg: Message) -> Self {
+        Envelope {
+            from: from.unwrap_or(NO_SENDER),
+            msg,
+        }
+    }
+}

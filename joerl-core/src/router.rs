@@ -1,0 +1,92 @@
+//! The one seam between the local runtime and the distribution layer.
+//!
+//! The [`ActorSystem`](crate::ActorSystem) consults its [`Router`] for every Pid
+//! whose node is not its own: sends, named sends to other nodes, and signals
+//! (link, unlink, monitor, demonitor, exit, down). `joerl-dist` installs one;
+//! without it such operations fail with [`SendError::NoRouter`](crate::SendError::NoRouter)
+//! instead of vanishing.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{Message, Pid, Signal};
+
+/// Why the router could not take a message or signal.
+pub enum RouteError {
+    /// The outgoing queue toward the node is full; the message is handed back.
+    /// [`Router::ready`] resolves when there is room again.
+    Full(Message),
+    /// The node is not connected and could not be reached.
+    Unreachable {
+        /// The node, by name or id, as text.
+        node: String,
+        /// Why it could not be reached.
+        reason: String,
+    },
+    /// The message cannot cross nodes (for example its type is not registered
+    /// for the wire).
+    NotSerializable {
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// The router is shutting down.
+    Closed,
+}
+
+impl fmt::Debug for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::Full(_) => f.write_str("the outgoing queue to the node is full"),
+            RouteError::Unreachable { node, reason } => {
+                write!(f, "node {node} is unreachable: {reason}")
+            }
+            RouteError::NotSerializable { detail } => {
+                write!(f, "message cannot be sent to another node: {detail}")
+            }
+            RouteError::Closed => f.write_str("the distribution layer is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// A boxed future returned by [`Router::ready`].
+pub type ReadyFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Carries messages and signals to actors on other nodes.
+///
+/// Implementations must never drop a signal silently: when a `Link` or `Monitor`
+/// cannot reach its node, the router answers the local side itself with an
+/// exit or down signal carrying `NoConnection` (through
+/// [`ActorSystem::deliver_signal`](crate::ActorSystem::deliver_signal)).
+pub trait Router: Send + Sync + 'static {
+    /// Queues `msg` for the remote actor `to`, without waiting.
+    fn try_send(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), RouteError>;
+
+    /// Queues `msg` for the actor registered as `name` on the node named `node`.
+    fn try_send_named(
+        &self,
+        from: Option<Pid>,
+        name: &str,
+        node: &str,
+        msg: Message,
+    ) -> Result<(), RouteError>;
+
+    /// Resolves when the queue toward `node` (a node id, or `None` for the node named
+    /// in a named send) likely has room again, after a send returned [`RouteError::Full`].
+    fn ready(&self, node: Option<u32>, node_name: Option<&str>) -> ReadyFuture<'_>;
+
+    /// Delivers a signal to the remote actor `to`.
+    fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError>;
+
+    /// True if `node` (a node id) is currently connected. Used for `is_alive` of
+    /// remote Pids, which can only say whether the node is reachable.
+    fn is_connected(&self, node: u32) -> bool;
+}

@@ -1,0 +1,1012 @@
+//! [`ActorSystem`]: spawning, sending, names, links, monitors, exits, shutdown.
+//!
+//! The system owns the process table (Pid -> process) and the name table. A Pid
+//! of this node and this incarnation is looked up locally; a Pid of this node with
+//! another creation is an old incarnation and is treated as dead (`noproc`); any
+//! other Pid goes to the installed [`Router`], or fails with a clear error when
+//! there is none.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+use crate::actor::{ActorContext, run_actor};
+use crate::message::Envelope;
+use crate::process::{Process, PushError};
+use crate::timer::TimerRef;
+use crate::{
+    Actor, CallError, ExitReason, LinkError, Message, MonitorRef, Pid, RegisterError, RouteError,
+    Router, SendError, Signal, SpawnError,
+};
+
+/// Default capacity of a user mailbox, in messages.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
+
+/// How long [`ActorSystem::shutdown`] waits for actors to stop before killing them.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Options for [`ActorSystem::spawn_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    capacity: Option<usize>,
+    name: Option<String>,
+    trap_exit: bool,
+    link: Option<Pid>,
+}
+
+impl SpawnOptions {
+    /// Default options: default capacity, no name, not trapping exits, no link.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Mailbox capacity in messages (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Registers the actor under `name` before it starts.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Starts the actor with exit trapping on.
+    pub fn trap_exit(mut self, on: bool) -> Self {
+        self.trap_exit = on;
+        self
+    }
+
+    /// Links the new actor to the local actor `pid` before it starts.
+    pub fn link_to(mut self, pid: Pid) -> Self {
+        self.link = Some(pid);
+        self
+    }
+}
+
+/// Describes how the system identifies its node.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    /// The full node name (`name@host`).
+    pub name: String,
+    /// The incarnation of this node (from EPMD registration).
+    pub creation: u32,
+}
+
+pub(crate) struct Inner {
+    node: u32,
+    creation: u32,
+    node_name: Option<String>,
+    next_id: AtomicU64,
+    next_ref: AtomicU64,
+    processes: DashMap<u64, Arc<Process>>,
+    names: DashMap<String, Pid>,
+    live: AtomicUsize,
+    all_stopped: Notify,
+    shutting_down: AtomicBool,
+    router: OnceLock<Arc<dyn Router>>,
+    runtime: tokio::runtime::Handle,
+    default_capacity: usize,
+}
+
+/// Stops the system when the last user handle is dropped.
+struct DropGuard(Weak<Inner>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.begin_shutdown(ExitReason::Shutdown);
+        }
+    }
+}
+
+/// A running actor system. Cheap to clone; every clone is the same system.
+///
+/// Must be created inside a tokio runtime. When the last handle created by
+/// [`ActorSystem::new`] (or its clones) is dropped, every actor is sent a
+/// `shutdown` exit signal, so no actor outlives the system by accident. Call
+/// [`shutdown`](ActorSystem::shutdown) to stop them and wait until they are gone.
+#[derive(Clone)]
+pub struct ActorSystem {
+    pub(crate) inner: Arc<Inner>,
+    _guard: Option<Arc<DropGuard>>,
+}
+
+impl std::fmt::Debug for ActorSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorSystem")
+            .field("node", &self.inner.node_name)
+            .field("node_id", &self.inner.node)
+            .field("creation", &self.inner.creation)
+            .field("actors", &self.inner.live.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ActorSystem {
+    /// A local-only system (node id 0). Panics outside a tokio runtime.
+    pub fn new() -> Self {
+        Self::build(None, DEFAULT_MAILBOX_CAPACITY)
+    }
+
+    /// A system that is a node of a cluster: its Pids carry the node id of `identity.name`
+    /// and its creation. Used by `joerl-dist`.
+    pub fn with_node(identity: NodeIdentity) -> Self {
+        Self::build(Some(identity), DEFAULT_MAILBOX_CAPACITY)
+    }
+
+    /// A local-only system whose actors get mailboxes of `capacity` messages by default.
+    pub fn with_default_capacity(capacity: usize) -> Self {
+        Self::build(None, capacity)
+    }
+
+    fn build(identity: Option<NodeIdentity>, capacity: usize) -> Self {
+        let (node, creation, node_name) = match identity {
+            Some(id) => (crate::node_id(&id.name), id.creation, Some(id.name)),
+            None => (crate::LOCAL_NODE, 0, None),
+        };
+        let inner = Arc::new(Inner {
+            node,
+            creation,
+            node_name,
+            next_id: AtomicU64::new(1),
+            next_ref: AtomicU64::new(1),
+            processes: DashMap::new(),
+            names: DashMap::new(),
+            live: AtomicUsize::new(0),
+            all_stopped: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            router: OnceLock::new(),
+            runtime: tokio::runtime::Handle::current(),
+            default_capacity: capacity.max(1),
+        });
+        let guard = Arc::new(DropGuard(Arc::downgrade(&inner)));
+        ActorSystem {
+            inner,
+            _guard: Some(guard),
+        }
+    }
+
+    /// A handle that does not keep the system running (held by actors themselves).
+    pub(crate) fn internal(inner: Arc<Inner>) -> Self {
+        ActorSystem {
+            inner,
+            _guard: None,
+        }
+    }
+
+    /// This node's id (0 for a local-only system).
+    pub fn node_id(&self) -> u32 {
+        self.inner.node
+    }
+
+    /// This node's creation (incarnation).
+    pub fn creation(&self) -> u32 {
+        self.inner.creation
+    }
+
+    /// This node's full name, if it is a node of a cluster.
+    pub fn node_name(&self) -> Option<&str> {
+        self.inner.node_name.as_deref()
+    }
+
+    /// Installs the distribution router. Only the first call has an effect; returns
+    /// false if a router was already installed.
+    pub fn set_router(&self, router: Arc<dyn Router>) -> bool {
+        self.inner.router.set(router).is_ok()
+    }
+
+    /// Number of running actors.
+    pub fn actor_count(&self) -> usize {
+        self.inner.live.load(Ordering::Acquire)
+    }
+
+    /// Spawns an actor with default options.
+    pub fn spawn<A: Actor>(&self, actor: A) -> Pid {
+        self.spawn_with(actor, SpawnOptions::new())
+            .expect("spawn without a name or link cannot fail")
+    }
+
+    /// Spawns an actor linked to the local actor `link_to`.
+    pub fn spawn_link<A: Actor>(&self, actor: A, link_to: Pid) -> Result<Pid, SpawnError> {
+        self.spawn_with(actor, SpawnOptions::new().link_to(link_to))
+    }
+
+    /// Spawns an actor with options (capacity, name, trap_exit, link).
+    pub fn spawn_with<A: Actor>(&self, actor: A, opts: SpawnOptions) -> Result<Pid, SpawnError> {
+        let inner = &self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid::new(inner.node, id, inner.creation);
+        let capacity = opts.capacity.unwrap_or(inner.default_capacity);
+        let process = Arc::new(Process::new(pid, capacity, opts.trap_exit));
+        if let Some(parent_pid) = opts.link {
+            let parent = inner
+                .local_process(parent_pid)
+                .ok_or(SpawnError::LinkTargetDead(parent_pid))?;
+            let mut pst = parent.lock();
+            if pst.is_closed() {
+                return Err(SpawnError::LinkTargetDead(parent_pid));
+            }
+            pst.relations().links.insert(pid);
+            drop(pst);
+            process.lock().relations().links.insert(parent_pid);
+        }
+        inner.processes.insert(id, process.clone());
+        if let Some(name) = &opts.name {
+            if let Err(e) = inner.register_process(&process, name) {
+                inner.processes.remove(&id);
+                if let Some(parent) = opts.link.and_then(|p| inner.local_process(p)) {
+                    if let Some(r) = parent.lock().relations_if_any() {
+                        r.links.remove(&pid);
+                    }
+                }
+                return Err(match e {
+                    RegisterError::NameTaken(n) => SpawnError::NameTaken(n),
+                    _ => SpawnError::NameTaken(name.clone()),
+                });
+            }
+        }
+        inner.live.fetch_add(1, Ordering::AcqRel);
+        if inner.shutting_down.load(Ordering::Acquire) {
+            let _ = process.push_signal(Signal::Exit {
+                from: inner.system_pid(),
+                reason: ExitReason::Shutdown,
+                link: false,
+            });
+        }
+        let ctx = ActorContext {
+            process,
+            system: ActorSystem::internal(inner.clone()),
+            sender: crate::message::NO_SENDER,
+            stop: None,
+        };
+        inner.runtime.spawn(run_actor(actor, ctx));
+        Ok(pid)
+    }
+
+    /// Sends `msg` to `to`, waiting while the mailbox (or, for a remote Pid, the
+    /// outgoing queue to its node) is full. The message has no sender.
+    pub async fn send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+        self.send_from(None, to, msg).await
+    }
+
+    /// Sends without waiting; a full mailbox gives [`SendError::Full`] with the message.
+    pub fn try_send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+        self.try_send_from(None, to, msg)
+    }
+
+    /// Like [`send`](Self::send), with an explicit sender (what the receiver's
+    /// `ctx.sender()` returns). Used by contexts and by the distribution layer.
+    pub async fn send_from(
+        &self,
+        from: Option<Pid>,
+        to: Pid,
+        msg: Message,
+    ) -> Result<(), SendError> {
+        match self.inner.classify(to) {
+            Target::Local => {
+                let Some(process) = self.inner.local_process(to) else {
+                    return Err(SendError::NoProc(to));
+                };
+                push_waiting(&process, Envelope::new(from, msg)).await
+            }
+            Target::Stale => Err(SendError::NoProc(to)),
+            Target::Remote => {
+                let router = self.inner.router.get().ok_or(SendError::NoRouter(to))?;
+                let mut msg = msg;
+                loop {
+                    match router.try_send(from, to, msg) {
+                        Ok(()) => return Ok(()),
+                        Err(RouteError::Full(m)) => {
+                            msg = m;
+                            router.ready(Some(to.node()), None).await;
+                        }
+                        Err(e) => return Err(SendError::Route(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`try_send`](Self::try_send), with an explicit sender.
+    pub fn try_send_from(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), SendError> {
+        match self.inner.classify(to) {
+            Target::Local => {
+                let Some(process) = self.inner.processes.get(&to.id()) else {
+                    return Err(SendError::NoProc(to));
+                };
+                match process.try_push(Envelope::new(from, msg)) {
+                    Ok(()) => Ok(()),
+                    Err(PushError::Full(env)) => Err(SendError::Full(env.msg)),
+                    Err(PushError::Closed) => Err(SendError::NoProc(to)),
+                }
+            }
+            Target::Stale => Err(SendError::NoProc(to)),
+            Target::Remote => {
+                let router = self.inner.router.get().ok_or(SendError::NoRouter(to))?;
+                match router.try_send(from, to, msg) {
+                    Ok(()) => Ok(()),
+                    Err(RouteError::Full(m)) => Err(SendError::Full(m)),
+                    Err(e) => Err(SendError::Route(e)),
+                }
+            }
+        }
+    }
+
+    /// Sends to the actor registered as `name` on this node.
+    pub async fn send_named(&self, name: &str, msg: Message) -> Result<(), SendError> {
+        self.send_named_from(None, name, msg).await
+    }
+
+    /// Like [`send_named`](Self::send_named), with an explicit sender.
+    pub async fn send_named_from(
+        &self,
+        from: Option<Pid>,
+        name: &str,
+        msg: Message,
+    ) -> Result<(), SendError> {
+        let pid = self
+            .whereis(name)
+            .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
+        self.send_from(from, pid, msg).await
+    }
+
+    /// Sends to the actor registered as `name` on the node named `node`
+    /// (Erlang's `{Name, Node} ! Msg`). If `node` is this node, it is a local named send.
+    pub async fn send_to_node(
+        &self,
+        name: &str,
+        node: &str,
+        msg: Message,
+    ) -> Result<(), SendError> {
+        self.send_to_node_from(None, name, node, msg).await
+    }
+
+    /// Like [`send_to_node`](Self::send_to_node), with an explicit sender.
+    pub async fn send_to_node_from(
+        &self,
+        from: Option<Pid>,
+        name: &str,
+        node: &str,
+        msg: Message,
+    ) -> Result<(), SendError> {
+        if self.inner.node_name.as_deref() == Some(node) {
+            return self.send_named_from(from, name, msg).await;
+        }
+        let router = self
+            .inner
+            .router
+            .get()
+            .ok_or_else(|| SendError::NoRouterForNode(node.to_string()))?;
+        let mut msg = msg;
+        loop {
+            match router.try_send_named(from, name, node, msg) {
+                Ok(()) => return Ok(()),
+                Err(RouteError::Full(m)) => {
+                    msg = m;
+                    router.ready(None, Some(node)).await;
+                }
+                Err(e) => return Err(SendError::Route(e)),
+            }
+        }
+    }
+
+    /// Sends an exit signal with `reason` to `pid`, from no particular actor (the
+    /// signal's sender is this node's system Pid `<node.0.creation>`).
+    pub fn exit(&self, pid: Pid, reason: ExitReason) -> Result<(), LinkError> {
+        self.exit_from(self.inner.system_pid(), pid, reason)
+    }
+
+    /// Sends an exit signal to `pid` as if `from` sent it.
+    pub fn exit_from(&self, from: Pid, pid: Pid, reason: ExitReason) -> Result<(), LinkError> {
+        self.inner.send_signal(
+            pid,
+            Signal::Exit {
+                from,
+                reason,
+                link: false,
+            },
+        )
+    }
+
+    /// True if `pid` is a live local actor. For a remote Pid: true if its node is
+    /// connected (whether that actor lives is only known to its node).
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        match self.inner.classify(pid) {
+            Target::Local => self
+                .inner
+                .local_process(pid)
+                .is_some_and(|p| !p.is_closed()),
+            Target::Stale => false,
+            Target::Remote => self
+                .inner
+                .router
+                .get()
+                .is_some_and(|r| r.is_connected(pid.node())),
+        }
+    }
+
+    /// Registers the local actor `pid` under `name`. Names are removed when the actor exits.
+    pub fn register(&self, name: &str, pid: Pid) -> Result<(), RegisterError> {
+        let process = self
+            .inner
+            .local_process(pid)
+            .ok_or(RegisterError::NoProc(pid))?;
+        self.inner.register_process(&process, name)
+    }
+
+    /// Removes a name. Returns the Pid it named, if any.
+    pub fn unregister(&self, name: &str) -> Option<Pid> {
+        let (_, pid) = self.inner.names.remove(name)?;
+        if let Some(process) = self.inner.local_process(pid) {
+            let mut st = process.lock();
+            if st.name.as_deref() == Some(name) {
+                st.name = None;
+            }
+        }
+        Some(pid)
+    }
+
+    /// The Pid registered under `name` on this node.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner.names.get(name).map(|p| *p)
+    }
+
+    /// Every registered name with its Pid.
+    pub fn registered(&self) -> Vec<(String, Pid)> {
+        self.inner
+            .names
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
+    }
+
+    /// Number of user messages waiting in the mailbox of local actor `pid`.
+    pub fn mailbox_len(&self, pid: Pid) -> Option<usize> {
+        self.inner.local_process(pid).map(|p| p.queue_len())
+    }
+
+    /// Number of links and monitors held by or on the local actor `pid`
+    /// (links, monitors on it, monitors it holds). For tests and diagnostics.
+    pub fn relation_counts(&self, pid: Pid) -> Option<(usize, usize, usize)> {
+        let process = self.inner.local_process(pid)?;
+        let mut st = process.lock();
+        Some(match st.relations_if_any() {
+            Some(r) => (r.links.len(), r.monitored_by.len(), r.monitoring.len()),
+            None => (0, 0, 0),
+        })
+    }
+
+    /// Hands a signal that arrived from another node (or from the router itself,
+    /// e.g. `noconnection`) to its target. A signal for an actor that does not exist
+    /// is answered as Erlang does: a link gets an exit with `noproc`, a monitor a
+    /// down with `noproc`; anything else is dropped.
+    pub fn deliver_signal(&self, to: Pid, signal: Signal) {
+        if let Err(e) = self.inner.send_signal(to, signal) {
+            tracing::debug!(%to, error = %e, "signal could not be delivered");
+        }
+    }
+
+    /// Sends `msg` to `to` after `delay`. Timers run on the tokio timer wheel (no
+    /// thread per timer). Cancel with [`TimerRef::cancel`].
+    pub fn send_after(&self, to: Pid, msg: Message, delay: Duration) -> TimerRef {
+        self.send_after_from(None, to, msg, delay)
+    }
+
+    pub(crate) fn send_after_from(
+        &self,
+        from: Option<Pid>,
+        to: Pid,
+        msg: Message,
+        delay: Duration,
+    ) -> TimerRef {
+        let weak = Arc::downgrade(&self.inner);
+        TimerRef::start(&self.inner.runtime, delay, async move {
+            if let Some(inner) = weak.upgrade() {
+                let system = ActorSystem::internal(inner);
+                if let Err(e) = system.send_from(from, to, msg).await {
+                    tracing::debug!(%to, error = %e, "timer message not delivered");
+                }
+            }
+        })
+    }
+
+    /// Calls the gen_server `server` with `request` and waits up to `timeout` for
+    /// its reply of type `R`. Built like Erlang's gen_server:call: a monitor on the
+    /// server, a request message carrying a reply address, and a timeout; so it
+    /// works the same when `server` is on another node. Pass the request value
+    /// itself, not a boxed [`Message`].
+    pub async fn call<Q: Any + Send, R: Any + Send>(
+        &self,
+        server: Pid,
+        request: Q,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let reply = self.call_raw(server, Box::new(request), timeout).await?;
+        match reply.downcast::<R>() {
+            Ok(r) => Ok(*r),
+            Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
+            Err(_) => Err(CallError::UnexpectedReply {
+                expected: std::any::type_name::<R>(),
+            }),
+        }
+    }
+
+    /// Like [`call`](Self::call) with an already boxed request and an untyped reply.
+    pub async fn call_raw(
+        &self,
+        server: Pid,
+        request: Message,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        let slot = ReplySlot::new(self.inner.clone());
+        let monitor = self
+            .inner
+            .monitor(&slot.process, server)
+            .map_err(|e| match e {
+                LinkError::NoRouter(pid) => CallError::Send(SendError::NoRouter(pid)),
+                LinkError::Route(r) => CallError::Send(SendError::Route(r)),
+            })?;
+        let call = crate::gen_server::CallRequest {
+            reply_to: slot.process.pid,
+            tag: monitor.0,
+            request,
+        };
+        match self
+            .send_from(Some(slot.process.pid), server, Box::new(call))
+            .await
+        {
+            Ok(()) | Err(SendError::NoProc(_)) => {}
+            Err(e) => return Err(CallError::Send(e)),
+        }
+        match tokio::time::timeout(timeout, slot.wait_reply(monitor)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    /// Sends a cast (an asynchronous request without reply) to the gen_server `server`.
+    pub async fn cast<M: Any + Send>(&self, server: Pid, msg: M) -> Result<(), SendError> {
+        let cast = crate::gen_server::CastRequest {
+            request: Box::new(msg),
+        };
+        self.send(server, Box::new(cast)).await
+    }
+
+    /// Stops every actor and waits until all are gone: each gets a `shutdown` exit
+    /// signal; actors still running after [`DEFAULT_SHUTDOWN_GRACE`] are killed.
+    pub async fn shutdown(&self) {
+        self.shutdown_with_grace(DEFAULT_SHUTDOWN_GRACE).await
+    }
+
+    /// [`shutdown`](Self::shutdown) with a chosen grace period before kills.
+    pub async fn shutdown_with_grace(&self, grace: Duration) {
+        self.inner.begin_shutdown(ExitReason::Shutdown);
+        if tokio::time::timeout(grace, self.inner.wait_all_stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.actor_count(),
+                "actors did not stop within the shutdown grace period; killing them"
+            );
+            self.inner.begin_shutdown(ExitReason::Kill);
+            self.inner.wait_all_stopped().await;
+        }
+    }
+
+    /// Waits until no actor is running.
+    pub async fn wait_all_stopped(&self) {
+        self.inner.wait_all_stopped().await
+    }
+}
+
+impl Default for ActorSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sends `env` to a local process, waiting while its mailbox is full.
+async fn push_waiting(process: &Process, env: Envelope) -> Result<(), SendError> {
+    let env = match process.try_push(env) {
+        Ok(()) => return Ok(()),
+        Err(PushError::Closed) => return Err(SendError::NoProc(process.pid)),
+        Err(PushError::Full(env)) => env,
+    };
+    let mut pending = Some(env);
+    std::future::poll_fn(|cx| {
+        let env = pending.take().expect("polled after completion");
+        match process.poll_push(env, cx) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(PushError::Closed) => Poll::Ready(Err(SendError::NoProc(process.pid))),
+            Err(PushError::Full(env)) => {
+                pending = Some(env);
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+pub(crate) enum Target {
+    Local,
+    Stale,
+    Remote,
+}
+
+impl Inner {
+    pub(crate) fn classify(&self, pid: Pid) -> Target {
+        if pid.node() != self.node {
+            Target::Remote
+        } else if pid.creation() != self.creation {
+            Target::Stale
+        } else {
+            Target::Local
+        }
+    }
+
+    /// The Pid used as the sender of signals from the system itself.
+    pub(crate) fn system_pid(&self) -> Pid {
+        Pid::new(self.node, 0, self.creation)
+    }
+
+    pub(crate) fn local_process(&self, pid: Pid) -> Option<Arc<Process>> {
+        match self.classify(pid) {
+            Target::Local => self.processes.get(&pid.id()).map(|p| p.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn new_ref(&self) -> MonitorRef {
+        MonitorRef(self.next_ref.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn register_process(&self, process: &Process, name: &str) -> Result<(), RegisterError> {
+        let mut st = process.lock();
+        if st.is_closed() {
+            return Err(RegisterError::NoProc(process.pid));
+        }
+        if let Some(existing) = &st.name {
+            return Err(RegisterError::AlreadyNamed {
+                pid: process.pid,
+                name: existing.to_string(),
+            });
+        }
+        match self.names.entry(name.to_string()) {
+            dashmap::Entry::Occupied(_) => Err(RegisterError::NameTaken(name.to_string())),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(process.pid);
+                st.name = Some(name.into());
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers a signal to a local or remote process; answers for dead targets.
+    pub(crate) fn send_signal(&self, to: Pid, sig: Signal) -> Result<(), LinkError> {
+        match self.classify(to) {
+            Target::Remote => {
+                let router = self.router.get().ok_or(LinkError::NoRouter(to))?;
+                router.signal(to, sig).map_err(LinkError::Route)
+            }
+            Target::Stale => {
+                self.answer_dead(to, sig);
+                Ok(())
+            }
+            Target::Local => {
+                let rejected = match self.processes.get(&to.id()) {
+                    Some(p) => p.push_signal(sig).err(),
+                    None => Some(sig),
+                };
+                if let Some(sig) = rejected {
+                    self.answer_dead(to, sig);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers a signal addressed to a process that does not exist.
+    fn answer_dead(&self, dead: Pid, sig: Signal) {
+        let answer = match sig {
+            Signal::Link { from } => Some((
+                from,
+                Signal::Exit {
+                    from: dead,
+                    reason: ExitReason::NoProc,
+                    link: true,
+                },
+            )),
+            Signal::Monitor { from, monitor } => Some((
+                from,
+                Signal::Down {
+                    monitor,
+                    pid: dead,
+                    reason: ExitReason::NoProc,
+                },
+            )),
+            _ => None,
+        };
+        if let Some((to, sig)) = answer {
+            if let Err(e) = self.send_signal(to, sig) {
+                tracing::debug!(%to, error = %e, "noproc answer could not be delivered");
+            }
+        }
+    }
+
+    pub(crate) fn link(&self, me: &Process, pid: Pid) -> Result<(), LinkError> {
+        if pid == me.pid {
+            return Ok(());
+        }
+        if matches!(self.classify(pid), Target::Remote) && self.router.get().is_none() {
+            return Err(LinkError::NoRouter(pid));
+        }
+        let newly = me.lock().relations().links.insert(pid);
+        if newly {
+            self.send_signal(pid, Signal::Link { from: me.pid })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unlink(&self, me: &Process, pid: Pid) -> Result<(), LinkError> {
+        let was = me
+            .lock()
+            .relations_if_any()
+            .is_some_and(|r| r.links.remove(&pid));
+        if was {
+            self.send_signal(pid, Signal::Unlink { from: me.pid })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn monitor(&self, me: &Process, pid: Pid) -> Result<MonitorRef, LinkError> {
+        if matches!(self.classify(pid), Target::Remote) && self.router.get().is_none() {
+            return Err(LinkError::NoRouter(pid));
+        }
+        let monitor = self.new_ref();
+        me.lock().relations().monitoring.insert(monitor, pid);
+        self.send_signal(
+            pid,
+            Signal::Monitor {
+                from: me.pid,
+                monitor,
+            },
+        )?;
+        Ok(monitor)
+    }
+
+    pub(crate) fn demonitor(&self, me: &Process, monitor: MonitorRef) {
+        let target = me
+            .lock()
+            .relations_if_any()
+            .and_then(|r| r.monitoring.remove(&monitor));
+        if let Some(pid) = target {
+            let _ = self.send_signal(
+                pid,
+                Signal::Demonitor {
+                    from: me.pid,
+                    monitor,
+                },
+            );
+        }
+    }
+
+    /// The exit path of a process: close it, forget it, answer what was queued,
+    /// and notify links and monitors.
+    pub(crate) fn finish(
+        &self,
+        process: &Process,
+        reason: ExitReason,
+        mut pending: VecDeque<Signal>,
+        actor: bool,
+    ) {
+        let me = process.pid;
+        let remains = process.close();
+        pending.extend(remains.signals);
+        self.processes.remove(&me.id());
+        if let Some(name) = remains.name {
+            self.names.remove_if(&*name, |_, p| *p == me);
+        }
+        let mut rel = remains.relations.map(|b| *b).unwrap_or_default();
+        let mut answers = Vec::new();
+        for sig in pending {
+            match sig {
+                Signal::Unlink { from } => {
+                    rel.links.remove(&from);
+                }
+                Signal::Demonitor { monitor, .. } => {
+                    rel.monitored_by.remove(&monitor);
+                }
+                Signal::Link { from } => {
+                    if !rel.links.contains(&from) {
+                        answers.push((
+                            from,
+                            Signal::Exit {
+                                from: me,
+                                reason: ExitReason::NoProc,
+                                link: true,
+                            },
+                        ));
+                    }
+                }
+                Signal::Monitor { from, monitor } => answers.push((
+                    from,
+                    Signal::Down {
+                        monitor,
+                        pid: me,
+                        reason: ExitReason::NoProc,
+                    },
+                )),
+                Signal::Exit { .. } | Signal::Down { .. } => {}
+            }
+        }
+        for link in rel.links {
+            answers.push((
+                link,
+                Signal::Exit {
+                    from: me,
+                    reason: reason.clone(),
+                    link: true,
+                },
+            ));
+        }
+        for (monitor, owner) in rel.monitored_by {
+            answers.push((
+                owner,
+                Signal::Down {
+                    monitor,
+                    pid: me,
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        for (monitor, target) in rel.monitoring {
+            answers.push((target, Signal::Demonitor { from: me, monitor }));
+        }
+        for (to, sig) in answers {
+            if let Err(e) = self.send_signal(to, sig) {
+                tracing::debug!(pid = %me, %to, error = %e, "exit notification not delivered");
+            }
+        }
+        if actor && self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_stopped.notify_waiters();
+        }
+    }
+
+    /// Sends `reason` as an exit signal to every running actor.
+    pub(crate) fn begin_shutdown(&self, reason: ExitReason) {
+        self.shutting_down.store(true, Ordering::Release);
+        let from = self.system_pid();
+        let targets: Vec<Arc<Process>> = self.processes.iter().map(|e| e.value().clone()).collect();
+        for p in targets {
+            let _ = p.push_signal(Signal::Exit {
+                from,
+                reason: reason.clone(),
+                link: false,
+            });
+        }
+    }
+
+    async fn wait_all_stopped(&self) {
+        loop {
+            let notified = self.all_stopped.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A temporary process that receives the reply of one call. It has a Pid (so a
+/// reply can be addressed to it from any node) but no task; the caller waits on
+/// its mailbox directly. Dropping it removes the monitor and the process, so a
+/// late reply finds no process and is discarded.
+struct ReplySlot {
+    inner: Arc<Inner>,
+    process: Arc<Process>,
+}
+
+impl ReplySlot {
+    fn new(inner: Arc<Inner>) -> Self {
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid::new(inner.node, id, inner.creation);
+        let process = Arc::new(Process::new(pid, 16, true));
+        inner.processes.insert(id, process.clone());
+        ReplySlot { inner, process }
+    }
+
+    async fn wait_reply(&self, monitor: MonitorRef) -> Result<Message, CallError> {
+        let mut local = VecDeque::new();
+        let mut signals = VecDeque::new();
+        let process = &self.process;
+        let tag = monitor.0;
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Some(reply) = take_reply(&mut local, tag) {
+                    return Poll::Ready(Ok(reply));
+                }
+                match process.poll_ready(cx, &mut local, usize::MAX) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(crate::process::Ready::Messages) => continue,
+                    Poll::Ready(crate::process::Ready::Signals) => {
+                        process.take_signals(&mut signals);
+                        while let Some(sig) = signals.pop_front() {
+                            if let Signal::Down {
+                                monitor: m, reason, ..
+                            } = sig
+                            {
+                                if m == monitor {
+                                    // A reply sent before the server exited is already queued.
+                                    process.take_messages(&mut local);
+                                    if let Some(reply) = take_reply(&mut local, tag) {
+                                        return Poll::Ready(Ok(reply));
+                                    }
+                                    if let Some(r) = process.lock().relations_if_any() {
+                                        r.monitoring.remove(&monitor);
+                                    }
+                                    return Poll::Ready(Err(CallError::from_down(reason)));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn take_reply(local: &mut VecDeque<Envelope>, tag: u64) -> Option<Message> {
+    while let Some(env) = local.pop_front() {
+        match env.msg.downcast::<crate::gen_server::CallReply>() {
+            Ok(reply) if reply.tag == tag => return Some(reply.reply),
+            _ => continue,
+        }
+    }
+    None
+}
+
+impl Drop for ReplySlot {
+    fn drop(&mut self) {
+        self.inner
+            .finish(&self.process, ExitReason::Normal, VecDeque::new(), false);
+    }
+}
+
+impl SpawnOptions {
+    pub(crate) fn link_target(&self) -> Option<Pid> {
+        self.link
+    }
+}
+
+impl ActorSystem {
+    /// Stops `pid` the way a supervisor does: a `shutdown` exit signal, then, if it
+    /// is still alive after `timeout`, a `kill`. Returns once it is gone (for a
+    /// remote Pid: once its node reported it down or was lost).
+    pub async fn stop_and_wait(&self, pid: Pid, timeout: Duration) {
+        let slot = ReplySlot::new(self.inner.clone());
+        let Ok(monitor) = self.inner.monitor(&slot.process, pid) else {
+            return;
+        };
+        let _ = self.exit_from(slot.process.pid, pid, ExitReason::Shutdown);
+        if tokio::time::timeout(timeout, slot.wait_reply(monitor))
+            .await
+            .is_err()
+        {
+            let _ = self.exit_from(slot.process.pid, pid, ExitReason::Kill);
+            // A kill always ends a local actor; a remote one ends or its node is lost.
+            let _ = slot.wait_reply(monitor).await;
+        }
+    }
+}
