@@ -81,6 +81,8 @@ pub struct ActorContext {
     pub(crate) system: ActorSystem,
     pub(crate) sender: Pid,
     pub(crate) stop: Option<ExitReason>,
+    /// Told when `started` finished (for [`ActorSystem::start`]).
+    pub(crate) started_tx: Option<tokio::sync::oneshot::Sender<Result<(), ExitReason>>>,
 }
 
 impl ActorContext {
@@ -247,10 +249,15 @@ async fn run_until_exit<A: Actor>(
     cell: &mut LoopCell,
 ) -> ExitReason {
     let process = ctx.process.clone();
-    if let Err(reason) = guarded(&process, cell, false, actor.started(ctx)).await {
-        return reason;
+    let started = guarded(&process, cell, false, actor.started(ctx)).await;
+    let started = match (started, ctx.stop.take()) {
+        (Err(reason), _) | (Ok(()), Some(reason)) => Err(reason),
+        (Ok(()), None) => Ok(()),
+    };
+    if let Some(tx) = ctx.started_tx.take() {
+        let _ = tx.send(started.clone());
     }
-    if let Some(reason) = ctx.stop.take() {
+    if let Err(reason) = started {
         return reason;
     }
     loop {

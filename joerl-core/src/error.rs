@@ -105,3 +105,14 @@ pub enum LinkError {
     #[error("{0}")]
     Route(RouteError),
 }
+
+/// Why [`ActorSystem::start`](crate::ActorSystem::start) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// The actor could not be spawned.
+    #[error("{0}")]
+    Spawn(SpawnError),
+    /// The actor stopped before its `started` callback finished.
+    #[error("the actor stopped while starting: {0}")]
+    Stopped(crate::ExitReason),
+}

@@ -43,7 +43,7 @@ mod system;
 mod timer;
 
 pub use actor::{Actor, ActorContext};
-pub use error::{LinkError, RegisterError, SendError, SpawnError};
+pub use error::{LinkError, RegisterError, SendError, SpawnError, StartError};
 pub use gen_server::CallError;
 pub use message::{DownMessage, ExitMessage, Message, MonitorRef};
 pub use pid::{LOCAL_NODE, ParsePidError, Pid, node_id};

@@ -71,6 +71,8 @@ impl std::fmt::Debug for ChildSpec {
 
 impl ChildSpec {
     /// A permanent child spawned locally from `factory` (called on every start).
+    /// The supervisor waits until the child's `started` callback has finished
+    /// before it starts the next child, as OTP does.
     pub fn new<A, F>(id: impl Into<String>, factory: F) -> Self
     where
         A: Actor,
@@ -79,7 +81,12 @@ impl ChildSpec {
         let factory = Arc::new(factory);
         Self::from_fn(id, move |system: ActorSystem| {
             let factory = factory.clone();
-            Box::pin(async move { Ok(system.spawn(factory())) }) as StartFuture
+            Box::pin(async move {
+                system
+                    .start(factory(), SpawnOptions::new())
+                    .await
+                    .map_err(|e| e.to_string())
+            }) as StartFuture
         })
     }
 

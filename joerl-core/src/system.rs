@@ -22,7 +22,7 @@ use crate::process::{Process, PushError};
 use crate::timer::TimerRef;
 use crate::{
     Actor, CallError, ExitReason, LinkError, Message, MonitorRef, Pid, RegisterError, RouteError,
-    Router, SendError, Signal, SpawnError,
+    Router, SendError, Signal, SpawnError, StartError,
 };
 
 /// Default capacity of a user mailbox, in messages.
@@ -221,6 +221,30 @@ impl ActorSystem {
 
     /// Spawns an actor with options (capacity, name, trap_exit, link).
     pub fn spawn_with<A: Actor>(&self, actor: A, opts: SpawnOptions) -> Result<Pid, SpawnError> {
+        self.spawn_inner(actor, opts, None)
+    }
+
+    /// Spawns an actor and waits until its `started` callback has finished, as
+    /// OTP's synchronous start does. Fails with the exit reason if the actor
+    /// stopped during `started` (a panic, or `ctx.stop`).
+    pub async fn start<A: Actor>(&self, actor: A, opts: SpawnOptions) -> Result<Pid, StartError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pid = self
+            .spawn_inner(actor, opts, Some(tx))
+            .map_err(StartError::Spawn)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(pid),
+            Ok(Err(reason)) => Err(StartError::Stopped(reason)),
+            Err(_) => Err(StartError::Stopped(ExitReason::Killed)),
+        }
+    }
+
+    fn spawn_inner<A: Actor>(
+        &self,
+        actor: A,
+        opts: SpawnOptions,
+        started_tx: Option<tokio::sync::oneshot::Sender<Result<(), ExitReason>>>,
+    ) -> Result<Pid, SpawnError> {
         let inner = &self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let pid = Pid::new(inner.node, id, inner.creation);
@@ -266,6 +290,7 @@ impl ActorSystem {
             system: ActorSystem::internal(inner.clone()),
             sender: crate::message::NO_SENDER,
             stop: None,
+            started_tx,
         };
         inner.runtime.spawn(run_actor(actor, ctx));
         Ok(pid)
