@@ -217,18 +217,69 @@ pub(crate) struct LoopCell {
 }
 
 /// Runs one actor from `started` to the notification of its links and monitors.
+///
+/// One `async fn` with no nested `async fn` calls on the hot path, so the task
+/// of an idle actor stays small (see the `idle_actor_task_is_small` test). The
+/// `stopped` hook is boxed: it runs once, so its state stays out of the
+/// long-lived future.
 pub(crate) async fn run_actor<A: Actor>(mut actor: A, mut ctx: ActorContext) {
     let process = ctx.process.clone();
     let mut cell = LoopCell {
         local: VecDeque::new(),
         signals: VecDeque::new(),
     };
-    let reason = run_until_exit(&mut actor, &mut ctx, &mut cell).await;
+    // Boxed: `started` runs once, so its state stays out of the long-lived future.
+    let started = guarded(&process, &mut cell, false, actor.started(&mut ctx)).await;
+    let started = match (started, ctx.stop.take()) {
+        (Err(reason), _) | (Ok(()), Some(reason)) => Err(reason),
+        (Ok(()), None) => Ok(()),
+    };
+    if let Some(tx) = ctx.started_tx.take() {
+        let _ = tx.send(started.clone());
+    }
+    let reason = match started {
+        Err(reason) => reason,
+        Ok(()) => loop {
+            if process.has_signals() {
+                if let Some(reason) = process_signals(&process, &mut cell) {
+                    break reason;
+                }
+                continue;
+            }
+            if let Some(env) = cell.local.pop_front() {
+                ctx.sender = env.from;
+                let handled = guarded(
+                    &process,
+                    &mut cell,
+                    false,
+                    actor.handle_message(env.msg, &mut ctx),
+                )
+                .await;
+                if let Err(reason) = handled {
+                    break reason;
+                }
+                if let Some(reason) = ctx.stop.take() {
+                    break reason;
+                }
+                continue;
+            }
+            let local = &mut cell.local;
+            let _ready: Ready =
+                std::future::poll_fn(|cx| process.poll_ready(cx, local, BATCH)).await;
+        },
+    };
     ctx.sender = NO_SENDER;
     let reason = if reason == ExitReason::Killed {
         reason
     } else {
-        match guarded(&process, &mut cell, true, actor.stopped(&reason, &mut ctx)).await {
+        match Box::pin(guarded(
+            &process,
+            &mut cell,
+            true,
+            actor.stopped(&reason, &mut ctx),
+        ))
+        .await
+        {
             Ok(()) => reason,
             Err(ExitReason::Killed) => ExitReason::Killed,
             Err(other) => {
@@ -243,64 +294,50 @@ pub(crate) async fn run_actor<A: Actor>(mut actor: A, mut ctx: ActorContext) {
     inner.finish(&process, reason, std::mem::take(&mut cell.signals), true);
 }
 
-async fn run_until_exit<A: Actor>(
-    actor: &mut A,
-    ctx: &mut ActorContext,
-    cell: &mut LoopCell,
-) -> ExitReason {
-    let process = ctx.process.clone();
-    let started = guarded(&process, cell, false, actor.started(ctx)).await;
-    let started = match (started, ctx.stop.take()) {
-        (Err(reason), _) | (Ok(()), Some(reason)) => Err(reason),
-        (Ok(()), None) => Ok(()),
-    };
-    if let Some(tx) = ctx.started_tx.take() {
-        let _ = tx.send(started.clone());
-    }
-    if let Err(reason) = started {
-        return reason;
-    }
-    loop {
-        if process.has_signals() {
-            if let Some(reason) = process_signals(&process, cell) {
-                return reason;
-            }
-            continue;
-        }
-        if let Some(env) = cell.local.pop_front() {
-            ctx.sender = env.from;
-            if let Err(reason) =
-                guarded(&process, cell, false, actor.handle_message(env.msg, ctx)).await
-            {
-                return reason;
-            }
-            if let Some(reason) = ctx.stop.take() {
-                return reason;
-            }
-            continue;
-        }
-        let local = &mut cell.local;
-        let _ready: Ready = std::future::poll_fn(|cx| process.poll_ready(cx, local, BATCH)).await;
+/// Polls `fut` (a callback) while applying signals that arrive when it is
+/// suspended. Resolves to the exit reason if a signal, or a panic, ends the actor.
+/// With `kill_only`, only an untrappable kill is acted on; other signals stay queued.
+///
+/// A hand-written future rather than an `async fn`, so the callback's future is
+/// stored once (an `async fn` keeps both its argument and the pinned copy), which
+/// keeps every idle actor's task small.
+pub(crate) fn guarded<'a, F: Future<Output = ()>>(
+    process: &'a Process,
+    cell: &'a mut LoopCell,
+    kill_only: bool,
+    fut: F,
+) -> Guarded<'a, F> {
+    Guarded {
+        process,
+        cell,
+        kill_only,
+        fut,
     }
 }
 
-/// Polls `fut` (a callback) while applying signals that arrive when it is
-/// suspended. Returns the exit reason if a signal, or a panic, ends the actor.
-/// With `kill_only`, only an untrappable kill is acted on; other signals stay queued.
-pub(crate) async fn guarded<F: Future<Output = ()>>(
-    process: &Process,
-    cell: &mut LoopCell,
+/// The future returned by [`guarded`].
+pub(crate) struct Guarded<'a, F> {
+    process: &'a Process,
+    cell: &'a mut LoopCell,
     kill_only: bool,
     fut: F,
-) -> Result<(), ExitReason> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(move |cx| {
+}
+
+impl<F: Future<Output = ()>> Future for Guarded<'_, F> {
+    type Output = Result<(), ExitReason>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is structurally pinned: it is never moved out of `self`
+        // and `Guarded` has no Drop impl; the other fields are plain references
+        // and a bool, which are not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let mut fut = unsafe { std::pin::Pin::new_unchecked(&mut this.fut) };
         loop {
-            if process.has_signals() {
-                let exit = if kill_only {
-                    kill_pending(process)
+            if this.process.has_signals() {
+                let exit = if this.kill_only {
+                    kill_pending(this.process)
                 } else {
-                    process_signals(process, cell)
+                    process_signals(this.process, this.cell)
                 };
                 if let Some(reason) = exit {
                     return Poll::Ready(Err(reason));
@@ -311,12 +348,11 @@ pub(crate) async fn guarded<F: Future<Output = ()>>(
                 Ok(Poll::Pending) => {}
                 Err(payload) => return Poll::Ready(Err(ExitReason::Panic(panic_text(&*payload)))),
             }
-            if process.register_for_signals(cx, kill_only) {
+            if this.process.register_for_signals(cx, this.kill_only) {
                 return Poll::Pending;
             }
         }
-    })
-    .await
+    }
 }
 
 /// Turns a panic payload into text.
@@ -436,5 +472,46 @@ fn apply_signal(
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Idle;
+    impl Actor for Idle {
+        async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
+    }
+
+    /// A million idle actors must fit in about a gigabyte: the task of an idle
+    /// actor (its future) and its process record must stay small.
+    #[test]
+    fn idle_actor_task_is_small() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let system = ActorSystem::new();
+            let process = Arc::new(Process::new(Pid::new(0, 1, 0), 4, false));
+            let ctx = ActorContext {
+                process,
+                system: system.clone(),
+                sender: NO_SENDER,
+                stop: None,
+                started_tx: None,
+            };
+            let fut = run_actor(Idle, ctx);
+            let future_size = std::mem::size_of_val(&fut);
+            assert!(
+                future_size <= 512,
+                "idle actor future is {future_size} bytes"
+            );
+            let process_size = std::mem::size_of::<Process>();
+            assert!(
+                process_size <= 192,
+                "process record is {process_size} bytes"
+            );
+        });
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{Message, Pid, RouteError};
+use crate::{Message, Pid, RouteError, UnsentMessage};
 
 /// Why a message could not be sent.
 pub enum SendError {
@@ -12,7 +12,7 @@ pub enum SendError {
     /// No actor is registered under this name.
     NameNotRegistered(String),
     /// The mailbox is full (only from `try_send`); the message is handed back.
-    Full(Message),
+    Full(UnsentMessage),
     /// The Pid belongs to another node and no distribution router is installed.
     /// Start the node through `joerl-dist` to talk to other nodes.
     NoRouter(Pid),
@@ -57,7 +57,7 @@ impl SendError {
     /// Takes back the unsent message, where the error carries it.
     pub fn into_message(self) -> Option<Message> {
         match self {
-            SendError::Full(m) | SendError::Route(RouteError::Full(m)) => Some(m),
+            SendError::Full(m) | SendError::Route(RouteError::Full(m)) => Some(m.into_inner()),
             _ => None,
         }
     }

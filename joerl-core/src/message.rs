@@ -14,6 +14,37 @@ use crate::{ExitReason, Pid};
 /// A message: any value that can cross threads, boxed.
 pub type Message = Box<dyn Any + Send>;
 
+/// A message handed back by a send that did not happen (for example a full
+/// mailbox), so the caller can retry it. Take it back with
+/// [`into_inner`](UnsentMessage::into_inner).
+///
+/// Unlike a bare [`Message`], this is `Sync`, so errors that carry it work with
+/// `?` into `anyhow::Error` and `Box<dyn Error + Send + Sync>`.
+pub struct UnsentMessage(Message);
+
+// SAFETY: the boxed value is only reachable by value (`into_inner`), never through
+// `&UnsentMessage`, so sharing a reference between threads exposes nothing that is
+// not `Sync`.
+unsafe impl Sync for UnsentMessage {}
+
+impl UnsentMessage {
+    /// Wraps a message.
+    pub fn new(msg: Message) -> Self {
+        UnsentMessage(msg)
+    }
+
+    /// The message.
+    pub fn into_inner(self) -> Message {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for UnsentMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnsentMessage(..)")
+    }
+}
+
 /// Identifies one monitor, as returned by `monitor` and carried by [`DownMessage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MonitorRef(pub u64);

@@ -10,13 +10,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::{Message, Pid, Signal};
+use crate::{Message, Pid, Signal, UnsentMessage};
 
 /// Why the router could not take a message or signal.
 pub enum RouteError {
     /// The outgoing queue toward the node is full; the message is handed back.
     /// [`Router::ready`] resolves when there is room again.
-    Full(Message),
+    Full(UnsentMessage),
     /// The node is not connected and could not be reached.
     Unreachable {
         /// The node, by name or id, as text.

@@ -22,7 +22,7 @@ use crate::process::{Process, PushError};
 use crate::timer::TimerRef;
 use crate::{
     Actor, CallError, ExitReason, LinkError, Message, MonitorRef, Pid, RegisterError, RouteError,
-    Router, SendError, Signal, SpawnError, StartError,
+    Router, SendError, Signal, SpawnError, StartError, UnsentMessage,
 };
 
 /// Default capacity of a user mailbox, in messages.
@@ -86,7 +86,7 @@ pub(crate) struct Inner {
     node_name: Option<String>,
     next_id: AtomicU64,
     next_ref: AtomicU64,
-    processes: DashMap<u64, Arc<Process>>,
+    processes: DashMap<u64, Arc<Process>, IdHash>,
     names: DashMap<String, Pid>,
     live: AtomicUsize,
     all_stopped: Notify,
@@ -158,7 +158,7 @@ impl ActorSystem {
             node_name,
             next_id: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
-            processes: DashMap::new(),
+            processes: DashMap::with_hasher(IdHash::default()),
             names: DashMap::new(),
             live: AtomicUsize::new(0),
             all_stopped: Notify::new(),
@@ -330,7 +330,7 @@ impl ActorSystem {
                     match router.try_send(from, to, msg) {
                         Ok(()) => return Ok(()),
                         Err(RouteError::Full(m)) => {
-                            msg = m;
+                            msg = m.into_inner();
                             router.ready(Some(to.node()), None).await;
                         }
                         Err(e) => return Err(SendError::Route(e)),
@@ -349,7 +349,7 @@ impl ActorSystem {
                 };
                 match process.try_push(Envelope::new(from, msg)) {
                     Ok(()) => Ok(()),
-                    Err(PushError::Full(env)) => Err(SendError::Full(env.msg)),
+                    Err(PushError::Full(env)) => Err(SendError::Full(UnsentMessage::new(env.msg))),
                     Err(PushError::Closed) => Err(SendError::NoProc(to)),
                 }
             }
@@ -415,7 +415,7 @@ impl ActorSystem {
             match router.try_send_named(from, name, node, msg) {
                 Ok(()) => return Ok(()),
                 Err(RouteError::Full(m)) => {
-                    msg = m;
+                    msg = m.into_inner();
                     router.ready(None, Some(node)).await;
                 }
                 Err(e) => return Err(SendError::Route(e)),
@@ -659,6 +659,29 @@ async fn push_waiting(process: &Process, env: Envelope) -> Result<(), SendError>
         }
     })
     .await
+}
+
+/// Hashes process ids (sequential u64s) with one multiplication: ids are not
+/// chosen by peers, so a keyed hash buys nothing here and costs on every send.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 pub(crate) enum Target {

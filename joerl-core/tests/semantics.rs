@@ -378,7 +378,7 @@ async fn bounded_mailbox_try_send_full_and_send_waits() {
         system.try_send(pid, Box::new(i)).unwrap();
     }
     match system.try_send(pid, Box::new(5u32)) {
-        Err(SendError::Full(m)) => assert_eq!(*m.downcast::<u32>().unwrap(), 5),
+        Err(SendError::Full(m)) => assert_eq!(*m.into_inner().downcast::<u32>().unwrap(), 5),
         other => panic!("expected Full, got {other:?}"),
     }
     // A waiting send completes once the actor makes room.

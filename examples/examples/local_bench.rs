@@ -1,0 +1,219 @@
+//! Local runtime benchmarks: message throughput, ping-pong latency, spawn rate
+//! and memory per actor.
+//!
+//! ```text
+//! cargo run --release --example local_bench -- throughput --count 10000000
+//! cargo run --release --example local_bench -- rtt --count 1000000
+//! cargo run --release --example local_bench -- spawn --count 1000000
+//! ```
+//!
+//! Each mode prints exactly one result line, last:
+//! `local_throughput msgs_per_s=.. count=..`, `local_rtt p50_us=.. p99_us=.. mean_us=.. count=..`,
+//! `spawn per_s=.. bytes_per_actor=.. count=..`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use joerl_core::{Actor, ActorContext, ActorSystem, Message, Pid};
+use tokio::sync::oneshot;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// One sender, one receiver, N small messages.
+    Throughput,
+    /// N sequential ping-pongs between two actors.
+    Rtt,
+    /// Spawn N idle actors and keep them alive.
+    Spawn,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "joerl local runtime benchmarks")]
+struct Args {
+    /// What to measure.
+    mode: Mode,
+    /// How many messages, round trips or actors.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        match args.mode {
+            Mode::Throughput => throughput(args.count).await,
+            Mode::Rtt => rtt(args.count).await,
+            Mode::Spawn => spawn(args.count).await,
+        }
+    })
+}
+
+/// Counts messages and reports when it has seen `expected`.
+struct Sink {
+    seen: u64,
+    expected: u64,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Actor for Sink {
+    async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {
+        self.seen += 1;
+        if self.seen == self.expected {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+async fn throughput(count: u64) -> Result<()> {
+    let system = ActorSystem::new();
+    let (tx, rx) = oneshot::channel();
+    let sink = system.spawn(Sink {
+        seen: 0,
+        expected: count,
+        done: Some(tx),
+    });
+    let sender = system.clone();
+    let start = Instant::now();
+    // The sender runs as a task on the runtime, like an actor would.
+    let producer = tokio::spawn(async move {
+        for i in 0..count {
+            sender.send(sink, Box::new(i)).await.expect("sink alive");
+        }
+    });
+    rx.await.context("sink stopped early")?;
+    let elapsed = start.elapsed();
+    producer.await?;
+    system.shutdown().await;
+    println!(
+        "local_throughput msgs_per_s={:.1} count={count}",
+        count as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Replies to every message with a unit message.
+struct Ponger;
+
+impl Actor for Ponger {
+    async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
+        if let Some(from) = ctx.sender() {
+            let _ = ctx.send(from, Box::new(())).await;
+        }
+    }
+}
+
+/// Sends a ping, waits for the pong, records the round trip, repeats.
+struct Pinger {
+    ponger: Pid,
+    remaining: u64,
+    sent_at: Instant,
+    samples: Vec<u32>,
+    done: Option<oneshot::Sender<Vec<u32>>>,
+}
+
+impl Actor for Pinger {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        self.sent_at = Instant::now();
+        let _ = ctx.send(self.ponger, Box::new(())).await;
+    }
+
+    async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
+        let rtt = self.sent_at.elapsed();
+        self.samples
+            .push(rtt.as_nanos().min(u32::MAX as u128) as u32);
+        self.remaining -= 1;
+        if self.remaining == 0 {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(std::mem::take(&mut self.samples));
+            }
+            return;
+        }
+        self.sent_at = Instant::now();
+        let _ = ctx.send(self.ponger, Box::new(())).await;
+    }
+}
+
+async fn rtt(count: u64) -> Result<()> {
+    anyhow::ensure!(count > 0, "--count must be at least 1");
+    let system = ActorSystem::new();
+    let ponger = system.spawn(Ponger);
+    let (tx, rx) = oneshot::channel();
+    system.spawn(Pinger {
+        ponger,
+        remaining: count,
+        sent_at: Instant::now(),
+        samples: Vec::with_capacity(count as usize),
+        done: Some(tx),
+    });
+    let mut samples = rx.await.context("pinger stopped early")?;
+    system.shutdown().await;
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    let mean = samples.iter().map(|&s| s as f64).sum::<f64>() / samples.len() as f64 / 1000.0;
+    println!(
+        "local_rtt p50_us={:.3} p99_us={:.3} mean_us={:.3} count={count}",
+        pct(0.50),
+        pct(0.99),
+        mean
+    );
+    Ok(())
+}
+
+/// An actor that does nothing until it is stopped.
+struct Idle;
+
+impl Actor for Idle {
+    async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
+}
+
+fn rss_bytes() -> Result<u64> {
+    let statm =
+        std::fs::read_to_string("/proc/self/statm").context("cannot read /proc/self/statm")?;
+    let resident: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("unexpected /proc/self/statm format")?
+        .parse()?;
+    Ok(resident * 4096)
+}
+
+async fn spawn(count: u64) -> Result<()> {
+    let system = ActorSystem::new();
+    let before = rss_bytes()?;
+    let start = Instant::now();
+    let spawner = system.clone();
+    // Spawn from a runtime task, as an actor would, yielding now and then as a
+    // cooperative task does so the new actors' first runs stay on this worker.
+    tokio::spawn(async move {
+        for i in 0..count {
+            spawner.spawn(Idle);
+            if i % 128 == 127 {
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+    .await?;
+    let elapsed = start.elapsed();
+    // Let every actor run its start-up and park, then measure memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_bytes()?;
+    anyhow::ensure!(
+        system.actor_count() as u64 == count,
+        "expected {count} live actors, found {}",
+        system.actor_count()
+    );
+    let per_actor = after.saturating_sub(before) as f64 / count as f64;
+    system.shutdown().await;
+    println!(
+        "spawn per_s={:.1} bytes_per_actor={per_actor:.1} count={count}",
+        count as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
