@@ -525,6 +525,18 @@ impl ErlangRegistration {
         self.extended
     }
 
+    /// Resolves when the daemon closes the connection, i.e. the registration
+    /// ended on the daemon's side (`STOP_REQ`, daemon exit, or a network failure).
+    pub async fn closed(&mut self) {
+        let mut buf = [0u8; 16];
+        loop {
+            match self.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    }
+
     /// Closes the connection, which unregisters the node.
     pub async fn close(mut self) {
         let _ = self.stream.shutdown().await;

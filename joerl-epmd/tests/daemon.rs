@@ -1,0 +1,737 @@
+//! Our client against our daemon over real sockets on 127.0.0.1: registrations,
+//! leases, ownership, Erlang requests, limits and bad input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use joerl_epmd::protocol::{
+    self, Alive2Reply, JoerlReply, JoerlRequest, KeepAliveRequest, LookupRequest, NamesReply,
+    PortPleaseReply, RegisterRequest, RegistrationToken, UnregisterRequest,
+};
+use joerl_epmd::{
+    Alive2Request, ClientError, DistInfo, EpmdClient, EpmdServer, NodeKind, Registration,
+    RegistryError, ServerConfig,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn alive2(name: &str, port: u16, highest_version: u16) -> Alive2Request {
+    Alive2Request {
+        port,
+        name: name.into(),
+        dist: DistInfo {
+            highest_version,
+            ..DistInfo::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn port_zero_reports_the_real_port_and_ping_answers() {
+    let server = start_server(|_| {}).await;
+    assert_ne!(server.local_addr().port(), 0);
+    let client = EpmdClient::new(server.local_addr());
+    let pong = client.ping().await.unwrap();
+    assert!(pong.daemon.starts_with("joerl-epmd"));
+    assert_eq!(pong.nodes, 0);
+    server.shutdown().await;
+    assert!(matches!(
+        client.ping().await,
+        Err(ClientError::Connect { .. })
+    ));
+}
+
+#[tokio::test]
+async fn register_lookup_list_with_metadata() {
+    let server = start_server(|_| {}).await;
+    let client = EpmdClient::new(server.local_addr());
+    let alpha = client
+        .register(
+            Registration::new("alpha", 9101)
+                .host("10.0.0.7")
+                .metadata("role", "worker")
+                .metadata("zone", "b"),
+        )
+        .await
+        .unwrap();
+    let beta = client
+        .register(Registration::new("beta", 9102).connection_bound())
+        .await
+        .unwrap();
+    assert_eq!(alpha.lease(), Some(Duration::from_secs(60)));
+    assert_eq!(beta.lease(), None);
+
+    let found = client
+        .lookup("alpha")
+        .await
+        .unwrap()
+        .expect("alpha registered");
+    assert_eq!(found.port, 9101);
+    assert_eq!(found.host, "10.0.0.7");
+    assert_eq!(
+        found.metadata.get("role").map(String::as_str),
+        Some("worker")
+    );
+    assert_eq!(found.creation, alpha.creation());
+    assert_eq!(found.kind, NodeKind::Joerl);
+    assert_eq!(found.lease_ms, Some(60_000));
+    // No host given: the daemon reports its own address.
+    let beta_info = client.lookup("beta").await.unwrap().unwrap();
+    assert_eq!(beta_info.host, "127.0.0.1");
+    assert!(client.lookup("gamma").await.unwrap().is_none());
+
+    let names: Vec<String> = client
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["beta", "alpha"]);
+
+    // joerl registrations are visible to Erlang's requests too.
+    let port = client.port_please("alpha").await.unwrap().unwrap();
+    assert_eq!((port.port, port.name.as_str()), (9101, "alpha"));
+    let erl_names = client.names().await.unwrap();
+    assert_eq!(erl_names.epmd_port, u32::from(server.local_addr().port()));
+    assert_eq!(
+        erl_names.nodes,
+        vec![("beta".to_string(), 9102), ("alpha".to_string(), 9101)]
+    );
+
+    // A second registration of a live name is refused.
+    let dup = client.register(Registration::new("alpha", 1)).await;
+    assert!(
+        matches!(dup, Err(ClientError::Refused { source: RegistryError::NameTaken(ref n), .. }) if n == "alpha"),
+        "{dup:?}"
+    );
+
+    alpha.unregister().await.unwrap();
+    assert!(client.lookup("alpha").await.unwrap().is_none());
+    drop(beta);
+    wait_for(
+        "beta to be unregistered by the dropped guard",
+        DEADLINE,
+        || {
+            let client = client.clone();
+            async move { client.lookup("beta").await.unwrap().is_none().then_some(()) }
+        },
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lease_that_is_not_renewed_expires_and_a_renewed_one_stays() {
+    let server = start_server(short_leases).await;
+    let client = EpmdClient::new(server.local_addr());
+    let kept = client.register(Registration::new("kept", 1)).await.unwrap();
+    let silent = client
+        .register(Registration::new("silent", 2))
+        .await
+        .unwrap();
+    assert_eq!(silent.lease(), Some(Duration::from_millis(300)));
+    assert!(client.lookup("silent").await.unwrap().is_some());
+    // The process "dies": no more keep-alives, no unregister.
+    silent.abandon().await;
+    let gone_after = Instant::now();
+    wait_for("the abandoned lease to expire", DEADLINE, || {
+        let client = client.clone();
+        async move {
+            client
+                .lookup("silent")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(gone_after.elapsed() >= Duration::from_millis(200));
+    // The renewed registration outlives several lease lengths (observed, not slept on:
+    // every lookup must find it while at least 4 lease lengths pass).
+    let watch_started = Instant::now();
+    while watch_started.elapsed() < Duration::from_millis(1200) {
+        let found = client.lookup("kept").await.unwrap();
+        assert!(
+            found.is_some(),
+            "renewed lease vanished after {:?}",
+            watch_started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(kept.state().generation, 1, "the lease never lapsed");
+    kept.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_guard_registers_again_after_the_daemon_restarts() {
+    let first = start_server(short_leases).await;
+    let addr = first.local_addr();
+    let client = EpmdClient::new(addr);
+    let guard = client
+        .register(Registration::new("phoenix", 7000).metadata("v", "1"))
+        .await
+        .unwrap();
+    let tethered = client
+        .register(Registration::new("tethered", 7001).connection_bound())
+        .await
+        .unwrap();
+    let mut changes = guard.subscribe();
+    let mut tethered_changes = tethered.subscribe();
+    assert_eq!(guard.state().generation, 1);
+    first.shutdown().await;
+    // The connection-held registration knows at once that it is gone.
+    tokio::time::timeout(DEADLINE, tethered_changes.wait_for(|s| !s.registered))
+        .await
+        .expect("loss noticed")
+        .unwrap();
+
+    let second = EpmdServer::bind({
+        let mut config = ServerConfig::new(addr);
+        short_leases(&mut config);
+        config
+    })
+    .await
+    .expect("rebinding the same port");
+    let found = wait_for(
+        "the guard to register with the new daemon",
+        DEADLINE,
+        || {
+            let client = client.clone();
+            async move { client.lookup("phoenix").await.ok().flatten() }
+        },
+    )
+    .await;
+    assert_eq!(found.metadata.get("v").map(String::as_str), Some("1"));
+    tokio::time::timeout(
+        DEADLINE,
+        changes.wait_for(|s| s.generation >= 2 && s.registered),
+    )
+    .await
+    .expect("state change published")
+    .unwrap();
+    assert_eq!(guard.creation(), found.creation);
+    tokio::time::timeout(
+        DEADLINE,
+        tethered_changes.wait_for(|s| s.generation >= 2 && s.registered),
+    )
+    .await
+    .expect("connection-held registration restored")
+    .unwrap();
+    let restored = client.lookup("tethered").await.unwrap().unwrap();
+    assert_eq!(
+        (restored.lease_ms, restored.creation),
+        (None, tethered.creation())
+    );
+    drop(tethered);
+    drop(guard);
+    wait_for("the dropped guard to unregister", DEADLINE, || {
+        let client = client.clone();
+        async move {
+            client
+                .lookup("phoenix")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lease_survives_its_connection_being_cut() {
+    // The lease holder's connection is cut by the idle timeout again and again;
+    // the guard reconnects and renews the same lease.
+    let server = start_server(|c| {
+        short_leases(c);
+        c.keepalive_interval = Duration::from_millis(250);
+        c.default_lease = Duration::from_secs(5);
+        c.idle_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let client = EpmdClient::new(server.local_addr());
+    let guard = client
+        .register(Registration::new("leaser", 1))
+        .await
+        .unwrap();
+    let observed = Instant::now();
+    while observed.elapsed() < Duration::from_millis(1000) {
+        assert!(client.lookup("leaser").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Reconnections renewed the same lease: no new registration was needed.
+    assert_eq!(guard.state().generation, 1);
+    assert!(guard.state().registered);
+    guard.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_the_token_holder_may_renew_or_remove() {
+    let server = start_server(|_| {}).await;
+    let addr = server.local_addr();
+    let mut owner = RawJoerl::connect(addr).await;
+    let reply = owner
+        .call(JoerlRequest::Register(RegisterRequest {
+            name: "owned".into(),
+            host: String::new(),
+            port: 4242,
+            metadata: Default::default(),
+            lease_ms: Some(0),
+            dist: DistInfo::default(),
+        }))
+        .await;
+    let JoerlReply::Registered(registered) = reply else {
+        panic!("unexpected {reply:?}");
+    };
+    let mut stranger = RawJoerl::connect(addr).await;
+    let forged = RegistrationToken::random();
+    assert_eq!(
+        stranger
+            .call(JoerlRequest::Unregister(UnregisterRequest {
+                token: forged
+            }))
+            .await,
+        JoerlReply::Refused(RegistryError::UnknownToken)
+    );
+    assert_eq!(
+        stranger
+            .call(JoerlRequest::KeepAlive(KeepAliveRequest { token: forged }))
+            .await,
+        JoerlReply::Refused(RegistryError::UnknownToken)
+    );
+    // STOP_REQ is refused without --relaxed-command-check: closed without a reply.
+    assert_eq!(raw_request(addr, b"sowned").await, b"");
+    let client = EpmdClient::new(addr);
+    assert!(client.lookup("owned").await.unwrap().is_some());
+    // The holder may, from any connection.
+    let mut holder_elsewhere = RawJoerl::connect(addr).await;
+    assert_eq!(
+        holder_elsewhere
+            .call(JoerlRequest::KeepAlive(KeepAliveRequest {
+                token: registered.token
+            }))
+            .await,
+        JoerlReply::KeptAlive {
+            lease_ms: Some(60_000)
+        }
+    );
+    assert_eq!(
+        holder_elsewhere
+            .call(JoerlRequest::Unregister(UnregisterRequest {
+                token: registered.token
+            }))
+            .await,
+        JoerlReply::Unregistered
+    );
+    assert!(client.lookup("owned").await.unwrap().is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_held_registration_ends_with_its_connection() {
+    let server = start_server(|_| {}).await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+
+    let mut raw = RawJoerl::connect(addr).await;
+    let reply = raw
+        .call(JoerlRequest::Register(RegisterRequest {
+            name: "tethered".into(),
+            host: String::new(),
+            port: 5000,
+            metadata: Default::default(),
+            lease_ms: None,
+            dist: DistInfo::default(),
+        }))
+        .await;
+    assert!(
+        matches!(reply, JoerlReply::Registered(ref r) if r.lease_ms.is_none()),
+        "{reply:?}"
+    );
+    // The same connection can still ask things.
+    assert!(matches!(
+        raw.call(JoerlRequest::Lookup(LookupRequest {
+            name: "tethered".into()
+        }))
+        .await,
+        JoerlReply::Lookup(Some(_))
+    ));
+    drop(raw);
+    wait_for(
+        "the joerl registration to end with its connection",
+        DEADLINE,
+        || {
+            let client = client.clone();
+            async move {
+                client
+                    .lookup("tethered")
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Same for Erlang's ALIVE2.
+    let erl = client.alive2(alive2("erlish", 5001, 6)).await.unwrap();
+    assert!(erl.extended());
+    let found = client.lookup("erlish").await.unwrap().unwrap();
+    assert_eq!(
+        (found.kind, found.creation),
+        (NodeKind::Erlang, erl.creation())
+    );
+    erl.close().await;
+    wait_for(
+        "the ALIVE2 registration to end with its connection",
+        DEADLINE,
+        || {
+            let client = client.clone();
+            async move {
+                client
+                    .lookup("erlish")
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn creations_follow_epmd_for_both_reply_formats() {
+    let server = start_server(|_| {}).await;
+    let client = EpmdClient::new(server.local_addr());
+    let first = client.alive2(alive2("cr", 1, 6)).await.unwrap();
+    let c1 = first.creation();
+    first.close().await;
+    let second = wait_for("the name to be free again", DEADLINE, || {
+        let client = client.clone();
+        async move { client.alive2(alive2("cr", 1, 6)).await.ok() }
+    })
+    .await;
+    assert_eq!(second.creation(), c1.wrapping_add(1));
+    // A duplicate is refused with the real epmd's bytes: result 1, creation 99.
+    let mut frame = protocol::Request::Alive2(alive2("cr", 2, 6))
+        .encode()
+        .unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    let mut reply = [0u8; 6];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply, [118, 1, 0, 0, 0, 99]);
+    drop(stream);
+    second.close().await;
+    // Version 5 nodes get the 16-bit reply with a creation in 1..=3.
+    frame = protocol::Request::Alive2(alive2("old", 1, 5))
+        .encode()
+        .unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).await.unwrap();
+    let (decoded, _) = Alive2Reply::decode(&reply).unwrap().unwrap();
+    assert!(!decoded.extended && decoded.result == 0);
+    assert!((1..=3).contains(&decoded.creation), "{decoded:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn erlang_requests_are_answered_like_epmd() {
+    let server = start_server(|_| {}).await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    let port_bytes = u32::from(addr.port()).to_be_bytes();
+
+    assert_eq!(raw_request(addr, b"n").await, port_bytes);
+    assert_eq!(raw_request(addr, b"zmissing").await, [119, 1]);
+
+    let reg = client
+        .alive2(Alive2Request {
+            port: 5555,
+            name: "bar".into(),
+            dist: DistInfo {
+                highest_version: 5,
+                lowest_version: 5,
+                extra: b"xy".to_vec(),
+                ..DistInfo::default()
+            },
+        })
+        .await
+        .unwrap();
+    // Bytes as the real epmd sent them in the same situation.
+    assert_eq!(
+        raw_request(addr, b"zbar").await,
+        [
+            0x77, 0x00, 0x15, 0xb3, 0x4d, 0x00, 0x00, 0x05, 0x00, 0x05, 0x00, 0x03, 0x62, 0x61,
+            0x72, 0x00, 0x02, 0x78, 0x79
+        ]
+    );
+    assert_eq!(
+        raw_request(addr, b"zbar\0").await,
+        raw_request(addr, b"zbar").await
+    );
+    let names = raw_request(addr, b"n").await;
+    assert_eq!(&names[..4], port_bytes);
+    assert_eq!(&names[4..], b"name bar at port 5555\n");
+    let dump = raw_request(addr, b"d").await;
+    let text = String::from_utf8_lossy(&dump[4..]).into_owned();
+    assert!(
+        text.starts_with("active name     <bar> at port 5555, fd = ") && text.ends_with("\n\0"),
+        "{text:?}"
+    );
+    // KILL is refused while a node is registered; STOP is refused without relaxed mode.
+    assert_eq!(raw_request(addr, b"k").await, b"NO");
+    assert_eq!(raw_request(addr, b"sbar").await, b"");
+    assert!(client.port_please("bar").await.unwrap().is_some());
+    reg.close().await;
+    wait_for("bar to go", DEADLINE, || {
+        let client = client.clone();
+        async move {
+            client
+                .port_please("bar")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    let dump = raw_request(addr, b"d").await;
+    assert!(
+        String::from_utf8_lossy(&dump[4..])
+            .starts_with("old/unused name <bar>, port = 5555, fd = "),
+        "{dump:?}"
+    );
+    // With no node left, KILL stops the daemon.
+    assert_eq!(raw_request(addr, b"k").await, b"OK");
+    tokio::time::timeout(DEADLINE, server.stopped())
+        .await
+        .expect("KILL_REQ stops the daemon");
+    assert!(server.is_stopped());
+}
+
+#[tokio::test]
+async fn relaxed_mode_allows_stop_and_kill_with_nodes() {
+    let server = start_server(|c| c.relaxed_command_check = true).await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    let mut reg = client.alive2(alive2("victim", 1, 6)).await.unwrap();
+    assert_eq!(raw_request(addr, b"svictim").await, b"STOPPED");
+    assert_eq!(raw_request(addr, b"snobody").await, b"NOEXISTSTOPPED");
+    assert!(client.lookup("victim").await.unwrap().is_none());
+    // The stopped node's connection is closed by the daemon.
+    tokio::time::timeout(DEADLINE, reg.closed())
+        .await
+        .expect("closed in time");
+    let _other = client.alive2(alive2("survivor", 1, 6)).await.unwrap();
+    assert_eq!(raw_request(addr, b"k").await, b"OK");
+    tokio::time::timeout(DEADLINE, server.stopped())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_closes_only_that_connection() {
+    let server = start_server(|c| c.max_request_bytes = 512).await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    let keeper = client.alive2(alive2("steady", 1234, 6)).await.unwrap();
+    let leased = client
+        .register(Registration::new("leased", 1))
+        .await
+        .unwrap();
+
+    let mut version2 = JoerlRequest::Lookup(LookupRequest { name: "x".into() })
+        .encode_body()
+        .unwrap();
+    version2[1] = 2;
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        ("unknown tag", vec![0, 1, b'Q'], vec![]),
+        ("zero length", vec![0, 0], vec![]),
+        ("too large", vec![0xff, 0xff, b'n'], vec![]),
+        ("truncated then closed", vec![0, 9, b'z', b'a'], vec![]),
+        ("ALIVE2 too short", vec![0, 3, b'x', 0, 1], vec![]),
+        (
+            "NUL in PORT_PLEASE2 name",
+            vec![0, 4, b'z', b'a', 0, b'b'],
+            vec![],
+        ),
+        ("bad bincode", vec![0, 4, 0xA3, 1, 0xff, 0xff], vec![]),
+        (
+            "unsupported joerl version",
+            [&(version2.len() as u16).to_be_bytes()[..], &version2].concat(),
+            protocol::encode_version_reply(),
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        if what == "truncated then closed" {
+            stream.shutdown().await.unwrap();
+        }
+        let reply = read_until_closed(&mut stream).await;
+        assert_eq!(reply, expected, "{what}");
+        // Everyone else is still served.
+        assert!(client.lookup("steady").await.unwrap().is_some(), "{what}");
+        assert!(
+            client.port_please("leased").await.unwrap().is_some(),
+            "{what}"
+        );
+    }
+    // Data on an ALIVE2 connection ends that registration only (as in epmd).
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    held.write_all(
+        &protocol::Request::Alive2(alive2("chatty", 1, 6))
+            .encode()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut reply = [0u8; 6];
+    held.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[..2], [118, 0]);
+    held.write_all(b"zz").await.unwrap();
+    assert_eq!(read_until_closed(&mut held).await, b"");
+    assert!(client.lookup("chatty").await.unwrap().is_none());
+    assert!(client.lookup("steady").await.unwrap().is_some());
+    assert_eq!(client.ping().await.unwrap().nodes, 2);
+    keeper.close().await;
+    leased.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_without_registration_are_closed() {
+    let server = start_server(|c| c.idle_timeout = Duration::from_millis(200)).await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    let holder = client.alive2(alive2("patient", 1, 6)).await.unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(read_until_closed(&mut idle).await, b"");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    // A partial request does not keep a connection alive either.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(&[0, 5, b'z']).await.unwrap();
+    assert_eq!(read_until_closed(&mut slow).await, b"");
+    // The registered node's connection outlives several idle timeouts.
+    let observed = Instant::now();
+    while observed.elapsed() < Duration::from_millis(800) {
+        assert!(client.lookup("patient").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    let server = start_server(|c| c.max_connections = 2).await;
+    let addr = server.local_addr();
+    let first = TcpStream::connect(addr).await.unwrap();
+    let second = TcpStream::connect(addr).await.unwrap();
+    // The accept loop takes connections in order, so the first two hold both
+    // slots (they send nothing, and the idle timeout is 60 s) when the third arrives.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third.write_all(&[0, 1, b'n']).await.ok();
+    assert_eq!(read_until_closed(&mut third).await, b"", "over the limit");
+    drop(first);
+    drop(second);
+    let client = EpmdClient::new(addr);
+    let names: NamesReply = wait_for("a free slot after closing", DEADLINE, || {
+        let client = client.clone();
+        async move { client.names().await.ok() }
+    })
+    .await;
+    assert!(names.nodes.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn replies_larger_than_the_client_limit_are_refused() {
+    let server = start_server(|_| {}).await;
+    let client = EpmdClient::new(server.local_addr());
+    let mut big = Registration::new("big", 1);
+    for i in 0..40 {
+        big = big.metadata(format!("key{i}"), "v".repeat(64));
+    }
+    let guard = client.register(big).await.unwrap();
+    let small = client.clone().with_max_reply_bytes(256);
+    assert!(matches!(
+        small.list().await,
+        Err(ClientError::ReplyTooLarge { max: 256, .. })
+    ));
+    assert!(matches!(
+        small.with_max_reply_bytes(8).names().await,
+        Err(ClientError::ReplyTooLarge { .. })
+    ));
+    assert_eq!(client.list().await.unwrap().len(), 1);
+    guard.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_time_out_against_a_silent_peer() {
+    // A listener that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind(loopback0()).await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let client = EpmdClient::new(addr).with_timeout(Duration::from_millis(200));
+    assert!(matches!(
+        client.ping().await,
+        Err(ClientError::Timeout { .. })
+    ));
+    assert!(matches!(
+        client.port_please("x").await,
+        Err(ClientError::Timeout { .. })
+    ));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn port_please_reply_decodes_what_the_daemon_sends_for_joerl_nodes() {
+    let server = start_server(|_| {}).await;
+    let client = EpmdClient::new(server.local_addr());
+    let guard = client
+        .register(Registration::new("hidden", 4100).dist(DistInfo {
+            node_type: protocol::NODE_TYPE_HIDDEN,
+            extra: vec![9, 8, 7],
+            ..DistInfo::default()
+        }))
+        .await
+        .unwrap();
+    let reply = client.port_please("hidden").await.unwrap().unwrap();
+    assert_eq!(
+        reply,
+        PortPleaseReply {
+            port: 4100,
+            name: "hidden".into(),
+            dist: DistInfo {
+                node_type: 72,
+                protocol: 0,
+                highest_version: 6,
+                lowest_version: 5,
+                extra: vec![9, 8, 7],
+            }
+        }
+    );
+    guard.unregister().await.unwrap();
+    server.shutdown().await;
+}
