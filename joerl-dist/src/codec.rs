@@ -1,0 +1,288 @@
+//! The one place bincode is used: user payloads, signals and handshake records.
+//!
+//! Message bodies on the wire are a small envelope written by hand (so wrappers
+//! such as gen_server calls cost a few bytes, not a serde round) around the
+//! bincode encoding of the user's value:
+//!
+//! ```text
+//! body    = kind:u8 ...
+//! kind 0  plain       wire_id:u64 value...
+//! kind 1  call        reply_to:pid tag:u64 plain
+//! kind 2  call reply  tag:u64 plain
+//! kind 3  cast        plain
+//! pid     = node:u32 id:u64 creation:u32   (big-endian, 16 bytes)
+//! ```
+//!
+//! Decoding never trusts a length or a tag: every read is bounds-checked and
+//! every failure is a [`CodecError`], never a panic.
+
+use std::any::Any;
+
+use bincode::config::{self, Configuration, Limit};
+use joerl_core::gen_server::{CallReply, CallRequest, CastRequest};
+use joerl_core::{Message, Pid};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::CodecError;
+use crate::registry::tables;
+
+/// Upper bound on what one bincode value may claim; the frame limit is the real bound.
+type Cfg = Configuration<config::BigEndian, config::Varint, Limit<{ 1 << 30 }>>;
+
+fn cfg() -> Cfg {
+    config::standard()
+        .with_big_endian()
+        .with_limit::<{ 1 << 30 }>()
+}
+
+/// Appends the bincode encoding of `value` to `out`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, cfg())
+        .map(|_| ())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a value that must use every byte of `bytes`.
+pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, cfg())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Decode(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+const KIND_PLAIN: u8 = 0;
+const KIND_CALL: u8 = 1;
+const KIND_REPLY: u8 = 2;
+const KIND_CAST: u8 = 3;
+
+/// Writes a Pid as 16 big-endian bytes.
+pub(crate) fn put_pid(out: &mut Vec<u8>, pid: Pid) {
+    out.extend_from_slice(&pid.node().to_be_bytes());
+    out.extend_from_slice(&pid.id().to_be_bytes());
+    out.extend_from_slice(&pid.creation().to_be_bytes());
+}
+
+/// A bounds-checked reader over a byte slice.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.buf.len() < n {
+            return Err(CodecError::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, CodecError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, CodecError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, CodecError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    pub(crate) fn pid(&mut self) -> Result<Pid, CodecError> {
+        let node = self.u32()?;
+        let id = self.u64()?;
+        let creation = self.u32()?;
+        Ok(Pid::new(node, id, creation))
+    }
+
+    pub(crate) fn rest(self) -> &'a [u8] {
+        self.buf
+    }
+}
+
+/// Appends the body of `msg` (envelope plus bincode value) to `out`.
+/// On error `out` is left as it was.
+pub(crate) fn encode_message(msg: &Message, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    let result = encode_message_inner(msg, out, true);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn encode_message_inner(msg: &Message, out: &mut Vec<u8>, outer: bool) -> Result<(), CodecError> {
+    let any: &(dyn Any + Send) = &**msg;
+    if outer {
+        if let Some(call) = any.downcast_ref::<CallRequest>() {
+            out.push(KIND_CALL);
+            put_pid(out, call.reply_to);
+            out.extend_from_slice(&call.tag.to_be_bytes());
+            return encode_message_inner(&call.request, out, false);
+        }
+        if let Some(reply) = any.downcast_ref::<CallReply>() {
+            out.push(KIND_REPLY);
+            out.extend_from_slice(&reply.tag.to_be_bytes());
+            return encode_message_inner(&reply.reply, out, false);
+        }
+        if let Some(cast) = any.downcast_ref::<CastRequest>() {
+            out.push(KIND_CAST);
+            return encode_message_inner(&cast.request, out, false);
+        }
+    }
+    let (entry, wire_id) = tables()
+        .by_type(any.type_id())
+        .ok_or(CodecError::Unregistered(any.type_id()))?;
+    out.push(KIND_PLAIN);
+    out.extend_from_slice(&wire_id.to_be_bytes());
+    (entry.encode)(any, out)
+}
+
+/// Decodes a message body produced by [`encode_message`].
+pub(crate) fn decode_message(body: &[u8]) -> Result<Message, CodecError> {
+    let mut r = Reader::new(body);
+    match r.u8()? {
+        KIND_PLAIN => decode_plain(r),
+        KIND_CALL => {
+            let reply_to = r.pid()?;
+            let tag = r.u64()?;
+            expect_plain(&mut r)?;
+            let request = decode_plain(r)?;
+            Ok(Box::new(CallRequest {
+                reply_to,
+                tag,
+                request,
+            }))
+        }
+        KIND_REPLY => {
+            let tag = r.u64()?;
+            expect_plain(&mut r)?;
+            let reply = decode_plain(r)?;
+            Ok(Box::new(CallReply { tag, reply }))
+        }
+        KIND_CAST => {
+            expect_plain(&mut r)?;
+            let request = decode_plain(r)?;
+            Ok(Box::new(CastRequest { request }))
+        }
+        other => Err(CodecError::UnknownKind(other)),
+    }
+}
+
+fn expect_plain(r: &mut Reader<'_>) -> Result<(), CodecError> {
+    match r.u8()? {
+        KIND_PLAIN => Ok(()),
+        other => Err(CodecError::UnknownKind(other)),
+    }
+}
+
+fn decode_plain(mut r: Reader<'_>) -> Result<Message, CodecError> {
+    let wire_id = r.u64()?;
+    let entry = tables()
+        .by_wire(wire_id)
+        .ok_or(CodecError::UnknownWireId(wire_id))?;
+    (entry.decode)(r.rest())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_wrapped_messages_round_trip() {
+        let mut buf = Vec::new();
+        encode_message(&(Box::new("hi".to_string()) as Message), &mut buf).unwrap();
+        let back = decode_message(&buf).unwrap();
+        assert_eq!(*back.downcast::<String>().unwrap(), "hi");
+
+        let call: Message = Box::new(CallRequest {
+            reply_to: Pid::new(1, 2, 3),
+            tag: 99,
+            request: Box::new(42u64),
+        });
+        buf.clear();
+        encode_message(&call, &mut buf).unwrap();
+        let back = decode_message(&buf)
+            .unwrap()
+            .downcast::<CallRequest>()
+            .unwrap();
+        assert_eq!((back.reply_to, back.tag), (Pid::new(1, 2, 3), 99));
+        assert_eq!(*back.request.downcast::<u64>().unwrap(), 42);
+
+        let reply: Message = Box::new(CallReply {
+            tag: 5,
+            reply: Box::new(true),
+        });
+        buf.clear();
+        encode_message(&reply, &mut buf).unwrap();
+        let back = decode_message(&buf)
+            .unwrap()
+            .downcast::<CallReply>()
+            .unwrap();
+        assert_eq!(back.tag, 5);
+        assert!(*back.reply.downcast::<bool>().unwrap());
+    }
+
+    #[test]
+    fn unregistered_type_is_an_error_and_leaves_buffer_unchanged() {
+        struct NotRegistered;
+        let mut buf = vec![1, 2, 3];
+        let err = encode_message(&(Box::new(NotRegistered) as Message), &mut buf).unwrap_err();
+        assert!(matches!(err, CodecError::Unregistered(_)));
+        assert_eq!(buf, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A deterministic pseudo-random walk over many inputs, including valid
+        // prefixes with corrupted tails.
+        let mut valid = Vec::new();
+        encode_message(&(Box::new(vec![7u8; 40]) as Message), &mut valid).unwrap();
+        let mut state: u64 = 0x1234_5678;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut input: Vec<u8> = if i % 2 == 0 {
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut v = valid.clone();
+                let at = (next() as usize) % v.len();
+                v[at] ^= (next() as u8) | 1;
+                v.truncate((next() as usize) % (v.len() + 1));
+                v
+            };
+            if i % 7 == 0 && !input.is_empty() {
+                input[0] = (next() % 4) as u8;
+            }
+            let _ = decode_message(&input);
+        }
+    }
+}

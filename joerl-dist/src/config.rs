@@ -1,0 +1,74 @@
+//! Node configuration and its defaults.
+
+use std::time::Duration;
+
+/// Default maximum frame size: 64 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Default limit of bytes queued toward one peer before `send` waits: 8 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Default tick timeout: a peer silent this long is declared down.
+pub const DEFAULT_TICK_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default limit of incoming messages parked for full local mailboxes, per connection.
+pub const DEFAULT_MAX_PARKED: usize = 100_000;
+
+/// Everything about a node that has a default. Build it with
+/// [`NodeBuilder`](crate::NodeBuilder).
+#[derive(Debug, Clone)]
+pub struct DistConfig {
+    /// The shared secret; `None` resolves it from `JOERL_COOKIE` or `~/.joerl.cookie`.
+    pub cookie: Option<String>,
+    /// A peer silent for this long is declared down and disconnected. Ticks are sent
+    /// on idle connections every quarter of it.
+    pub tick_timeout: Duration,
+    /// Bytes that may wait in the outgoing queue toward one peer before `send`
+    /// waits (and `try_send` fails with `Full`).
+    pub queue_bytes: usize,
+    /// Largest frame accepted or sent, checked before anything is allocated.
+    pub max_frame_size: usize,
+    /// Incoming messages that may be parked per connection while their target
+    /// mailboxes are full; past it the connection stops reading (TCP back-pressure).
+    pub max_parked: usize,
+    /// Periodically list EPMD's nodes and connect to new ones.
+    pub auto_discovery: bool,
+    /// How often the discovery loop lists EPMD.
+    pub discovery_interval: Duration,
+    /// First delay before re-dialing a lost or failed peer.
+    pub reconnect_initial: Duration,
+    /// Longest delay between dial attempts.
+    pub reconnect_max: Duration,
+    /// Consecutive failed dials after which the node stops trying until the next send.
+    pub reconnect_attempts: u32,
+    /// Time allowed for a TCP connect plus handshake.
+    pub connect_timeout: Duration,
+    /// EPMD lease for this node's registration (`None`: the daemon's default).
+    pub epmd_lease: Option<Duration>,
+    /// How long a graceful shutdown waits for actors before killing them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        DistConfig {
+            cookie: None,
+            tick_timeout: DEFAULT_TICK_TIMEOUT,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            max_frame_size: DEFAULT_MAX_FRAME,
+            max_parked: DEFAULT_MAX_PARKED,
+            auto_discovery: false,
+            discovery_interval: Duration::from_secs(2),
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            reconnect_attempts: 10,
+            connect_timeout: Duration::from_secs(5),
+            epmd_lease: None,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DistConfig {
+    /// The interval between ticks on an idle connection.
+    pub fn tick_interval(&self) -> Duration {
+        (self.tick_timeout / 4).max(Duration::from_millis(10))
+    }
+}

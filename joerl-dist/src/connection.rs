@@ -1,0 +1,383 @@
+//! One node-to-node TCP connection: the handshake exchange, then a writer task
+//! and a reader task.
+//!
+//! The writer owns the write half. It sleeps until the peer's [`OutQueue`] has
+//! bytes, swaps them all out and writes them with one call (TCP_NODELAY is on, so
+//! coalescing is ours, not Nagle's), and sends a TICK when nothing was written
+//! for a tick interval. The reader owns the read half: it reads as much as the
+//! socket has (up to a large buffer), decodes every complete frame in it, and
+//! hands each to the node. If nothing at all arrives for the tick timeout, the
+//! peer is declared down.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::codec;
+use crate::error::{FrameError, HandshakeError};
+use crate::frame::{self, Frame, Parsed};
+use crate::handshake::{self, Intro, PROTOCOL_VERSION, Record, RefuseReason, Role};
+use crate::outqueue::OutQueue;
+
+/// Largest handshake frame accepted, whatever the configured frame limit.
+const MAX_HANDSHAKE_FRAME: usize = 4096;
+
+/// Who this node is, as told in handshakes.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalIdentity {
+    pub(crate) name: String,
+    pub(crate) node_id: u32,
+    pub(crate) creation: u32,
+}
+
+impl LocalIdentity {
+    fn intro(&self, challenge: handshake::Challenge) -> Intro {
+        Intro {
+            name: self.name.clone(),
+            node_id: self.node_id,
+            creation: self.creation,
+            capabilities: handshake::capabilities::ALL,
+            challenge,
+        }
+    }
+}
+
+async fn write_record(stream: &mut TcpStream, record: &Record) -> Result<(), HandshakeError> {
+    let mut body = Vec::new();
+    codec::encode_into(record, &mut body).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    frame::put_handshake(&mut out, PROTOCOL_VERSION, &body, MAX_HANDSHAKE_FRAME)
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))
+}
+
+/// Reads one handshake record. A record of another protocol version is reported
+/// as a version mismatch.
+async fn read_record(stream: &mut TcpStream) -> Result<Record, HandshakeError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            HandshakeError::Io("the peer closed the connection during the handshake".into())
+        } else {
+            HandshakeError::Io(e.to_string())
+        }
+    })?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n == 0 || n > MAX_HANDSHAKE_FRAME {
+        return Err(HandshakeError::Malformed(format!(
+            "handshake frame of {n} bytes (at most {MAX_HANDSHAKE_FRAME})"
+        )));
+    }
+    let mut buf = vec![0u8; 4 + n];
+    buf[..4].copy_from_slice(&len);
+    stream
+        .read_exact(&mut buf[4..])
+        .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))?;
+    match frame::parse(&buf, MAX_HANDSHAKE_FRAME) {
+        Ok(Parsed::Frame(Frame::Handshake { version, record }, _)) => {
+            if version != PROTOCOL_VERSION {
+                return Err(HandshakeError::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: version,
+                });
+            }
+            codec::decode_exact(record).map_err(|e| HandshakeError::Malformed(e.to_string()))
+        }
+        Ok(Parsed::Frame(other, _)) => Err(HandshakeError::Malformed(format!(
+            "expected a handshake frame, got {other:?}"
+        ))),
+        Ok(Parsed::Incomplete { .. }) => Err(HandshakeError::Malformed("incomplete frame".into())),
+        Err(e) => Err(HandshakeError::Malformed(e.to_string())),
+    }
+}
+
+fn refused(reason: RefuseReason) -> HandshakeError {
+    match reason {
+        RefuseReason::AuthenticationFailed => HandshakeError::AuthenticationFailed,
+        RefuseReason::Simultaneous => HandshakeError::Simultaneous,
+        RefuseReason::AlreadyConnected => HandshakeError::AlreadyConnected,
+        RefuseReason::Version { supported } => HandshakeError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: supported,
+        },
+        RefuseReason::NodeIdCollision(s) => HandshakeError::NodeIdCollision(s),
+        other => HandshakeError::Refused(other.to_string()),
+    }
+}
+
+/// The dialer's side of the handshake. Returns the peer's introduction.
+pub(crate) async fn dial(
+    stream: &mut TcpStream,
+    me: &LocalIdentity,
+    cookie: &[u8],
+    expected: &str,
+) -> Result<Intro, HandshakeError> {
+    let own = handshake::challenge();
+    write_record(stream, &Record::Hello(me.intro(own))).await?;
+    let peer = match read_record(stream).await? {
+        Record::Welcome(intro) => intro,
+        Record::Refused(reason) => return Err(refused(reason)),
+        other => {
+            return Err(HandshakeError::Malformed(format!(
+                "expected Welcome, got {other:?}"
+            )));
+        }
+    };
+    if peer.name != expected {
+        return Err(HandshakeError::WrongPeer {
+            expected: expected.to_string(),
+            actual: peer.name,
+        });
+    }
+    if peer.node_id != joerl_core::node_id(&peer.name) {
+        return Err(HandshakeError::NodeIdCollision(format!(
+            "{} announced node id {} but its name hashes to {}",
+            peer.name,
+            peer.node_id,
+            joerl_core::node_id(&peer.name)
+        )));
+    }
+    let proof = handshake::prove(
+        cookie,
+        Role::Dialer,
+        &me.name,
+        &peer.name,
+        &own,
+        &peer.challenge,
+    );
+    write_record(stream, &Record::Proof(proof)).await?;
+    match read_record(stream).await? {
+        Record::Proof(p) => {
+            if handshake::verify(
+                cookie,
+                Role::Acceptor,
+                &peer.name,
+                &me.name,
+                &peer.challenge,
+                &own,
+                &p,
+            ) {
+                Ok(peer)
+            } else {
+                Err(HandshakeError::AuthenticationFailed)
+            }
+        }
+        Record::Refused(reason) => Err(refused(reason)),
+        other => Err(HandshakeError::Malformed(format!(
+            "expected Proof, got {other:?}"
+        ))),
+    }
+}
+
+/// The acceptor's side. `decide` sees the dialer's introduction once the dialer
+/// has proved it knows the cookie, and may still refuse the connection (for
+/// example when both sides dialed at once).
+pub(crate) async fn accept(
+    stream: &mut TcpStream,
+    me: &LocalIdentity,
+    cookie: &[u8],
+    decide: impl FnOnce(&Intro) -> Result<(), RefuseReason>,
+) -> Result<Intro, HandshakeError> {
+    let peer = match read_record(stream).await {
+        Ok(Record::Hello(intro)) => intro,
+        Ok(other) => {
+            return Err(HandshakeError::Malformed(format!(
+                "expected Hello, got {other:?}"
+            )));
+        }
+        Err(HandshakeError::VersionMismatch { ours, theirs }) => {
+            let _ = write_record(
+                stream,
+                &Record::Refused(RefuseReason::Version { supported: ours }),
+            )
+            .await;
+            return Err(HandshakeError::VersionMismatch { ours, theirs });
+        }
+        Err(e) => return Err(e),
+    };
+    let identity = if peer.node_id != joerl_core::node_id(&peer.name) {
+        Err(RefuseReason::NodeIdCollision(format!(
+            "{} announced node id {} but its name hashes to {}",
+            peer.name,
+            peer.node_id,
+            joerl_core::node_id(&peer.name)
+        )))
+    } else if peer.name == me.name || peer.node_id == me.node_id {
+        Err(RefuseReason::NodeIdCollision(format!(
+            "{} has the same name or node id as this node ({})",
+            peer.name, me.name
+        )))
+    } else {
+        Ok(())
+    };
+    if let Err(reason) = identity {
+        let _ = write_record(stream, &Record::Refused(reason.clone())).await;
+        return Err(refused(reason));
+    }
+    let own = handshake::challenge();
+    write_record(stream, &Record::Welcome(me.intro(own))).await?;
+    match read_record(stream).await? {
+        Record::Proof(p) => {
+            if !handshake::verify(
+                cookie,
+                Role::Dialer,
+                &peer.name,
+                &me.name,
+                &peer.challenge,
+                &own,
+                &p,
+            ) {
+                let _ = write_record(stream, &Record::Refused(RefuseReason::AuthenticationFailed))
+                    .await;
+                return Err(HandshakeError::AuthenticationFailed);
+            }
+        }
+        other => {
+            return Err(HandshakeError::Malformed(format!(
+                "expected Proof, got {other:?}"
+            )));
+        }
+    }
+    // Only an authenticated peer learns about our connection state.
+    if let Err(reason) = decide(&peer) {
+        let _ = write_record(stream, &Record::Refused(reason.clone())).await;
+        return Err(refused(reason));
+    }
+    let proof = handshake::prove(
+        cookie,
+        Role::Acceptor,
+        &me.name,
+        &peer.name,
+        &own,
+        &peer.challenge,
+    );
+    write_record(stream, &Record::Proof(proof)).await?;
+    Ok(peer)
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone)]
+pub(crate) enum EndReason {
+    /// The peer closed the connection.
+    Closed,
+    /// The peer said goodbye (graceful shutdown).
+    Goodbye,
+    /// Nothing arrived for the tick timeout.
+    TickTimeout(Duration),
+    /// A read or write failed.
+    Io(String),
+    /// The peer sent a frame that is not valid.
+    Malformed(FrameError),
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::Closed => f.write_str("connection closed by the peer"),
+            EndReason::Goodbye => f.write_str("the peer shut down"),
+            EndReason::TickTimeout(d) => {
+                write!(f, "no data or tick from the peer for {d:?} (tick timeout)")
+            }
+            EndReason::Io(e) => write!(f, "i/o error: {e}"),
+            EndReason::Malformed(e) => write!(f, "malformed frame: {e}"),
+        }
+    }
+}
+
+/// Writes everything the queue collects until an error (or the task is aborted).
+pub(crate) async fn write_loop(
+    mut sink: OwnedWriteHalf,
+    queue: &OutQueue,
+    tick_interval: Duration,
+    on_written: impl Fn(usize),
+) -> EndReason {
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut last_write = tokio::time::Instant::now();
+    loop {
+        queue.take(&mut batch);
+        if batch.is_empty() {
+            let deadline = last_write + tick_interval;
+            tokio::select! {
+                _ = queue.wait_for_data() => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    frame::put_tick(&mut batch);
+                }
+            }
+        }
+        if let Err(e) = sink.write_all(&batch).await {
+            return EndReason::Io(e.to_string());
+        }
+        on_written(batch.len());
+        last_write = tokio::time::Instant::now();
+        batch.clear();
+        // Do not keep a huge buffer around after one large burst.
+        if batch.capacity() > 4 * 1024 * 1024 {
+            batch.shrink_to(64 * 1024);
+        }
+    }
+}
+
+/// What the reader does with each frame. Returns `Err` to close the connection.
+pub(crate) trait FrameSink {
+    /// Handles one data frame.
+    fn frame(
+        &mut self,
+        frame: Frame<'_>,
+    ) -> impl std::future::Future<Output = Result<(), EndReason>> + Send;
+}
+
+/// Reads and dispatches frames until the connection ends.
+pub(crate) async fn read_loop<S: FrameSink>(
+    mut source: OwnedReadHalf,
+    max_frame: usize,
+    tick_timeout: Duration,
+    sink: &mut S,
+    on_read: impl Fn(usize),
+) -> EndReason {
+    let mut buf = BytesMut::with_capacity(128 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let n = match tokio::time::timeout(tick_timeout, source.read_buf(&mut buf)).await {
+            Err(_) => return EndReason::TickTimeout(tick_timeout),
+            Ok(Err(e)) => return EndReason::Io(e.to_string()),
+            Ok(Ok(0)) => return EndReason::Closed,
+            Ok(Ok(n)) => n,
+        };
+        on_read(n);
+        loop {
+            let used = match frame::parse(&buf, max_frame) {
+                Err(e) => return EndReason::Malformed(e),
+                Ok(Parsed::Incomplete { needed }) => {
+                    if needed > buf.len() {
+                        buf.reserve(needed - buf.len());
+                    }
+                    break;
+                }
+                Ok(Parsed::Frame(Frame::Goodbye, _)) => return EndReason::Goodbye,
+                Ok(Parsed::Frame(Frame::Handshake { .. }, _)) => {
+                    return EndReason::Malformed(FrameError::Codec(
+                        crate::error::CodecError::Decode(
+                            "handshake frame on an established connection".into(),
+                        ),
+                    ));
+                }
+                Ok(Parsed::Frame(f, used)) => {
+                    if let Err(reason) = sink.frame(f).await {
+                        return reason;
+                    }
+                    used
+                }
+            };
+            buf.advance(used);
+        }
+    }
+}

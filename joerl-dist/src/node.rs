@@ -1,0 +1,1369 @@
+//! [`DistributedSystem`]: a node of a cluster, and the machinery behind it.
+//!
+//! The node owns an [`ActorSystem`] whose Pids carry this node's id and creation,
+//! a TCP listener, its EPMD registration, and a table of [`Peer`]s keyed by node id.
+//! It installs itself as the actor system's [`Router`], so every send, link,
+//! monitor and exit aimed at a Pid of another node lands here.
+//!
+//! Connections are made on demand: the first message to a node looks it up in
+//! EPMD and dials it, and the message waits in the peer's queue meanwhile. A lost
+//! connection is re-dialed with exponential backoff and jitter; after
+//! `reconnect_attempts` failures in a row the node stops trying until the next
+//! send. When both nodes dial each other at once, the connection dialed by the
+//! node with the smaller name wins (the other side refuses with `Simultaneous`),
+//! so there is exactly one connection per pair.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use joerl_core::{
+    ActorSystem, Message, NodeIdentity, Pid, ReadyFuture, RouteError, Router, SendError, Signal,
+    UnsentMessage,
+};
+use joerl_epmd::{EpmdClient, NodeKind, Registration, RegistrationGuard};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::AbortHandle;
+
+use crate::codec;
+use crate::config::DistConfig;
+use crate::connection::{self, EndReason, FrameSink, LocalIdentity};
+use crate::error::{CodecError, DistError, HandshakeError};
+use crate::events::{NodeDown, NodeEvent, NodeStats, PeerStats};
+use crate::frame::{self, Frame};
+use crate::outqueue::PushError;
+use crate::peer::{ConnState, Peer, PeerCounters, Status};
+
+/// Builds a [`DistributedSystem`] with settings other than the defaults.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), joerl_dist::DistError> {
+/// use std::time::Duration;
+/// let node = joerl_dist::NodeBuilder::new("node_a", "127.0.0.1:5001".parse().unwrap(), "127.0.0.1:4369".parse().unwrap())
+///     .cookie("secret")
+///     .tick_timeout(Duration::from_secs(2))
+///     .auto_discovery(true)
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    name: String,
+    listen: SocketAddr,
+    epmd: SocketAddr,
+    host: Option<String>,
+    config: DistConfig,
+}
+
+impl NodeBuilder {
+    /// A node named `name` (`name` or `name@host`) listening on `listen`,
+    /// registered in the EPMD at `epmd`.
+    pub fn new(name: impl Into<String>, listen: SocketAddr, epmd: SocketAddr) -> Self {
+        NodeBuilder {
+            name: name.into(),
+            listen,
+            epmd,
+            host: None,
+            config: DistConfig::default(),
+        }
+    }
+
+    /// The cookie (shared secret). Default: `JOERL_COOKIE`, else `~/.joerl.cookie`.
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.config.cookie = Some(cookie.into());
+        self
+    }
+
+    /// The host part of the node name and the address peers dial. Default: the
+    /// host in `name@host`, else the listen address's IP.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// How long a silent peer is tolerated before it is declared down.
+    pub fn tick_timeout(mut self, timeout: Duration) -> Self {
+        self.config.tick_timeout = timeout;
+        self
+    }
+
+    /// Bytes that may wait toward one peer before `send` waits.
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.config.queue_bytes = bytes;
+        self
+    }
+
+    /// The largest frame this node sends or accepts.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Incoming messages parked per connection for full mailboxes before the
+    /// connection stops reading.
+    pub fn max_parked(mut self, messages: usize) -> Self {
+        self.config.max_parked = messages;
+        self
+    }
+
+    /// Lists EPMD's nodes periodically and connects to new ones.
+    pub fn auto_discovery(mut self, on: bool) -> Self {
+        self.config.auto_discovery = on;
+        self
+    }
+
+    /// How often discovery lists EPMD.
+    pub fn discovery_interval(mut self, every: Duration) -> Self {
+        self.config.discovery_interval = every;
+        self
+    }
+
+    /// Backoff between dial attempts: first delay and cap.
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.reconnect_initial = initial;
+        self.config.reconnect_max = max;
+        self
+    }
+
+    /// Failed dials in a row after which the node stops trying until the next send.
+    pub fn reconnect_attempts(mut self, attempts: u32) -> Self {
+        self.config.reconnect_attempts = attempts.max(1);
+        self
+    }
+
+    /// Time allowed for one TCP connect plus handshake.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// EPMD lease for this node's registration.
+    pub fn epmd_lease(mut self, lease: Duration) -> Self {
+        self.config.epmd_lease = Some(lease);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: DistConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the node: resolves the cookie, binds the listener, registers in
+    /// EPMD, and starts accepting connections. Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<DistributedSystem, DistError> {
+        NodeInner::start(self).await
+    }
+}
+
+/// A node of a cluster: an actor system whose sends, links, monitors and calls
+/// reach actors on other nodes exactly as they reach local ones.
+///
+/// Dereferences to its [`ActorSystem`]. Cheap to clone. Dropping the last handle
+/// closes every connection and stops every actor; [`shutdown`](Self::shutdown) does
+/// the same gracefully and waits for it.
+#[derive(Clone)]
+pub struct DistributedSystem {
+    inner: Arc<NodeInner>,
+    _guard: Arc<NodeGuard>,
+}
+
+struct NodeGuard(Arc<NodeInner>);
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        self.0.stop_now();
+    }
+}
+
+impl std::ops::Deref for DistributedSystem {
+    type Target = ActorSystem;
+    fn deref(&self) -> &ActorSystem {
+        &self.inner.system
+    }
+}
+
+impl std::fmt::Debug for DistributedSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedSystem")
+            .field("node", &self.inner.me.name)
+            .field("listen", &self.inner.local_addr)
+            .finish()
+    }
+}
+
+impl DistributedSystem {
+    /// Starts a node with default settings: `name` (or `name@host`) listening on
+    /// `listen_addr`, registered in the EPMD at `epmd_addr`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), joerl_dist::DistError> {
+    /// let node = joerl_dist::DistributedSystem::new("node_a", "127.0.0.1:5001", "127.0.0.1:4369").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn new(name: &str, listen_addr: &str, epmd_addr: &str) -> Result<Self, DistError> {
+        let listen = parse_addr(listen_addr)?;
+        let epmd = parse_addr(epmd_addr)?;
+        NodeBuilder::new(name, listen, epmd).start().await
+    }
+
+    /// A builder for everything else.
+    pub fn builder(name: impl Into<String>, listen: SocketAddr, epmd: SocketAddr) -> NodeBuilder {
+        NodeBuilder::new(name, listen, epmd)
+    }
+
+    /// The actor system of this node.
+    pub fn system(&self) -> &ActorSystem {
+        &self.inner.system
+    }
+
+    /// This node's full name, `name@host`.
+    pub fn name(&self) -> &str {
+        &self.inner.me.name
+    }
+
+    /// The address the node listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// This node's creation (from its EPMD registration).
+    pub fn creation(&self) -> u32 {
+        self.inner.me.creation
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &DistConfig {
+        &self.inner.config
+    }
+
+    /// Connects to `node` (`name@host`) now and waits until the connection is up
+    /// or the first attempt fails (for example with an authentication error).
+    pub async fn connect(&self, node: &str) -> Result<(), DistError> {
+        self.inner.connect(node).await
+    }
+
+    /// Names of the nodes connected now.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .peers
+            .iter()
+            .filter(|p| p.is_up())
+            .map(|p| p.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Subscribes to node-up and node-down events.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Erlang's `monitor_node(Node, true)`: when `node` goes down (or cannot be
+    /// reached), `owner` receives one [`NodeDown`] message. Connects if needed.
+    pub fn monitor_node(&self, owner: Pid, node: &str) -> Result<(), DistError> {
+        let peer = self.inner.peer_by_name(node)?;
+        peer.node_monitors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(owner);
+        if !peer.is_up() {
+            self.inner.ensure_dialing(&peer, false);
+        }
+        Ok(())
+    }
+
+    /// Sends to the actor registered as `name` on `node` (Erlang's `{Name, Node} ! Msg`).
+    pub async fn send_named(
+        &self,
+        (name, node): (&str, &str),
+        msg: Message,
+    ) -> Result<(), SendError> {
+        self.inner.system.send_to_node(name, node, msg).await
+    }
+
+    /// Statistics per peer and in total.
+    pub fn stats(&self) -> NodeStats {
+        let mut stats = NodeStats::default();
+        for p in self.inner.peers.iter() {
+            let c = &p.counters;
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let s = PeerStats {
+                node: p.name.clone(),
+                connected: p.is_up(),
+                msgs_out: get(&c.msgs_out),
+                bytes_out: get(&c.bytes_out),
+                msgs_in: get(&c.msgs_in),
+                bytes_in: get(&c.bytes_in),
+                reconnects: get(&c.connects).saturating_sub(1),
+                queue_depth: p.queue.depth(),
+                dropped_out: get(&c.dropped_out),
+                dropped_in: get(&c.dropped_in),
+                unknown_types: get(&c.unknown_types),
+            };
+            let t = &mut stats.total;
+            t.connected |= s.connected;
+            t.msgs_out += s.msgs_out;
+            t.bytes_out += s.bytes_out;
+            t.msgs_in += s.msgs_in;
+            t.bytes_in += s.bytes_in;
+            t.reconnects += s.reconnects;
+            t.queue_depth += s.queue_depth;
+            t.dropped_out += s.dropped_out;
+            t.dropped_in += s.dropped_in;
+            t.unknown_types += s.unknown_types;
+            stats.peers.push(s);
+        }
+        stats.peers.sort_by(|a, b| a.node.cmp(&b.node));
+        stats
+    }
+
+    /// Links and monitors this node tracks toward `node`: (links, monitors held
+    /// by local actors, monitors held by the peer's actors). For tests and diagnostics.
+    pub fn remote_relations(&self, node: &str) -> Option<(usize, usize, usize)> {
+        let id = joerl_core::node_id(node);
+        self.inner.peers.get(&id).map(|p| p.book().sizes())
+    }
+
+    /// Stops the node gracefully: stops every actor (their links and monitors fire
+    /// with `shutdown` on every node), says goodbye on every connection so peers see
+    /// node-down at once, closes the connections, and unregisters from EPMD.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, DistError> {
+    s.parse().map_err(|_| DistError::Connect {
+        node: s.to_string(),
+        reason: "not a socket address such as 127.0.0.1:4369".into(),
+    })
+}
+
+/// Splits `name@host`, checking both parts.
+pub(crate) fn split_node_name(full: &str) -> Result<(&str, &str), DistError> {
+    let (name, host) = full
+        .split_once('@')
+        .ok_or_else(|| DistError::InvalidNodeName(full.to_string()))?;
+    let ok_name = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if !ok_name || host.is_empty() || host.contains('@') {
+        return Err(DistError::InvalidNodeName(full.to_string()));
+    }
+    Ok((name, host))
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) system: ActorSystem,
+    pub(crate) me: LocalIdentity,
+    short_name: String,
+    cookie: Vec<u8>,
+    pub(crate) config: DistConfig,
+    epmd: EpmdClient,
+    local_addr: SocketAddr,
+    pub(crate) peers: DashMap<u32, Arc<Peer>>,
+    registration: Mutex<Option<RegistrationGuard>>,
+    events: broadcast::Sender<NodeEvent>,
+    shutting_down: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+    next_id: AtomicU64,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl NodeInner {
+    async fn start(b: NodeBuilder) -> Result<DistributedSystem, DistError> {
+        if let Some(c) = crate::registry::conflicts().first() {
+            return Err(DistError::RegistryConflict(c.to_string()));
+        }
+        let (short, host) = if b.name.contains('@') {
+            let (s, h) = split_node_name(&b.name)?;
+            (
+                s.to_string(),
+                b.host.clone().unwrap_or_else(|| h.to_string()),
+            )
+        } else {
+            let host = b.host.clone().unwrap_or_else(|| b.listen.ip().to_string());
+            split_node_name(&format!("{}@{host}", b.name))?;
+            (b.name.clone(), host)
+        };
+        let full = format!("{short}@{host}");
+        let cookie = crate::cookie::resolve(b.config.cookie.as_deref())?;
+        let listener = TcpListener::bind(b.listen)
+            .await
+            .map_err(|source| DistError::Bind {
+                addr: b.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| DistError::Bind {
+            addr: b.listen,
+            source,
+        })?;
+        let epmd = EpmdClient::new(b.epmd);
+        let mut reg = Registration::new(short.clone(), local_addr.port())
+            .host(host.clone())
+            .metadata("joerl", env!("CARGO_PKG_VERSION"))
+            .metadata("node", full.clone());
+        if let Some(lease) = b.config.epmd_lease {
+            reg = reg.lease(lease);
+        }
+        let guard = epmd.register(reg).await.map_err(|e| DistError::Epmd {
+            addr: b.epmd,
+            message: e.to_string(),
+        })?;
+        let creation = guard.creation();
+        let system = ActorSystem::with_node(NodeIdentity {
+            name: full.clone(),
+            creation,
+        });
+        let (shutdown_tx, _) = watch::channel(false);
+        let inner = Arc::new(NodeInner {
+            system,
+            me: LocalIdentity {
+                node_id: joerl_core::node_id(&full),
+                name: full,
+                creation,
+            },
+            short_name: short,
+            cookie: cookie.into_bytes(),
+            config: b.config,
+            epmd,
+            local_addr,
+            peers: DashMap::new(),
+            registration: Mutex::new(Some(guard)),
+            events: broadcast::channel(256).0,
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx,
+            next_id: AtomicU64::new(1),
+            tasks: Mutex::new(Vec::new()),
+        });
+        inner.system.set_router(Arc::new(DistRouter {
+            node: Arc::downgrade(&inner),
+        }));
+        let accept = tokio::spawn(accept_loop(inner.clone(), listener));
+        inner.track(accept.abort_handle());
+        if inner.config.auto_discovery {
+            let discovery = tokio::spawn(discovery_loop(Arc::downgrade(&inner)));
+            inner.track(discovery.abort_handle());
+        }
+        tracing::info!(node = %inner.me.name, listen = %local_addr, creation, "node started");
+        Ok(DistributedSystem {
+            _guard: Arc::new(NodeGuard(inner.clone())),
+            inner,
+        })
+    }
+
+    fn track(&self, handle: AbortHandle) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The peer for a full node name, created if new.
+    pub(crate) fn peer_by_name(&self, node: &str) -> Result<Arc<Peer>, DistError> {
+        split_node_name(node)?;
+        if node == self.me.name {
+            return Err(DistError::Connect {
+                node: node.into(),
+                reason: "that is this node".into(),
+            });
+        }
+        let id = joerl_core::node_id(node);
+        let peer = self
+            .peers
+            .entry(id)
+            .or_insert_with(|| Arc::new(Peer::new(node.to_string(), self.config.queue_bytes)))
+            .clone();
+        if peer.name != node {
+            return Err(DistError::Handshake {
+                node: node.into(),
+                source: HandshakeError::NodeIdCollision(format!(
+                    "{node} and {} have the same node id {id}",
+                    peer.name
+                )),
+            });
+        }
+        Ok(peer)
+    }
+
+    fn peer_by_id(&self, id: u32) -> Option<Arc<Peer>> {
+        self.peers.get(&id).map(|p| p.clone())
+    }
+
+    /// Starts a dial loop if the peer is idle.
+    pub(crate) fn ensure_dialing(self: &Arc<Self>, peer: &Arc<Peer>, delayed: bool) {
+        if self.is_shutting_down() {
+            return;
+        }
+        let attempt = {
+            let mut conn = peer.conn();
+            if !matches!(*conn, ConnState::Idle) {
+                return;
+            }
+            let attempt = self.next_id.fetch_add(1, Ordering::Relaxed);
+            *conn = ConnState::Dialing { attempt };
+            attempt
+        };
+        peer.status.send_replace(Status::Connecting);
+        tokio::spawn(dial_loop(self.clone(), peer.clone(), attempt, delayed));
+    }
+
+    async fn connect(self: &Arc<Self>, node: &str) -> Result<(), DistError> {
+        let peer = self.peer_by_name(node)?;
+        if peer.is_up() {
+            return Ok(());
+        }
+        let mut status = peer.status.subscribe();
+        self.ensure_dialing(&peer, false);
+        let wait = status
+            .wait_for(|s| matches!(s, Status::Up(_) | Status::Failed { .. } | Status::Down(_)));
+        let limit = self.config.connect_timeout * 2 + Duration::from_secs(1);
+        let outcome = match tokio::time::timeout(limit, wait).await {
+            Err(_) => return Err(DistError::Timeout(format!("connecting to {node}"))),
+            Ok(Err(_)) => return Err(DistError::ShuttingDown),
+            Ok(Ok(s)) => s.clone(),
+        };
+        match outcome {
+            Status::Up(_) => Ok(()),
+            Status::Failed { auth: true, .. } => Err(DistError::Handshake {
+                node: node.into(),
+                source: HandshakeError::AuthenticationFailed,
+            }),
+            Status::Failed { reason, .. } | Status::Down(reason) => Err(DistError::Connect {
+                node: node.into(),
+                reason,
+            }),
+            Status::Connecting => unreachable!("waited for a final status"),
+        }
+    }
+
+    /// Decides whether an incoming connection from `intro` may proceed.
+    fn decide_incoming(
+        self: &Arc<Self>,
+        intro: &crate::handshake::Intro,
+    ) -> Result<Arc<Peer>, crate::handshake::RefuseReason> {
+        use crate::handshake::RefuseReason;
+        if self.is_shutting_down() {
+            return Err(RefuseReason::ShuttingDown);
+        }
+        let peer = self.peer_by_name(&intro.name).map_err(|e| match e {
+            DistError::Handshake {
+                source: HandshakeError::NodeIdCollision(s),
+                ..
+            } => RefuseReason::NodeIdCollision(s),
+            other => RefuseReason::Other(other.to_string()),
+        })?;
+        let replace = {
+            let conn = peer.conn();
+            match &*conn {
+                ConnState::Up { creation, .. } if *creation == intro.creation => {
+                    return Err(RefuseReason::AlreadyConnected);
+                }
+                ConnState::Up { conn_id, .. } => Some(*conn_id),
+                ConnState::Dialing { .. } if self.me.name < intro.name => {
+                    return Err(RefuseReason::Simultaneous);
+                }
+                _ => None,
+            }
+        };
+        if let Some(old) = replace {
+            self.connection_lost(
+                &peer,
+                old,
+                &EndReason::Io("replaced by a new incarnation of the node".into()),
+                false,
+            );
+        }
+        Ok(peer)
+    }
+
+    /// Installs an authenticated connection. Returns false (and drops the stream)
+    /// if the peer is already connected.
+    fn install(self: &Arc<Self>, peer: &Arc<Peer>, stream: TcpStream, creation: u32) -> bool {
+        let (read, write) = stream.into_split();
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut conn = peer.conn();
+            if matches!(*conn, ConnState::Up { .. }) {
+                return false;
+            }
+            let w = {
+                let node = self.clone();
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let tick = node.config.tick_interval();
+                    let counters = &peer.counters;
+                    let end = connection::write_loop(write, &peer.queue, tick, |n| {
+                        PeerCounters::add(&counters.bytes_out, n as u64)
+                    })
+                    .await;
+                    node.connection_lost(&peer, conn_id, &end, true);
+                })
+            };
+            let r = {
+                let node = self.clone();
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let mut sink = Dispatcher {
+                        node: node.clone(),
+                        peer: peer.clone(),
+                        parked: Arc::new(Parked::default()),
+                    };
+                    let counters = &peer.counters;
+                    let end = connection::read_loop(
+                        read,
+                        node.config.max_frame_size,
+                        node.config.tick_timeout,
+                        &mut sink,
+                        |n| PeerCounters::add(&counters.bytes_in, n as u64),
+                    )
+                    .await;
+                    let reconnect = !matches!(end, EndReason::Goodbye);
+                    node.connection_lost(&peer, conn_id, &end, reconnect);
+                })
+            };
+            *conn = ConnState::Up {
+                conn_id,
+                creation,
+                tasks: vec![w.abort_handle(), r.abort_handle()],
+                since: Instant::now(),
+            };
+        }
+        PeerCounters::add(&peer.counters.connects, 1);
+        peer.status.send_replace(Status::Up(creation));
+        let _ = self.events.send(NodeEvent::Up {
+            node: peer.name.clone(),
+            creation,
+        });
+        peer.queue.wake_writer();
+        tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
+        true
+    }
+
+    /// Tears down connection `conn_id` of `peer` (if it is still the current one),
+    /// reports the node down, and re-dials if asked to.
+    fn connection_lost(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        conn_id: u64,
+        reason: &EndReason,
+        reconnect: bool,
+    ) {
+        let (tasks, since) = {
+            let mut conn = peer.conn();
+            match &mut *conn {
+                ConnState::Up {
+                    conn_id: id,
+                    tasks,
+                    since,
+                    ..
+                } if *id == conn_id => {
+                    let t = std::mem::take(tasks);
+                    let s = *since;
+                    *conn = ConnState::Idle;
+                    (t, s)
+                }
+                _ => return,
+            }
+        };
+        for t in tasks {
+            t.abort();
+        }
+        let dropped = peer.queue.clear();
+        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
+        let text = reason.to_string();
+        match reason {
+            EndReason::Goodbye => {
+                tracing::info!(node = %self.me.name, peer = %peer.name, "peer shut down")
+            }
+            EndReason::Malformed(_) => {
+                tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %text, "closing connection")
+            }
+            _ if self.is_shutting_down() => {}
+            _ => tracing::warn!(
+                node = %self.me.name,
+                peer = %peer.name,
+                reason = %text,
+                up_for_ms = crate::events::since(since),
+                "connection lost"
+            ),
+        }
+        if dropped > 0 && !self.is_shutting_down() {
+            tracing::warn!(peer = %peer.name, dropped, "queued frames dropped with the lost connection");
+        }
+        self.node_down(peer, text);
+        if reconnect && !self.is_shutting_down() {
+            self.ensure_dialing(peer, true);
+        }
+    }
+
+    /// Everything that losing `peer` implies locally.
+    fn node_down(self: &Arc<Self>, peer: &Arc<Peer>, reason: String) {
+        let signals = peer.book().node_lost();
+        for (to, sig) in signals {
+            self.system.deliver_signal(to, sig);
+        }
+        let owners =
+            std::mem::take(&mut *peer.node_monitors.lock().unwrap_or_else(|e| e.into_inner()));
+        for owner in owners {
+            let system = self.system.clone();
+            let msg = NodeDown {
+                node: peer.name.clone(),
+                reason: reason.clone(),
+            };
+            tokio::spawn(async move {
+                let _ = system.send(owner, Box::new(msg)).await;
+            });
+        }
+        peer.status.send_replace(Status::Down(reason.clone()));
+        let _ = self.events.send(NodeEvent::Down {
+            node: peer.name.clone(),
+            reason,
+        });
+    }
+
+    /// Stops trying to reach a peer that never came up.
+    fn give_up(self: &Arc<Self>, peer: &Arc<Peer>, attempt: u64, reason: String) {
+        {
+            let mut conn = peer.conn();
+            if !matches!(*conn, ConnState::Dialing { attempt: a } if a == attempt) {
+                return;
+            }
+            *conn = ConnState::Idle;
+        }
+        let dropped = peer.queue.clear();
+        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
+        tracing::warn!(
+            node = %self.me.name,
+            peer = %peer.name,
+            %reason,
+            dropped,
+            "giving up on the node until the next send"
+        );
+        self.node_down(peer, reason);
+    }
+
+    async fn dial_once(
+        &self,
+        peer: &Peer,
+    ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
+        let (short, host) = split_node_name(&peer.name)?;
+        let info = self
+            .epmd
+            .lookup(short)
+            .await
+            .map_err(|e| DistError::Epmd {
+                addr: self.epmd.addr(),
+                message: e.to_string(),
+            })?
+            .ok_or_else(|| DistError::UnknownNode(peer.name.clone()))?;
+        let target_host = if info.host.is_empty() {
+            host.to_string()
+        } else {
+            info.host.clone()
+        };
+        let mut stream = TcpStream::connect((target_host.as_str(), info.port))
+            .await
+            .map_err(|e| DistError::Connect {
+                node: peer.name.clone(),
+                reason: format!("{target_host}:{}: {e}", info.port),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name)
+            .await
+            .map_err(|source| DistError::Handshake {
+                node: peer.name.clone(),
+                source,
+            })?;
+        Ok((stream, intro))
+    }
+
+    fn still_dialing(peer: &Peer, attempt: u64) -> bool {
+        matches!(*peer.conn(), ConnState::Dialing { attempt: a } if a == attempt)
+    }
+
+    async fn shutdown(self: &Arc<Self>) {
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::info!(node = %self.me.name, "node shutting down");
+        let _ = self.shutdown_tx.send(true);
+        // Actors first: their links and monitors to other nodes fire with `shutdown`.
+        self.system
+            .shutdown_with_grace(self.config.shutdown_grace)
+            .await;
+        // Then say goodbye on every connection and let the writers flush.
+        let peers: Vec<Arc<Peer>> = self.peers.iter().map(|p| p.clone()).collect();
+        for p in &peers {
+            if p.is_up() {
+                let _ = p.queue.push::<()>(true, |b| {
+                    frame::put_goodbye(b);
+                    Ok(())
+                });
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for p in &peers {
+            while p.is_up() && p.queue.depth() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        // Give the writers a moment to finish the write they took.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for p in &peers {
+            let conn_id = match &*p.conn() {
+                ConnState::Up { conn_id, .. } => Some(*conn_id),
+                _ => None,
+            };
+            if let Some(id) = conn_id {
+                self.connection_lost(p, id, &EndReason::Goodbye, false);
+            }
+        }
+        let guard = self
+            .registration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(guard) = guard {
+            if let Err(e) = guard.unregister().await {
+                tracing::warn!(node = %self.me.name, error = %e, "could not unregister from EPMD");
+            }
+        }
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        tracing::info!(node = %self.me.name, "node stopped");
+    }
+
+    /// Best-effort synchronous stop, used when the last handle is dropped.
+    fn stop_now(&self) {
+        if self.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.shutdown_tx.send(true);
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        for p in self.peers.iter() {
+            if let ConnState::Up { tasks, .. } = &mut *p.conn() {
+                for t in tasks.drain(..) {
+                    t.abort();
+                }
+            }
+        }
+        // Dropping the guard unregisters from EPMD in the background.
+        drop(
+            self.registration
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+}
+
+async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
+    let mut stop = node.shutdown_tx.subscribe();
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(node = %node.me.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut stream = stream;
+            let chosen = Mutex::new(None);
+            let handshake = connection::accept(&mut stream, &node.me, &node.cookie, |intro| {
+                let peer = node.decide_incoming(intro)?;
+                *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
+                Ok(())
+            });
+            match tokio::time::timeout(node.config.connect_timeout, handshake).await {
+                Ok(Ok(intro)) => {
+                    let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(peer) = peer {
+                        if !node.install(&peer, stream, intro.creation) {
+                            tracing::debug!(peer = %intro.name, "incoming connection dropped: already connected");
+                        }
+                    }
+                }
+                Ok(Err(HandshakeError::Simultaneous))
+                | Ok(Err(HandshakeError::AlreadyConnected)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %node.me.name, %addr, error = %e, "incoming connection refused")
+                }
+                Err(_) => {
+                    tracing::warn!(node = %node.me.name, %addr, "incoming handshake timed out")
+                }
+            }
+        });
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    // 50% to 150% of the delay.
+    let f = 0.5 + rand::random::<f64>();
+    d.mul_f64(f)
+}
+
+async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed: bool) {
+    let mut delay = node.config.reconnect_initial;
+    let mut failures = 0u32;
+    if delayed {
+        tokio::time::sleep(jitter(delay)).await;
+    }
+    loop {
+        if node.is_shutting_down() || !NodeInner::still_dialing(&peer, attempt) {
+            return;
+        }
+        let result = tokio::time::timeout(node.config.connect_timeout, node.dial_once(&peer)).await;
+        let failure = match result {
+            Ok(Ok((stream, intro))) => {
+                if NodeInner::still_dialing(&peer, attempt) || !peer.is_up() {
+                    node.install(&peer, stream, intro.creation);
+                }
+                return;
+            }
+            Ok(Err(DistError::Handshake {
+                source: HandshakeError::Simultaneous | HandshakeError::AlreadyConnected,
+                ..
+            })) => {
+                // The other direction's connection is (or will be) used: wait for it.
+                let mut status = peer.status.subscribe();
+                let up = status.wait_for(|s| matches!(s, Status::Up(_)));
+                if tokio::time::timeout(node.config.connect_timeout, up)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                (
+                    "the peer's own connection did not come up".to_string(),
+                    false,
+                )
+            }
+            Ok(Err(e)) => {
+                let auth = matches!(
+                    e,
+                    DistError::Handshake {
+                        source: HandshakeError::AuthenticationFailed,
+                        ..
+                    }
+                );
+                (e.to_string(), auth)
+            }
+            Err(_) => (
+                format!(
+                    "connect and handshake took longer than {:?}",
+                    node.config.connect_timeout
+                ),
+                false,
+            ),
+        };
+        failures += 1;
+        let (reason, auth) = failure;
+        if failures == 1 || auth {
+            tracing::warn!(node = %node.me.name, peer = %peer.name, %reason, "cannot connect");
+        } else {
+            tracing::debug!(node = %node.me.name, peer = %peer.name, %reason, failures, "cannot connect");
+        }
+        peer.status.send_replace(Status::Failed {
+            reason: reason.clone(),
+            auth,
+        });
+        if failures >= node.config.reconnect_attempts {
+            node.give_up(&peer, attempt, reason);
+            return;
+        }
+        tokio::time::sleep(jitter(delay)).await;
+        delay = (delay * 2).min(node.config.reconnect_max);
+    }
+}
+
+async fn discovery_loop(node: Weak<NodeInner>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        if n.is_shutting_down() {
+            return;
+        }
+        match n.epmd.list().await {
+            Ok(list) => {
+                for info in list {
+                    if info.kind != NodeKind::Joerl || info.name == n.short_name {
+                        continue;
+                    }
+                    let full = info
+                        .metadata
+                        .get("node")
+                        .cloned()
+                        .unwrap_or_else(|| format!("{}@{}", info.name, info.host));
+                    match n.peer_by_name(&full) {
+                        Ok(peer) => {
+                            if !peer.is_up() {
+                                n.ensure_dialing(&peer, false);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(node = %full, error = %e, "discovered node skipped")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "discovery: EPMD list failed"),
+        }
+        let every = n.config.discovery_interval;
+        drop(n);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Messages (with their senders) waiting for one target's mailbox.
+type ParkedQueue = VecDeque<(Option<Pid>, Message)>;
+
+/// Incoming messages waiting for room in full local mailboxes, per target.
+#[derive(Default)]
+struct Parked {
+    map: Mutex<HashMap<Pid, ParkedQueue>>,
+    count: AtomicUsize,
+    space: Notify,
+}
+
+/// Hands the frames of one connection to local actors.
+struct Dispatcher {
+    node: Arc<NodeInner>,
+    peer: Arc<Peer>,
+    parked: Arc<Parked>,
+}
+
+impl Dispatcher {
+    fn decode(&self, body: &[u8]) -> Option<Message> {
+        match codec::decode_message(body) {
+            Ok(m) => Some(m),
+            Err(CodecError::UnknownWireId(id)) => {
+                PeerCounters::add(&self.peer.counters.unknown_types, 1);
+                tracing::warn!(
+                    peer = %self.peer.name,
+                    wire_id = format_args!("{id:#018x}"),
+                    "message of a type not registered on this node dropped; register it with remote_message!"
+                );
+                None
+            }
+            Err(e) => {
+                PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                tracing::warn!(peer = %self.peer.name, error = %e, "undecodable message dropped");
+                None
+            }
+        }
+    }
+
+    /// Delivers to a local actor; parks the message if the mailbox is full so other
+    /// actors' messages keep flowing, and applies back-pressure past the limit.
+    async fn deliver(&mut self, from: Option<Pid>, to: Pid, msg: Message) {
+        // Keep per-target order: if this target already has messages waiting,
+        // this one waits behind them.
+        let msg = {
+            let mut map = self.parked.map.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(&to) {
+                Some(q) => {
+                    q.push_back((from, msg));
+                    None
+                }
+                None => Some(msg),
+            }
+        };
+        let Some(msg) = msg else {
+            self.parked.count.fetch_add(1, Ordering::AcqRel);
+            self.backpressure().await;
+            return;
+        };
+        match self.node.system.try_send_from(from, to, msg) {
+            Ok(()) => {}
+            Err(SendError::Full(m)) => {
+                self.parked
+                    .map
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(to, VecDeque::from([(from, m.into_inner())]));
+                self.parked.count.fetch_add(1, Ordering::AcqRel);
+                tokio::spawn(drain_parked(
+                    self.node.clone(),
+                    self.peer.clone(),
+                    self.parked.clone(),
+                    to,
+                ));
+                self.backpressure().await;
+            }
+            Err(e) => {
+                PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                tracing::debug!(peer = %self.peer.name, %to, error = %e, "incoming message not delivered");
+            }
+        }
+    }
+
+    async fn backpressure(&self) {
+        let max = self.node.config.max_parked.max(1);
+        loop {
+            let notified = self.parked.space.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.parked.count.load(Ordering::Acquire) < max {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Delivers one target's parked messages in order, waiting for room.
+async fn drain_parked(node: Arc<NodeInner>, peer: Arc<Peer>, parked: Arc<Parked>, to: Pid) {
+    loop {
+        let next = {
+            let mut map = parked.map.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(&to).and_then(|q| q.pop_front()) {
+                Some(item) => item,
+                None => {
+                    map.remove(&to);
+                    return;
+                }
+            }
+        };
+        parked.count.fetch_sub(1, Ordering::AcqRel);
+        parked.space.notify_waiters();
+        let (from, msg) = next;
+        if let Err(e) = node.system.send_from(from, to, msg).await {
+            // The target is gone: so is everything parked for it.
+            let rest = parked
+                .map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&to)
+                .map_or(0, |q| q.len());
+            parked.count.fetch_sub(rest, Ordering::AcqRel);
+            parked.space.notify_waiters();
+            PeerCounters::add(&peer.counters.dropped_in, rest as u64 + 1);
+            tracing::debug!(peer = %peer.name, %to, error = %e, dropped = rest + 1, "parked messages not delivered");
+            return;
+        }
+    }
+}
+
+impl FrameSink for Dispatcher {
+    async fn frame(&mut self, frame: Frame<'_>) -> Result<(), EndReason> {
+        match frame {
+            Frame::Send { from, to, body } => {
+                PeerCounters::add(&self.peer.counters.msgs_in, 1);
+                if to.node() != self.node.me.node_id {
+                    PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                    tracing::warn!(peer = %self.peer.name, %to, "message for another node dropped");
+                    return Ok(());
+                }
+                if let Some(msg) = self.decode(body) {
+                    self.deliver(from, to, msg).await;
+                }
+            }
+            Frame::SendNamed { from, name, body } => {
+                PeerCounters::add(&self.peer.counters.msgs_in, 1);
+                let Some(msg) = self.decode(body) else {
+                    return Ok(());
+                };
+                match self.node.system.whereis(name) {
+                    Some(to) => self.deliver(from, to, msg).await,
+                    None => {
+                        PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                        tracing::debug!(peer = %self.peer.name, name, "message for an unregistered name dropped");
+                    }
+                }
+            }
+            Frame::Signal { to, signal } => {
+                self.peer.book().incoming(to, &signal);
+                self.node.system.deliver_signal(to, signal);
+            }
+            Frame::Tick => {}
+            Frame::Goodbye | Frame::Handshake { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// The actor system's router: everything addressed to other nodes.
+struct DistRouter {
+    node: Weak<NodeInner>,
+}
+
+impl DistRouter {
+    fn node(&self) -> Result<Arc<NodeInner>, RouteError> {
+        self.node.upgrade().ok_or(RouteError::Closed)
+    }
+
+    fn peer(&self, node: &Arc<NodeInner>, id: u32) -> Result<Arc<Peer>, RouteError> {
+        node.peer_by_id(id).ok_or_else(|| RouteError::Unreachable {
+            node: format!("node id {id}"),
+            reason: "no connection to that node and its name is unknown here; reach it once by name (connect or a named send)".into(),
+        })
+    }
+
+    fn push_message(
+        &self,
+        node: &Arc<NodeInner>,
+        peer: &Arc<Peer>,
+        msg: Message,
+        header: impl FnOnce(&mut Vec<u8>) -> Result<usize, crate::error::FrameError>,
+    ) -> Result<(), RouteError> {
+        if node.is_shutting_down() {
+            return Err(RouteError::Closed);
+        }
+        if !peer.is_up() {
+            node.ensure_dialing(peer, false);
+        }
+        let max = node.config.max_frame_size;
+        let pushed = peer.queue.push(false, |buf| {
+            let start = header(buf).map_err(|e| e.to_string())?;
+            codec::encode_message(&msg, buf).map_err(|e| e.to_string())?;
+            frame::finish(buf, start, max).map_err(|e| e.to_string())
+        });
+        match pushed {
+            Ok(()) => {
+                PeerCounters::add(&peer.counters.msgs_out, 1);
+                Ok(())
+            }
+            Err(PushError::Full) => Err(RouteError::Full(UnsentMessage::new(msg))),
+            Err(PushError::Encode(detail)) => Err(RouteError::NotSerializable { detail }),
+        }
+    }
+}
+
+impl Router for DistRouter {
+    fn try_send(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), RouteError> {
+        let node = self.node()?;
+        let peer = self.peer(&node, to.node())?;
+        self.push_message(&node, &peer, msg, |buf| {
+            Ok(frame::begin_send(buf, from, to))
+        })
+    }
+
+    fn try_send_named(
+        &self,
+        from: Option<Pid>,
+        name: &str,
+        node_name: &str,
+        msg: Message,
+    ) -> Result<(), RouteError> {
+        let node = self.node()?;
+        let peer = node
+            .peer_by_name(node_name)
+            .map_err(|e| RouteError::Unreachable {
+                node: node_name.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.push_message(&node, &peer, msg, |buf| {
+            frame::begin_send_named(buf, from, name)
+        })
+    }
+
+    fn ready(&self, node_id: Option<u32>, node_name: Option<&str>) -> ReadyFuture<'_> {
+        let peer = self
+            .node
+            .upgrade()
+            .and_then(|n| match (node_id, node_name) {
+                (Some(id), _) => n.peer_by_id(id),
+                (None, Some(name)) => n.peer_by_name(name).ok(),
+                _ => None,
+            });
+        Box::pin(async move {
+            if let Some(p) = peer {
+                p.queue.ready().await
+            }
+        })
+    }
+
+    fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError> {
+        let node = self.node()?;
+        let Some(peer) = node.peer_by_id(to.node()) else {
+            // Nothing to carry it: answer as if the node were down.
+            answer_unreachable(&node.system, to, signal);
+            return Ok(());
+        };
+        if node.is_shutting_down() && !peer.is_up() {
+            answer_unreachable(&node.system, to, signal);
+            return Ok(());
+        }
+        peer.book().outgoing(to, &signal);
+        if !peer.is_up() {
+            node.ensure_dialing(&peer, false);
+        }
+        let max = node.config.max_frame_size;
+        match peer
+            .queue
+            .push(true, |buf| frame::put_signal(buf, to, &signal, max))
+        {
+            Ok(()) => Ok(()),
+            Err(PushError::Full) => unreachable!("forced pushes are never refused"),
+            Err(PushError::Encode(e)) => Err(RouteError::NotSerializable {
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn is_connected(&self, node_id: u32) -> bool {
+        self.node
+            .upgrade()
+            .and_then(|n| n.peer_by_id(node_id))
+            .is_some_and(|p| p.is_up())
+    }
+}
+
+/// Answers a signal for a node nobody can reach: links exit and monitors go
+/// down with `noconnection`, at once.
+fn answer_unreachable(system: &ActorSystem, to: Pid, signal: Signal) {
+    use joerl_core::ExitReason;
+    match signal {
+        Signal::Link { from } => system.deliver_signal(
+            from,
+            Signal::Exit {
+                from: to,
+                reason: ExitReason::NoConnection,
+                link: true,
+            },
+        ),
+        Signal::Monitor { from, monitor } => system.deliver_signal(
+            from,
+            Signal::Down {
+                monitor,
+                pid: to,
+                reason: ExitReason::NoConnection,
+            },
+        ),
+        _ => {}
+    }
+}

@@ -1,0 +1,318 @@
+//! One remote node as this node sees it: its outgoing queue, connection state,
+//! statistics, and the links and monitors that cross to it.
+//!
+//! A `Peer` outlives its connections: a reconnect installs a new connection in
+//! the same peer, so statistics and the queue persist. The link and monitor
+//! bookkeeping records every relation between a local actor and an actor on this
+//! peer, so that losing the connection can turn each into a `noconnection` exit
+//! or down, and leave nothing behind.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use joerl_core::{ExitReason, MonitorRef, Pid, Signal};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::outqueue::OutQueue;
+
+/// Connection state of a peer.
+pub(crate) enum ConnState {
+    /// Not connected and not trying.
+    Idle,
+    /// A dial loop (with this attempt number) is trying to connect.
+    Dialing { attempt: u64 },
+    /// Connected.
+    Up {
+        conn_id: u64,
+        creation: u32,
+        tasks: Vec<AbortHandle>,
+        since: Instant,
+    },
+}
+
+/// What waiters on a peer (e.g. `connect`) can observe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Not connected; a dial may be under way.
+    Connecting,
+    /// Connected to this creation.
+    Up(u32),
+    /// The last attempt failed with this error text; `auth` if it was an
+    /// authentication failure.
+    Failed { reason: String, auth: bool },
+    /// Not connected, not trying.
+    Down(String),
+}
+
+/// Counters of one peer.
+#[derive(Default)]
+pub(crate) struct PeerCounters {
+    pub(crate) msgs_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) msgs_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) dropped_out: AtomicU64,
+    pub(crate) dropped_in: AtomicU64,
+    pub(crate) unknown_types: AtomicU64,
+}
+
+impl PeerCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Links and monitors between local actors and actors on one peer.
+#[derive(Default)]
+pub(crate) struct Bookkeeping {
+    /// (local, remote) pairs that are linked.
+    links: HashSet<(Pid, Pid)>,
+    /// Monitors local actors hold on remote actors: (owner, ref) -> target.
+    monitors_out: HashMap<(Pid, MonitorRef), Pid>,
+    /// Monitors remote actors hold on local actors: (owner, ref) -> target.
+    monitors_in: HashMap<(Pid, MonitorRef), Pid>,
+}
+
+impl Bookkeeping {
+    /// Records a signal a local actor sends to the remote actor `to`.
+    pub(crate) fn outgoing(&mut self, to: Pid, sig: &Signal) {
+        match sig {
+            Signal::Link { from } => {
+                self.links.insert((*from, to));
+            }
+            Signal::Unlink { from } => {
+                self.links.remove(&(*from, to));
+            }
+            Signal::Exit {
+                from, link: true, ..
+            } => {
+                self.links.remove(&(*from, to));
+            }
+            Signal::Exit { .. } => {}
+            Signal::Monitor { from, monitor } => {
+                self.monitors_out.insert((*from, *monitor), to);
+            }
+            Signal::Demonitor { from, monitor } => {
+                self.monitors_out.remove(&(*from, *monitor));
+            }
+            Signal::Down { monitor, .. } => {
+                self.monitors_in.remove(&(to, *monitor));
+            }
+        }
+    }
+
+    /// Records a signal the remote side sends to the local actor `to`.
+    pub(crate) fn incoming(&mut self, to: Pid, sig: &Signal) {
+        match sig {
+            Signal::Link { from } => {
+                self.links.insert((to, *from));
+            }
+            Signal::Unlink { from } => {
+                self.links.remove(&(to, *from));
+            }
+            Signal::Exit {
+                from, link: true, ..
+            } => {
+                self.links.remove(&(to, *from));
+            }
+            Signal::Exit { .. } => {}
+            Signal::Monitor { from, monitor } => {
+                self.monitors_in.insert((*from, *monitor), to);
+            }
+            Signal::Demonitor { from, monitor } => {
+                self.monitors_in.remove(&(*from, *monitor));
+            }
+            Signal::Down { monitor, .. } => {
+                self.monitors_out.remove(&(to, *monitor));
+            }
+        }
+    }
+
+    /// Empties the tables and returns the local signals that losing the peer
+    /// implies: exits for links, downs for monitors (both `noconnection`), and
+    /// demonitors that clear remote monitors from local actors.
+    pub(crate) fn node_lost(&mut self) -> Vec<(Pid, Signal)> {
+        let mut out = Vec::new();
+        for (local, remote) in self.links.drain() {
+            out.push((
+                local,
+                Signal::Exit {
+                    from: remote,
+                    reason: ExitReason::NoConnection,
+                    link: true,
+                },
+            ));
+        }
+        for ((owner, monitor), target) in self.monitors_out.drain() {
+            out.push((
+                owner,
+                Signal::Down {
+                    monitor,
+                    pid: target,
+                    reason: ExitReason::NoConnection,
+                },
+            ));
+        }
+        for ((owner, monitor), target) in self.monitors_in.drain() {
+            out.push((
+                target,
+                Signal::Demonitor {
+                    from: owner,
+                    monitor,
+                },
+            ));
+        }
+        out
+    }
+
+    /// Sizes of the tables: (links, monitors out, monitors in).
+    pub(crate) fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.links.len(),
+            self.monitors_out.len(),
+            self.monitors_in.len(),
+        )
+    }
+}
+
+/// See the module documentation.
+pub(crate) struct Peer {
+    pub(crate) name: String,
+    pub(crate) queue: OutQueue,
+    pub(crate) counters: PeerCounters,
+    pub(crate) book: Mutex<Bookkeeping>,
+    pub(crate) node_monitors: Mutex<Vec<Pid>>,
+    pub(crate) conn: Mutex<ConnState>,
+    pub(crate) status: watch::Sender<Status>,
+}
+
+impl Peer {
+    pub(crate) fn new(name: String, queue_bytes: usize) -> Self {
+        Peer {
+            name,
+            queue: OutQueue::new(queue_bytes),
+            counters: PeerCounters::default(),
+            book: Mutex::new(Bookkeeping::default()),
+            node_monitors: Mutex::new(Vec::new()),
+            conn: Mutex::new(ConnState::Idle),
+            status: watch::channel(Status::Down("never connected".into())).0,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, ConnState> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, Bookkeeping> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True if a connection is up.
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(*self.conn(), ConnState::Up { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_tracks_both_directions_and_turns_into_noconnection() {
+        let local = Pid::new(1, 10, 1);
+        let remote = Pid::new(2, 20, 1);
+        let mut b = Bookkeeping::default();
+        b.outgoing(remote, &Signal::Link { from: local });
+        b.outgoing(
+            remote,
+            &Signal::Monitor {
+                from: local,
+                monitor: MonitorRef(1),
+            },
+        );
+        b.incoming(
+            local,
+            &Signal::Monitor {
+                from: remote,
+                monitor: MonitorRef(2),
+            },
+        );
+        assert_eq!(b.sizes(), (1, 1, 1));
+        let lost = b.node_lost();
+        assert_eq!(b.sizes(), (0, 0, 0));
+        assert!(lost.contains(&(
+            local,
+            Signal::Exit {
+                from: remote,
+                reason: ExitReason::NoConnection,
+                link: true
+            }
+        )));
+        assert!(lost.contains(&(
+            local,
+            Signal::Down {
+                monitor: MonitorRef(1),
+                pid: remote,
+                reason: ExitReason::NoConnection
+            }
+        )));
+        assert!(lost.contains(&(
+            local,
+            Signal::Demonitor {
+                from: remote,
+                monitor: MonitorRef(2)
+            }
+        )));
+    }
+
+    #[test]
+    fn bookkeeping_forgets_relations_that_end_normally() {
+        let local = Pid::new(1, 10, 1);
+        let remote = Pid::new(2, 20, 1);
+        let mut b = Bookkeeping::default();
+        b.outgoing(remote, &Signal::Link { from: local });
+        b.incoming(
+            local,
+            &Signal::Exit {
+                from: remote,
+                reason: ExitReason::Normal,
+                link: true,
+            },
+        );
+        b.outgoing(
+            remote,
+            &Signal::Monitor {
+                from: local,
+                monitor: MonitorRef(1),
+            },
+        );
+        b.incoming(
+            local,
+            &Signal::Down {
+                monitor: MonitorRef(1),
+                pid: remote,
+                reason: ExitReason::Normal,
+            },
+        );
+        b.incoming(
+            local,
+            &Signal::Monitor {
+                from: remote,
+                monitor: MonitorRef(3),
+            },
+        );
+        b.outgoing(
+            remote,
+            &Signal::Down {
+                monitor: MonitorRef(3),
+                pid: local,
+                reason: ExitReason::Normal,
+            },
+        );
+        assert_eq!(b.sizes(), (0, 0, 0));
+    }
+}

@@ -1,0 +1,277 @@
+//! The wire registry: which Rust types may cross nodes, and under which name.
+//!
+//! A message type is registered once, next to its definition, with
+//! [`remote_message!`](crate::remote_message):
+//!
+//! ```
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct PingMsg { count: u32 }
+//! joerl_dist::remote_message!(PingMsg, "myapp::PingMsg");
+//! ```
+//!
+//! The macro submits a [`RemoteMessageType`] to `inventory`, so every registration
+//! in every crate linked into the binary is known at start-up without any call
+//! at run time. The tables from `TypeId` and from wire id are built once, on first
+//! use. On the wire a type is named by its *wire id*: the 64-bit FNV-1a hash of its
+//! registered name, so both nodes agree without exchanging tables. Two types that
+//! claim one name (or two names that hash alike) are reported when a node starts.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::codec;
+use crate::error::CodecError;
+use joerl_core::Message;
+
+/// One registered message type. Built by [`remote_message!`](crate::remote_message);
+/// not meant to be constructed by hand.
+pub struct RemoteMessageType {
+    /// The registered name (stable across versions and binaries).
+    pub name: &'static str,
+    /// `std::any::type_name` of the Rust type, for error messages.
+    pub type_name: fn() -> &'static str,
+    /// The Rust type's `TypeId`.
+    pub type_id: fn() -> TypeId,
+    /// Appends the bincode encoding of the value (which must be of this type).
+    pub encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), CodecError>,
+    /// Decodes a value of this type into a [`Message`].
+    pub decode: fn(&[u8]) -> Result<Message, CodecError>,
+}
+
+impl RemoteMessageType {
+    /// The registration record for `T` under `name`.
+    pub const fn of<T>(name: &'static str) -> Self
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        RemoteMessageType {
+            name,
+            type_name: std::any::type_name::<T>,
+            type_id: TypeId::of::<T>,
+            encode: encode_as::<T>,
+            decode: decode_as::<T>,
+        }
+    }
+}
+
+fn encode_as<T: Serialize + 'static>(value: &dyn Any, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let value = value
+        .downcast_ref::<T>()
+        .ok_or(CodecError::TypeMismatch(std::any::type_name::<T>()))?;
+    codec::encode_into(value, out)
+}
+
+fn decode_as<T: DeserializeOwned + Send + 'static>(bytes: &[u8]) -> Result<Message, CodecError> {
+    let value: T = codec::decode_exact(bytes)?;
+    Ok(Box::new(value))
+}
+
+inventory::collect!(RemoteMessageType);
+
+/// Registers a serde type for sending to other nodes under a stable name.
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Chat { text: String }
+/// joerl_dist::remote_message!(Chat, "chat::Chat");
+/// ```
+#[macro_export]
+macro_rules! remote_message {
+    ($ty:ty, $name:expr) => {
+        $crate::inventory::submit! {
+            $crate::registry::RemoteMessageType::of::<$ty>($name)
+        }
+    };
+}
+
+/// The wire id of a registered name: 64-bit FNV-1a of its UTF-8 bytes.
+pub const fn wire_id(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// A conflict found while building the tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConflict {
+    /// The contested name (or, for a hash collision, the first name).
+    pub name: String,
+    /// The Rust type registered first.
+    pub first: String,
+    /// The Rust type (or name) that conflicts with it.
+    pub second: String,
+}
+
+impl std::fmt::Display for RegistryConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "message name {:?} is claimed by both {} and {}; give each type its own name in remote_message!",
+            self.name, self.first, self.second
+        )
+    }
+}
+
+pub(crate) struct Tables {
+    by_type: HashMap<TypeId, (&'static RemoteMessageType, u64)>,
+    by_wire: HashMap<u64, &'static RemoteMessageType>,
+    pub(crate) conflicts: Vec<RegistryConflict>,
+}
+
+static TABLES: OnceLock<Tables> = OnceLock::new();
+
+pub(crate) fn tables() -> &'static Tables {
+    TABLES.get_or_init(|| {
+        let mut by_type = HashMap::new();
+        let mut by_wire: HashMap<u64, &'static RemoteMessageType> = HashMap::new();
+        let mut conflicts = Vec::new();
+        for entry in inventory::iter::<RemoteMessageType> {
+            let id = wire_id(entry.name);
+            match by_wire.get(&id) {
+                Some(existing) if (existing.type_id)() == (entry.type_id)() => continue,
+                Some(existing) => {
+                    conflicts.push(RegistryConflict {
+                        name: existing.name.to_string(),
+                        first: (existing.type_name)().to_string(),
+                        second: if existing.name == entry.name {
+                            (entry.type_name)().to_string()
+                        } else {
+                            format!(
+                                "{} (registered as {:?}, same wire id)",
+                                (entry.type_name)(),
+                                entry.name
+                            )
+                        },
+                    });
+                    continue;
+                }
+                None => {}
+            }
+            by_wire.insert(id, entry);
+            by_type.entry((entry.type_id)()).or_insert((entry, id));
+        }
+        Tables {
+            by_type,
+            by_wire,
+            conflicts,
+        }
+    })
+}
+
+impl Tables {
+    /// The registration and wire id of a value's type.
+    pub(crate) fn by_type(&self, id: TypeId) -> Option<(&'static RemoteMessageType, u64)> {
+        self.by_type.get(&id).copied()
+    }
+
+    /// The registration behind a wire id.
+    pub(crate) fn by_wire(&self, id: u64) -> Option<&'static RemoteMessageType> {
+        self.by_wire.get(&id).copied()
+    }
+}
+
+/// Conflicting registrations (two types under one name), as reported at start-up.
+pub fn conflicts() -> Vec<RegistryConflict> {
+    tables().conflicts.clone()
+}
+
+/// True if values of type `T` can be sent to other nodes.
+pub fn is_registered<T: 'static>() -> bool {
+    tables().by_type(TypeId::of::<T>()).is_some()
+}
+
+/// Every registered name with its Rust type name, sorted by name.
+pub fn registered_names() -> Vec<(&'static str, &'static str)> {
+    let mut v: Vec<_> = tables()
+        .by_wire
+        .values()
+        .map(|e| (e.name, (e.type_name)()))
+        .collect();
+    v.sort();
+    v
+}
+
+// Types every node can send without registering them.
+crate::remote_message!(String, "std::String");
+crate::remote_message!(bool, "std::bool");
+crate::remote_message!(u8, "std::u8");
+crate::remote_message!(u16, "std::u16");
+crate::remote_message!(u32, "std::u32");
+crate::remote_message!(u64, "std::u64");
+crate::remote_message!(i32, "std::i32");
+crate::remote_message!(i64, "std::i64");
+crate::remote_message!(f64, "std::f64");
+crate::remote_message!((), "std::unit");
+crate::remote_message!(Vec<u8>, "std::Vec<u8>");
+crate::remote_message!(joerl_core::Pid, "joerl::Pid");
+crate::remote_message!(joerl_core::ExitReason, "joerl::ExitReason");
+crate::remote_message!(joerl_core::gen_server::BadRequest, "joerl::BadRequest");
+crate::remote_message!(crate::Blob, "joerl::Blob");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Probe {
+        a: u32,
+        b: String,
+    }
+    crate::remote_message!(Probe, "joerl::test::Probe");
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Twin1;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Twin2;
+    crate::remote_message!(Twin1, "joerl::test::Twin");
+    crate::remote_message!(Twin2, "joerl::test::Twin");
+
+    #[test]
+    fn registered_type_round_trips() {
+        let (entry, id) = tables().by_type(TypeId::of::<Probe>()).expect("registered");
+        assert_eq!(id, wire_id("joerl::test::Probe"));
+        let mut buf = Vec::new();
+        (entry.encode)(
+            &Probe {
+                a: 7,
+                b: "x".into(),
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let back = (tables().by_wire(id).unwrap().decode)(&buf).unwrap();
+        assert_eq!(
+            *back.downcast::<Probe>().unwrap(),
+            Probe {
+                a: 7,
+                b: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_reported_with_both_types() {
+        let c = conflicts();
+        let twin = c
+            .iter()
+            .find(|c| c.name == "joerl::test::Twin")
+            .expect("conflict reported");
+        let both = format!("{} {}", twin.first, twin.second);
+        assert!(both.contains("Twin1") && both.contains("Twin2"), "{twin}");
+    }
+
+    #[test]
+    fn wire_id_is_fnv1a_64() {
+        assert_eq!(wire_id(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(wire_id("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

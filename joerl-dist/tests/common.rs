@@ -1,0 +1,152 @@
+//! Shared helpers for joerl-dist integration tests: an in-process EPMD, nodes on
+//! loopback port 0, a forwarding actor, and a TCP proxy that can cut or freeze
+//! connections.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, NodeBuilder, Pid};
+use joerl_epmd::{EpmdServer, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn epmd() -> EpmdServer {
+    EpmdServer::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .expect("epmd binds")
+}
+
+pub fn builder(name: &str, epmd: SocketAddr) -> NodeBuilder {
+    NodeBuilder::new(name, "127.0.0.1:0".parse().unwrap(), epmd).cookie("test-cookie")
+}
+
+pub async fn node(name: &str, epmd: SocketAddr) -> DistributedSystem {
+    builder(name, epmd).start().await.expect("node starts")
+}
+
+/// Forwards every message it receives (with its sender) to the test.
+pub struct Forward(pub mpsc::UnboundedSender<(Message, Option<Pid>)>);
+
+impl Actor for Forward {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        let _ = self.0.send((msg, ctx.sender()));
+    }
+}
+
+pub fn forward() -> (Forward, mpsc::UnboundedReceiver<(Message, Option<Pid>)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Forward(tx), rx)
+}
+
+pub async fn recv<T: 'static>(
+    rx: &mut mpsc::UnboundedReceiver<(Message, Option<Pid>)>,
+) -> (T, Option<Pid>) {
+    let (msg, from) = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("message within the deadline")
+        .expect("channel open");
+    match msg.downcast::<T>() {
+        Ok(v) => (*v, from),
+        Err(_) => panic!("message is not a {}", std::any::type_name::<T>()),
+    }
+}
+
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A TCP proxy in front of `target` that can cut all its connections or
+/// freeze them (stop forwarding while keeping the sockets open).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p2, f2) = (pipes.clone(), frozen.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                let a = tokio::spawn(pump(ri, wo, f2.clone()));
+                let b = tokio::spawn(pump(ro, wi, f2.clone()));
+                p2.lock().unwrap().extend([a, b]);
+            }
+        });
+        Proxy {
+            addr,
+            pipes,
+            frozen,
+            accept,
+        }
+    }
+
+    /// Closes every proxied connection (both sides see the connection drop).
+    pub fn cut(&self) {
+        for p in self.pipes.lock().unwrap().drain(..) {
+            p.abort();
+        }
+    }
+
+    /// Stops forwarding bytes without closing anything.
+    pub fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

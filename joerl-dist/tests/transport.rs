@@ -1,0 +1,409 @@
+//! Multi-node tests in one process: delivery, order, named send, Pids in
+//! messages, cookies, simultaneous connect, reconnect after a cut, tick timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use joerl_dist::{
+    Actor, ActorContext, DistError, HandshakeError, Message, NodeEvent, Pid, SendError,
+    remote_message,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Hello {
+    text: String,
+    reply_to: Pid,
+}
+remote_message!(Hello, "test::Hello");
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Seq(u64);
+remote_message!(Seq, "test::Seq");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_send_delivers_concrete_type_with_sender_and_pids_stay_valid() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("a", epmd.local_addr()).await;
+    let b = node("b", epmd.local_addr()).await;
+    let (fwd_b, mut rx_b) = forward();
+    let sink = b.spawn(fwd_b);
+    b.register("sink", sink).unwrap();
+    let (fwd_a, mut rx_a) = forward();
+    let me = a.spawn(fwd_a);
+
+    a.send_named(
+        ("sink", b.name()),
+        Box::new(Hello {
+            text: "hi".into(),
+            reply_to: me,
+        }),
+    )
+    .await
+    .unwrap();
+    let (hello, from): (Hello, _) = recv(&mut rx_b).await;
+    assert_eq!(hello.text, "hi");
+    assert_eq!(from, None, "sent from outside an actor: no sender");
+    // The Pid inside the message reaches the actor on node a.
+    b.send(hello.reply_to, Box::new("pong".to_string()))
+        .await
+        .unwrap();
+    let (text, _): (String, _) = recv(&mut rx_a).await;
+    assert_eq!(text, "pong");
+    // A send from an actor carries its Pid as the sender, across nodes.
+    b.send_from(Some(sink), me, Box::new(Seq(1))).await.unwrap();
+    let (seq, from): (Seq, _) = recv(&mut rx_a).await;
+    assert_eq!((seq, from), (Seq(1), Some(sink)));
+    assert_eq!(a.nodes(), vec![b.name().to_string()]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Sends `count` Seq messages to `to` as fast as the queue allows, from an actor.
+struct Blaster {
+    to: Pid,
+    count: u64,
+}
+
+impl Actor for Blaster {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        for i in 0..self.count {
+            ctx.send(self.to, Box::new(Seq(i))).await.expect("send");
+        }
+    }
+    async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
+}
+
+/// Checks that Seq numbers arrive in order and reports when all are in.
+struct OrderCheck {
+    next: u64,
+    count: u64,
+    done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+impl Actor for OrderCheck {
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        let Ok(seq) = msg.downcast::<Seq>() else {
+            return;
+        };
+        if seq.0 != self.next {
+            if let Some(d) = self.done.take() {
+                let _ = d.send(Err(format!("expected {}, got {}", self.next, seq.0)));
+            }
+            return;
+        }
+        self.next += 1;
+        if self.next == self.count {
+            if let Some(d) = self.done.take() {
+                let _ = d.send(Ok(()));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_messages_arrive_in_send_order() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("order_a", epmd.local_addr()).await;
+    let b = node("order_b", epmd.local_addr()).await;
+    const N: u64 = 1_000_000;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let checker = b.spawn(OrderCheck {
+        next: 0,
+        count: N,
+        done: Some(tx),
+    });
+    a.connect(b.name()).await.unwrap();
+    a.spawn(Blaster {
+        to: checker,
+        count: N,
+    });
+    let verdict = tokio::time::timeout(Duration::from_secs(300), rx)
+        .await
+        .expect("all messages within 5 minutes")
+        .unwrap();
+    verdict.unwrap();
+    let stats = a.stats();
+    assert!(stats.total.msgs_out >= N);
+    assert_eq!(stats.total.dropped_out, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_cookie_is_refused_and_nothing_is_delivered() {
+    init_tracing();
+    let epmd = epmd().await;
+    let good = node("good", epmd.local_addr()).await;
+    let bad = builder("bad", epmd.local_addr())
+        .cookie("another-cookie")
+        .reconnect_attempts(2)
+        .start()
+        .await
+        .unwrap();
+    let (fwd, mut rx) = forward();
+    let sink = good.spawn(fwd);
+    good.register("sink", sink).unwrap();
+    let err = bad.connect(good.name()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DistError::Handshake {
+                source: HandshakeError::AuthenticationFailed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    // A send is queued, the connection never comes up, the message never arrives.
+    let _ = bad
+        .send_named(("sink", good.name()), Box::new(Seq(1)))
+        .await;
+    // And the good node refuses a dial in the other direction too.
+    let err = good.connect(bad.name()).await.unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "no message may be delivered without the cookie"
+    );
+    assert!(good.nodes().is_empty() && bad.nodes().is_empty());
+    good.shutdown().await;
+    bad.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connect_yields_one_connection() {
+    init_tracing();
+    let epmd = epmd().await;
+    for round in 0..5 {
+        let a = node(&format!("sim_a{round}"), epmd.local_addr()).await;
+        let b = node(&format!("sim_b{round}"), epmd.local_addr()).await;
+        let (ra, rb) = tokio::join!(a.connect(b.name()), b.connect(a.name()));
+        ra.unwrap();
+        rb.unwrap();
+        // Let any losing attempt settle, then check there is exactly one connection.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (n, peer) in [(&a, b.name()), (&b, a.name())] {
+            let stats = n.stats();
+            let p = stats
+                .peers
+                .iter()
+                .find(|p| p.node == peer)
+                .expect("peer known");
+            assert!(p.connected);
+            assert_eq!(
+                p.reconnects,
+                0,
+                "exactly one connection was installed on {}",
+                n.name()
+            );
+        }
+        // And it works both ways.
+        let (fa, mut rxa) = forward();
+        let pa = a.spawn(fa);
+        b.send(pa, Box::new(Seq(round))).await.unwrap();
+        assert_eq!(recv::<Seq>(&mut rxa).await.0, Seq(round));
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_type_is_a_clear_error() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("unreg_a", epmd.local_addr()).await;
+    let b = node("unreg_b", epmd.local_addr()).await;
+    let (fwd, _rx) = forward();
+    let sink = b.spawn(fwd);
+    a.connect(b.name()).await.unwrap();
+    struct NotOnTheWire;
+    let err = a.send(sink, Box::new(NotOnTheWire)).await.unwrap_err();
+    assert!(matches!(err, SendError::Route(_)), "{err}");
+    assert!(err.to_string().contains("remote_message!"), "{err}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_connection_reconnects_and_later_messages_arrive() {
+    init_tracing();
+    // Node a finds "cut_b" through epmd1, where it is registered behind a proxy;
+    // node b itself is registered in epmd2.
+    let epmd1 = epmd().await;
+    let epmd2 = epmd().await;
+    let a = node("cut_a", epmd1.local_addr()).await;
+    let b = builder("cut_b", epmd2.local_addr()).start().await.unwrap();
+    let proxy = Proxy::start(b.local_addr()).await;
+    let _fake = joerl_epmd::EpmdClient::new(epmd1.local_addr())
+        .register(
+            joerl_epmd::Registration::new("cut_b", proxy.addr.port())
+                .host("127.0.0.1")
+                .metadata("node", b.name()),
+        )
+        .await
+        .unwrap();
+    let (fwd, mut rx) = forward();
+    let sink = b.spawn(fwd);
+    b.register("sink", sink).unwrap();
+    let mut events = a.subscribe();
+    a.send_named(("sink", b.name()), Box::new(Seq(1)))
+        .await
+        .unwrap();
+    assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(1));
+    proxy.cut();
+    // a sees the loss, re-dials through the proxy, and later messages arrive.
+    let down = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(NodeEvent::Down { node, .. }) = events.recv().await {
+                return node;
+            }
+        }
+    })
+    .await
+    .expect("node-down after the cut");
+    assert_eq!(down, b.name());
+    let start = std::time::Instant::now();
+    let mut n = 2;
+    loop {
+        let _ = a.send_named(("sink", b.name()), Box::new(Seq(n))).await;
+        match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Ok(Some((msg, _))) => {
+                let seq = *msg.downcast::<Seq>().unwrap();
+                assert!(seq.0 >= 2);
+                break;
+            }
+            _ => {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "no message arrived after the cut"
+                );
+                n += 1;
+            }
+        }
+    }
+    wait_until("reconnected", || a.stats().total.reconnects >= 1).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_declared_down_after_tick_timeout() {
+    init_tracing();
+    let epmd1 = epmd().await;
+    let epmd2 = epmd().await;
+    let a = builder("tick_a", epmd1.local_addr())
+        .tick_timeout(Duration::from_millis(800))
+        .reconnect_attempts(1)
+        .start()
+        .await
+        .unwrap();
+    let b = builder("tick_b", epmd2.local_addr())
+        .tick_timeout(Duration::from_millis(800))
+        .start()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(b.local_addr()).await;
+    let _fake = joerl_epmd::EpmdClient::new(epmd1.local_addr())
+        .register(joerl_epmd::Registration::new("tick_b", proxy.addr.port()).host("127.0.0.1"))
+        .await
+        .unwrap();
+    a.connect(b.name()).await.unwrap();
+    let mut events = a.subscribe();
+    // Idle for several tick intervals: ticks keep the connection up.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        a.nodes().contains(&b.name().to_string()),
+        "ticks keep an idle connection up"
+    );
+    proxy.freeze(true);
+    let reason = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(NodeEvent::Down { reason, .. }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("node-down after the tick timeout");
+    assert!(reason.contains("tick timeout"), "{reason}");
+    proxy.freeze(false);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_listener_does_not_hurt_the_node() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("garbage_a", epmd.local_addr()).await;
+    let b = node("garbage_b", epmd.local_addr()).await;
+    for junk in [
+        vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        vec![0, 0, 0, 0],
+        vec![0, 0, 0, 3, 1, 0, 1],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(a.local_addr())
+            .await
+            .unwrap();
+        s.write_all(&junk).await.unwrap();
+        let mut buf = [0u8; 64];
+        // The node answers with at most a refusal and closes the connection.
+        let closed = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection with junk {junk:?} is closed");
+    }
+    let (fwd, mut rx) = forward();
+    let sink = a.spawn(fwd);
+    b.connect(a.name()).await.unwrap();
+    b.send(sink, Box::new(Seq(7))).await.unwrap();
+    assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(7));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_node_and_node_events_report_graceful_shutdown_at_once() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("mon_a", epmd.local_addr()).await;
+    let b = node("mon_b", epmd.local_addr()).await;
+    a.connect(b.name()).await.unwrap();
+    let (fwd, mut rx) = forward();
+    let watcher = a.spawn(fwd);
+    a.monitor_node(watcher, b.name()).unwrap();
+    let mut events = a.subscribe();
+    let start = std::time::Instant::now();
+    b.shutdown().await;
+    let (down, _): (joerl_dist::NodeDown, _) = recv(&mut rx).await;
+    assert_eq!(down.node, b.name());
+    let ev = tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ev, NodeEvent::Down { ref node, .. } if node == b.name()),
+        "{ev:?}"
+    );
+    assert!(
+        start.elapsed() < a.config().tick_timeout,
+        "graceful shutdown is seen before any tick timeout"
+    );
+    a.shutdown().await;
+}
