@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -181,16 +182,12 @@ impl EpmdServer {
     /// reports it.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        let bind_error = |source| ServerError::Bind {
             addr: config.listen_addr,
             source,
-        })?;
+        };
+        let listener = listen(config.listen_addr).map_err(bind_error)?;
+        let local_addr = listener.get_ref().local_addr().map_err(bind_error)?;
         let (shutdown, _) = watch::channel(false);
         let (stopped_tx, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -253,12 +250,104 @@ impl Drop for EpmdServer {
     }
 }
 
+/// The listening socket. It is watched through [`AsyncFd`] rather than
+/// `tokio::net::TcpListener` so accepted sockets arrive as plain std sockets:
+/// a `PORT_PLEASE2_REQ` that is already complete when its connection is accepted
+/// is answered at once, without registering the socket with the reactor or
+/// spawning a task (see [`answer_at_once`]).
+type Listener = AsyncFd<std::net::TcpListener>;
+
+fn listen(addr: SocketAddr) -> std::io::Result<Listener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?.into_std()?;
+    listener.set_nonblocking(true)?;
+    // `AsyncFd::new` is deprecated in recent tokio in favour of an `unsafe`
+    // constructor (older tokio, which the workspace allows, has only this one).
+    // It is sound here: the listener owns its descriptor for the AsyncFd's lifetime.
+    #[allow(deprecated)]
+    AsyncFd::new(listener)
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|inner| inner.get_ref().accept()) {
+            return accepted;
+        }
+    }
+}
+
+/// What the accept loop could do with a new connection by itself.
+enum AcceptedConnection {
+    /// Fully handled (answered and closed, or closed by the peer).
+    Done,
+    /// Needs a task; carries the bytes already read.
+    Serve(std::net::TcpStream, BytesMut),
+}
+
+/// The hot path: if a complete `PORT_PLEASE2_REQ` is already waiting on a
+/// freshly accepted socket, answer it right here with non-blocking calls
+/// (read, write, close: the same work epmd does). Anything else, or anything
+/// that would block, goes to a task with the bytes read so far.
+fn answer_at_once(shared: &Shared, mut stream: std::net::TcpStream) -> AcceptedConnection {
+    use std::io::{Read, Write};
+    let mut bytes = [0u8; 512];
+    let read = match stream
+        .set_nonblocking(true)
+        .and_then(|()| stream.read(&mut bytes))
+    {
+        Ok(0) => return AcceptedConnection::Done,
+        Ok(n) => n,
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return AcceptedConnection::Done,
+    };
+    let received = &bytes[..read];
+    let complete_port_please = matches!(
+        protocol::check_frame(received, shared.config.max_request_bytes),
+        Ok(Some(len)) if len + 2 == read && received[2] == protocol::PORT_PLEASE2_REQ
+    );
+    if complete_port_please {
+        if let Ok(Request::PortPlease2 { name }) = protocol::decode_request(&received[2..]) {
+            let mut reply = Vec::with_capacity(64);
+            let found = shared.registry.with_node(&name, Instant::now(), |node| {
+                PortPleaseReply::encode_into(node.port, &node.name, &node.dist, &mut reply)
+            });
+            if found.is_none() {
+                reply.extend_from_slice(&PORT2_MISS);
+            }
+            debug!(%name, found = found.is_some(), "PORT_PLEASE2_REQ answered at accept");
+            match stream.write(&reply) {
+                Ok(n) if n == reply.len() => return AcceptedConnection::Done,
+                Ok(n) => {
+                    // The send buffer of a fresh socket was full: finish in a task.
+                    let rest = reply[n..].to_vec();
+                    if let Ok(mut stream) = TcpStream::from_std(stream) {
+                        tokio::spawn(async move {
+                            let _ = stream.write_all(&rest).await;
+                        });
+                    }
+                    return AcceptedConnection::Done;
+                }
+                Err(_) => return AcceptedConnection::Done,
+            }
+        }
+    }
+    AcceptedConnection::Serve(stream, BytesMut::from(received))
+}
+
 /// Resolves once the shutdown flag is set (or its sender is gone).
 async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn run(listener: TcpListener, shared: Arc<Shared>, stopped: watch::Sender<bool>) {
+async fn run(listener: Listener, shared: Arc<Shared>, stopped: watch::Sender<bool>) {
     let mut shutdown = shared.shutdown.subscribe();
     let (tasks_alive, mut all_tasks_done) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
@@ -268,7 +357,7 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, stopped: watch::Sender<
         let accepted = tokio::select! {
             biased;
             _ = shutdown_signalled(&mut shutdown) => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -293,11 +382,22 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, stopped: watch::Sender<
             continue;
         };
         refused_since_log = 0;
+        let (stream, already_read) = match answer_at_once(&shared, stream) {
+            AcceptedConnection::Done => continue,
+            AcceptedConnection::Serve(stream, already_read) => (stream, already_read),
+        };
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(err) => {
+                warn!(%peer, error = %err, "cannot register connection; closing it");
+                continue;
+            }
+        };
         let id = ConnectionId(shared.next_connection.fetch_add(1, Ordering::Relaxed));
         let shared = shared.clone();
         let alive = tasks_alive.clone();
         tokio::spawn(async move {
-            serve_connection(&shared, stream, peer, id).await;
+            serve_connection(&shared, stream, already_read, peer, id).await;
             drop(permit);
             drop(alive);
         });
@@ -360,10 +460,10 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, already_read: BytesMut) -> Self {
         Self {
             stream,
-            buffer: BytesMut::with_capacity(256),
+            buffer: already_read,
         }
     }
 
@@ -422,21 +522,27 @@ struct Session<'a> {
     shared: &'a Shared,
     id: ConnectionId,
     peer: SocketAddr,
-    local: Option<SocketAddr>,
+    /// The daemon's address on this connection, looked up only when needed
+    /// (one system call saved on the hot `PORT_PLEASE2_REQ` path).
+    local: Option<Option<SocketAddr>>,
     kick: Arc<Notify>,
     /// Connection-held registrations made on this connection.
     held: Vec<String>,
 }
 
-async fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: ConnectionId) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().ok();
-    let mut conn = Connection::new(stream);
+async fn serve_connection(
+    shared: &Shared,
+    stream: TcpStream,
+    already_read: BytesMut,
+    peer: SocketAddr,
+    id: ConnectionId,
+) {
+    let mut conn = Connection::new(stream, already_read);
     let mut session = Session {
         shared,
         id,
         peer,
-        local,
+        local: None,
         kick: Arc::new(Notify::new()),
         held: Vec::new(),
     };
@@ -520,15 +626,22 @@ async fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, 
 }
 
 impl Session<'_> {
-    fn is_local_peer(&self) -> bool {
-        is_local_peer(self.peer, self.local)
+    fn local_addr(&mut self, conn: &Connection) -> Option<SocketAddr> {
+        *self
+            .local
+            .get_or_insert_with(|| conn.stream.local_addr().ok())
+    }
+
+    fn is_local_peer(&mut self, conn: &Connection) -> bool {
+        // Loopback peers need no further look-up.
+        is_local_peer(self.peer, None) || is_local_peer(self.peer, self.local_addr(conn))
     }
 
     /// Host reported for nodes that registered without one: the daemon's
     /// address as this client reached it.
-    fn fill_host(&self, mut node: NodeInfo) -> NodeInfo {
+    fn fill_host(local: Option<SocketAddr>, mut node: NodeInfo) -> NodeInfo {
         if node.host.is_empty() {
-            if let Some(local) = self.local {
+            if let Some(local) = local {
                 node.host = local.ip().to_string();
             }
         }
@@ -540,7 +653,7 @@ impl Session<'_> {
         let peer = self.peer;
         match request {
             Request::Alive2(req) => {
-                if !self.is_local_peer() {
+                if !self.is_local_peer(conn) {
                     warn!(%peer, name = %req.name, "ALIVE2_REQ from a non-local peer; closing without reply (as epmd)");
                     return Ok(Next::Close);
                 }
@@ -602,7 +715,7 @@ impl Session<'_> {
                 Ok(Next::Close)
             }
             Request::Dump => {
-                if !self.is_local_peer() {
+                if !self.is_local_peer(conn) {
                     warn!(%peer, "DUMP_REQ from a non-local peer; closing without reply");
                     return Ok(Next::Close);
                 }
@@ -624,7 +737,7 @@ impl Session<'_> {
                 Ok(Next::Close)
             }
             Request::Kill => {
-                if !self.is_local_peer() {
+                if !self.is_local_peer(conn) {
                     warn!(%peer, "KILL_REQ from a non-local peer; closing without reply");
                     return Ok(Next::Close);
                 }
@@ -640,7 +753,7 @@ impl Session<'_> {
             }
             Request::Stop { name } => {
                 let shown = String::from_utf8_lossy(&name).into_owned();
-                if !self.is_local_peer() {
+                if !self.is_local_peer(conn) {
                     warn!(%peer, name = %shown, "STOP_REQ from a non-local peer; closing without reply");
                     return Ok(Next::Close);
                 }
@@ -661,7 +774,9 @@ impl Session<'_> {
                 Ok(Next::Close)
             }
             Request::Joerl(req) => {
-                let reply = self.handle_joerl(req);
+                let is_local = self.is_local_peer(conn);
+                let local = self.local_addr(conn);
+                let reply = self.handle_joerl(req, is_local, local);
                 match reply.encode() {
                     Ok(bytes) => conn.write(&bytes).await?,
                     Err(err) => {
@@ -674,14 +789,19 @@ impl Session<'_> {
         }
     }
 
-    fn handle_joerl(&mut self, request: JoerlRequest) -> JoerlReply {
+    fn handle_joerl(
+        &mut self,
+        request: JoerlRequest,
+        is_local_peer: bool,
+        local: Option<SocketAddr>,
+    ) -> JoerlReply {
         let shared = self.shared;
         let registry = &shared.registry;
         let peer = self.peer;
         let now = Instant::now();
         match request {
             JoerlRequest::Register(req) => {
-                if !self.is_local_peer() && !shared.config.allow_remote_register {
+                if !is_local_peer && !shared.config.allow_remote_register {
                     warn!(%peer, name = %req.name, "joerl registration from a non-local peer refused");
                     return JoerlReply::Refused(RegistryError::NotPermitted(
                         "this daemon accepts registrations only from loopback peers; start it with --allow-remote-register to change that".into(),
@@ -749,14 +869,16 @@ impl Session<'_> {
                     JoerlReply::Refused(err)
                 }
             },
-            JoerlRequest::Lookup(req) => {
-                JoerlReply::Lookup(registry.lookup(&req.name, now).map(|n| self.fill_host(n)))
-            }
+            JoerlRequest::Lookup(req) => JoerlReply::Lookup(
+                registry
+                    .lookup(&req.name, now)
+                    .map(|n| Self::fill_host(local, n)),
+            ),
             JoerlRequest::List(_) => JoerlReply::List(
                 registry
                     .list(now)
                     .into_iter()
-                    .map(|n| self.fill_host(n))
+                    .map(|n| Self::fill_host(local, n))
                     .collect(),
             ),
             JoerlRequest::Ping(_) => JoerlReply::Pong(PongReply {

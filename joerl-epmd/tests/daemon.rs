@@ -523,6 +523,29 @@ async fn erlang_requests_are_answered_like_epmd() {
 }
 
 #[tokio::test]
+async fn requests_split_across_packets_are_answered_the_same() {
+    // A request that is complete when accepted is answered by the accept loop;
+    // one that arrives in pieces is finished by a connection task. Same answer.
+    let server = start_server(|_| {}).await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    let reg = client.alive2(alive2("split", 4321, 6)).await.unwrap();
+    let whole = raw_request(addr, b"zsplit").await;
+    assert_eq!(whole[..4], [119, 0, 0x10, 0xe1]);
+    for cut in [1, 2, 3, 5] {
+        let frame = [&[0u8, 6][..], b"zsplit"].concat();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&frame[..cut]).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        stream.write_all(&frame[cut..]).await.unwrap();
+        assert_eq!(read_until_closed(&mut stream).await, whole, "cut at {cut}");
+    }
+    reg.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn relaxed_mode_allows_stop_and_kill_with_nodes() {
     let server = start_server(|c| c.relaxed_command_check = true).await;
     let addr = server.local_addr();

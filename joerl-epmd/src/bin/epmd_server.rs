@@ -65,6 +65,10 @@ struct DaemonArgs {
     /// Accept joerl registrations from non-loopback peers.
     #[arg(long)]
     allow_remote_register: bool,
+    /// Threads serving connections. One thread (like epmd's single loop) has the
+    /// lowest latency per lookup; more help only when requests queue up.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// Where a client command connects.
@@ -139,10 +143,21 @@ pub fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let threads = match &cli.command {
+        None => cli.daemon.threads,
+        Some(_) => 1,
+    };
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
         match cli.command {
             None => run_daemon(cli.daemon).await,
