@@ -13,6 +13,6 @@
 #[path = "../../joerl-epmd/src/bin/epmd_server.rs"]
 mod epmd_server;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     epmd_server::main()
 }

@@ -11,6 +11,7 @@
 //! (which includes it as a module), so it keeps a `pub fn main`.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -127,8 +128,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
-/// Entry point (shared with the `epmd_server` example).
-pub fn main() -> anyhow::Result<()> {
+/// Entry point (shared with the `epmd_server` example). Exits with status 1
+/// when `lookup` does not find the node.
+pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let default_level = if cli.command.is_some() {
         "warn"
@@ -168,7 +170,7 @@ pub fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
+async fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let config = ServerConfig {
         listen_addr: args.addr,
         max_connections: args.max_connections,
@@ -192,11 +194,11 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => info!("SIGTERM received; shutting down"),
         _ = server.stopped() => {
             info!("stopped by KILL_REQ");
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
     }
     server.shutdown().await;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(unix)]
@@ -255,7 +257,7 @@ fn humane(d: Duration) -> String {
     }
 }
 
-async fn list(target: Target) -> anyhow::Result<()> {
+async fn list(target: Target) -> anyhow::Result<ExitCode> {
     let client = client(&target);
     match client.list().await {
         Ok(nodes) => {
@@ -276,7 +278,7 @@ async fn list(target: Target) -> anyhow::Result<()> {
                 );
             }
             println!("{} node(s) registered at {}", nodes.len(), target.epmd);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Err(err) if speaks_only_erlang(&err) => {
             let names = client.names().await.with_context(|| {
@@ -289,13 +291,13 @@ async fn list(target: Target) -> anyhow::Result<()> {
             for (name, port) in &names.nodes {
                 println!("name {name} at port {port}");
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Err(err) => Err(err.into()),
     }
 }
 
-async fn lookup(target: Target, name: &str) -> anyhow::Result<()> {
+async fn lookup(target: Target, name: &str) -> anyhow::Result<ExitCode> {
     let client = client(&target);
     match client.lookup(name).await {
         Ok(Some(node)) => {
@@ -314,9 +316,9 @@ async fn lookup(target: Target, name: &str) -> anyhow::Result<()> {
                 node.dist.extra.len()
             );
             println!("metadata:  {}", format_metadata(&node));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Ok(None) => anyhow::bail!("{name} is not registered at {}", target.epmd),
+        Ok(None) => not_registered(name, &target),
         Err(err) if speaks_only_erlang(&err) => match client.port_please(name).await? {
             Some(reply) => {
                 println!("name:      {}", reply.name);
@@ -332,15 +334,15 @@ async fn lookup(target: Target, name: &str) -> anyhow::Result<()> {
                     "(from PORT_PLEASE2_REQ: {} speaks only Erlang's protocol)",
                     target.epmd
                 );
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
-            None => anyhow::bail!("{name} is not registered at {}", target.epmd),
+            None => not_registered(name, &target),
         },
         Err(err) => Err(err.into()),
     }
 }
 
-async fn ping(target: Target) -> anyhow::Result<()> {
+async fn ping(target: Target) -> anyhow::Result<ExitCode> {
     let client = client(&target);
     let started = Instant::now();
     match client.ping().await {
@@ -354,7 +356,7 @@ async fn ping(target: Target) -> anyhow::Result<()> {
                 pong.protocol_version,
                 started.elapsed().as_secs_f64() * 1000.0
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Err(err) if speaks_only_erlang(&err) => {
             let names = client.names().await?;
@@ -365,10 +367,15 @@ async fn ping(target: Target) -> anyhow::Result<()> {
                 names.nodes.len(),
                 started.elapsed().as_secs_f64() * 1000.0
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Err(err) => Err(err.into()),
     }
+}
+
+fn not_registered(name: &str, target: &Target) -> anyhow::Result<ExitCode> {
+    eprintln!("{name} is not registered at {}", target.epmd);
+    Ok(ExitCode::FAILURE)
 }
 
 #[cfg(test)]
