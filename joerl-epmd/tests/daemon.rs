@@ -127,7 +127,11 @@ async fn register_lookup_list_with_metadata() {
 async fn a_lease_that_is_not_renewed_expires_and_a_renewed_one_stays() {
     let server = start_server(short_leases).await;
     let client = EpmdClient::new(server.local_addr());
-    let kept = client.register(Registration::new("kept", 1)).await.unwrap();
+    // Renewed every 100 ms; a lease of 800 ms leaves room for a loaded machine.
+    let kept = client
+        .register(Registration::new("kept", 1).lease(Duration::from_millis(800)))
+        .await
+        .unwrap();
     let silent = client
         .register(Registration::new("silent", 2))
         .await
@@ -136,7 +140,6 @@ async fn a_lease_that_is_not_renewed_expires_and_a_renewed_one_stays() {
     assert!(client.lookup("silent").await.unwrap().is_some());
     // The process "dies": no more keep-alives, no unregister.
     silent.abandon().await;
-    let gone_after = Instant::now();
     wait_for("the abandoned lease to expire", DEADLINE, || {
         let client = client.clone();
         async move {
@@ -149,11 +152,10 @@ async fn a_lease_that_is_not_renewed_expires_and_a_renewed_one_stays() {
         }
     })
     .await;
-    assert!(gone_after.elapsed() >= Duration::from_millis(200));
     // The renewed registration outlives several lease lengths (observed, not slept on:
-    // every lookup must find it while at least 4 lease lengths pass).
+    // every lookup must find it while 3 lease lengths pass).
     let watch_started = Instant::now();
-    while watch_started.elapsed() < Duration::from_millis(1200) {
+    while watch_started.elapsed() < Duration::from_millis(2400) {
         let found = client.lookup("kept").await.unwrap();
         assert!(
             found.is_some(),
@@ -190,13 +192,12 @@ async fn the_guard_registers_again_after_the_daemon_restarts() {
         .expect("loss noticed")
         .unwrap();
 
-    let second = EpmdServer::bind({
+    let second = wait_for("the port to be bound again", DEADLINE, || async move {
         let mut config = ServerConfig::new(addr);
         short_leases(&mut config);
-        config
+        EpmdServer::bind(config).await.ok()
     })
-    .await
-    .expect("rebinding the same port");
+    .await;
     let found = wait_for(
         "the guard to register with the new daemon",
         DEADLINE,
@@ -251,7 +252,7 @@ async fn a_lease_survives_its_connection_being_cut() {
     let server = start_server(|c| {
         short_leases(c);
         c.keepalive_interval = Duration::from_millis(250);
-        c.default_lease = Duration::from_secs(5);
+        c.default_lease = Duration::from_secs(1);
         c.idle_timeout = Duration::from_millis(100);
     })
     .await;
@@ -260,8 +261,9 @@ async fn a_lease_survives_its_connection_being_cut() {
         .register(Registration::new("leaser", 1))
         .await
         .unwrap();
+    // The connection is cut 100 ms after every keep-alive; observe 2.5 leases.
     let observed = Instant::now();
-    while observed.elapsed() < Duration::from_millis(1000) {
+    while observed.elapsed() < Duration::from_millis(2500) {
         assert!(client.lookup("leaser").await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -641,10 +643,10 @@ async fn idle_connections_without_registration_are_closed() {
     let addr = server.local_addr();
     let client = EpmdClient::new(addr);
     let holder = client.alive2(alive2("patient", 1, 6)).await.unwrap();
-    let mut idle = TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
     assert_eq!(read_until_closed(&mut idle).await, b"");
-    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(started.elapsed() >= Duration::from_millis(200));
     // A partial request does not keep a connection alive either.
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(&[0, 5, b'z']).await.unwrap();
