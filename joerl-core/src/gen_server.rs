@@ -81,12 +81,28 @@ impl ReplyTo {
     /// Sends `reply` to the caller. Like Erlang's `gen_server:reply/2`, this never
     /// fails loudly: a caller that gave up (timeout) or died simply gets nothing.
     pub fn reply<R: Any + Send>(self, system: &ActorSystem, reply: R) {
-        let msg = Box::new(CallReply {
+        self.reply_as(system, None, reply)
+    }
+
+    /// Like [`reply`](Self::reply), with `server` as the reply's sender.
+    pub fn reply_as<R: Any + Send>(self, system: &ActorSystem, server: Option<Pid>, reply: R) {
+        let msg: Message = Box::new(CallReply {
             tag: self.tag,
             reply: Box::new(reply),
         });
-        if let Err(e) = system.try_send(self.pid, msg) {
-            tracing::debug!(to = %self.pid, error = %e, "reply not delivered");
+        match system.try_send_from(server, self.pid, msg) {
+            Ok(()) => {}
+            Err(SendError::Full(unsent)) => {
+                // A full queue toward the caller: wait for room off this thread.
+                let system = system.clone();
+                let to = self.pid;
+                tokio::spawn(async move {
+                    if let Err(e) = system.send_from(server, to, unsent.into_inner()).await {
+                        tracing::debug!(%to, error = %e, "reply not delivered");
+                    }
+                });
+            }
+            Err(e) => tracing::debug!(to = %self.pid, error = %e, "reply not delivered"),
         }
     }
 }
@@ -214,10 +230,10 @@ impl<G: GenServer> Actor for GenServerActor<G> {
                 let from = ReplyTo { pid: reply_to, tag };
                 match request.downcast::<G::Call>() {
                     Ok(req) => match self.0.handle_call(*req, from, ctx).await {
-                        CallResponse::Reply(r) => from.reply(ctx.system(), r),
+                        CallResponse::Reply(r) => from.reply_as(ctx.system(), Some(ctx.pid()), r),
                         CallResponse::NoReply => {}
                         CallResponse::Stop(r, reason) => {
-                            from.reply(ctx.system(), r);
+                            from.reply_as(ctx.system(), Some(ctx.pid()), r);
                             ctx.stop(reason);
                         }
                     },
@@ -227,7 +243,7 @@ impl<G: GenServer> Actor for GenServerActor<G> {
                             expected = std::any::type_name::<G::Call>(),
                             "call with a request of the wrong type"
                         );
-                        from.reply(ctx.system(), BadRequest);
+                        from.reply_as(ctx.system(), Some(ctx.pid()), BadRequest);
                     }
                 }
                 return;

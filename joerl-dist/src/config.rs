@@ -40,7 +40,10 @@ pub struct DistConfig {
     pub reconnect_attempts: u32,
     /// Time allowed for a TCP connect plus handshake.
     pub connect_timeout: Duration,
-    /// EPMD lease for this node's registration (`None`: the daemon's default).
+    /// EPMD lease for this node's registration. `None` (the default): the
+    /// registration lives with the node's connection to EPMD, so a node that dies
+    /// frees its name at once, as Erlang's do. With a lease, the name stays taken
+    /// until the lease runs out after a crash.
     pub epmd_lease: Option<Duration>,
     /// How long a graceful shutdown waits for actors before killing them.
     pub shutdown_grace: Duration,

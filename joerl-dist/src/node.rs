@@ -332,6 +332,13 @@ impl DistributedSystem {
         self.inner.peers.get(&id).map(|p| p.book().sizes())
     }
 
+    /// How long ago anything (data or a tick) last arrived from `node`; `None` if
+    /// nothing ever did. After a node is lost, this tells how long it had been silent.
+    pub fn last_heard(&self, node: &str) -> Option<Duration> {
+        let id = joerl_core::node_id(node);
+        self.inner.peers.get(&id).and_then(|p| p.last_heard())
+    }
+
     /// Stops the node gracefully: stops every actor (their links and monitors fire
     /// with `shutdown` on every node), says goodbye on every connection so peers see
     /// node-down at once, closes the connections, and unregisters from EPMD.
@@ -413,9 +420,13 @@ impl NodeInner {
             .host(host.clone())
             .metadata("joerl", env!("CARGO_PKG_VERSION"))
             .metadata("node", full.clone());
-        if let Some(lease) = b.config.epmd_lease {
-            reg = reg.lease(lease);
-        }
+        // By default the registration lives with the guard's connection to EPMD,
+        // as an Erlang node's does: a node that dies (even by kill -9) frees its
+        // name at once, so it can restart under the same name. A lease is opt-in.
+        reg = match b.config.epmd_lease {
+            Some(lease) => reg.lease(lease),
+            None => reg.connection_bound(),
+        };
         let guard = epmd.register(reg).await.map_err(|e| DistError::Epmd {
             addr: b.epmd,
             message: e.to_string(),
@@ -629,7 +640,10 @@ impl NodeInner {
                         node.config.max_frame_size,
                         node.config.tick_timeout,
                         &mut sink,
-                        |n| PeerCounters::add(&counters.bytes_in, n as u64),
+                        |n| {
+                            PeerCounters::add(&counters.bytes_in, n as u64);
+                            peer.heard();
+                        },
                     )
                     .await;
                     let reconnect = !matches!(end, EndReason::Goodbye);
@@ -642,6 +656,8 @@ impl NodeInner {
                 tasks: vec![w.abort_handle(), r.abort_handle()],
                 since: Instant::now(),
             };
+            peer.up.store(true, Ordering::Release);
+            peer.heard();
         }
         PeerCounters::add(&peer.counters.connects, 1);
         peer.status.send_replace(Status::Up(creation));
@@ -675,6 +691,7 @@ impl NodeInner {
                     let t = std::mem::take(tasks);
                     let s = *since;
                     *conn = ConnState::Idle;
+                    peer.up.store(false, Ordering::Release);
                     (t, s)
                 }
                 _ => return,

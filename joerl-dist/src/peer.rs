@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use joerl_core::{ExitReason, MonitorRef, Pid, Signal};
@@ -187,6 +187,11 @@ pub(crate) struct Peer {
     pub(crate) book: Mutex<Bookkeeping>,
     pub(crate) node_monitors: Mutex<Vec<Pid>>,
     pub(crate) conn: Mutex<ConnState>,
+    /// Mirrors `conn` being `Up`, for the send path (no lock per message).
+    pub(crate) up: AtomicBool,
+    /// When data last arrived, in milliseconds since `epoch`.
+    last_heard_ms: AtomicU64,
+    epoch: Instant,
     pub(crate) status: watch::Sender<Status>,
 }
 
@@ -199,6 +204,9 @@ impl Peer {
             book: Mutex::new(Bookkeeping::default()),
             node_monitors: Mutex::new(Vec::new()),
             conn: Mutex::new(ConnState::Idle),
+            up: AtomicBool::new(false),
+            last_heard_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             status: watch::channel(Status::Down("never connected".into())).0,
         }
     }
@@ -213,7 +221,23 @@ impl Peer {
 
     /// True if a connection is up.
     pub(crate) fn is_up(&self) -> bool {
-        matches!(*self.conn(), ConnState::Up { .. })
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Records that data arrived now.
+    pub(crate) fn heard(&self) {
+        self.last_heard_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long ago data last arrived (None if never).
+    pub(crate) fn last_heard(&self) -> Option<std::time::Duration> {
+        let at = self.last_heard_ms.load(Ordering::Relaxed);
+        if at == 0 {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Some(std::time::Duration::from_millis(now.saturating_sub(at)))
     }
 }
 

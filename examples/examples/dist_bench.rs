@@ -1,0 +1,436 @@
+//! Distribution benchmarks between two OS processes over loopback, and a
+//! failure-detection drill.
+//!
+//! ```text
+//! # terminal 1: an EPMD and a node with `sink` and `echo`
+//! cargo run --release --bin epmd_server -- 127.0.0.1:4369
+//! cargo run --release --example dist_bench -- serve --name bench_srv --epmd 127.0.0.1:4369
+//! # terminal 2
+//! cargo run --release --example dist_bench -- throughput --name bench_cli --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369 --count 5000000 --size 32
+//! cargo run --release --example dist_bench -- rtt --name bench_cli --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369 --count 100000
+//! cargo run --release --example dist_bench -- watch --name bench_w --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369
+//! ```
+//!
+//! Each client mode prints exactly one result line, last:
+//! `throughput msgs_per_s=.. mb_per_s=.. count=.. size=..`,
+//! `rtt p50_us=.. p99_us=.. mean_us=.. count=..`,
+//! `down reason=.. after_ms=..` (watch: the sink's down message; `after_ms` is the
+//! time since the target's connection was last heard from).
+//! A wrong `--cookie` makes the clients fail within seconds with "authentication failed".
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use joerl_dist::{
+    Actor, ActorContext, DistributedSystem, DownMessage, Message, NodeBuilder, Pid, remote_message,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+#[derive(Parser, Debug)]
+#[command(about = "joerl distribution benchmarks (two OS processes over loopback)")]
+struct Args {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct Common {
+    /// This node's name (`name` or `name@host`).
+    #[arg(long)]
+    name: String,
+    /// The EPMD to register in and look nodes up.
+    #[arg(long, default_value = "127.0.0.1:4369")]
+    epmd: SocketAddr,
+    /// The cookie (default: JOERL_COOKIE, else ~/.joerl.cookie).
+    #[arg(long)]
+    cookie: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Runs a node with a registered `sink` and `echo` until killed.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Sends COUNT messages of SIZE payload bytes to `sink` on TARGET.
+    Throughput {
+        #[command(flatten)]
+        common: Common,
+        /// The serving node, `name@host`.
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+    },
+    /// COUNT sequential ping-pongs with `echo` on TARGET.
+    Rtt {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+    },
+    /// Monitors `sink` on TARGET and reports its down message.
+    Watch {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        target: String,
+    },
+}
+
+/// A payload whose bytes are shared between sends (cloning is a reference count).
+#[derive(Debug, Clone)]
+struct Payload(Arc<Vec<u8>>);
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        joerl_dist::Blob::deserialize(d).map(|b| Payload(Arc::new(b.0)))
+    }
+}
+remote_message!(Payload, "dist_bench::Payload");
+
+/// Client -> sink: expect `count` payloads, then report to `reply_to`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Start {
+    count: u64,
+    reply_to: Pid,
+}
+remote_message!(Start, "dist_bench::Start");
+
+/// Sink -> client: ready, here is my Pid.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ready(Pid);
+remote_message!(Ready, "dist_bench::Ready");
+
+/// Sink -> client: all payloads seen.
+#[derive(Debug, Serialize, Deserialize)]
+struct Done(u64);
+remote_message!(Done, "dist_bench::Done");
+
+/// Client <-> echo.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ping(u64);
+remote_message!(Ping, "dist_bench::Ping");
+
+struct Sink {
+    expected: u64,
+    seen: u64,
+    reply_to: Option<Pid>,
+}
+
+impl Actor for Sink {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if msg.is::<Payload>() {
+            self.seen += 1;
+            if self.seen == self.expected {
+                if let Some(to) = self.reply_to.take() {
+                    let _ = ctx.send(to, Box::new(Done(self.seen))).await;
+                }
+            }
+            return;
+        }
+        if let Ok(start) = msg.downcast::<Start>() {
+            self.expected = start.count;
+            self.seen = 0;
+            self.reply_to = Some(start.reply_to);
+            let _ = ctx.send(start.reply_to, Box::new(Ready(ctx.pid()))).await;
+        }
+    }
+}
+
+struct Echo;
+
+impl Actor for Echo {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if let Some(from) = ctx.sender() {
+            let _ = ctx.send(from, msg).await;
+        }
+    }
+}
+
+/// Forwards what it receives to a oneshot-per-message channel for the client code.
+struct Inbox(tokio::sync::mpsc::UnboundedSender<(Message, Option<Pid>)>);
+
+impl Actor for Inbox {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        let _ = self.0.send((msg, ctx.sender()));
+    }
+}
+
+async fn start_node(c: &Common) -> Result<DistributedSystem> {
+    let mut b = NodeBuilder::new(c.name.clone(), c.listen, c.epmd);
+    if let Some(cookie) = &c.cookie {
+        b = b.cookie(cookie.clone());
+    }
+    b.start().await.context("cannot start the node")
+}
+
+fn full_name(target: &str) -> String {
+    if target.contains('@') {
+        target.to_string()
+    } else {
+        format!("{target}@127.0.0.1")
+    }
+}
+
+async fn connect(node: &DistributedSystem, target: &str) -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), node.connect(target))
+        .await
+        .context("connecting took longer than 10 s")?
+        .with_context(|| format!("cannot connect to {target}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match args.mode {
+        Mode::Serve { common } => serve(common).await,
+        Mode::Throughput {
+            common,
+            target,
+            count,
+            size,
+        } => throughput(common, &full_name(&target), count, size).await,
+        Mode::Rtt {
+            common,
+            target,
+            count,
+        } => rtt(common, &full_name(&target), count).await,
+        Mode::Watch { common, target } => watch(common, &full_name(&target)).await,
+    }
+}
+
+async fn serve(c: Common) -> Result<()> {
+    let node = start_node(&c).await?;
+    let sink = node.spawn(Sink {
+        expected: 0,
+        seen: 0,
+        reply_to: None,
+    });
+    node.register("sink", sink)?;
+    let echo = node.spawn(Echo);
+    node.register("echo", echo)?;
+    println!(
+        "serving {} on {} (sink {sink}, echo {echo})",
+        node.name(),
+        node.local_addr()
+    );
+    wait_for_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn throughput(c: Common, target: &str, count: u64, size: usize) -> Result<()> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let node = start_node(&c).await?;
+    connect(&node, target).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let inbox = node.spawn(Inbox(tx));
+    node.send_named(
+        ("sink", target),
+        Box::new(Start {
+            count,
+            reply_to: inbox,
+        }),
+    )
+    .await?;
+    let (msg, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .context("the sink did not answer within 10 s")?
+        .context("inbox closed")?;
+    let sink = msg
+        .downcast::<Ready>()
+        .map_err(|_| anyhow::anyhow!("unexpected reply"))?
+        .0;
+    let payload = Payload(Arc::new(vec![0xAB; size]));
+    let start = Instant::now();
+    let sender = node.system().clone();
+    let producer = tokio::spawn(async move {
+        for _ in 0..count {
+            sender
+                .send_from(Some(inbox), sink, Box::new(payload.clone()))
+                .await?;
+        }
+        anyhow::Ok(())
+    });
+    let (msg, _) = rx.recv().await.context("inbox closed")?;
+    let elapsed = start.elapsed();
+    producer.await??;
+    let done = msg
+        .downcast::<Done>()
+        .map_err(|_| anyhow::anyhow!("unexpected reply"))?;
+    anyhow::ensure!(done.0 == count, "sink saw {} of {count}", done.0);
+    node.shutdown().await;
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "throughput msgs_per_s={:.1} mb_per_s={:.1} count={count} size={size}",
+        count as f64 / secs,
+        (count as f64 * size as f64) / secs / 1e6
+    );
+    Ok(())
+}
+
+struct Pinger {
+    target: String,
+    echo: Option<Pid>,
+    warmup: u64,
+    remaining: u64,
+    sent_at: Instant,
+    samples: Vec<u32>,
+    done: Option<oneshot::Sender<Vec<u32>>>,
+}
+
+impl Actor for Pinger {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        self.sent_at = Instant::now();
+        let _ = ctx
+            .send_to_node("echo", &self.target, Box::new(Ping(0)))
+            .await;
+    }
+
+    async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
+        let rtt = self.sent_at.elapsed();
+        if self.echo.is_none() {
+            self.echo = ctx.sender();
+        }
+        if self.warmup > 0 {
+            self.warmup -= 1;
+        } else {
+            self.samples
+                .push(rtt.as_nanos().min(u32::MAX as u128) as u32);
+            self.remaining -= 1;
+            if self.remaining == 0 {
+                if let Some(done) = self.done.take() {
+                    let _ = done.send(std::mem::take(&mut self.samples));
+                }
+                return;
+            }
+        }
+        let echo = self.echo.expect("echo replied");
+        self.sent_at = Instant::now();
+        let _ = ctx.send(echo, Box::new(Ping(self.remaining))).await;
+    }
+}
+
+async fn rtt(c: Common, target: &str, count: u64) -> Result<()> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let node = start_node(&c).await?;
+    connect(&node, target).await?;
+    let (tx, rx) = oneshot::channel();
+    node.spawn(Pinger {
+        target: target.to_string(),
+        echo: None,
+        warmup: 1000,
+        remaining: count,
+        sent_at: Instant::now(),
+        samples: Vec::with_capacity(count as usize),
+        done: Some(tx),
+    });
+    let mut samples = rx.await.context("the pinger stopped early")?;
+    node.shutdown().await;
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    let mean = samples.iter().map(|&s| s as f64).sum::<f64>() / samples.len() as f64 / 1000.0;
+    println!(
+        "rtt p50_us={:.2} p99_us={:.2} mean_us={:.2} count={count}",
+        pct(0.5),
+        pct(0.99),
+        mean
+    );
+    Ok(())
+}
+
+/// Monitors a Pid and hands the down message to the client code.
+struct Watcher {
+    target: Pid,
+    tx: Option<oneshot::Sender<DownMessage>>,
+}
+
+impl Actor for Watcher {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        ctx.monitor(self.target)
+            .expect("distribution router installed");
+    }
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        if let Ok(down) = msg.downcast::<DownMessage>() {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(*down);
+            }
+        }
+    }
+}
+
+async fn watch(c: Common, target: &str) -> Result<()> {
+    let node = start_node(&c).await?;
+    connect(&node, target).await?;
+    // Learn the sink's Pid: it answers a zero-length run with Ready.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let inbox = node.spawn(Inbox(tx));
+    node.send_named(
+        ("sink", target),
+        Box::new(Start {
+            count: 0,
+            reply_to: inbox,
+        }),
+    )
+    .await?;
+    let (msg, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .context("the sink did not answer within 10 s")?
+        .context("inbox closed")?;
+    let sink = msg
+        .downcast::<Ready>()
+        .map_err(|_| anyhow::anyhow!("unexpected reply"))?
+        .0;
+    let (dtx, drx) = oneshot::channel();
+    node.spawn(Watcher {
+        target: sink,
+        tx: Some(dtx),
+    });
+    println!("watching sink {sink} on {target}");
+    let down = drx.await.context("the watcher stopped")?;
+    let after = node.last_heard(target).unwrap_or_default();
+    node.shutdown().await;
+    println!("down reason={} after_ms={}", down.reason, after.as_millis());
+    Ok(())
+}
