@@ -90,9 +90,10 @@ enum Mode {
     },
 }
 
-/// A payload whose bytes are shared between sends (cloning is a reference count).
+/// A payload whose bytes are shared between sends (cloning is a reference count)
+/// and that decodes with one allocation.
 #[derive(Debug, Clone)]
-struct Payload(Arc<Vec<u8>>);
+struct Payload(Arc<[u8]>);
 
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -102,7 +103,23 @@ impl Serialize for Payload {
 
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        joerl_dist::Blob::deserialize(d).map(|b| Payload(Arc::new(b.0)))
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Payload;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Payload, E> {
+                Ok(Payload(Arc::from(v)))
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Payload, E> {
+                Ok(Payload(Arc::from(v)))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Payload, E> {
+                Ok(Payload(Arc::from(v)))
+            }
+        }
+        d.deserialize_bytes(V)
     }
 }
 remote_message!(Payload, "dist_bench::Payload");
@@ -224,11 +241,19 @@ async fn main() -> Result<()> {
 
 async fn serve(c: Common) -> Result<()> {
     let node = start_node(&c).await?;
-    let sink = node.spawn(Sink {
-        expected: 0,
-        seen: 0,
-        reply_to: None,
-    });
+    let sink = node.spawn_with(
+        Sink {
+            expected: 0,
+            seen: 0,
+            reply_to: None,
+        },
+        joerl_dist::SpawnOptions::new().capacity(
+            std::env::var("SINK_CAP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1024),
+        ),
+    )?;
     node.register("sink", sink)?;
     let echo = node.spawn(Echo);
     node.register("echo", echo)?;
@@ -280,7 +305,7 @@ async fn throughput(c: Common, target: &str, count: u64, size: usize) -> Result<
         .downcast::<Ready>()
         .map_err(|_| anyhow::anyhow!("unexpected reply"))?
         .0;
-    let payload = Payload(Arc::new(vec![0xAB; size]));
+    let payload = Payload(Arc::from(vec![0xAB; size]));
     let start = Instant::now();
     let sender = node.system().clone();
     let producer = tokio::spawn(async move {

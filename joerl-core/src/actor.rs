@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// How many user messages the loop moves out of the mailbox per lock.
-const BATCH: usize = 64;
+const BATCH: usize = 1024;
 
 /// An actor: state plus callbacks, driven by its own mailbox.
 ///

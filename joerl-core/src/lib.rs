@@ -31,6 +31,7 @@
 
 mod actor;
 mod error;
+pub mod fxhash;
 pub mod gen_server;
 mod message;
 mod pid;

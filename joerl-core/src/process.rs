@@ -129,11 +129,16 @@ impl Process {
 
     /// Appends a user message if there is room.
     pub(crate) fn try_push(&self, env: Envelope) -> Result<(), PushError> {
+        self.try_push_beyond(env, 0)
+    }
+
+    /// Appends a user message while the queue holds fewer than `capacity + extra`.
+    pub(crate) fn try_push_beyond(&self, env: Envelope, extra: usize) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.closed {
             return Err(PushError::Closed);
         }
-        if st.queue.len() >= st.capacity {
+        if st.queue.len() >= st.capacity.saturating_add(extra) {
             return Err(PushError::Full(env));
         }
         st.queue.push_back(env);

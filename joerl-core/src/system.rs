@@ -365,6 +365,29 @@ impl ActorSystem {
         }
     }
 
+    /// For the distribution layer: delivers a message that arrived from another
+    /// node to the local actor `to`, accepting it while the mailbox holds fewer
+    /// than its capacity plus `overflow` messages. Messages from the network
+    /// cannot be pushed back to their sender one by one, so a connection lets a
+    /// busy actor's mailbox run over by a bounded amount instead of stalling the
+    /// delivery to every other actor. Fails with [`SendError::Full`] beyond that.
+    pub fn try_deliver(
+        &self,
+        from: Option<Pid>,
+        to: Pid,
+        msg: Message,
+        overflow: usize,
+    ) -> Result<(), SendError> {
+        let Some(process) = self.inner.local_process_ref(to) else {
+            return Err(SendError::NoProc(to));
+        };
+        match process.try_push_beyond(Envelope::new(from, msg), overflow) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full(env)) => Err(SendError::Full(UnsentMessage::new(env.msg))),
+            Err(PushError::Closed) => Err(SendError::NoProc(to)),
+        }
+    }
+
     /// Sends to the actor registered as `name` on this node.
     pub async fn send_named(&self, name: &str, msg: Message) -> Result<(), SendError> {
         self.send_named_from(None, name, msg).await
@@ -661,28 +684,8 @@ async fn push_waiting(process: &Process, env: Envelope) -> Result<(), SendError>
     .await
 }
 
-/// Hashes process ids (sequential u64s) with one multiplication: ids are not
-/// chosen by peers, so a keyed hash buys nothing here and costs on every send.
-type IdHash = std::hash::BuildHasherDefault<IdHasher>;
-
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+/// Process ids are chosen by this node, never by peers, so a fast unkeyed hash is safe.
+type IdHash = crate::fxhash::FxBuildHasher;
 
 pub(crate) enum Target {
     Local,
@@ -704,6 +707,17 @@ impl Inner {
     /// The Pid used as the sender of signals from the system itself.
     pub(crate) fn system_pid(&self) -> Pid {
         Pid::new(self.node, 0, self.creation)
+    }
+
+    /// Like `local_process`, without cloning the Arc (holds a table shard's read lock).
+    pub(crate) fn local_process_ref(
+        &self,
+        pid: Pid,
+    ) -> Option<dashmap::mapref::one::Ref<'_, u64, Arc<Process>>> {
+        match self.classify(pid) {
+            Target::Local => self.processes.get(&pid.id()),
+            _ => None,
+        }
     }
 
     pub(crate) fn local_process(&self, pid: Pid) -> Option<Arc<Process>> {

@@ -8,6 +8,8 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 pub const DEFAULT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Default tick timeout: a peer silent this long is declared down.
 pub const DEFAULT_TICK_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default number of messages from other nodes a full mailbox accepts beyond its capacity.
+pub const DEFAULT_MAILBOX_OVERFLOW: usize = 65_536;
 /// Default limit of incoming messages parked for full local mailboxes, per connection.
 pub const DEFAULT_MAX_PARKED: usize = 100_000;
 
@@ -25,8 +27,13 @@ pub struct DistConfig {
     pub queue_bytes: usize,
     /// Largest frame accepted or sent, checked before anything is allocated.
     pub max_frame_size: usize,
+    /// Messages from other nodes a full mailbox still accepts beyond its
+    /// capacity (per mailbox), so a burst to one busy actor does not hold up the
+    /// rest of the connection.
+    pub mailbox_overflow: usize,
     /// Incoming messages that may be parked per connection while their target
-    /// mailboxes are full; past it the connection stops reading (TCP back-pressure).
+    /// mailboxes are full even beyond `mailbox_overflow`; past it the connection
+    /// stops reading (TCP back-pressure to the sending node).
     pub max_parked: usize,
     /// Periodically list EPMD's nodes and connect to new ones.
     pub auto_discovery: bool,
@@ -56,6 +63,7 @@ impl Default for DistConfig {
             tick_timeout: DEFAULT_TICK_TIMEOUT,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             max_frame_size: DEFAULT_MAX_FRAME,
+            mailbox_overflow: DEFAULT_MAILBOX_OVERFLOW,
             max_parked: DEFAULT_MAX_PARKED,
             auto_discovery: false,
             discovery_interval: Duration::from_secs(2),

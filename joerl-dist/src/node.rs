@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use joerl_core::fxhash::FxBuildHasher;
 use joerl_core::{
     ActorSystem, Message, NodeIdentity, Pid, ReadyFuture, RouteError, Router, SendError, Signal,
     UnsentMessage,
@@ -378,7 +379,7 @@ pub(crate) struct NodeInner {
     pub(crate) config: DistConfig,
     epmd: EpmdClient,
     local_addr: SocketAddr,
-    pub(crate) peers: DashMap<u32, Arc<Peer>>,
+    pub(crate) peers: DashMap<u32, Arc<Peer>, FxBuildHasher>,
     registration: Mutex<Option<RegistrationGuard>>,
     events: broadcast::Sender<NodeEvent>,
     shutting_down: AtomicBool,
@@ -449,7 +450,7 @@ impl NodeInner {
             config: b.config,
             epmd,
             local_addr,
-            peers: DashMap::new(),
+            peers: DashMap::with_hasher(FxBuildHasher::default()),
             registration: Mutex::new(Some(guard)),
             events: broadcast::channel(256).0,
             shutting_down: AtomicBool::new(false),
@@ -1071,7 +1072,10 @@ type ParkedQueue = VecDeque<(Option<Pid>, Message)>;
 /// Incoming messages waiting for room in full local mailboxes, per target.
 #[derive(Default)]
 struct Parked {
-    map: Mutex<HashMap<Pid, ParkedQueue>>,
+    map: Mutex<HashMap<Pid, ParkedQueue, FxBuildHasher>>,
+    /// Targets with an entry in `map`; zero lets delivery skip the lock.
+    targets: AtomicUsize,
+    /// Messages parked.
     count: AtomicUsize,
     space: Notify,
 }
@@ -1104,12 +1108,16 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers to a local actor; parks the message if the mailbox is full so other
-    /// actors' messages keep flowing, and applies back-pressure past the limit.
+    /// Delivers to a local actor. A full mailbox first runs over by up to
+    /// `mailbox_overflow` messages; past that the message is parked (in order,
+    /// per target) so other actors' messages keep flowing; past `max_parked`
+    /// parked messages the connection stops reading (back-pressure to the sender).
     async fn deliver(&mut self, from: Option<Pid>, to: Pid, msg: Message) {
         // Keep per-target order: if this target already has messages waiting,
         // this one waits behind them.
-        let msg = {
+        let msg = if self.parked.targets.load(Ordering::Acquire) == 0 {
+            Some(msg)
+        } else {
             let mut map = self.parked.map.lock().unwrap_or_else(|e| e.into_inner());
             match map.get_mut(&to) {
                 Some(q) => {
@@ -1124,7 +1132,11 @@ impl Dispatcher {
             self.backpressure().await;
             return;
         };
-        match self.node.system.try_send_from(from, to, msg) {
+        match self
+            .node
+            .system
+            .try_deliver(from, to, msg, self.node.config.mailbox_overflow)
+        {
             Ok(()) => {}
             Err(SendError::Full(m)) => {
                 self.parked
@@ -1132,6 +1144,7 @@ impl Dispatcher {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(to, VecDeque::from([(from, m.into_inner())]));
+                self.parked.targets.fetch_add(1, Ordering::AcqRel);
                 self.parked.count.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(drain_parked(
                     self.node.clone(),
@@ -1150,6 +1163,9 @@ impl Dispatcher {
 
     async fn backpressure(&self) {
         let max = self.node.config.max_parked.max(1);
+        if self.parked.count.load(Ordering::Acquire) < max {
+            return;
+        }
         loop {
             let notified = self.parked.space.notified();
             let mut notified = std::pin::pin!(notified);
@@ -1162,35 +1178,55 @@ impl Dispatcher {
     }
 }
 
-/// Delivers one target's parked messages in order, waiting for room.
+/// Delivers one target's parked messages in order, waiting for room. Takes them
+/// out in batches (one lock per batch), and wakes a reader held back by
+/// [`Dispatcher::backpressure`] only when the count drops below the limit.
 async fn drain_parked(node: Arc<NodeInner>, peer: Arc<Peer>, parked: Arc<Parked>, to: Pid) {
+    const BATCH: usize = 256;
+    let max = node.config.max_parked.max(1);
+    let mut batch: ParkedQueue = VecDeque::with_capacity(BATCH);
     loop {
-        let next = {
+        {
             let mut map = parked.map.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get_mut(&to).and_then(|q| q.pop_front()) {
-                Some(item) => item,
-                None => {
-                    map.remove(&to);
+            match map.get_mut(&to) {
+                Some(q) if !q.is_empty() => {
+                    let n = q.len().min(BATCH);
+                    batch.extend(q.drain(..n));
+                }
+                _ => {
+                    if map.remove(&to).is_some() {
+                        parked.targets.fetch_sub(1, Ordering::AcqRel);
+                    }
                     return;
                 }
             }
-        };
-        parked.count.fetch_sub(1, Ordering::AcqRel);
-        parked.space.notify_waiters();
-        let (from, msg) = next;
-        if let Err(e) = node.system.send_from(from, to, msg).await {
-            // The target is gone: so is everything parked for it.
-            let rest = parked
-                .map
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&to)
-                .map_or(0, |q| q.len());
-            parked.count.fetch_sub(rest, Ordering::AcqRel);
+        }
+        let n = batch.len();
+        let before = parked.count.fetch_sub(n, Ordering::AcqRel);
+        if before >= max && before - n < max {
             parked.space.notify_waiters();
-            PeerCounters::add(&peer.counters.dropped_in, rest as u64 + 1);
-            tracing::debug!(peer = %peer.name, %to, error = %e, dropped = rest + 1, "parked messages not delivered");
-            return;
+        }
+        while let Some((from, msg)) = batch.pop_front() {
+            if let Err(e) = node.system.send_from(from, to, msg).await {
+                // The target is gone: so is everything parked for it.
+                let removed = parked
+                    .map
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&to);
+                if removed.is_some() {
+                    parked.targets.fetch_sub(1, Ordering::AcqRel);
+                }
+                let rest = removed.map_or(0, |q| q.len());
+                if rest > 0 {
+                    parked.count.fetch_sub(rest, Ordering::AcqRel);
+                    parked.space.notify_waiters();
+                }
+                let dropped = rest + batch.len() + 1;
+                PeerCounters::add(&peer.counters.dropped_in, dropped as u64);
+                tracing::debug!(peer = %peer.name, %to, error = %e, dropped, "parked messages not delivered");
+                return;
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::codec;
 use crate::error::CodecError;
 use joerl_core::Message;
+use joerl_core::fxhash::FxBuildHasher;
 
 /// One registered message type. Built by [`remote_message!`](crate::remote_message);
 /// not meant to be constructed by hand.
@@ -122,8 +123,8 @@ impl std::fmt::Display for RegistryConflict {
 }
 
 pub(crate) struct Tables {
-    by_type: HashMap<TypeId, (&'static RemoteMessageType, u64)>,
-    by_wire: HashMap<u64, &'static RemoteMessageType>,
+    by_type: HashMap<TypeId, (&'static RemoteMessageType, u64), FxBuildHasher>,
+    by_wire: HashMap<u64, &'static RemoteMessageType, FxBuildHasher>,
     pub(crate) conflicts: Vec<RegistryConflict>,
 }
 
@@ -131,8 +132,9 @@ static TABLES: OnceLock<Tables> = OnceLock::new();
 
 pub(crate) fn tables() -> &'static Tables {
     TABLES.get_or_init(|| {
-        let mut by_type = HashMap::new();
-        let mut by_wire: HashMap<u64, &'static RemoteMessageType> = HashMap::new();
+        let mut by_type = HashMap::with_hasher(FxBuildHasher::default());
+        let mut by_wire: HashMap<u64, &'static RemoteMessageType, FxBuildHasher> =
+            HashMap::with_hasher(FxBuildHasher::default());
         let mut conflicts = Vec::new();
         for entry in inventory::iter::<RemoteMessageType> {
             let id = wire_id(entry.name);
