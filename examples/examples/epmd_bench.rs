@@ -2,10 +2,10 @@
 //! a new TCP connection per `PORT_PLEASE2_REQ`, answered and closed by the daemon.
 //!
 //! ```text
-//! # Start the real epmd and ours on free loopback ports, register a node in
-//! # each, measure both (ours last):
+//! # Start the real epmd and ours as separate processes on free loopback ports,
+//! # register a node in each, measure both (ours last):
 //! cargo run --release --example epmd_bench
-//! cargo run --release --example epmd_bench -- --duration 5s --concurrency 2
+//! cargo run --release --example epmd_bench -- --duration 6s --concurrency 2
 //!
 //! # Measure one running daemon (registers the node first with --register):
 //! cargo run --release --example epmd_bench -- --epmd 127.0.0.1:4400 --name bench --register
@@ -14,14 +14,17 @@
 //! cargo run --release --example epmd_bench -- --only-ours
 //! ```
 //!
-//! In the comparison the measuring time is split into `--rounds` rounds that
-//! alternate which daemon goes first.
+//! In the comparison, each daemon is its own process (ours is this program
+//! re-started with `--serve-ours`, a single-threaded daemon like the
+//! `epmd_server` default), the measuring time is split into `--rounds` rounds
+//! that alternate which daemon goes first, and the CPU time each daemon process
+//! used is read from `/proc` to report its cost per lookup.
 //!
 //! The last line is always `epmd_lookups per_s=<float> count=<N>` for the
 //! measured daemon (ours in the comparison); the real epmd's figure is printed
 //! before it as `real_epmd_lookups per_s=<float> count=<N>`.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -49,22 +52,22 @@ struct Args {
     /// Start only our daemon (for machines without Erlang).
     #[arg(long, conflicts_with = "epmd")]
     only_ours: bool,
-    /// Measuring time per daemon (e.g. 3s, 500ms).
-    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    /// Total measuring time per daemon (e.g. 6s, 500ms).
+    #[arg(long, value_parser = parse_duration, default_value = "6s")]
     duration: Duration,
-    /// Warm-up time per daemon, not counted.
-    #[arg(long, value_parser = parse_duration, default_value = "300ms")]
+    /// Warm-up time before each measured round, not counted.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
     warmup: Duration,
-    /// In the comparison: measuring rounds per daemon, alternating which daemon
-    /// goes first, so slow drifts of the machine affect both alike.
+    /// In the comparison: rounds per daemon, alternating which daemon goes
+    /// first, so slow drifts of the machine affect both alike.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Client threads, each doing one lookup at a time.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// Worker threads of our in-process daemon's runtime.
-    #[arg(long, default_value_t = 1)]
-    server_threads: usize,
+    /// Internal: run our daemon on 127.0.0.1:0, print its address, serve until killed.
+    #[arg(long, hide = true)]
+    serve_ours: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -77,7 +80,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 3s or 500ms"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 6s or 500ms"))?;
     Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
 }
 
@@ -87,6 +90,8 @@ struct Measurement {
     count: u64,
     errors: u64,
     elapsed: Duration,
+    /// CPU time the daemon process used while measured, if known.
+    daemon_cpu: Option<Duration>,
 }
 
 impl Measurement {
@@ -94,6 +99,7 @@ impl Measurement {
         self.count += other.count;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
+        self.daemon_cpu = self.daemon_cpu.zip(other.daemon_cpu).map(|(a, b)| a + b);
     }
 
     fn per_second(&self) -> f64 {
@@ -112,7 +118,22 @@ fn lookup_once(addr: SocketAddr, request: &[u8], reply: &mut Vec<u8>) -> std::io
     Ok(reply.len() >= 12 && reply[0] == 119 && reply[1] == 0)
 }
 
-fn measure(addr: SocketAddr, name: &str, args: &Args) -> anyhow::Result<Measurement> {
+/// User plus system CPU time of process `pid` (Linux `/proc/PID/stat`, in
+/// USER_HZ = 100 ticks per second).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+fn measure(
+    addr: SocketAddr,
+    name: &str,
+    daemon_pid: Option<u32>,
+    args: &Args,
+) -> anyhow::Result<Measurement> {
     let mut request = ((1 + name.len()) as u16).to_be_bytes().to_vec();
     request.push(122);
     request.extend_from_slice(name.as_bytes());
@@ -144,27 +165,35 @@ fn measure(addr: SocketAddr, name: &str, args: &Args) -> anyhow::Result<Measurem
             .collect();
         std::thread::sleep(window);
         stop.store(true, Ordering::Relaxed);
-        let elapsed = started.elapsed();
-        workers
+        let (ok, failed) = workers
             .into_iter()
             .map(|w| w.join().expect("worker thread"))
-            .fold((0, 0, elapsed), |(a, b, e), (ok, failed)| {
-                (a + ok, b + failed, e)
-            })
+            .fold((0, 0), |(a, b), (ok, failed)| (a + ok, b + failed));
+        (ok, failed, started.elapsed())
     };
     run(args.warmup);
+    let cpu_before = daemon_pid.and_then(process_cpu);
     let (count, errors, elapsed) = run(args.duration);
+    let cpu_after = daemon_pid.and_then(process_cpu);
     Ok(Measurement {
         count,
         errors,
         elapsed,
+        daemon_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
     })
 }
 
 fn report(label: &str, addr: SocketAddr, m: &Measurement, args: &Args) {
+    let cpu = match m.daemon_cpu {
+        Some(cpu) if m.count > 0 => format!(
+            ", daemon CPU {:.2}s = {:.1} µs per lookup",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / m.count as f64
+        ),
+        _ => String::new(),
+    };
     println!(
-        "# {label} at {addr}: {} lookups in {:.2}s with {} client thread(s), {} error(s), \
-         new connection per lookup",
+        "# {label} at {addr}: {} lookups in {:.2}s with {} client thread(s), {} error(s){cpu}",
         m.count,
         m.elapsed.as_secs_f64(),
         args.concurrency,
@@ -172,14 +201,15 @@ fn report(label: &str, addr: SocketAddr, m: &Measurement, args: &Args) {
     );
 }
 
-/// The real epmd, started in the foreground on a free loopback port and killed on drop.
-struct RealEpmd {
+/// A daemon process of ours or the real epmd, killed and reaped on drop.
+struct DaemonProcess {
     child: Child,
     addr: SocketAddr,
 }
 
-impl RealEpmd {
-    fn start() -> anyhow::Result<Self> {
+impl DaemonProcess {
+    /// The real epmd in the foreground on a free loopback port.
+    fn start_real() -> anyhow::Result<Self> {
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let child = Command::new("epmd")
@@ -208,13 +238,49 @@ impl RealEpmd {
         }
         bail!("could not start the real epmd on a free loopback port")
     }
+
+    /// Our daemon: this program again with `--serve-ours`.
+    fn start_ours() -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--serve-ours")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start our daemon process")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("our daemon did not report its address")?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("our daemon reported {line:?}"))?;
+        Ok(Self { child, addr })
+    }
 }
 
-impl Drop for RealEpmd {
+impl Drop for DaemonProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `--serve-ours`: a single-threaded daemon, as `epmd_server` runs by default.
+fn serve_ours() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = EpmdServer::bind(ServerConfig::new("127.0.0.1:0".parse()?)).await?;
+        println!("{}", server.local_addr());
+        std::io::stdout().flush()?;
+        // Served until the parent kills this process (or a KILL_REQ arrives).
+        server.stopped().await;
+        Ok(())
+    })
 }
 
 /// Registers `name` the way an Erlang node does; held until dropped.
@@ -231,10 +297,12 @@ async fn register(addr: SocketAddr, name: &str) -> anyhow::Result<ErlangRegistra
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // The client side is plain blocking threads; this small runtime only
-    // holds registrations (and runs our daemon, when it is started here).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.server_threads.max(1))
+    if args.serve_ours {
+        return serve_ours();
+    }
+    // The client side is plain blocking threads; this runtime only holds the
+    // registrations' connections.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
 
@@ -244,7 +312,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             None
         };
-        let m = measure(addr, &args.name, &args)?;
+        let m = measure(addr, &args.name, None, &args)?;
         report("daemon", addr, &m, &args);
         println!("epmd_lookups per_s={:.1} count={}", m.per_second(), m.count);
         return Ok(());
@@ -252,17 +320,14 @@ fn main() -> anyhow::Result<()> {
 
     // Both daemons run side by side, each with the node registered, for the
     // whole comparison.
-    let real_epmd = if args.only_ours {
+    let real = if args.only_ours {
         None
     } else {
-        Some(RealEpmd::start()?)
+        Some(DaemonProcess::start_real()?)
     };
-    let server = runtime.block_on(EpmdServer::bind(ServerConfig::new(
-        "127.0.0.1:0".parse().expect("literal address"),
-    )))?;
-    let ours = server.local_addr();
-    let _held_ours = runtime.block_on(register(ours, &args.name))?;
-    let _held_real = match &real_epmd {
+    let ours = DaemonProcess::start_ours()?;
+    let _held_ours = runtime.block_on(register(ours.addr, &args.name))?;
+    let _held_real = match &real {
         Some(epmd) => Some(runtime.block_on(register(epmd.addr, &args.name))?),
         None => None,
     };
@@ -272,28 +337,31 @@ fn main() -> anyhow::Result<()> {
         duration: args.duration / rounds,
         ..args.clone()
     };
-    let mut real_total = Measurement::default();
-    let mut ours_total = Measurement::default();
+    let empty = || Measurement {
+        daemon_cpu: Some(Duration::ZERO),
+        ..Measurement::default()
+    };
+    let mut real_total = empty();
+    let mut ours_total = empty();
     for round in 0..rounds {
-        let mut order: Vec<(SocketAddr, &mut Measurement)> = vec![(ours, &mut ours_total)];
-        if let Some(epmd) = &real_epmd {
-            order.push((epmd.addr, &mut real_total));
+        let mut order: Vec<(&DaemonProcess, &mut Measurement)> = vec![(&ours, &mut ours_total)];
+        if let Some(epmd) = &real {
+            order.push((epmd, &mut real_total));
         }
         if round % 2 == 0 {
             order.reverse();
         }
-        for (addr, total) in order {
-            let m = measure(addr, &args.name, &per_round)?;
+        for (daemon, total) in order {
+            let m = measure(daemon.addr, &args.name, Some(daemon.child.id()), &per_round)?;
             total.add(&m);
         }
     }
-    runtime.block_on(server.shutdown());
 
-    if let Some(epmd) = &real_epmd {
+    if let Some(epmd) = &real {
         report("real epmd", epmd.addr, &real_total, &args);
     }
-    report("joerl epmd", ours, &ours_total, &args);
-    if real_epmd.is_some() {
+    report("joerl epmd", ours.addr, &ours_total, &args);
+    if real.is_some() {
         println!(
             "real_epmd_lookups per_s={:.1} count={}",
             real_total.per_second(),

@@ -7,6 +7,11 @@
 //! mpsc channel whose senders are held by those tasks tells [`EpmdServer::shutdown`]
 //! when the last of them has finished.
 //!
+//! One shortcut: a complete `PORT_PLEASE2_REQ` that is already waiting when
+//! its connection is accepted is answered by the accept loop itself, without
+//! registering the socket with the reactor or spawning a task. This is what
+//! lets the daemon keep up with epmd's rate of connection-per-lookup clients.
+//!
 //! Connection handling mirrors the real epmd: one Erlang request per
 //! connection, answered and then closed, except `ALIVE2_REQ`, whose connection
 //! stays open and holds the registration (any further byte on it, or its close,
@@ -292,22 +297,44 @@ enum AcceptedConnection {
     Serve(std::net::TcpStream, BytesMut),
 }
 
+/// Non-blocking read: `Some(0)` if nothing is there yet, `None` if the peer
+/// closed or the socket failed.
+fn read_now(stream: &mut std::net::TcpStream, buf: &mut [u8]) -> Option<usize> {
+    use std::io::Read;
+    match stream.read(buf) {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Some(0),
+        Err(_) => None,
+    }
+}
+
 /// The hot path: if a complete `PORT_PLEASE2_REQ` is already waiting on a
-/// freshly accepted socket, answer it right here with non-blocking calls
-/// (read, write, close: the same work epmd does). Anything else, or anything
-/// that would block, goes to a task with the bytes read so far.
+/// freshly accepted socket (after at most one `sched_yield` to let a client on
+/// the same core send it), answer it right here with non-blocking calls (read,
+/// write, close: the same work epmd does, minus its second `select`). Anything
+/// else, or anything that would block, goes to a task with the bytes read so far.
 fn answer_at_once(shared: &Shared, mut stream: std::net::TcpStream) -> AcceptedConnection {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut bytes = [0u8; 512];
-    let read = match stream
-        .set_nonblocking(true)
-        .and_then(|()| stream.read(&mut bytes))
-    {
-        Ok(0) => return AcceptedConnection::Done,
-        Ok(n) => n,
-        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(_) => return AcceptedConnection::Done,
+    if stream.set_nonblocking(true).is_err() {
+        return AcceptedConnection::Done;
+    }
+    let mut read = match read_now(&mut stream, &mut bytes) {
+        Some(n) => n,
+        None => return AcceptedConnection::Done,
     };
+    if read == 0 {
+        // The handshake woke us before the client's request arrived, typically
+        // because the client runs on this very core and was preempted between
+        // connect() and write(). Give it the core once, then look again: this
+        // is cheaper than registering the socket and waiting for readiness.
+        std::thread::yield_now();
+        read = match read_now(&mut stream, &mut bytes) {
+            Some(n) => n,
+            None => return AcceptedConnection::Done,
+        };
+    }
     let received = &bytes[..read];
     let complete_port_please = matches!(
         protocol::check_frame(received, shared.config.max_request_bytes),
