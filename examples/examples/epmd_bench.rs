@@ -109,8 +109,8 @@ impl Measurement {
 
 /// One lookup: connect, send PORT_PLEASE2_REQ, read until the daemon closes.
 fn lookup_once(addr: SocketAddr, request: &[u8], reply: &mut Vec<u8>) -> std::io::Result<bool> {
+    // One write on a fresh connection leaves at once; no TCP_NODELAY needed.
     let mut stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
     stream.write_all(request)?;
     reply.clear();
     stream.read_to_end(reply)?;
