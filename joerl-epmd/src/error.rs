@@ -108,6 +108,14 @@ pub enum RegistryError {
     /// The request is not allowed from this peer.
     #[error("not permitted: {0}")]
     NotPermitted(String),
+    /// The daemon already holds as many registrations as it is configured to.
+    #[error(
+        "the daemon already holds its maximum of {max} registrations; raise --max-nodes or unregister nodes"
+    )]
+    TableFull {
+        /// The configured maximum.
+        max: usize,
+    },
 }
 
 /// Starting the daemon failed.

@@ -42,6 +42,8 @@ use crate::protocol::{
 
 /// How many removed names the registry remembers (epmd's `MAX_UNREG_COUNT`).
 pub const MAX_OLD_NAMES: usize = 1000;
+/// Default bound on the number of live registrations.
+pub const DEFAULT_MAX_NODES: usize = 10_000;
 
 /// Identifies one client connection of the server (shown as `fd` by `DUMP_REQ`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -182,6 +184,7 @@ pub struct Registry {
     tokens: DashMap<RegistrationToken, String>,
     membership: Mutex<History>,
     next_seq: AtomicU64,
+    max_nodes: usize,
 }
 
 impl Default for Registry {
@@ -191,13 +194,19 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// An empty table.
+    /// An empty table holding at most [`DEFAULT_MAX_NODES`] registrations.
     pub fn new() -> Self {
+        Self::with_max_nodes(DEFAULT_MAX_NODES)
+    }
+
+    /// An empty table holding at most `max_nodes` registrations.
+    pub fn with_max_nodes(max_nodes: usize) -> Self {
         Self {
             nodes: DashMap::new(),
             tokens: DashMap::new(),
             membership: Mutex::new(History::default()),
             next_seq: AtomicU64::new(0),
+            max_nodes,
         }
     }
 
@@ -229,6 +238,11 @@ impl Registry {
         // An expired lease the reaper has not removed yet gives way now.
         if let Some((name, old)) = self.nodes.remove(&reg.name) {
             self.retire(&mut history, name, old);
+        }
+        if self.nodes.len() >= self.max_nodes {
+            return Err(RegistryError::TableFull {
+                max: self.max_nodes,
+            });
         }
         let counter = match history.take(&reg.name) {
             Some(old) => bump(old.counter),
@@ -623,6 +637,21 @@ mod tests {
         let (live, old) = reg.dump(now);
         assert!(live.is_empty());
         assert_eq!(old[0].name, "a");
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let reg = Registry::with_max_nodes(2);
+        let now = Instant::now();
+        reg.register(erlang("a", 6, 1), now).unwrap();
+        reg.register(joerl("b", Lifetime::Connection, 2), now)
+            .unwrap();
+        assert_eq!(
+            reg.register(erlang("c", 6, 3), now),
+            Err(RegistryError::TableFull { max: 2 })
+        );
+        assert!(reg.unregister_connection("a", ConnectionId(1)));
+        reg.register(erlang("c", 6, 3), now).unwrap();
     }
 
     #[test]

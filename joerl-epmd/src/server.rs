@@ -77,6 +77,9 @@ pub struct ServerConfig {
     /// Accept joerl registrations from non-loopback peers (default off; Erlang
     /// `ALIVE2_REQ` is only ever accepted from loopback, as in epmd).
     pub allow_remote_register: bool,
+    /// Most live registrations (Erlang and joerl together); more are refused
+    /// (default 10000).
+    pub max_nodes: usize,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             reap_interval: None,
             relaxed_command_check: false,
             allow_remote_register: false,
+            max_nodes: crate::registry::DEFAULT_MAX_NODES,
         }
     }
 }
@@ -111,6 +115,9 @@ impl ServerConfig {
         let bad = |msg: String| Err(ServerError::InvalidConfig(msg));
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
+        }
+        if self.max_nodes == 0 {
+            return bad("max_nodes must be at least 1".into());
         }
         if self.max_request_bytes == 0 || self.max_request_bytes > MAX_FRAME_BODY {
             return bad(format!(
@@ -196,7 +203,7 @@ impl EpmdServer {
         let (shutdown, _) = watch::channel(false);
         let (stopped_tx, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
-            registry: Registry::new(),
+            registry: Registry::with_max_nodes(config.max_nodes),
             config,
             local_addr,
             started: Instant::now(),

@@ -685,6 +685,37 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
 }
 
 #[tokio::test]
+async fn the_node_table_is_bounded() {
+    let server = start_server(|c| c.max_nodes = 1).await;
+    let client = EpmdClient::new(server.local_addr());
+    let first = client.alive2(alive2("only", 1, 6)).await.unwrap();
+    let refused = client.alive2(alive2("second", 2, 6)).await;
+    assert!(
+        matches!(refused, Err(ClientError::Alive2Refused { result: 1, .. })),
+        "{refused:?}"
+    );
+    let refused = client.register(Registration::new("third", 3)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ClientError::Refused {
+                source: RegistryError::TableFull { max: 1 },
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    first.close().await;
+    let guard = wait_for("a free slot", DEADLINE, || {
+        let client = client.clone();
+        async move { client.register(Registration::new("third", 3)).await.ok() }
+    })
+    .await;
+    guard.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn replies_larger_than_the_client_limit_are_refused() {
     let server = start_server(|_| {}).await;
     let client = EpmdClient::new(server.local_addr());

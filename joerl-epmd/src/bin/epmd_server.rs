@@ -66,6 +66,9 @@ struct DaemonArgs {
     /// Accept joerl registrations from non-loopback peers.
     #[arg(long)]
     allow_remote_register: bool,
+    /// Most registered nodes; further registrations are refused.
+    #[arg(long, default_value_t = 10_000)]
+    max_nodes: usize,
     /// Threads serving connections. One thread (like epmd's single loop) has the
     /// lowest latency per lookup; more help only when requests queue up.
     #[arg(long, default_value_t = 1)]
@@ -183,6 +186,7 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         reap_interval: args.reap_interval,
         relaxed_command_check: args.relaxed_command_check,
         allow_remote_register: args.allow_remote_register,
+        max_nodes: args.max_nodes,
     };
     let server = EpmdServer::bind(config).await?;
     let mut terminate = terminate_signal()?;
