@@ -35,6 +35,7 @@ mod error;
 mod events;
 mod frame;
 pub mod handshake;
+pub mod net_kernel;
 mod node;
 mod outqueue;
 mod peer;

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use joerl_core::fxhash::FxBuildHasher;
 use joerl_core::{
-    ActorSystem, Message, NodeIdentity, Pid, ReadyFuture, RouteError, Router, SendError, Signal,
-    UnsentMessage,
+    ActorSystem, CallError, Message, NodeIdentity, Pid, ReadyFuture, RouteError, Router, SendError,
+    Signal, UnsentMessage,
 };
 use joerl_epmd::{EpmdClient, NodeKind, Registration, RegistrationGuard};
 use tokio::net::{TcpListener, TcpStream};
@@ -290,6 +290,54 @@ impl DistributedSystem {
         self.inner.system.send_to_node(name, node, msg).await
     }
 
+    /// The Pid registered as `name` on `node` (Erlang's `rpc:call(Node, erlang,
+    /// whereis, [Name])`), asked of that node's net kernel. Connects if needed.
+    pub async fn whereis_remote(
+        &self,
+        name: &str,
+        node: &str,
+        timeout: Duration,
+    ) -> Result<Option<Pid>, CallError> {
+        if node == self.name() {
+            return Ok(self.whereis(name));
+        }
+        let creation = self.inner.connected_creation(node, timeout).await?;
+        let kernel = Pid::new(
+            joerl_core::node_id(node),
+            crate::net_kernel::NET_KERNEL_ID,
+            creation,
+        );
+        let reply: crate::net_kernel::WhereIsReply = self
+            .inner
+            .system
+            .call(
+                kernel,
+                crate::net_kernel::WhereIs(name.to_string()),
+                timeout,
+            )
+            .await?;
+        Ok(reply.0)
+    }
+
+    /// Calls the gen_server registered as `name` on `node` (Erlang's
+    /// `gen_server:call({Name, Node}, Request)`): looks the name up on that node,
+    /// then calls the Pid with a monitor, so the errors are those of a call by
+    /// Pid (`NoProc` if nothing is registered under the name).
+    pub async fn call_named<Q: std::any::Any + Send, R: std::any::Any + Send>(
+        &self,
+        (name, node): (&str, &str),
+        request: Q,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let started = tokio::time::Instant::now();
+        let pid = self
+            .whereis_remote(name, node, timeout)
+            .await?
+            .ok_or(CallError::NoProc)?;
+        let left = timeout.saturating_sub(started.elapsed());
+        self.inner.system.call(pid, request, left).await
+    }
+
     /// Statistics per peer and in total.
     pub fn stats(&self) -> NodeStats {
         let mut stats = NodeStats::default();
@@ -461,6 +509,14 @@ impl NodeInner {
         inner.system.set_router(Arc::new(DistRouter {
             node: Arc::downgrade(&inner),
         }));
+        // The net kernel must be the node's first process: peers address it as
+        // process 1 of this incarnation.
+        let kernel =
+            joerl_core::gen_server::spawn_server(&inner.system, crate::net_kernel::NetKernel);
+        debug_assert_eq!(kernel.id(), crate::net_kernel::NET_KERNEL_ID);
+        let _ = inner
+            .system
+            .register(crate::net_kernel::NET_KERNEL_NAME, kernel);
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         inner.track(accept.abort_handle());
         if inner.config.auto_discovery {
@@ -532,6 +588,27 @@ impl NodeInner {
         };
         peer.status.send_replace(Status::Connecting);
         tokio::spawn(dial_loop(self.clone(), peer.clone(), attempt, delayed));
+    }
+
+    /// Connects (if needed) and returns the peer's creation, as a call error.
+    async fn connected_creation(
+        self: &Arc<Self>,
+        node: &str,
+        timeout: Duration,
+    ) -> Result<u32, CallError> {
+        match tokio::time::timeout(timeout, self.connect(node)).await {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(Err(_)) => return Err(CallError::NoConnection),
+            Ok(Ok(())) => {}
+        }
+        let peer = self
+            .peer_by_name(node)
+            .map_err(|_| CallError::NoConnection)?;
+        let status = peer.status.borrow().clone();
+        match status {
+            Status::Up(creation) => Ok(creation),
+            _ => Err(CallError::NoConnection),
+        }
     }
 
     async fn connect(self: &Arc<Self>, node: &str) -> Result<(), DistError> {

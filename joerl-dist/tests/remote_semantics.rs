@@ -276,45 +276,12 @@ impl Drop for ChildNode {
 
 const T: Duration = Duration::from_secs(15);
 
-/// Connects to a child and resolves its control server's Pid.
+/// Connects to a child and resolves its control server's Pid by name.
 async fn ctl(node: &DistributedSystem, child: &ChildNode) -> Pid {
-    node.connect(&child.name).await.unwrap();
-    named_ctl(node, &child.name).await
-}
-
-/// Finds the Pid of the `ctl` server on `node_name`: a call request sent to the
-/// name is answered by the server, and the answer's sender is the server.
-async fn named_ctl(node: &DistributedSystem, node_name: &str) -> Pid {
-    struct Asker {
-        node: String,
-        tx: Option<tokio::sync::oneshot::Sender<Pid>>,
-    }
-    impl Actor for Asker {
-        async fn started(&mut self, ctx: &mut ActorContext) {
-            let req = joerl_dist::gen_server::CallRequest {
-                reply_to: ctx.pid(),
-                tag: 1,
-                request: Box::new(CtlReq::Add(0, 0)),
-            };
-            ctx.send_to_node("ctl", &self.node, Box::new(req))
-                .await
-                .unwrap();
-        }
-        async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
-            if let (Some(tx), Some(from)) = (self.tx.take(), ctx.sender()) {
-                let _ = tx.send(from);
-            }
-        }
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    node.spawn(Asker {
-        node: node_name.to_string(),
-        tx: Some(tx),
-    });
-    tokio::time::timeout(T, rx)
+    node.whereis_remote("ctl", &child.name, T)
         .await
-        .expect("ctl answers")
-        .unwrap()
+        .expect("the child answers")
+        .expect("ctl is registered")
 }
 
 async fn spawn_worker(node: &DistributedSystem, ctl: Pid, observer: Pid, trap: bool) -> Pid {

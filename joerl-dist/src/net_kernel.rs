@@ -1,0 +1,44 @@
+//! The net kernel: a small gen_server every node runs as its first process
+//! (process id 1), answering name look-ups for other nodes.
+//!
+//! Because its Pid is `<node_id(name).1.creation>` on every node, a peer that is
+//! connected (and so knows the node's creation) can call it without knowing any
+//! other Pid first. `whereis_remote` and `call_named` are built on it.
+
+use joerl_core::gen_server::{CallResponse, GenServer, ReplyTo};
+use joerl_core::{ActorContext, Pid};
+use serde::{Deserialize, Serialize};
+
+/// The process id the net kernel always has.
+pub const NET_KERNEL_ID: u64 = 1;
+
+/// The name the net kernel is registered under.
+pub const NET_KERNEL_NAME: &str = "net_kernel";
+
+/// Asks a node's net kernel for the Pid registered under a name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhereIs(pub String);
+crate::remote_message!(WhereIs, "joerl::WhereIs");
+
+/// The net kernel's answer to [`WhereIs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhereIsReply(pub Option<Pid>);
+crate::remote_message!(WhereIsReply, "joerl::WhereIsReply");
+
+/// The net kernel server.
+pub(crate) struct NetKernel;
+
+impl GenServer for NetKernel {
+    type Call = WhereIs;
+    type Reply = WhereIsReply;
+    type Cast = ();
+
+    async fn handle_call(
+        &mut self,
+        req: WhereIs,
+        _from: ReplyTo,
+        ctx: &mut ActorContext,
+    ) -> CallResponse<WhereIsReply> {
+        CallResponse::Reply(WhereIsReply(ctx.system().whereis(&req.0)))
+    }
+}
