@@ -8,8 +8,13 @@ use serde::{Deserialize, Serialize};
 
 /// Logs to stderr at `warn` unless `RUST_LOG` says otherwise.
 pub fn init_logging() {
+    init_logging_at("warn")
+}
+
+/// Logs to stderr at `level` unless `RUST_LOG` says otherwise.
+pub fn init_logging_at(level: &str) {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .try_init();
 }
