@@ -556,7 +556,10 @@ pub struct RegistrationState {
 
 /// Keeps a joerl registration alive; unregisters when dropped.
 ///
-/// Created by [`EpmdClient::register`].
+/// Created by [`EpmdClient::register`]. Dropping the guard asks its background
+/// task to unregister; if the tokio runtime shuts down right after, that may
+/// not happen (a lease then simply runs out). Call
+/// [`RegistrationGuard::unregister`] to be sure.
 #[derive(Debug)]
 pub struct RegistrationGuard {
     name: String,

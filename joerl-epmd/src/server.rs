@@ -1,7 +1,7 @@
 //! The daemon: a tokio listener in front of the shared [`Registry`].
 //!
 //! The structure follows tokio's mini-redis: an accept loop hands each socket
-//! to its own task; a [`Connection`] turns the socket's bytes into frames (with
+//! to its own task; a `Connection` turns the socket's bytes into frames (with
 //! the parsing itself in [`crate::protocol`]); one watch channel carries the
 //! shutdown signal to the accept loop, the reaper and every connection; an
 //! mpsc channel whose senders are held by those tasks tells [`EpmdServer::shutdown`]
