@@ -1,0 +1,308 @@
+//! Runs every example with short, bounded arguments on 127.0.0.1 (ports chosen
+//! by the test) and checks what it prints.
+
+mod support;
+
+use support::*;
+
+const COOKIE: (&str, &str) = ("JOERL_COOKIE", "examples-test");
+
+#[test]
+fn local_demo_prints_a_summary() {
+    let mut p = Proc::start("local_demo", example("local_demo"), &[], &[]);
+    let out = p.expect_success();
+    assert!(out.contains("call: get(lang) = Some(\"rust\")"), "{out}");
+    assert!(
+        out.contains("went down with reason panic: told to crash"),
+        "{out}"
+    );
+    assert!(out.contains("summary:"), "{out}");
+}
+
+#[test]
+fn local_bench_prints_one_result_line_per_mode() {
+    for (mode, prefix) in [
+        ("throughput", "local_throughput msgs_per_s="),
+        ("rtt", "local_rtt p50_us="),
+        ("spawn", "spawn per_s="),
+    ] {
+        let mut p = Proc::start(
+            "local_bench",
+            example("local_bench"),
+            &[mode, "--count", "2000"],
+            &[],
+        );
+        let out = p.expect_success();
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(prefix) && last.ends_with("count=2000"),
+            "{mode}: {out}"
+        );
+    }
+}
+
+#[test]
+fn epmd_server_example_answers_and_stops_on_sigterm() {
+    let (mut epmd, addr) = epmd();
+    let mut ping = Proc::start(
+        "epmd ping",
+        bin_or_example("epmd_server"),
+        &["ping", "--epmd", &addr],
+        &[],
+    );
+    ping.expect_success();
+    epmd.signal("TERM");
+    assert_eq!(epmd.wait_exit(), 0, "{}", epmd.output());
+}
+
+/// The `epmd_server` binary when built, else the example of the same program.
+fn bin_or_example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let b = exe.parent().unwrap().parent().unwrap().join(name);
+    if b.exists() { b } else { example(name) }
+}
+
+#[test]
+fn distributed_system_example_nodes_find_and_greet_each_other() {
+    let (_epmd, addr) = epmd();
+    let (pa, pb) = (free_port().to_string(), free_port().to_string());
+    let mut a = Proc::start(
+        "node_a",
+        example("distributed_system_example"),
+        &["node_a", &pa, "--epmd", &addr, "--duration", "8"],
+        &[COOKIE],
+    );
+    a.wait_for("node node_a@127.0.0.1 up");
+    let mut b = Proc::start(
+        "node_b",
+        example("distributed_system_example"),
+        &["node_b", &pb, "--epmd", &addr, "--duration", "8"],
+        &[COOKIE],
+    );
+    a.wait_for("received from node_b@127.0.0.1: hello from node_b@127.0.0.1");
+    b.wait_for("received from node_a@127.0.0.1: hello from node_a@127.0.0.1");
+    b.wait_for("found node_a@127.0.0.1");
+    a.expect_success();
+    b.expect_success();
+}
+
+#[test]
+fn distributed_cluster_reports_nodes_coming_and_going() {
+    let (_epmd, addr) = epmd();
+    let (pa, pb) = (free_port().to_string(), free_port().to_string());
+    let a = Proc::start(
+        "node_a",
+        example("distributed_cluster"),
+        &["node_a", &pa, "--epmd", &addr, "--interval-ms", "200"],
+        &[COOKIE],
+    );
+    a.wait_for("node node_a@127.0.0.1 joined the cluster");
+    let mut b = Proc::start(
+        "node_b",
+        example("distributed_cluster"),
+        &["node_b", &pb, "--epmd", &addr, "--interval-ms", "200"],
+        &[COOKIE],
+    );
+    b.wait_for("node up: node_a@127.0.0.1");
+    b.wait_for("heartbeat from node_a@127.0.0.1");
+    a.wait_for("cluster view: [node_a@127.0.0.1, node_b@127.0.0.1]");
+    b.signal("INT");
+    assert_eq!(b.wait_exit(), 0, "{}", b.output());
+    a.wait_for("node down: node_b@127.0.0.1");
+    a.wait_for("cluster view: [node_a@127.0.0.1]");
+}
+
+#[test]
+fn remote_ping_pong_client_finds_server_by_name() {
+    let (_epmd, addr) = epmd();
+    let server = Proc::start(
+        "server",
+        example("remote_ping_pong"),
+        &["server", "--epmd", &addr],
+        &[COOKIE],
+    );
+    server.wait_for("server pong_server@127.0.0.1 ready");
+    let mut client = Proc::start(
+        "client",
+        example("remote_ping_pong"),
+        &["client", "--epmd", &addr, "--rounds", "5"],
+        &[COOKIE],
+    );
+    let out = client.expect_success();
+    assert!(out.contains("pong 5 in"), "{out}");
+    assert!(out.contains("summary: 5 round trips"), "{out}");
+    server.wait_for("ping 5 from");
+}
+
+#[test]
+fn remote_actors_runs_to_its_summary() {
+    let mut p = Proc::start("remote_actors", example("remote_actors"), &[], &[]);
+    let out = p.expect_success();
+    assert!(
+        out.contains("compute reply: sum of squares 1..=1000 = Number(333833500)"),
+        "{out}"
+    );
+    assert!(out.contains("20 concurrent requests answered"), "{out}");
+    assert!(out.contains("summary:"), "{out}");
+}
+
+#[test]
+fn distributed_chat_delivers_lines_and_announces_leaving() {
+    let (_epmd, addr) = epmd();
+    let (pa, pb) = (free_port().to_string(), free_port().to_string());
+    let mut alice = Proc::start(
+        "alice",
+        example("distributed_chat"),
+        &["--node", "alice", "--port", &pa, "--epmd", &addr],
+        &[COOKIE],
+    );
+    alice.wait_for("alice is in the chat");
+    let join = format!("127.0.0.1:{pa}");
+    let mut bob = Proc::start(
+        "bob",
+        example("distributed_chat"),
+        &[
+            "--node",
+            "bob",
+            "--port",
+            &pb,
+            "--epmd",
+            &addr,
+            "--connect",
+            &join,
+        ],
+        &[COOKIE],
+    );
+    bob.wait_for("bob is in the chat");
+    alice.wait_for("*** bob joined");
+    bob.type_line("hello alice");
+    alice.wait_for("<bob> hello alice");
+    alice.type_line("hi bob");
+    bob.wait_for("<alice> hi bob");
+    bob.type_line("/quit");
+    assert_eq!(bob.wait_exit(), 0, "{}", bob.output());
+    alice.wait_for("*** bob left");
+    alice.type_line("/quit");
+    assert_eq!(alice.wait_exit(), 0, "{}", alice.output());
+}
+
+#[test]
+fn cluster_demo_kills_a_node_and_exits_with_a_summary() {
+    let start = std::time::Instant::now();
+    let mut p = Proc::start("cluster_demo", example("cluster_demo"), &[], &[]);
+    let out = p.expect_success();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(out.contains("EPMD running in the background"), "{out}");
+    assert!(
+        out.contains("remote calls: sum of squares on alpha = Number(338350)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("demo's monitor fired") && out.contains("went down with reason noconnection"),
+        "{out}"
+    );
+    assert!(
+        out.contains("alpha's monitor fired too") && out.contains("noconnection"),
+        "{out}"
+    );
+    assert!(out.contains("summary: 3 nodes"), "{out}");
+}
+
+#[test]
+fn dist_bench_modes_and_wrong_cookie() {
+    let (_epmd, addr) = epmd();
+    let server = Proc::start(
+        "serve",
+        example("dist_bench"),
+        &[
+            "serve",
+            "--name",
+            "bench_srv",
+            "--epmd",
+            &addr,
+            "--cookie",
+            "c",
+        ],
+        &[],
+    );
+    server.wait_for("serving bench_srv@127.0.0.1");
+    let target = "bench_srv@127.0.0.1";
+    let mut t = Proc::start(
+        "throughput",
+        example("dist_bench"),
+        &[
+            "throughput",
+            "--name",
+            "cli1",
+            "--target",
+            target,
+            "--epmd",
+            &addr,
+            "--cookie",
+            "c",
+            "--count",
+            "20000",
+            "--size",
+            "32",
+        ],
+        &[],
+    );
+    let out = t.expect_success();
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("throughput msgs_per_s=") && last.ends_with("count=20000 size=32"),
+        "{out}"
+    );
+    let mut r = Proc::start(
+        "rtt",
+        example("dist_bench"),
+        &[
+            "rtt", "--name", "cli2", "--target", target, "--epmd", &addr, "--cookie", "c",
+            "--count", "200",
+        ],
+        &[],
+    );
+    let out = r.expect_success();
+    assert!(
+        out.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("rtt p50_us="),
+        "{out}"
+    );
+    // A wrong cookie: non-zero exit within 10 s, saying authentication failed.
+    let started = std::time::Instant::now();
+    let mut bad = Proc::start(
+        "wrong cookie",
+        example("dist_bench"),
+        &[
+            "rtt", "--name", "cli3", "--target", target, "--epmd", &addr, "--cookie", "wrong",
+            "--count", "10",
+        ],
+        &[],
+    );
+    let code = bad.wait_exit();
+    assert_ne!(code, 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        bad.output().contains("authentication failed"),
+        "{}",
+        bad.output()
+    );
+    // watch: kill -9 the server and see the down message.
+    let watch = Proc::start(
+        "watch",
+        example("dist_bench"),
+        &[
+            "watch", "--name", "cli4", "--target", target, "--epmd", &addr, "--cookie", "c",
+        ],
+        &[],
+    );
+    watch.wait_for("watching sink");
+    server.signal("KILL");
+    watch.wait_for("down reason=noconnection after_ms=");
+}
