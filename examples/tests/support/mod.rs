@@ -20,17 +20,21 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The built example `name`. `cargo test` builds every example first; when the
-/// tests were started with a target filter it did not, so build it here.
+/// The built example `name`, brought up to date first: `cargo test` builds
+/// every example, but not when it was started with a target filter, and a stale
+/// binary would test old code.
 pub fn example(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let p = target_dir().join("examples").join(name);
-    if !p.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|n| n == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "joerl-examples", "--example", name])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "cannot build example {name}");
+        built.push(name.to_string());
     }
     assert!(p.exists(), "example {name} is not at {}", p.display());
     p
