@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::message::{Envelope, NO_SENDER};
+use crate::message::{Envelope, IntoMessage, NO_SENDER};
 use crate::process::{Process, Ready};
 use crate::system::ActorSystem;
 use crate::timer::TimerRef;
@@ -108,17 +108,17 @@ impl ActorContext {
 
     /// Sends `msg` to `to` (local or remote), waiting while its mailbox is full.
     /// The receiver sees this actor as the sender.
-    pub async fn send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+    pub async fn send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
         self.system.send_from(Some(self.pid()), to, msg).await
     }
 
     /// Sends without waiting; a full mailbox gives [`SendError::Full`].
-    pub fn try_send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+    pub fn try_send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
         self.system.try_send_from(Some(self.pid()), to, msg)
     }
 
     /// Sends to the actor registered as `name` on this node.
-    pub async fn send_named(&self, name: &str, msg: Message) -> Result<(), SendError> {
+    pub async fn send_named(&self, name: &str, msg: impl IntoMessage) -> Result<(), SendError> {
         self.system
             .send_named_from(Some(self.pid()), name, msg)
             .await
@@ -130,7 +130,7 @@ impl ActorContext {
         &self,
         name: &str,
         node: &str,
-        msg: Message,
+        msg: impl IntoMessage,
     ) -> Result<(), SendError> {
         self.system
             .send_to_node_from(Some(self.pid()), name, node, msg)

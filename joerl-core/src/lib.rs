@@ -46,7 +46,7 @@ mod timer;
 pub use actor::{Actor, ActorContext};
 pub use error::{LinkError, RegisterError, SendError, SpawnError, StartError};
 pub use gen_server::CallError;
-pub use message::{DownMessage, ExitMessage, Message, MonitorRef, UnsentMessage};
+pub use message::{DownMessage, ExitMessage, IntoMessage, Message, MonitorRef, UnsentMessage};
 pub use pid::{LOCAL_NODE, ParsePidError, Pid, node_id};
 pub use reason::ExitReason;
 pub use router::{ReadyFuture, RouteError, Router};

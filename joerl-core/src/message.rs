@@ -14,6 +14,27 @@ use crate::{ExitReason, Pid};
 /// A message: any value that can cross threads, boxed.
 pub type Message = Box<dyn Any + Send>;
 
+/// What the send functions accept: a `Box` of a concrete type (the usual
+/// `Box::new(value)`), or an already type-erased [`Message`]. For a concrete
+/// type the type's name is kept, so that an error about the message (for
+/// example a type that is not registered for other nodes) can name it.
+pub trait IntoMessage {
+    /// The message and, when known, the name of its type.
+    fn into_message(self) -> (Message, Option<&'static str>);
+}
+
+impl<T: Any + Send> IntoMessage for Box<T> {
+    fn into_message(self) -> (Message, Option<&'static str>) {
+        (self, Some(std::any::type_name::<T>()))
+    }
+}
+
+impl IntoMessage for Message {
+    fn into_message(self) -> (Message, Option<&'static str>) {
+        (self, None)
+    }
+}
+
 /// A message handed back by a send that did not happen (for example a full
 /// mailbox), so the caller can retry it. Take it back with
 /// [`into_inner`](UnsentMessage::into_inner).

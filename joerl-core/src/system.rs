@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::actor::{ActorContext, run_actor};
 use crate::message::Envelope;
+use crate::message::IntoMessage;
 use crate::process::{Process, PushError};
 use crate::timer::TimerRef;
 use crate::{
@@ -297,13 +298,14 @@ impl ActorSystem {
     }
 
     /// Sends `msg` to `to`, waiting while the mailbox (or, for a remote Pid, the
-    /// outgoing queue to its node) is full. The message has no sender.
-    pub async fn send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+    /// outgoing queue to its node) is full. The message has no sender. Pass
+    /// `Box::new(value)` (or a [`Message`]).
+    pub async fn send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
         self.send_from(None, to, msg).await
     }
 
     /// Sends without waiting; a full mailbox gives [`SendError::Full`] with the message.
-    pub fn try_send(&self, to: Pid, msg: Message) -> Result<(), SendError> {
+    pub fn try_send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
         self.try_send_from(None, to, msg)
     }
 
@@ -313,7 +315,18 @@ impl ActorSystem {
         &self,
         from: Option<Pid>,
         to: Pid,
+        msg: impl IntoMessage,
+    ) -> Result<(), SendError> {
+        let (msg, type_name) = msg.into_message();
+        self.send_message(from, to, msg, type_name).await
+    }
+
+    async fn send_message(
+        &self,
+        from: Option<Pid>,
+        to: Pid,
         msg: Message,
+        type_name: Option<&'static str>,
     ) -> Result<(), SendError> {
         match self.inner.classify(to) {
             Target::Local => {
@@ -333,7 +346,7 @@ impl ActorSystem {
                             msg = m.into_inner();
                             router.ready(Some(to.node()), None).await;
                         }
-                        Err(e) => return Err(SendError::Route(e)),
+                        Err(e) => return Err(route_error(e, type_name)),
                     }
                 }
             }
@@ -341,7 +354,13 @@ impl ActorSystem {
     }
 
     /// Like [`try_send`](Self::try_send), with an explicit sender.
-    pub fn try_send_from(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), SendError> {
+    pub fn try_send_from(
+        &self,
+        from: Option<Pid>,
+        to: Pid,
+        msg: impl IntoMessage,
+    ) -> Result<(), SendError> {
+        let (msg, type_name) = msg.into_message();
         match self.inner.classify(to) {
             Target::Local => {
                 let Some(process) = self.inner.processes.get(&to.id()) else {
@@ -359,7 +378,7 @@ impl ActorSystem {
                 match router.try_send(from, to, msg) {
                     Ok(()) => Ok(()),
                     Err(RouteError::Full(m)) => Err(SendError::Full(m)),
-                    Err(e) => Err(SendError::Route(e)),
+                    Err(e) => Err(route_error(e, type_name)),
                 }
             }
         }
@@ -389,7 +408,7 @@ impl ActorSystem {
     }
 
     /// Sends to the actor registered as `name` on this node.
-    pub async fn send_named(&self, name: &str, msg: Message) -> Result<(), SendError> {
+    pub async fn send_named(&self, name: &str, msg: impl IntoMessage) -> Result<(), SendError> {
         self.send_named_from(None, name, msg).await
     }
 
@@ -398,12 +417,13 @@ impl ActorSystem {
         &self,
         from: Option<Pid>,
         name: &str,
-        msg: Message,
+        msg: impl IntoMessage,
     ) -> Result<(), SendError> {
+        let (msg, type_name) = msg.into_message();
         let pid = self
             .whereis(name)
             .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
-        self.send_from(from, pid, msg).await
+        self.send_message(from, pid, msg, type_name).await
     }
 
     /// Sends to the actor registered as `name` on the node named `node`
@@ -412,7 +432,7 @@ impl ActorSystem {
         &self,
         name: &str,
         node: &str,
-        msg: Message,
+        msg: impl IntoMessage,
     ) -> Result<(), SendError> {
         self.send_to_node_from(None, name, node, msg).await
     }
@@ -423,10 +443,14 @@ impl ActorSystem {
         from: Option<Pid>,
         name: &str,
         node: &str,
-        msg: Message,
+        msg: impl IntoMessage,
     ) -> Result<(), SendError> {
+        let (msg, type_name) = msg.into_message();
         if self.inner.node_name.as_deref() == Some(node) {
-            return self.send_named_from(from, name, msg).await;
+            let pid = self
+                .whereis(name)
+                .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
+            return self.send_message(from, pid, msg, type_name).await;
         }
         let router = self
             .inner
@@ -441,7 +465,7 @@ impl ActorSystem {
                     msg = m.into_inner();
                     router.ready(None, Some(node)).await;
                 }
-                Err(e) => return Err(SendError::Route(e)),
+                Err(e) => return Err(route_error(e, type_name)),
             }
         }
     }
@@ -659,6 +683,18 @@ impl ActorSystem {
 impl Default for ActorSystem {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Adds the message's type name, when known, to a router's refusal.
+fn route_error(e: RouteError, type_name: Option<&'static str>) -> SendError {
+    match (e, type_name) {
+        (RouteError::NotSerializable { detail }, Some(t)) => {
+            SendError::Route(RouteError::NotSerializable {
+                detail: format!("{t}: {detail}"),
+            })
+        }
+        (e, _) => SendError::Route(e),
     }
 }
 

@@ -285,7 +285,7 @@ impl DistributedSystem {
     pub async fn send_named(
         &self,
         (name, node): (&str, &str),
-        msg: Message,
+        msg: impl joerl_core::IntoMessage,
     ) -> Result<(), SendError> {
         self.inner.system.send_to_node(name, node, msg).await
     }
@@ -738,11 +738,13 @@ impl NodeInner {
             peer.heard();
         }
         PeerCounters::add(&peer.counters.connects, 1);
-        peer.status.send_replace(Status::Up(creation));
+        // The event first: whoever waits for the status (`connect`) and then
+        // subscribes must not see this connection's Up afterwards.
         let _ = self.events.send(NodeEvent::Up {
             node: peer.name.clone(),
             creation,
         });
+        peer.status.send_replace(Status::Up(creation));
         peer.queue.wake_writer();
         tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
         true

@@ -228,6 +228,10 @@ async fn unregistered_type_is_a_clear_error() {
     let err = a.send(sink, Box::new(NotOnTheWire)).await.unwrap_err();
     assert!(matches!(err, SendError::Route(_)), "{err}");
     assert!(err.to_string().contains("remote_message!"), "{err}");
+    assert!(
+        err.to_string().contains("NotOnTheWire"),
+        "the error names the type: {err}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -393,14 +397,16 @@ async fn monitor_node_and_node_events_report_graceful_shutdown_at_once() {
     b.shutdown().await;
     let (down, _): (joerl_dist::NodeDown, _) = recv(&mut rx).await;
     assert_eq!(down.node, b.name());
-    let ev = tokio::time::timeout(DEADLINE, events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(ev, NodeEvent::Down { ref node, .. } if node == b.name()),
-        "{ev:?}"
-    );
+    let down_event = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(NodeEvent::Down { node, .. }) = events.recv().await {
+                return node;
+            }
+        }
+    })
+    .await
+    .expect("a node-down event");
+    assert_eq!(down_event, b.name());
     assert!(
         start.elapsed() < a.config().tick_timeout,
         "graceful shutdown is seen before any tick timeout"
