@@ -9,6 +9,7 @@
 //! hands each to the node. If nothing at all arrives for the tick timeout, the
 //! peer is declared down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -292,8 +293,9 @@ impl std::fmt::Display for EndReason {
 }
 
 /// Writes everything the queue collects until an error (or the task is aborted).
+/// Shares the write half with senders' direct writes (see [`OutQueue`]).
 pub(crate) async fn write_loop(
-    mut sink: OwnedWriteHalf,
+    sink: Arc<OwnedWriteHalf>,
     queue: &OutQueue,
     tick_interval: Duration,
     on_written: impl Fn(usize),
@@ -307,13 +309,20 @@ pub(crate) async fn write_loop(
             tokio::select! {
                 _ = queue.wait_for_data() => continue,
                 _ = tokio::time::sleep_until(deadline) => {
-                    frame::put_tick(&mut batch);
+                    // Through the queue, so it is ordered with direct writes.
+                    let _ = queue.push::<()>(true, |b| {
+                        frame::put_tick(b);
+                        Ok(())
+                    });
+                    last_write = tokio::time::Instant::now();
+                    continue;
                 }
             }
         }
-        if let Err(e) = sink.write_all(&batch).await {
+        if let Err(e) = write_all_shared(&sink, &batch).await {
             return EndReason::Io(e.to_string());
         }
+        queue.write_done();
         on_written(batch.len());
         last_write = tokio::time::Instant::now();
         batch.clear();
@@ -322,6 +331,20 @@ pub(crate) async fn write_loop(
             batch.shrink_to(64 * 1024);
         }
     }
+}
+
+/// `write_all` through a shared write half.
+async fn write_all_shared(sink: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        sink.writable().await?;
+        match sink.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// What the reader does with each frame. Returns `Err` to close the connection.

@@ -684,12 +684,14 @@ impl NodeInner {
     /// if the peer is already connected.
     fn install(self: &Arc<Self>, peer: &Arc<Peer>, stream: TcpStream, creation: u32) -> bool {
         let (read, write) = stream.into_split();
+        let write = Arc::new(write);
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut conn = peer.conn();
             if matches!(*conn, ConnState::Up { .. }) {
                 return false;
             }
+            peer.queue.attach(write.clone());
             let w = {
                 let node = self.clone();
                 let peer = peer.clone();
@@ -1385,8 +1387,11 @@ impl DistRouter {
             frame::finish(buf, start, max).map_err(|e| e.to_string())
         });
         match pushed {
-            Ok(()) => {
+            Ok(direct) => {
                 PeerCounters::add(&peer.counters.msgs_out, 1);
+                if direct > 0 {
+                    PeerCounters::add(&peer.counters.bytes_out, direct as u64);
+                }
                 Ok(())
             }
             Err(PushError::Full) => Err(RouteError::Full(UnsentMessage::new(msg))),
@@ -1459,7 +1464,10 @@ impl Router for DistRouter {
             .queue
             .push(true, |buf| frame::put_signal(buf, to, &signal, max))
         {
-            Ok(()) => Ok(()),
+            Ok(direct) => {
+                PeerCounters::add(&peer.counters.bytes_out, direct as u64);
+                Ok(())
+            }
             Err(PushError::Full) => unreachable!("forced pushes are never refused"),
             Err(PushError::Encode(e)) => Err(RouteError::NotSerializable {
                 detail: e.to_string(),

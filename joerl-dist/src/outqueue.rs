@@ -7,10 +7,19 @@
 //! are refused with `Full` (and `send` waits on [`OutQueue::ready`]). Signals are
 //! never refused: they are few, each caused by a live actor's action, and losing
 //! one would break a link or monitor.
+//!
+//! When the queue is idle (nothing waiting, the writer not in the middle of a
+//! write, and no frame pushed for a few microseconds), the sender writes its frame
+//! to the socket itself with a non-blocking `try_write`, under the queue's lock,
+//! so a lone message does not wait for the writer task to be woken, while a stream
+//! of messages still goes out in large coalesced writes. Whatever the socket does not take stays queued for
+//! the writer; the lock and the `writer_busy` flag keep every byte in order.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Why a push did not happen.
@@ -24,7 +33,18 @@ pub(crate) enum PushError<E> {
 struct Buf {
     bytes: Vec<u8>,
     frames: usize,
+    /// The writer has taken bytes and not finished writing them.
+    writer_busy: bool,
+    /// The connection's write half while a connection is up.
+    sink: Option<Arc<OwnedWriteHalf>>,
+    /// When the last frame was pushed.
+    last_push: Option<Instant>,
 }
+
+/// A sender writes to the socket itself only after the queue has seen no frame for
+/// this long: a stream of messages is left to the writer, which coalesces it into
+/// few large writes; a lone message (a request, a reply) goes out at once.
+const DIRECT_WRITE_AFTER_IDLE: Duration = Duration::from_micros(5);
 
 /// See the module documentation.
 pub(crate) struct OutQueue {
@@ -41,6 +61,9 @@ impl OutQueue {
             buf: Mutex::new(Buf {
                 bytes: Vec::new(),
                 frames: 0,
+                writer_busy: false,
+                sink: None,
+                last_push: None,
             }),
             frames: AtomicUsize::new(0),
             writer: Notify::new(),
@@ -53,12 +76,21 @@ impl OutQueue {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Attaches a new connection's write half (the writer task holds another).
+    pub(crate) fn attach(&self, sink: Arc<OwnedWriteHalf>) {
+        let mut buf = self.lock();
+        buf.sink = Some(sink);
+        buf.writer_busy = false;
+    }
+
     /// Appends one frame written by `encode`. With `force`, ignores the bound.
+    /// Returns the number of bytes written straight to the socket (see the
+    /// module documentation).
     pub(crate) fn push<E>(
         &self,
         force: bool,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<(), PushError<E>> {
+    ) -> Result<usize, PushError<E>> {
         let mut buf = self.lock();
         if !force && buf.bytes.len() >= self.max_bytes {
             return Err(PushError::Full);
@@ -69,20 +101,47 @@ impl OutQueue {
             return Err(PushError::Encode(e));
         }
         let was_empty = start == 0;
+        let now = Instant::now();
+        let idle = buf
+            .last_push
+            .is_none_or(|t| now.duration_since(t) > DIRECT_WRITE_AFTER_IDLE);
+        buf.last_push = Some(now);
+        if was_empty && idle && !buf.writer_busy {
+            if let Some(sink) = buf.sink.clone() {
+                match sink.try_write(&buf.bytes) {
+                    Ok(n) if n == buf.bytes.len() => {
+                        buf.bytes.clear();
+                        return Ok(n);
+                    }
+                    Ok(n) => {
+                        buf.bytes.drain(..n);
+                        buf.frames += 1;
+                        self.frames.store(buf.frames, Ordering::Relaxed);
+                        drop(buf);
+                        self.writer.notify_one();
+                        return Ok(n);
+                    }
+                    // Would block, or an error the writer will meet and report.
+                    Err(_) => {}
+                }
+            }
+        }
         buf.frames += 1;
         self.frames.store(buf.frames, Ordering::Relaxed);
         drop(buf);
         if was_empty {
             self.writer.notify_one();
         }
-        Ok(())
+        Ok(0)
     }
 
-    /// Writer side: swaps the queued bytes into `out` (which must be empty).
+    /// Writer side: swaps the queued bytes into `out` (which must be empty) and,
+    /// if there were any, marks the writer busy until [`write_done`](Self::write_done).
     /// Returns the number of frames taken.
     pub(crate) fn take(&self, out: &mut Vec<u8>) -> usize {
         let mut buf = self.lock();
         std::mem::swap(&mut buf.bytes, out);
+        buf.writer_busy = !out.is_empty();
         let frames = std::mem::take(&mut buf.frames);
         self.frames.store(0, Ordering::Relaxed);
         drop(buf);
@@ -92,9 +151,17 @@ impl OutQueue {
         frames
     }
 
-    /// Drops everything queued. Returns the number of frames dropped.
+    /// Writer side: the bytes taken last are all written.
+    pub(crate) fn write_done(&self) {
+        self.lock().writer_busy = false;
+    }
+
+    /// Drops everything queued and detaches the connection. Returns the number of
+    /// frames dropped.
     pub(crate) fn clear(&self) -> usize {
         let mut buf = self.lock();
+        buf.sink = None;
+        buf.writer_busy = false;
         buf.bytes.clear();
         buf.bytes.shrink_to(64 * 1024);
         let frames = std::mem::take(&mut buf.frames);
