@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example local_bench -- throughput --count 10000000
 //! cargo run --release --example local_bench -- rtt --count 1000000
-//! cargo run --release --example local_bench -- spawn --count 1000000
+//! cargo run --release --example local_bench -- spawn --count 1000000 [--spawners N]
 //! ```
 //!
 //! Each mode prints exactly one result line, last:
@@ -36,6 +36,9 @@ struct Args {
     /// How many messages, round trips or actors.
     #[arg(long, default_value_t = 1_000_000)]
     count: u64,
+    /// spawn mode: how many tasks spawn in parallel (default: one per core).
+    #[arg(long)]
+    spawners: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -48,7 +51,10 @@ fn main() -> Result<()> {
         match args.mode {
             Mode::Throughput => throughput(args.count).await,
             Mode::Rtt => rtt(args.count).await,
-            Mode::Spawn => spawn(args.count).await,
+            Mode::Spawn => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+                spawn(args.count, args.spawners.unwrap_or(cores).max(1)).await
+            }
         }
     })
 }
@@ -184,22 +190,30 @@ fn rss_bytes() -> Result<u64> {
     Ok(resident * 4096)
 }
 
-async fn spawn(count: u64) -> Result<()> {
+async fn spawn(count: u64, workers: u64) -> Result<()> {
     let system = ActorSystem::new();
     let before = rss_bytes()?;
     let start = Instant::now();
     let spawner = system.clone();
-    // Spawn from a runtime task, as an actor would, yielding now and then as a
-    // cooperative task does so the new actors' first runs stay on this worker.
-    tokio::spawn(async move {
-        for i in 0..count {
-            spawner.spawn(Idle);
-            if i % 128 == 127 {
-                tokio::task::yield_now().await;
+    // `workers` spawners (by default one per worker thread, as that many actors
+    // spawning at once would), each a runtime task yielding now and then as a
+    // cooperative task does, so the new actors' first runs stay on its worker.
+    let mut spawners = Vec::new();
+    for w in 0..workers {
+        let system = spawner.clone();
+        let share = count / workers + u64::from(w < count % workers);
+        spawners.push(tokio::spawn(async move {
+            for i in 0..share {
+                system.spawn(Idle);
+                if i % 128 == 127 {
+                    tokio::task::yield_now().await;
+                }
             }
-        }
-    })
-    .await?;
+        }));
+    }
+    for s in spawners {
+        s.await?;
+    }
     let elapsed = start.elapsed();
     // Let every actor run its start-up and park, then measure memory.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -228,7 +228,6 @@ pub(crate) async fn run_actor<A: Actor>(mut actor: A, mut ctx: ActorContext) {
         local: VecDeque::new(),
         signals: VecDeque::new(),
     };
-    // Boxed: `started` runs once, so its state stays out of the long-lived future.
     let started = guarded(&process, &mut cell, false, actor.started(&mut ctx)).await;
     let started = match (started, ctx.stop.take()) {
         (Err(reason), _) | (Ok(()), Some(reason)) => Err(reason),
