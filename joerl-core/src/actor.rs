@@ -169,7 +169,10 @@ impl ActorContext {
         self.system.inner.monitor(&self.process, pid)
     }
 
-    /// Removes a monitor. A down message for it that was already queued is discarded.
+    /// Removes a monitor. A down message for it that has not reached the actor's
+    /// signal processing yet is discarded; one already turned into a message
+    /// (between two callbacks) may still be delivered, as with Erlang's
+    /// `demonitor/1` without the `flush` option.
     pub fn demonitor(&self, monitor: MonitorRef) {
         self.system.inner.demonitor(&self.process, monitor)
     }
@@ -268,6 +271,12 @@ pub(crate) async fn run_actor<A: Actor>(mut actor: A, mut ctx: ActorContext) {
         },
     };
     ctx.sender = NO_SENDER;
+    // A kill that arrived together with the signal that ended the loop wins.
+    let reason = if cell.signals.iter().any(is_kill) {
+        ExitReason::Killed
+    } else {
+        reason
+    };
     let reason = if reason == ExitReason::Killed {
         reason
     } else {
@@ -332,12 +341,12 @@ impl<F: Future<Output = ()>> Future for Guarded<'_, F> {
         let this = unsafe { self.get_unchecked_mut() };
         let mut fut = unsafe { std::pin::Pin::new_unchecked(&mut this.fut) };
         loop {
-            if this.process.has_signals() {
-                let exit = if this.kill_only {
-                    kill_pending(this.process)
-                } else {
-                    process_signals(this.process, this.cell)
-                };
+            if this.kill_only {
+                if let Some(reason) = kill_pending(this.process, &this.cell.signals) {
+                    return Poll::Ready(Err(reason));
+                }
+            } else if this.process.has_signals() {
+                let exit = process_signals(this.process, this.cell);
                 if let Some(reason) = exit {
                     return Poll::Ready(Err(reason));
                 }
@@ -365,20 +374,30 @@ pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// In `kill_only` mode: true if an untrappable kill is queued.
-fn kill_pending(process: &Process) -> Option<ExitReason> {
-    let st = process.lock();
-    st.signals_iter()
-        .any(|s| {
-            matches!(
-                s,
-                Signal::Exit {
-                    reason: ExitReason::Kill,
-                    link: false,
-                    ..
-                }
-            )
-        })
+fn is_kill(s: &Signal) -> bool {
+    matches!(
+        s,
+        Signal::Exit {
+            reason: ExitReason::Kill,
+            link: false,
+            ..
+        }
+    )
+}
+
+/// In `kill_only` mode: `Killed` if an untrappable kill is queued, either still in
+/// the process's queue or already taken into the loop's (`taken`).
+fn kill_pending(process: &Process, taken: &VecDeque<Signal>) -> Option<ExitReason> {
+    if taken.iter().any(is_kill) {
+        return Some(ExitReason::Killed);
+    }
+    if !process.has_signals() {
+        return None;
+    }
+    process
+        .lock()
+        .signals_iter()
+        .any(is_kill)
         .then_some(ExitReason::Killed)
 }
 
@@ -441,12 +460,12 @@ fn apply_signal(
                 .lock()
                 .relations()
                 .monitored_by
-                .insert(monitor, from);
+                .insert((from, monitor));
             None
         }
-        Signal::Demonitor { monitor, .. } => {
+        Signal::Demonitor { from, monitor } => {
             if let Some(r) = process.lock().relations_if_any() {
-                r.monitored_by.remove(&monitor);
+                r.monitored_by.remove(&(from, monitor));
             }
             None
         }

@@ -26,8 +26,9 @@ use crate::{MonitorRef, Pid, Signal};
 pub(crate) struct Relations {
     /// Processes linked to this one.
     pub(crate) links: HashSet<Pid>,
-    /// Monitors other processes hold on this one: reference -> monitoring pid.
-    pub(crate) monitored_by: HashMap<MonitorRef, Pid>,
+    /// Monitors other processes hold on this one, as (monitoring pid, reference).
+    /// References are only unique per node, so the owner is part of the key.
+    pub(crate) monitored_by: HashSet<(Pid, MonitorRef)>,
     /// Monitors this process holds: reference -> monitored pid.
     pub(crate) monitoring: HashMap<MonitorRef, Pid>,
 }

@@ -251,19 +251,28 @@ impl ActorSystem {
         let pid = Pid::new(inner.node, id, inner.creation);
         let capacity = opts.capacity.unwrap_or(inner.default_capacity);
         let process = Arc::new(Process::new(pid, capacity, opts.trap_exit));
+        // The child is in the process table before the parent links to it, so an
+        // exit of the parent from then on always reaches it.
+        inner.processes.insert(id, process.clone());
         if let Some(parent_pid) = opts.link {
-            let parent = inner
-                .local_process(parent_pid)
-                .ok_or(SpawnError::LinkTargetDead(parent_pid))?;
-            let mut pst = parent.lock();
-            if pst.is_closed() {
+            process.lock().relations().links.insert(parent_pid);
+            let linked = match inner.local_process(parent_pid) {
+                Some(parent) => {
+                    let mut pst = parent.lock();
+                    if pst.is_closed() {
+                        false
+                    } else {
+                        pst.relations().links.insert(pid);
+                        true
+                    }
+                }
+                None => false,
+            };
+            if !linked {
+                inner.processes.remove(&id);
                 return Err(SpawnError::LinkTargetDead(parent_pid));
             }
-            pst.relations().links.insert(pid);
-            drop(pst);
-            process.lock().relations().links.insert(parent_pid);
         }
-        inner.processes.insert(id, process.clone());
         if let Some(name) = &opts.name {
             if let Err(e) = inner.register_process(&process, name) {
                 inner.processes.remove(&id);
@@ -920,8 +929,8 @@ impl Inner {
                 Signal::Unlink { from } => {
                     rel.links.remove(&from);
                 }
-                Signal::Demonitor { monitor, .. } => {
-                    rel.monitored_by.remove(&monitor);
+                Signal::Demonitor { from, monitor } => {
+                    rel.monitored_by.remove(&(from, monitor));
                 }
                 Signal::Link { from } => {
                     if !rel.links.contains(&from) {
@@ -956,7 +965,7 @@ impl Inner {
                 },
             ));
         }
-        for (monitor, owner) in rel.monitored_by {
+        for (owner, monitor) in rel.monitored_by {
             answers.push((
                 owner,
                 Signal::Down {

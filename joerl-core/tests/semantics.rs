@@ -584,3 +584,68 @@ fn many_timers_do_not_use_threads() {
         }
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_from_different_owners_with_the_same_ref_are_distinct() {
+    // Monitor references are only unique per node: two nodes can both monitor a
+    // process with MonitorRef(1). Removing one must not remove the other.
+    let system = ActorSystem::new();
+    let (t, _trx) = probe(false);
+    let target = system.spawn(t);
+    let owner_a = Pid::new(joerl_core::node_id("a@host"), 5, 1);
+    let owner_b = Pid::new(joerl_core::node_id("b@host"), 5, 1);
+    let same = joerl_core::MonitorRef(1);
+    for from in [owner_a, owner_b] {
+        system.deliver_signal(
+            target,
+            joerl_core::Signal::Monitor {
+                from,
+                monitor: same,
+            },
+        );
+    }
+    wait_until("two monitors", || {
+        system.relation_counts(target) == Some((0, 2, 0))
+    })
+    .await;
+    system.deliver_signal(
+        target,
+        joerl_core::Signal::Demonitor {
+            from: owner_a,
+            monitor: same,
+        },
+    );
+    wait_until("one monitor left", || {
+        system.relation_counts(target) == Some((0, 1, 0))
+    })
+    .await;
+}
+
+/// Blocks its worker thread (a badly behaved handler) for a while, and never
+/// finishes its stopped hook: only a kill ends it.
+struct Blocker;
+impl Actor for Blocker {
+    async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    async fn stopped(&mut self, _reason: &ExitReason, _ctx: &mut ActorContext) {
+        std::future::pending::<()>().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_queued_with_shutdown_skips_the_stopped_hook_and_shutdown_finishes() {
+    let system = ActorSystem::new();
+    let pid = system.spawn(Blocker);
+    system.send(pid, Box::new(())).await.unwrap();
+    wait_until("handler running", || system.mailbox_len(pid) == Some(0)).await;
+    // Both the shutdown signal and, after the grace, the kill are queued while
+    // the handler blocks; the kill must win.
+    tokio::time::timeout(
+        DEADLINE,
+        system.shutdown_with_grace(Duration::from_millis(50)),
+    )
+    .await
+    .expect("shutdown finishes");
+    assert_eq!(system.actor_count(), 0);
+}
