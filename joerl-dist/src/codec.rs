@@ -26,13 +26,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::error::CodecError;
 use crate::registry::tables;
 
-/// Upper bound on what one bincode value may claim; the frame limit is the real bound.
-type Cfg = Configuration<config::BigEndian, config::Varint, Limit<{ 1 << 30 }>>;
+/// The bincode configuration with a limit on what one value may claim (a string
+/// or sequence length). No claim can be longer than the input, so decoding picks
+/// the smallest limit that covers the input: a forged length never makes the
+/// decoder reserve more than a small multiple of what actually arrived.
+type Cfg<const L: usize> = Configuration<config::BigEndian, config::Varint, Limit<L>>;
 
-fn cfg() -> Cfg {
-    config::standard()
-        .with_big_endian()
-        .with_limit::<{ 1 << 30 }>()
+fn cfg<const L: usize>() -> Cfg<L> {
+    config::standard().with_big_endian().with_limit::<L>()
 }
 
 /// Appends the bincode encoding of `value` to `out`.
@@ -40,15 +41,22 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    bincode::serde::encode_into_std_write(value, out, cfg())
+    bincode::serde::encode_into_std_write(value, out, cfg::<{ 1 << 30 }>())
         .map(|_| ())
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a value that must use every byte of `bytes`.
 pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, cfg())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let decoded = match bytes.len() {
+        0..=4096 => bincode::serde::decode_from_slice(bytes, cfg::<4096>()),
+        4097..=65_536 => bincode::serde::decode_from_slice(bytes, cfg::<65_536>()),
+        65_537..=1_048_576 => bincode::serde::decode_from_slice(bytes, cfg::<1_048_576>()),
+        1_048_577..=16_777_216 => bincode::serde::decode_from_slice(bytes, cfg::<16_777_216>()),
+        16_777_217..=268_435_456 => bincode::serde::decode_from_slice(bytes, cfg::<268_435_456>()),
+        _ => bincode::serde::decode_from_slice(bytes, cfg::<{ 1 << 30 }>()),
+    };
+    let (value, used) = decoded.map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::Decode(format!(
             "{} trailing bytes after the value",
@@ -253,6 +261,16 @@ mod tests {
         let err = encode_message(&(Box::new(NotRegistered) as Message), &mut buf).unwrap_err();
         assert!(matches!(err, CodecError::Unregistered(_)));
         assert_eq!(buf, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn forged_lengths_are_refused_without_allocating_them() {
+        // A String claiming about 1 GiB in a 10-byte input.
+        let mut forged = vec![0xfd]; // varint marker for a u64 length
+        forged.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        forged.push(b'a');
+        let r: Result<String, _> = decode_exact(&forged);
+        assert!(r.is_err());
     }
 
     #[test]

@@ -604,9 +604,8 @@ impl NodeInner {
         let peer = self
             .peer_by_name(node)
             .map_err(|_| CallError::NoConnection)?;
-        let status = peer.status.borrow().clone();
-        match status {
-            Status::Up(creation) => Ok(creation),
+        match &*peer.conn() {
+            ConnState::Up { creation, .. } => Ok(*creation),
             _ => Err(CallError::NoConnection),
         }
     }
@@ -663,7 +662,9 @@ impl NodeInner {
                     return Err(RefuseReason::AlreadyConnected);
                 }
                 ConnState::Up { conn_id, .. } => Some(*conn_id),
-                ConnState::Dialing { .. } if self.me.name < intro.name => {
+                ConnState::Dialing { .. }
+                    if self.me.name < intro.name && peer.handshaking.load(Ordering::Acquire) =>
+                {
                     return Err(RefuseReason::Simultaneous);
                 }
                 _ => None,
@@ -688,7 +689,7 @@ impl NodeInner {
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut conn = peer.conn();
-            if matches!(*conn, ConnState::Up { .. }) {
+            if matches!(*conn, ConnState::Up { .. }) || self.is_shutting_down() {
                 return false;
             }
             peer.queue.attach(write.clone());
@@ -712,7 +713,7 @@ impl NodeInner {
                     let mut sink = Dispatcher {
                         node: node.clone(),
                         peer: peer.clone(),
-                        parked: Arc::new(Parked::default()),
+                        parked: peer.parked.clone(),
                     };
                     let counters = &peer.counters;
                     let end = connection::read_loop(
@@ -870,6 +871,18 @@ impl NodeInner {
                 message: e.to_string(),
             })?
             .ok_or_else(|| DistError::UnknownNode(peer.name.clone()))?;
+        peer.handshaking.store(true, Ordering::Release);
+        let result = self.connect_and_handshake(peer, host, &info).await;
+        peer.handshaking.store(false, Ordering::Release);
+        result
+    }
+
+    async fn connect_and_handshake(
+        &self,
+        peer: &Peer,
+        host: &str,
+        info: &joerl_epmd::NodeInfo,
+    ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
         let target_host = if info.host.is_empty() {
             host.to_string()
         } else {
@@ -917,12 +930,10 @@ impl NodeInner {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         for p in &peers {
-            while p.is_up() && p.queue.depth() > 0 && tokio::time::Instant::now() < deadline {
+            while p.is_up() && !p.queue.is_flushed() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
-        // Give the writers a moment to finish the write they took.
-        tokio::time::sleep(Duration::from_millis(20)).await;
         for p in &peers {
             let conn_id = match &*p.conn() {
                 ConnState::Up { conn_id, .. } => Some(*conn_id),
@@ -1097,6 +1108,10 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed:
         } else {
             tracing::debug!(node = %node.me.name, peer = %peer.name, %reason, failures, "cannot connect");
         }
+        if !NodeInner::still_dialing(&peer, attempt) {
+            // Another connection (an incoming one) was installed meanwhile.
+            return;
+        }
         peer.status.send_replace(Status::Failed {
             reason: reason.clone(),
             auth,
@@ -1150,9 +1165,10 @@ async fn discovery_loop(node: Weak<NodeInner>) {
 /// Messages (with their senders) waiting for one target's mailbox.
 type ParkedQueue = VecDeque<(Option<Pid>, Message)>;
 
-/// Incoming messages waiting for room in full local mailboxes, per target.
+/// Incoming messages waiting for room in full local mailboxes, per target. One
+/// per peer (not per connection), so per-target order holds across reconnects.
 #[derive(Default)]
-struct Parked {
+pub(crate) struct Parked {
     map: Mutex<HashMap<Pid, ParkedQueue, FxBuildHasher>>,
     /// Targets with an entry in `map`; zero lets delivery skip the lock.
     targets: AtomicUsize,
@@ -1203,13 +1219,14 @@ impl Dispatcher {
             match map.get_mut(&to) {
                 Some(q) => {
                     q.push_back((from, msg));
+                    // Counted under the lock, so a drain never subtracts first.
+                    self.parked.count.fetch_add(1, Ordering::AcqRel);
                     None
                 }
                 None => Some(msg),
             }
         };
         let Some(msg) = msg else {
-            self.parked.count.fetch_add(1, Ordering::AcqRel);
             self.backpressure().await;
             return;
         };
@@ -1220,19 +1237,25 @@ impl Dispatcher {
         {
             Ok(()) => {}
             Err(SendError::Full(m)) => {
-                self.parked
-                    .map
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(to, VecDeque::from([(from, m.into_inner())]));
-                self.parked.targets.fetch_add(1, Ordering::AcqRel);
-                self.parked.count.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(drain_parked(
-                    self.node.clone(),
-                    self.peer.clone(),
-                    self.parked.clone(),
-                    to,
-                ));
+                let new_target = {
+                    let mut map = self.parked.map.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = map.entry(to);
+                    let new_target = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
+                    entry.or_default().push_back((from, m.into_inner()));
+                    self.parked.count.fetch_add(1, Ordering::AcqRel);
+                    if new_target {
+                        self.parked.targets.fetch_add(1, Ordering::AcqRel);
+                    }
+                    new_target
+                };
+                if new_target {
+                    tokio::spawn(drain_parked(
+                        self.node.clone(),
+                        self.peer.clone(),
+                        self.parked.clone(),
+                        to,
+                    ));
+                }
                 self.backpressure().await;
             }
             Err(e) => {
@@ -1338,6 +1361,11 @@ impl FrameSink for Dispatcher {
                         tracing::debug!(peer = %self.peer.name, name, "message for an unregistered name dropped");
                     }
                 }
+            }
+            Frame::Signal { to, signal } if to.node() != self.node.me.node_id => {
+                // Never relay: a peer must not reach a third node through us.
+                PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                tracing::warn!(peer = %self.peer.name, %to, ?signal, "signal for another node dropped");
             }
             Frame::Signal { to, signal } => {
                 self.peer.book().incoming(to, &signal);
@@ -1468,7 +1496,37 @@ impl Router for DistRouter {
                 PeerCounters::add(&peer.counters.bytes_out, direct as u64);
                 Ok(())
             }
-            Err(PushError::Full) => unreachable!("forced pushes are never refused"),
+            Err(PushError::Full) => {
+                // The peer has not read for a long while: drop the connection
+                // (which fires noconnection for every link and monitor to it,
+                // this one included) rather than grow the buffer further.
+                tracing::warn!(peer = %peer.name, "outgoing queue over its hard limit; closing the connection");
+                let conn_id = match &*peer.conn() {
+                    ConnState::Up { conn_id, .. } => Some(*conn_id),
+                    _ => None,
+                };
+                match conn_id {
+                    Some(id) => node.connection_lost(
+                        &peer,
+                        id,
+                        &EndReason::Io(
+                            "the peer stopped reading (outgoing queue over its hard limit)".into(),
+                        ),
+                        true,
+                    ),
+                    None => {
+                        // Not connected yet: drop what waits for it; links and
+                        // monitors to it (this one included) fire noconnection.
+                        let dropped = peer.queue.clear();
+                        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
+                        node.node_down(
+                            &peer,
+                            "outgoing queue over its hard limit while connecting".into(),
+                        );
+                    }
+                }
+                Ok(())
+            }
             Err(PushError::Encode(e)) => Err(RouteError::NotSerializable {
                 detail: e.to_string(),
             }),

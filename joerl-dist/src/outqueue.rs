@@ -53,6 +53,9 @@ pub(crate) struct OutQueue {
     writer: Notify,
     space: Notify,
     max_bytes: usize,
+    /// Even forced frames are refused past this: the peer is not reading, and
+    /// the connection should be dropped rather than the buffer grown further.
+    hard_max: usize,
 }
 
 impl OutQueue {
@@ -69,6 +72,9 @@ impl OutQueue {
             writer: Notify::new(),
             space: Notify::new(),
             max_bytes,
+            hard_max: max_bytes
+                .saturating_mul(4)
+                .max(max_bytes + 16 * 1024 * 1024),
         }
     }
 
@@ -83,7 +89,9 @@ impl OutQueue {
         buf.writer_busy = false;
     }
 
-    /// Appends one frame written by `encode`. With `force`, ignores the bound.
+    /// Appends one frame written by `encode`. With `force`, ignores the bound up to
+    /// a hard limit of four times it (at least 16 MiB more); past that even
+    /// forced frames get `Full`, and the caller should drop the connection.
     /// Returns the number of bytes written straight to the socket (see the
     /// module documentation).
     pub(crate) fn push<E>(
@@ -92,13 +100,26 @@ impl OutQueue {
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<usize, PushError<E>> {
         let mut buf = self.lock();
-        if !force && buf.bytes.len() >= self.max_bytes {
+        let limit = if force { self.hard_max } else { self.max_bytes };
+        if buf.bytes.len() >= limit {
             return Err(PushError::Full);
         }
         let start = buf.bytes.len();
-        if let Err(e) = encode(&mut buf.bytes) {
-            buf.bytes.truncate(start);
-            return Err(PushError::Encode(e));
+        // A panicking encoder (a user's Serialize) must not leave half a frame in
+        // the shared buffer: remove it, release the lock, then let the panic go on.
+        let encoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode(&mut buf.bytes)));
+        match encoded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                buf.bytes.truncate(start);
+                return Err(PushError::Encode(e));
+            }
+            Err(panic) => {
+                buf.bytes.truncate(start);
+                drop(buf);
+                std::panic::resume_unwind(panic);
+            }
         }
         let was_empty = start == 0;
         let now = Instant::now();
@@ -149,6 +170,12 @@ impl OutQueue {
             self.space.notify_waiters();
         }
         frames
+    }
+
+    /// True when nothing is queued and the writer is not in the middle of a write.
+    pub(crate) fn is_flushed(&self) -> bool {
+        let buf = self.lock();
+        buf.bytes.is_empty() && !buf.writer_busy
     }
 
     /// Writer side: the bytes taken last are all written.
@@ -232,6 +259,46 @@ mod tests {
         assert_eq!(q.take(&mut out), 2);
         assert_eq!(out.len(), 9);
         assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn forced_frames_stop_at_the_hard_limit() {
+        let q = OutQueue::new(8);
+        let mut pushed = 0;
+        while q
+            .push::<()>(true, |b| {
+                b.extend_from_slice(&[0; 1024]);
+                Ok(())
+            })
+            .is_ok()
+        {
+            pushed += 1;
+            assert!(pushed < 100_000, "forced pushes must be bounded");
+        }
+        assert!(pushed >= 16 * 1024, "the hard limit is at least 16 MiB");
+    }
+
+    #[test]
+    fn panicking_encoder_leaves_no_partial_frame() {
+        let q = OutQueue::new(100);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = q.push::<()>(false, |b| {
+                b.extend_from_slice(b"half a frame");
+                panic!("user Serialize panicked");
+            });
+        }));
+        assert!(r.is_err());
+        let mut out = Vec::new();
+        q.take(&mut out);
+        assert!(out.is_empty());
+        assert!(
+            q.push::<()>(false, |b| {
+                b.push(1);
+                Ok(())
+            })
+            .is_ok(),
+            "the queue still works"
+        );
     }
 
     #[test]

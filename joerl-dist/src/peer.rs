@@ -189,6 +189,11 @@ pub(crate) struct Peer {
     pub(crate) conn: Mutex<ConnState>,
     /// Mirrors `conn` being `Up`, for the send path (no lock per message).
     pub(crate) up: AtomicBool,
+    /// A dial's TCP connect and handshake are in flight (the simultaneous-connect
+    /// tie-break applies only then, not while a dial loop is backing off).
+    pub(crate) handshaking: AtomicBool,
+    /// Incoming messages parked for full mailboxes (see `node::Parked`).
+    pub(crate) parked: std::sync::Arc<crate::node::Parked>,
     /// When data last arrived, in milliseconds since `epoch`.
     last_heard_ms: AtomicU64,
     epoch: Instant,
@@ -205,6 +210,8 @@ impl Peer {
             node_monitors: Mutex::new(Vec::new()),
             conn: Mutex::new(ConnState::Idle),
             up: AtomicBool::new(false),
+            handshaking: AtomicBool::new(false),
+            parked: Default::default(),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             status: watch::channel(Status::Down("never connected".into())).0,
