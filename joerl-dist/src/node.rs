@@ -1565,3 +1565,133 @@ fn answer_unreachable(system: &ActorSystem, to: Pid, signal: Signal) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Bad frames on an authenticated connection: a fake peer that passed the
+    //! handshake sends what no joerl node would.
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    async fn epmd() -> joerl_epmd::EpmdServer {
+        joerl_epmd::EpmdServer::bind(joerl_epmd::ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .await
+        .unwrap()
+    }
+
+    async fn node(name: &str, epmd: SocketAddr) -> DistributedSystem {
+        NodeBuilder::new(name, "127.0.0.1:0".parse().unwrap(), epmd)
+            .cookie("k")
+            .start()
+            .await
+            .unwrap()
+    }
+
+    /// An authenticated raw connection to `node`, as the fake node `name`.
+    async fn fake_peer(node: &DistributedSystem, name: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+        let me = LocalIdentity {
+            name: name.to_string(),
+            node_id: joerl_core::node_id(name),
+            creation: 7,
+        };
+        connection::dial(&mut stream, &me, b"k", node.name())
+            .await
+            .expect("handshake");
+        stream
+    }
+
+    /// True once the other side has closed the connection.
+    async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 256];
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue, // ticks
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    struct Forward(tokio::sync::mpsc::UnboundedSender<Message>);
+    impl joerl_core::Actor for Forward {
+        async fn handle_message(&mut self, msg: Message, _ctx: &mut joerl_core::ActorContext) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_and_malformed_frames_close_only_that_connection() {
+        let epmd = epmd().await;
+        let a = node("victim", epmd.local_addr()).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = a.spawn(Forward(tx));
+        a.register("sink", sink).unwrap();
+
+        // A frame claiming 4 GiB: refused before anything is allocated for it.
+        let mut s = fake_peer(&a, "fake1@127.0.0.1").await;
+        s.write_all(&[0xff, 0xff, 0xff, 0xff, frame::tag::SEND])
+            .await
+            .unwrap();
+        assert!(
+            closed_by_peer(&mut s).await,
+            "oversized frame closes the connection"
+        );
+
+        // An unknown frame tag.
+        let mut s = fake_peer(&a, "fake2@127.0.0.1").await;
+        s.write_all(&[0, 0, 0, 1, 99]).await.unwrap();
+        assert!(
+            closed_by_peer(&mut s).await,
+            "unknown tag closes the connection"
+        );
+
+        // A message of a type this node does not know: counted, connection stays.
+        let mut s = fake_peer(&a, "fake3@127.0.0.1").await;
+        let mut out = Vec::new();
+        let start = frame::begin_send(&mut out, None, sink);
+        out.push(0); // plain
+        out.extend_from_slice(&0xdead_beef_u64.to_be_bytes());
+        frame::finish(&mut out, start, 1 << 20).unwrap();
+        // Then a valid one, which must still arrive.
+        let start = frame::begin_send_named(&mut out, None, "sink").unwrap();
+        codec::encode_message(&(Box::new("still up".to_string()) as Message), &mut out).unwrap();
+        frame::finish(&mut out, start, 1 << 20).unwrap();
+        s.write_all(&out).await.unwrap();
+        let got = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*got.downcast::<String>().unwrap(), "still up");
+        let stats = a.stats();
+        let p = stats
+            .peers
+            .iter()
+            .find(|p| p.node == "fake3@127.0.0.1")
+            .unwrap();
+        assert_eq!(p.unknown_types, 1);
+        assert!(p.connected);
+
+        // And the node keeps serving real peers.
+        let b = node("bystander", epmd.local_addr()).await;
+        b.send_named(("sink", a.name()), Box::new("from b".to_string()))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*got.downcast::<String>().unwrap(), "from b");
+        drop(s);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}

@@ -230,13 +230,6 @@ mod tests {
     }
     crate::remote_message!(Probe, "joerl::test::Probe");
 
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct Twin1;
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct Twin2;
-    crate::remote_message!(Twin1, "joerl::test::Twin");
-    crate::remote_message!(Twin2, "joerl::test::Twin");
-
     #[test]
     fn registered_type_round_trips() {
         let (entry, id) = tables().by_type(TypeId::of::<Probe>()).expect("registered");
@@ -258,17 +251,6 @@ mod tests {
                 b: "x".into()
             }
         );
-    }
-
-    #[test]
-    fn duplicate_names_are_reported_with_both_types() {
-        let c = conflicts();
-        let twin = c
-            .iter()
-            .find(|c| c.name == "joerl::test::Twin")
-            .expect("conflict reported");
-        let both = format!("{} {}", twin.first, twin.second);
-        assert!(both.contains("Twin1") && both.contains("Twin2"), "{twin}");
     }
 
     #[test]
