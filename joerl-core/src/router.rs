@@ -86,6 +86,22 @@ pub trait Router: Send + Sync + 'static {
     /// Delivers a signal to the remote actor `to`.
     fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError>;
 
+    /// True if the router knows how to reach the node with id `node` (it has
+    /// talked to it, or knows its name). The default says yes.
+    fn is_known(&self, node: u32) -> bool {
+        let _ = node;
+        true
+    }
+
+    /// Tries to learn how to reach the node with id `node` that this node has
+    /// never talked to (for example by asking EPMD which name hashes to it).
+    /// Awaited once by an async send before it gives up with
+    /// [`RouteError::Unreachable`]. The default does nothing.
+    fn resolve(&self, node: u32) -> ReadyFuture<'_> {
+        let _ = node;
+        Box::pin(async {})
+    }
+
     /// True if `node` (a node id) is currently connected. Used for `is_alive` of
     /// remote Pids, which can only say whether the node is reachable.
     fn is_connected(&self, node: u32) -> bool;

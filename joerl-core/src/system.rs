@@ -347,6 +347,10 @@ impl ActorSystem {
             Target::Stale => Err(SendError::NoProc(to)),
             Target::Remote => {
                 let router = self.inner.router.get().ok_or(SendError::NoRouter(to))?;
+                if !router.is_known(to.node()) {
+                    // A Pid of a node never talked to: learn how to reach it first.
+                    router.resolve(to.node()).await;
+                }
                 let mut msg = msg;
                 loop {
                     match router.try_send(from, to, msg) {

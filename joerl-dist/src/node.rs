@@ -1472,6 +1472,37 @@ impl Router for DistRouter {
         })
     }
 
+    fn is_known(&self, node_id: u32) -> bool {
+        self.node
+            .upgrade()
+            .is_some_and(|n| n.peer_by_id(node_id).is_some())
+    }
+
+    fn resolve(&self, node_id: u32) -> ReadyFuture<'_> {
+        let node = self.node.upgrade();
+        Box::pin(async move {
+            let Some(n) = node else { return };
+            // Ask EPMD which registered node's full name hashes to this id.
+            let Ok(list) = n.epmd.list().await else {
+                return;
+            };
+            for info in list {
+                if info.kind != NodeKind::Joerl {
+                    continue;
+                }
+                let full = info
+                    .metadata
+                    .get("node")
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}@{}", info.name, info.host));
+                if joerl_core::node_id(&full) == node_id {
+                    let _ = n.peer_by_name(&full);
+                    return;
+                }
+            }
+        })
+    }
+
     fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError> {
         let node = self.node()?;
         let Some(peer) = node.peer_by_id(to.node()) else {

@@ -375,7 +375,7 @@ async fn garbage_on_the_listener_does_not_hurt_the_node() {
     }
     let (fwd, mut rx) = forward();
     let sink = a.spawn(fwd);
-    b.connect(a.name()).await.unwrap();
+    // b has never talked to a: the send learns a's name from EPMD by its node id.
     b.send(sink, Box::new(Seq(7))).await.unwrap();
     assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(7));
     a.shutdown().await;
