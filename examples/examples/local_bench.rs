@@ -48,12 +48,21 @@ fn main() -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
-        match args.mode {
-            Mode::Throughput => throughput(args.count).await,
-            Mode::Rtt => rtt(args.count).await,
-            Mode::Spawn => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-                spawn(args.count, args.spawners.unwrap_or(cores).max(1)).await
+        let bench = async move {
+            match args.mode {
+                Mode::Throughput => throughput(args.count).await,
+                Mode::Rtt => rtt(args.count).await,
+                Mode::Spawn => {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+                    spawn(args.count, args.spawners.unwrap_or(cores).max(1)).await
+                }
+            }
+        };
+        tokio::select! {
+            r = bench => r,
+            _ = joerl_examples::until_stopped(None) => {
+                println!("interrupted");
+                Ok(())
             }
         }
     })

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 use joerl_core::gen_server::{CallResponse, GenServer, ReplyTo, spawn_server};
 use joerl_core::supervisor::{
     ChildSpec, Strategy, SupervisorSpec, spawn_supervisor, which_children,
@@ -68,8 +69,23 @@ impl Actor for Watcher {
     }
 }
 
+#[derive(Parser)]
+#[command(about = "A tour of the joerl runtime in one process")]
+struct Args {}
+
 #[tokio::main]
 async fn main() -> Result<()> {
+    let Args {} = Args::parse();
+    tokio::select! {
+        r = tour() => r,
+        _ = joerl_examples::until_stopped(None) => {
+            println!("interrupted");
+            Ok(())
+        }
+    }
+}
+
+async fn tour() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
     // Actor panics are expected here; report them in one line instead of a backtrace.
     std::panic::set_hook(Box::new(|info| eprintln!("(an actor panicked: {info})")));

@@ -80,7 +80,10 @@ async fn main() -> Result<()> {
     b.register("greeter", greeter)?;
     let (done, wait) = tokio::sync::oneshot::channel();
     a.spawn(Listener(Some(done)));
-    tokio::time::timeout(Duration::from_secs(10), wait).await??;
+    tokio::select! {
+        answered = tokio::time::timeout(Duration::from_secs(10), wait) => answered??,
+        _ = tokio::signal::ctrl_c() => println!("interrupted"),
+    }
     a.shutdown().await;
     b.shutdown().await;
     Ok(())

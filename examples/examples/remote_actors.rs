@@ -9,10 +9,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use clap::Parser;
 use joerl_dist::gen_server::spawn_server;
 use joerl_dist::{DistributedSystem, NodeBuilder};
 use joerl_epmd::{EpmdServer, ServerConfig};
-use joerl_examples::{Reply, Request, Service, init_logging};
+use joerl_examples::{Reply, Request, Service, init_logging, until_stopped};
+
+#[derive(Parser)]
+#[command(about = "Request/reply, echo and compute across joerl nodes in one process")]
+struct Args {}
 
 async fn start(name: &str, epmd: std::net::SocketAddr) -> Result<DistributedSystem> {
     NodeBuilder::new(name, "127.0.0.1:0".parse()?, epmd)
@@ -25,6 +30,17 @@ async fn start(name: &str, epmd: std::net::SocketAddr) -> Result<DistributedSyst
 #[tokio::main]
 async fn main() -> Result<()> {
     init_logging();
+    let Args {} = Args::parse();
+    tokio::select! {
+        r = demo() => r,
+        _ = until_stopped(None) => {
+            println!("interrupted");
+            Ok(())
+        }
+    }
+}
+
+async fn demo() -> Result<()> {
     let epmd = EpmdServer::bind(ServerConfig::new("127.0.0.1:0".parse()?)).await?;
     println!("EPMD on {}", epmd.local_addr());
     let client = start("client", epmd.local_addr()).await?;
