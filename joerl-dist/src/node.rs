@@ -167,7 +167,8 @@ impl NodeBuilder {
 ///
 /// Dereferences to its [`ActorSystem`]. Cheap to clone. Dropping the last handle
 /// closes every connection and stops every actor; [`shutdown`](Self::shutdown) does
-/// the same gracefully and waits for it.
+/// the same gracefully and waits for it. A handle kept inside one of the node's
+/// own actors keeps the node alive: such programs end with `shutdown`.
 #[derive(Clone)]
 pub struct DistributedSystem {
     inner: Arc<NodeInner>,

@@ -304,13 +304,13 @@ async fn silent_peer_is_declared_down_after_tick_timeout() {
     let epmd1 = epmd().await;
     let epmd2 = epmd().await;
     let a = builder("tick_a", epmd1.local_addr())
-        .tick_timeout(Duration::from_millis(800))
+        .tick_timeout(Duration::from_millis(2000))
         .reconnect_attempts(1)
         .start()
         .await
         .unwrap();
     let b = builder("tick_b", epmd2.local_addr())
-        .tick_timeout(Duration::from_millis(800))
+        .tick_timeout(Duration::from_millis(2000))
         .start()
         .await
         .unwrap();
@@ -322,11 +322,17 @@ async fn silent_peer_is_declared_down_after_tick_timeout() {
     a.connect(b.name()).await.unwrap();
     let mut events = a.subscribe();
     // Idle for several tick intervals: ticks keep the connection up.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     assert!(
         a.nodes().contains(&b.name().to_string()),
         "ticks keep an idle connection up"
     );
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(ev, NodeEvent::Down { .. }),
+            "no node-down while idle: {ev:?}"
+        );
+    }
     proxy.freeze(true);
     let reason = tokio::time::timeout(DEADLINE, async {
         loop {
