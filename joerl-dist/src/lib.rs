@@ -1,7 +1,7 @@
 //! joerl-dist: the distribution layer of joerl.
 //!
 //! A [`DistributedSystem`] is a node of a cluster: an
-//! [`ActorSystem`](joerl_core::ActorSystem) whose Pids carry the node's identity,
+//! [`ActorSystem`] whose Pids carry the node's identity,
 //! registered in EPMD, with cookie-authenticated TCP connections to other nodes.
 //! `send`, named sends (`{name, node}`), links, monitors, exits and gen_server
 //! calls work on remote Pids with the same calls and the same meaning as locally.
@@ -23,14 +23,18 @@
 //! Modules: [`registry`] (which types may cross, collected at compile time with
 //! `inventory`), `codec` (the only user of bincode), `frame` (the wire frames,
 //! no I/O), [`handshake`] (cookie challenge/response, no I/O), `connection`
-//! (handshake I/O, reader and writer), `peer` and `node` (the connection pool,
-//! reconnects, failure handling and the router).
+//! (handshake I/O, reader and writer), `peer` (one remote node: queue, state,
+//! link/monitor bookkeeping), `node` (the connection life cycle: listen, dial,
+//! reconnect, node-down, shutdown), `router` (sends and signals toward peers),
+//! `delivery` (what arrives, to local actors, with the full-mailbox policy) and
+//! [`net_kernel`] (name look-ups for other nodes).
 #![warn(missing_docs)]
 
 mod codec;
 mod config;
 mod connection;
 pub mod cookie;
+mod delivery;
 mod error;
 mod events;
 mod frame;
@@ -40,6 +44,7 @@ mod node;
 mod outqueue;
 mod peer;
 pub mod registry;
+mod router;
 
 pub use config::DistConfig;
 pub use error::{CodecError, DistError, FrameError, HandshakeError};

@@ -2,8 +2,11 @@
 //!
 //! The node owns an [`ActorSystem`] whose Pids carry this node's id and creation,
 //! a TCP listener, its EPMD registration, and a table of [`Peer`]s keyed by node id.
-//! It installs itself as the actor system's [`Router`], so every send, link,
-//! monitor and exit aimed at a Pid of another node lands here.
+//! It installs a router (`router.rs`) in the actor system, so every send, link,
+//! monitor and exit aimed at a Pid of another node reaches a peer's queue, and
+//! hands what arrives on each connection to a dispatcher (`delivery.rs`). This
+//! module owns the connection life cycle: listening, dialing, the handshake
+//! decisions, reconnects, node-down handling and shutdown.
 //!
 //! Connections are made on demand: the first message to a node looks it up in
 //! EPMD and dials it, and the message waits in the peer's queue meanwhile. A lost
@@ -13,30 +16,24 @@
 //! node with the smaller name wins (the other side refuses with `Simultaneous`),
 //! so there is exactly one connection per pair.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use joerl_core::fxhash::FxBuildHasher;
-use joerl_core::{
-    ActorSystem, CallError, Message, NodeIdentity, Pid, ReadyFuture, RouteError, Router, SendError,
-    Signal, UnsentMessage,
-};
+use joerl_core::{ActorSystem, CallError, NodeIdentity, Pid, SendError};
 use joerl_epmd::{EpmdClient, NodeKind, Registration, RegistrationGuard};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
 
-use crate::codec;
 use crate::config::DistConfig;
-use crate::connection::{self, EndReason, FrameSink, LocalIdentity};
-use crate::error::{CodecError, DistError, HandshakeError};
+use crate::connection::{self, EndReason, LocalIdentity};
+use crate::error::{DistError, HandshakeError};
 use crate::events::{NodeDown, NodeEvent, NodeStats, PeerStats};
-use crate::frame::{self, Frame};
-use crate::outqueue::PushError;
+use crate::frame::{self};
 use crate::peer::{ConnState, Peer, PeerCounters, Status};
 
 /// Builds a [`DistributedSystem`] with settings other than the defaults.
@@ -426,7 +423,7 @@ pub(crate) struct NodeInner {
     short_name: String,
     cookie: Vec<u8>,
     pub(crate) config: DistConfig,
-    epmd: EpmdClient,
+    pub(crate) epmd: EpmdClient,
     local_addr: SocketAddr,
     pub(crate) peers: DashMap<u32, Arc<Peer>, FxBuildHasher>,
     registration: Mutex<Option<RegistrationGuard>>,
@@ -507,9 +504,11 @@ impl NodeInner {
             next_id: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
         });
-        inner.system.set_router(Arc::new(DistRouter {
-            node: Arc::downgrade(&inner),
-        }));
+        inner
+            .system
+            .set_router(Arc::new(crate::router::DistRouter::new(Arc::downgrade(
+                &inner,
+            ))));
         // The net kernel must be the node's first process: peers address it as
         // process 1 of this incarnation.
         let kernel =
@@ -538,7 +537,7 @@ impl NodeInner {
             .push(handle);
     }
 
-    fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
 
@@ -569,7 +568,7 @@ impl NodeInner {
         Ok(peer)
     }
 
-    fn peer_by_id(&self, id: u32) -> Option<Arc<Peer>> {
+    pub(crate) fn peer_by_id(&self, id: u32) -> Option<Arc<Peer>> {
         self.peers.get(&id).map(|p| p.clone())
     }
 
@@ -711,11 +710,7 @@ impl NodeInner {
                 let node = self.clone();
                 let peer = peer.clone();
                 tokio::spawn(async move {
-                    let mut sink = Dispatcher {
-                        node: node.clone(),
-                        peer: peer.clone(),
-                        parked: peer.parked.clone(),
-                    };
+                    let mut sink = crate::delivery::Dispatcher::new(node.clone(), peer.clone());
                     let counters = &peer.counters;
                     let end = connection::read_loop(
                         read,
@@ -756,7 +751,7 @@ impl NodeInner {
 
     /// Tears down connection `conn_id` of `peer` (if it is still the current one),
     /// reports the node down, and re-dials if asked to.
-    fn connection_lost(
+    pub(crate) fn connection_lost(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
         conn_id: u64,
@@ -813,7 +808,7 @@ impl NodeInner {
     }
 
     /// Everything that losing `peer` implies locally.
-    fn node_down(self: &Arc<Self>, peer: &Arc<Peer>, reason: String) {
+    pub(crate) fn node_down(self: &Arc<Self>, peer: &Arc<Peer>, reason: String) {
         let signals = peer.book().node_lost();
         for (to, sig) in signals {
             self.system.deliver_signal(to, sig);
@@ -905,7 +900,7 @@ impl NodeInner {
         Ok((stream, intro))
     }
 
-    fn still_dialing(peer: &Peer, attempt: u64) -> bool {
+    pub(crate) fn still_dialing(peer: &Peer, attempt: u64) -> bool {
         matches!(*peer.conn(), ConnState::Dialing { attempt: a } if a == attempt)
     }
 
@@ -1163,447 +1158,14 @@ async fn discovery_loop(node: Weak<NodeInner>) {
     }
 }
 
-/// Messages (with their senders) waiting for one target's mailbox.
-type ParkedQueue = VecDeque<(Option<Pid>, Message)>;
-
-/// Incoming messages waiting for room in full local mailboxes, per target. One
-/// per peer (not per connection), so per-target order holds across reconnects.
-#[derive(Default)]
-pub(crate) struct Parked {
-    map: Mutex<HashMap<Pid, ParkedQueue, FxBuildHasher>>,
-    /// Targets with an entry in `map`; zero lets delivery skip the lock.
-    targets: AtomicUsize,
-    /// Messages parked.
-    count: AtomicUsize,
-    space: Notify,
-}
-
-/// Hands the frames of one connection to local actors.
-struct Dispatcher {
-    node: Arc<NodeInner>,
-    peer: Arc<Peer>,
-    parked: Arc<Parked>,
-}
-
-impl Dispatcher {
-    fn decode(&self, body: &[u8]) -> Option<Message> {
-        match codec::decode_message(body) {
-            Ok(m) => Some(m),
-            Err(CodecError::UnknownWireId(id)) => {
-                PeerCounters::add(&self.peer.counters.unknown_types, 1);
-                tracing::warn!(
-                    peer = %self.peer.name,
-                    wire_id = format_args!("{id:#018x}"),
-                    "message of a type not registered on this node dropped; register it with remote_message!"
-                );
-                None
-            }
-            Err(e) => {
-                PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                tracing::warn!(peer = %self.peer.name, error = %e, "undecodable message dropped");
-                None
-            }
-        }
-    }
-
-    /// Delivers to a local actor. A full mailbox first runs over by up to
-    /// `mailbox_overflow` messages; past that the message is parked (in order,
-    /// per target) so other actors' messages keep flowing; past `max_parked`
-    /// parked messages the connection stops reading (back-pressure to the sender).
-    async fn deliver(&mut self, from: Option<Pid>, to: Pid, msg: Message) {
-        // Keep per-target order: if this target already has messages waiting,
-        // this one waits behind them.
-        let msg = if self.parked.targets.load(Ordering::Acquire) == 0 {
-            Some(msg)
-        } else {
-            let mut map = self.parked.map.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get_mut(&to) {
-                Some(q) => {
-                    q.push_back((from, msg));
-                    // Counted under the lock, so a drain never subtracts first.
-                    self.parked.count.fetch_add(1, Ordering::AcqRel);
-                    None
-                }
-                None => Some(msg),
-            }
-        };
-        let Some(msg) = msg else {
-            self.backpressure().await;
-            return;
-        };
-        match self
-            .node
-            .system
-            .try_deliver(from, to, msg, self.node.config.mailbox_overflow)
-        {
-            Ok(()) => {}
-            Err(SendError::Full(m)) => {
-                let new_target = {
-                    let mut map = self.parked.map.lock().unwrap_or_else(|e| e.into_inner());
-                    let entry = map.entry(to);
-                    let new_target = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
-                    entry.or_default().push_back((from, m.into_inner()));
-                    self.parked.count.fetch_add(1, Ordering::AcqRel);
-                    if new_target {
-                        self.parked.targets.fetch_add(1, Ordering::AcqRel);
-                    }
-                    new_target
-                };
-                if new_target {
-                    tokio::spawn(drain_parked(
-                        self.node.clone(),
-                        self.peer.clone(),
-                        self.parked.clone(),
-                        to,
-                    ));
-                }
-                self.backpressure().await;
-            }
-            Err(e) => {
-                PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                tracing::debug!(peer = %self.peer.name, %to, error = %e, "incoming message not delivered");
-            }
-        }
-    }
-
-    async fn backpressure(&self) {
-        let max = self.node.config.max_parked.max(1);
-        if self.parked.count.load(Ordering::Acquire) < max {
-            return;
-        }
-        loop {
-            let notified = self.parked.space.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.parked.count.load(Ordering::Acquire) < max {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Delivers one target's parked messages in order, waiting for room. Takes them
-/// out in batches (one lock per batch), and wakes a reader held back by
-/// [`Dispatcher::backpressure`] only when the count drops below the limit.
-async fn drain_parked(node: Arc<NodeInner>, peer: Arc<Peer>, parked: Arc<Parked>, to: Pid) {
-    const BATCH: usize = 256;
-    let max = node.config.max_parked.max(1);
-    let mut batch: ParkedQueue = VecDeque::with_capacity(BATCH);
-    loop {
-        {
-            let mut map = parked.map.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get_mut(&to) {
-                Some(q) if !q.is_empty() => {
-                    let n = q.len().min(BATCH);
-                    batch.extend(q.drain(..n));
-                }
-                _ => {
-                    if map.remove(&to).is_some() {
-                        parked.targets.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    return;
-                }
-            }
-        }
-        let n = batch.len();
-        let before = parked.count.fetch_sub(n, Ordering::AcqRel);
-        if before >= max && before - n < max {
-            parked.space.notify_waiters();
-        }
-        while let Some((from, msg)) = batch.pop_front() {
-            if let Err(e) = node.system.send_from(from, to, msg).await {
-                // The target is gone: so is everything parked for it.
-                let removed = parked
-                    .map
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&to);
-                if removed.is_some() {
-                    parked.targets.fetch_sub(1, Ordering::AcqRel);
-                }
-                let rest = removed.map_or(0, |q| q.len());
-                if rest > 0 {
-                    parked.count.fetch_sub(rest, Ordering::AcqRel);
-                    parked.space.notify_waiters();
-                }
-                let dropped = rest + batch.len() + 1;
-                PeerCounters::add(&peer.counters.dropped_in, dropped as u64);
-                tracing::debug!(peer = %peer.name, %to, error = %e, dropped, "parked messages not delivered");
-                return;
-            }
-        }
-    }
-}
-
-impl FrameSink for Dispatcher {
-    async fn frame(&mut self, frame: Frame<'_>) -> Result<(), EndReason> {
-        match frame {
-            Frame::Send { from, to, body } => {
-                PeerCounters::add(&self.peer.counters.msgs_in, 1);
-                if to.node() != self.node.me.node_id {
-                    PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                    tracing::warn!(peer = %self.peer.name, %to, "message for another node dropped");
-                    return Ok(());
-                }
-                if let Some(msg) = self.decode(body) {
-                    self.deliver(from, to, msg).await;
-                }
-            }
-            Frame::SendNamed { from, name, body } => {
-                PeerCounters::add(&self.peer.counters.msgs_in, 1);
-                let Some(msg) = self.decode(body) else {
-                    return Ok(());
-                };
-                match self.node.system.whereis(name) {
-                    Some(to) => self.deliver(from, to, msg).await,
-                    None => {
-                        PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                        tracing::debug!(peer = %self.peer.name, name, "message for an unregistered name dropped");
-                    }
-                }
-            }
-            Frame::Signal { to, signal } if to.node() != self.node.me.node_id => {
-                // Never relay: a peer must not reach a third node through us.
-                PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                tracing::warn!(peer = %self.peer.name, %to, ?signal, "signal for another node dropped");
-            }
-            Frame::Signal { to, signal } => {
-                self.peer.book().incoming(to, &signal);
-                self.node.system.deliver_signal(to, signal);
-            }
-            Frame::Tick => {}
-            Frame::Goodbye | Frame::Handshake { .. } => {}
-        }
-        Ok(())
-    }
-}
-
-/// The actor system's router: everything addressed to other nodes.
-struct DistRouter {
-    node: Weak<NodeInner>,
-}
-
-impl DistRouter {
-    fn node(&self) -> Result<Arc<NodeInner>, RouteError> {
-        self.node.upgrade().ok_or(RouteError::Closed)
-    }
-
-    fn peer(&self, node: &Arc<NodeInner>, id: u32) -> Result<Arc<Peer>, RouteError> {
-        node.peer_by_id(id).ok_or_else(|| RouteError::Unreachable {
-            node: format!("node id {id}"),
-            reason: "no connection to that node and its name is unknown here; reach it once by name (connect or a named send)".into(),
-        })
-    }
-
-    fn push_message(
-        &self,
-        node: &Arc<NodeInner>,
-        peer: &Arc<Peer>,
-        msg: Message,
-        header: impl FnOnce(&mut Vec<u8>) -> Result<usize, crate::error::FrameError>,
-    ) -> Result<(), RouteError> {
-        if node.is_shutting_down() {
-            return Err(RouteError::Closed);
-        }
-        if !peer.is_up() {
-            node.ensure_dialing(peer, false);
-        }
-        let max = node.config.max_frame_size;
-        let pushed = peer.queue.push(false, |buf| {
-            let start = header(buf).map_err(|e| e.to_string())?;
-            codec::encode_message(&msg, buf).map_err(|e| e.to_string())?;
-            frame::finish(buf, start, max).map_err(|e| e.to_string())
-        });
-        match pushed {
-            Ok(direct) => {
-                PeerCounters::add(&peer.counters.msgs_out, 1);
-                if direct > 0 {
-                    PeerCounters::add(&peer.counters.bytes_out, direct as u64);
-                }
-                Ok(())
-            }
-            Err(PushError::Full) => Err(RouteError::Full(UnsentMessage::new(msg))),
-            Err(PushError::Encode(detail)) => Err(RouteError::NotSerializable { detail }),
-        }
-    }
-}
-
-impl Router for DistRouter {
-    fn try_send(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), RouteError> {
-        let node = self.node()?;
-        let peer = self.peer(&node, to.node())?;
-        self.push_message(&node, &peer, msg, |buf| {
-            Ok(frame::begin_send(buf, from, to))
-        })
-    }
-
-    fn try_send_named(
-        &self,
-        from: Option<Pid>,
-        name: &str,
-        node_name: &str,
-        msg: Message,
-    ) -> Result<(), RouteError> {
-        let node = self.node()?;
-        let peer = node
-            .peer_by_name(node_name)
-            .map_err(|e| RouteError::Unreachable {
-                node: node_name.to_string(),
-                reason: e.to_string(),
-            })?;
-        self.push_message(&node, &peer, msg, |buf| {
-            frame::begin_send_named(buf, from, name)
-        })
-    }
-
-    fn ready(&self, node_id: Option<u32>, node_name: Option<&str>) -> ReadyFuture<'_> {
-        let peer = self
-            .node
-            .upgrade()
-            .and_then(|n| match (node_id, node_name) {
-                (Some(id), _) => n.peer_by_id(id),
-                (None, Some(name)) => n.peer_by_name(name).ok(),
-                _ => None,
-            });
-        Box::pin(async move {
-            if let Some(p) = peer {
-                p.queue.ready().await
-            }
-        })
-    }
-
-    fn is_known(&self, node_id: u32) -> bool {
-        self.node
-            .upgrade()
-            .is_some_and(|n| n.peer_by_id(node_id).is_some())
-    }
-
-    fn resolve(&self, node_id: u32) -> ReadyFuture<'_> {
-        let node = self.node.upgrade();
-        Box::pin(async move {
-            let Some(n) = node else { return };
-            // Ask EPMD which registered node's full name hashes to this id.
-            let Ok(list) = n.epmd.list().await else {
-                return;
-            };
-            for info in list {
-                if info.kind != NodeKind::Joerl {
-                    continue;
-                }
-                let full = info
-                    .metadata
-                    .get("node")
-                    .cloned()
-                    .unwrap_or_else(|| format!("{}@{}", info.name, info.host));
-                if joerl_core::node_id(&full) == node_id {
-                    let _ = n.peer_by_name(&full);
-                    return;
-                }
-            }
-        })
-    }
-
-    fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError> {
-        let node = self.node()?;
-        let Some(peer) = node.peer_by_id(to.node()) else {
-            // Nothing to carry it: answer as if the node were down.
-            answer_unreachable(&node.system, to, signal);
-            return Ok(());
-        };
-        if node.is_shutting_down() && !peer.is_up() {
-            answer_unreachable(&node.system, to, signal);
-            return Ok(());
-        }
-        peer.book().outgoing(to, &signal);
-        if !peer.is_up() {
-            node.ensure_dialing(&peer, false);
-        }
-        let max = node.config.max_frame_size;
-        match peer
-            .queue
-            .push(true, |buf| frame::put_signal(buf, to, &signal, max))
-        {
-            Ok(direct) => {
-                PeerCounters::add(&peer.counters.bytes_out, direct as u64);
-                Ok(())
-            }
-            Err(PushError::Full) => {
-                // The peer has not read for a long while: drop the connection
-                // (which fires noconnection for every link and monitor to it,
-                // this one included) rather than grow the buffer further.
-                tracing::warn!(peer = %peer.name, "outgoing queue over its hard limit; closing the connection");
-                let conn_id = match &*peer.conn() {
-                    ConnState::Up { conn_id, .. } => Some(*conn_id),
-                    _ => None,
-                };
-                match conn_id {
-                    Some(id) => node.connection_lost(
-                        &peer,
-                        id,
-                        &EndReason::Io(
-                            "the peer stopped reading (outgoing queue over its hard limit)".into(),
-                        ),
-                        true,
-                    ),
-                    None => {
-                        // Not connected yet: drop what waits for it; links and
-                        // monitors to it (this one included) fire noconnection.
-                        let dropped = peer.queue.clear();
-                        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
-                        node.node_down(
-                            &peer,
-                            "outgoing queue over its hard limit while connecting".into(),
-                        );
-                    }
-                }
-                Ok(())
-            }
-            Err(PushError::Encode(e)) => Err(RouteError::NotSerializable {
-                detail: e.to_string(),
-            }),
-        }
-    }
-
-    fn is_connected(&self, node_id: u32) -> bool {
-        self.node
-            .upgrade()
-            .and_then(|n| n.peer_by_id(node_id))
-            .is_some_and(|p| p.is_up())
-    }
-}
-
-/// Answers a signal for a node nobody can reach: links exit and monitors go
-/// down with `noconnection`, at once.
-fn answer_unreachable(system: &ActorSystem, to: Pid, signal: Signal) {
-    use joerl_core::ExitReason;
-    match signal {
-        Signal::Link { from } => system.deliver_signal(
-            from,
-            Signal::Exit {
-                from: to,
-                reason: ExitReason::NoConnection,
-                link: true,
-            },
-        ),
-        Signal::Monitor { from, monitor } => system.deliver_signal(
-            from,
-            Signal::Down {
-                monitor,
-                pid: to,
-                reason: ExitReason::NoConnection,
-            },
-        ),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Bad frames on an authenticated connection: a fake peer that passed the
     //! handshake sends what no joerl node would.
 
     use super::*;
+    use crate::{codec, frame};
+    use joerl_core::Message;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const DEADLINE: Duration = Duration::from_secs(20);

@@ -193,7 +193,7 @@ pub(crate) struct Peer {
     /// tie-break applies only then, not while a dial loop is backing off).
     pub(crate) handshaking: AtomicBool,
     /// Incoming messages parked for full mailboxes (see `node::Parked`).
-    pub(crate) parked: std::sync::Arc<crate::node::Parked>,
+    pub(crate) parked: std::sync::Arc<crate::delivery::Parked>,
     /// When data last arrived, in milliseconds since `epoch`.
     last_heard_ms: AtomicU64,
     epoch: Instant,

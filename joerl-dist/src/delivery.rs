@@ -1,0 +1,248 @@
+//! Delivering what arrives on a connection to local actors.
+//!
+//! The reader hands every decoded frame to a [`Dispatcher`]. Messages go into
+//! their target's mailbox; a full mailbox first runs over by a bounded amount
+//! (`mailbox_overflow`), then further messages for that target are parked, in
+//! order, and a drain task feeds them in as room appears, so one busy actor never
+//! holds up the others. Past `max_parked` parked messages the reader stops
+//! reading, which pushes back on the sending node through TCP. Parked messages
+//! belong to the peer, not the connection, so per-target order survives a
+//! reconnect. Signals are applied to the link/monitor bookkeeping, then handed to
+//! the actor system; a signal for another node is dropped (a node never relays).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use joerl_core::fxhash::FxBuildHasher;
+use joerl_core::{Message, Pid, SendError};
+use tokio::sync::Notify;
+
+use crate::codec;
+use crate::connection::{EndReason, FrameSink};
+use crate::error::CodecError;
+use crate::frame::Frame;
+use crate::node::NodeInner;
+use crate::peer::{Peer, PeerCounters};
+
+/// Messages (with their senders) waiting for one target's mailbox.
+type ParkedQueue = VecDeque<(Option<Pid>, Message)>;
+
+/// Incoming messages waiting for room in full local mailboxes, per target. One
+/// per peer (not per connection), so per-target order holds across reconnects.
+#[derive(Default)]
+pub(crate) struct Parked {
+    map: Mutex<HashMap<Pid, ParkedQueue, FxBuildHasher>>,
+    /// Targets with an entry in `map`; zero lets delivery skip the lock.
+    targets: AtomicUsize,
+    /// Messages parked.
+    count: AtomicUsize,
+    space: Notify,
+}
+
+/// Hands the frames of one connection to local actors.
+pub(crate) struct Dispatcher {
+    node: Arc<NodeInner>,
+    peer: Arc<Peer>,
+    parked: Arc<Parked>,
+}
+
+impl Dispatcher {
+    /// The dispatcher for a new connection of `peer`.
+    pub(crate) fn new(node: Arc<NodeInner>, peer: Arc<Peer>) -> Self {
+        let parked = peer.parked.clone();
+        Dispatcher { node, peer, parked }
+    }
+
+    fn decode(&self, body: &[u8]) -> Option<Message> {
+        match codec::decode_message(body) {
+            Ok(m) => Some(m),
+            Err(CodecError::UnknownWireId(id)) => {
+                PeerCounters::add(&self.peer.counters.unknown_types, 1);
+                tracing::warn!(
+                    peer = %self.peer.name,
+                    wire_id = format_args!("{id:#018x}"),
+                    "message of a type not registered on this node dropped; register it with remote_message!"
+                );
+                None
+            }
+            Err(e) => {
+                PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                tracing::warn!(peer = %self.peer.name, error = %e, "undecodable message dropped");
+                None
+            }
+        }
+    }
+
+    /// Delivers to a local actor. A full mailbox first runs over by up to
+    /// `mailbox_overflow` messages; past that the message is parked (in order,
+    /// per target) so other actors' messages keep flowing; past `max_parked`
+    /// parked messages the connection stops reading (back-pressure to the sender).
+    async fn deliver(&mut self, from: Option<Pid>, to: Pid, msg: Message) {
+        // Keep per-target order: if this target already has messages waiting,
+        // this one waits behind them.
+        let msg = if self.parked.targets.load(Ordering::Acquire) == 0 {
+            Some(msg)
+        } else {
+            let mut map = self.parked.map.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(&to) {
+                Some(q) => {
+                    q.push_back((from, msg));
+                    // Counted under the lock, so a drain never subtracts first.
+                    self.parked.count.fetch_add(1, Ordering::AcqRel);
+                    None
+                }
+                None => Some(msg),
+            }
+        };
+        let Some(msg) = msg else {
+            self.backpressure().await;
+            return;
+        };
+        match self
+            .node
+            .system
+            .try_deliver(from, to, msg, self.node.config.mailbox_overflow)
+        {
+            Ok(()) => {}
+            Err(SendError::Full(m)) => {
+                let new_target = {
+                    let mut map = self.parked.map.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = map.entry(to);
+                    let new_target = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
+                    entry.or_default().push_back((from, m.into_inner()));
+                    self.parked.count.fetch_add(1, Ordering::AcqRel);
+                    if new_target {
+                        self.parked.targets.fetch_add(1, Ordering::AcqRel);
+                    }
+                    new_target
+                };
+                if new_target {
+                    tokio::spawn(drain_parked(
+                        self.node.clone(),
+                        self.peer.clone(),
+                        self.parked.clone(),
+                        to,
+                    ));
+                }
+                self.backpressure().await;
+            }
+            Err(e) => {
+                PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                tracing::debug!(peer = %self.peer.name, %to, error = %e, "incoming message not delivered");
+            }
+        }
+    }
+
+    async fn backpressure(&self) {
+        let max = self.node.config.max_parked.max(1);
+        if self.parked.count.load(Ordering::Acquire) < max {
+            return;
+        }
+        loop {
+            let notified = self.parked.space.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.parked.count.load(Ordering::Acquire) < max {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Delivers one target's parked messages in order, waiting for room. Takes them
+/// out in batches (one lock per batch), and wakes a reader held back by
+/// [`Dispatcher::backpressure`] only when the count drops below the limit.
+async fn drain_parked(node: Arc<NodeInner>, peer: Arc<Peer>, parked: Arc<Parked>, to: Pid) {
+    const BATCH: usize = 256;
+    let max = node.config.max_parked.max(1);
+    let mut batch: ParkedQueue = VecDeque::with_capacity(BATCH);
+    loop {
+        {
+            let mut map = parked.map.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(&to) {
+                Some(q) if !q.is_empty() => {
+                    let n = q.len().min(BATCH);
+                    batch.extend(q.drain(..n));
+                }
+                _ => {
+                    if map.remove(&to).is_some() {
+                        parked.targets.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    return;
+                }
+            }
+        }
+        let n = batch.len();
+        let before = parked.count.fetch_sub(n, Ordering::AcqRel);
+        if before >= max && before - n < max {
+            parked.space.notify_waiters();
+        }
+        while let Some((from, msg)) = batch.pop_front() {
+            if let Err(e) = node.system.send_from(from, to, msg).await {
+                // The target is gone: so is everything parked for it.
+                let removed = parked
+                    .map
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&to);
+                if removed.is_some() {
+                    parked.targets.fetch_sub(1, Ordering::AcqRel);
+                }
+                let rest = removed.map_or(0, |q| q.len());
+                if rest > 0 {
+                    parked.count.fetch_sub(rest, Ordering::AcqRel);
+                    parked.space.notify_waiters();
+                }
+                let dropped = rest + batch.len() + 1;
+                PeerCounters::add(&peer.counters.dropped_in, dropped as u64);
+                tracing::debug!(peer = %peer.name, %to, error = %e, dropped, "parked messages not delivered");
+                return;
+            }
+        }
+    }
+}
+
+impl FrameSink for Dispatcher {
+    async fn frame(&mut self, frame: Frame<'_>) -> Result<(), EndReason> {
+        match frame {
+            Frame::Send { from, to, body } => {
+                PeerCounters::add(&self.peer.counters.msgs_in, 1);
+                if to.node() != self.node.me.node_id {
+                    PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                    tracing::warn!(peer = %self.peer.name, %to, "message for another node dropped");
+                    return Ok(());
+                }
+                if let Some(msg) = self.decode(body) {
+                    self.deliver(from, to, msg).await;
+                }
+            }
+            Frame::SendNamed { from, name, body } => {
+                PeerCounters::add(&self.peer.counters.msgs_in, 1);
+                let Some(msg) = self.decode(body) else {
+                    return Ok(());
+                };
+                match self.node.system.whereis(name) {
+                    Some(to) => self.deliver(from, to, msg).await,
+                    None => {
+                        PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                        tracing::debug!(peer = %self.peer.name, name, "message for an unregistered name dropped");
+                    }
+                }
+            }
+            Frame::Signal { to, signal } if to.node() != self.node.me.node_id => {
+                // Never relay: a peer must not reach a third node through us.
+                PeerCounters::add(&self.peer.counters.dropped_in, 1);
+                tracing::warn!(peer = %self.peer.name, %to, ?signal, "signal for another node dropped");
+            }
+            Frame::Signal { to, signal } => {
+                self.peer.book().incoming(to, &signal);
+                self.node.system.deliver_signal(to, signal);
+            }
+            Frame::Tick => {}
+            Frame::Goodbye | Frame::Handshake { .. } => {}
+        }
+        Ok(())
+    }
+}

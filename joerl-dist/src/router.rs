@@ -1,0 +1,246 @@
+//! The actor system's [`Router`]: how sends, named sends and signals for other
+//! nodes become frames in a peer's queue.
+//!
+//! Messages are encoded straight into the peer's outgoing buffer (dialing the
+//! peer first if it is not connected); a full buffer hands the message back so
+//! `send` can wait. Signals are recorded in the peer's link/monitor bookkeeping
+//! before they are queued, so losing the peer can answer each of them with
+//! `noconnection`; a signal for a node nobody can reach is answered at once.
+
+use std::sync::{Arc, Weak};
+
+use joerl_core::{
+    ActorSystem, Message, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMessage,
+};
+use joerl_epmd::NodeKind;
+
+use crate::codec;
+use crate::connection::EndReason;
+use crate::frame;
+use crate::node::NodeInner;
+use crate::outqueue::PushError;
+use crate::peer::{ConnState, Peer, PeerCounters};
+
+/// The actor system's router: everything addressed to other nodes.
+pub(crate) struct DistRouter {
+    node: Weak<NodeInner>,
+}
+
+impl DistRouter {
+    /// A router for `node` (weak: the actor system must not keep the node alive).
+    pub(crate) fn new(node: Weak<NodeInner>) -> Self {
+        DistRouter { node }
+    }
+
+    fn node(&self) -> Result<Arc<NodeInner>, RouteError> {
+        self.node.upgrade().ok_or(RouteError::Closed)
+    }
+
+    fn peer(&self, node: &Arc<NodeInner>, id: u32) -> Result<Arc<Peer>, RouteError> {
+        node.peer_by_id(id).ok_or_else(|| RouteError::Unreachable {
+            node: format!("node id {id}"),
+            reason: "no connection to that node and its name is unknown here; reach it once by name (connect or a named send)".into(),
+        })
+    }
+
+    fn push_message(
+        &self,
+        node: &Arc<NodeInner>,
+        peer: &Arc<Peer>,
+        msg: Message,
+        header: impl FnOnce(&mut Vec<u8>) -> Result<usize, crate::error::FrameError>,
+    ) -> Result<(), RouteError> {
+        if node.is_shutting_down() {
+            return Err(RouteError::Closed);
+        }
+        if !peer.is_up() {
+            node.ensure_dialing(peer, false);
+        }
+        let max = node.config.max_frame_size;
+        let pushed = peer.queue.push(false, |buf| {
+            let start = header(buf).map_err(|e| e.to_string())?;
+            codec::encode_message(&msg, buf).map_err(|e| e.to_string())?;
+            frame::finish(buf, start, max).map_err(|e| e.to_string())
+        });
+        match pushed {
+            Ok(direct) => {
+                PeerCounters::add(&peer.counters.msgs_out, 1);
+                if direct > 0 {
+                    PeerCounters::add(&peer.counters.bytes_out, direct as u64);
+                }
+                Ok(())
+            }
+            Err(PushError::Full) => Err(RouteError::Full(UnsentMessage::new(msg))),
+            Err(PushError::Encode(detail)) => Err(RouteError::NotSerializable { detail }),
+        }
+    }
+}
+
+impl Router for DistRouter {
+    fn try_send(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), RouteError> {
+        let node = self.node()?;
+        let peer = self.peer(&node, to.node())?;
+        self.push_message(&node, &peer, msg, |buf| {
+            Ok(frame::begin_send(buf, from, to))
+        })
+    }
+
+    fn try_send_named(
+        &self,
+        from: Option<Pid>,
+        name: &str,
+        node_name: &str,
+        msg: Message,
+    ) -> Result<(), RouteError> {
+        let node = self.node()?;
+        let peer = node
+            .peer_by_name(node_name)
+            .map_err(|e| RouteError::Unreachable {
+                node: node_name.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.push_message(&node, &peer, msg, |buf| {
+            frame::begin_send_named(buf, from, name)
+        })
+    }
+
+    fn ready(&self, node_id: Option<u32>, node_name: Option<&str>) -> ReadyFuture<'_> {
+        let peer = self
+            .node
+            .upgrade()
+            .and_then(|n| match (node_id, node_name) {
+                (Some(id), _) => n.peer_by_id(id),
+                (None, Some(name)) => n.peer_by_name(name).ok(),
+                _ => None,
+            });
+        Box::pin(async move {
+            if let Some(p) = peer {
+                p.queue.ready().await
+            }
+        })
+    }
+
+    fn is_known(&self, node_id: u32) -> bool {
+        self.node
+            .upgrade()
+            .is_some_and(|n| n.peer_by_id(node_id).is_some())
+    }
+
+    fn resolve(&self, node_id: u32) -> ReadyFuture<'_> {
+        let node = self.node.upgrade();
+        Box::pin(async move {
+            let Some(n) = node else { return };
+            // Ask EPMD which registered node's full name hashes to this id.
+            let Ok(list) = n.epmd.list().await else {
+                return;
+            };
+            for info in list {
+                if info.kind != NodeKind::Joerl {
+                    continue;
+                }
+                let full = info
+                    .metadata
+                    .get("node")
+                    .cloned()
+                    .unwrap_or_else(|| format!("{}@{}", info.name, info.host));
+                if joerl_core::node_id(&full) == node_id {
+                    let _ = n.peer_by_name(&full);
+                    return;
+                }
+            }
+        })
+    }
+
+    fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError> {
+        let node = self.node()?;
+        let Some(peer) = node.peer_by_id(to.node()) else {
+            // Nothing to carry it: answer as if the node were down.
+            answer_unreachable(&node.system, to, signal);
+            return Ok(());
+        };
+        if node.is_shutting_down() && !peer.is_up() {
+            answer_unreachable(&node.system, to, signal);
+            return Ok(());
+        }
+        peer.book().outgoing(to, &signal);
+        if !peer.is_up() {
+            node.ensure_dialing(&peer, false);
+        }
+        let max = node.config.max_frame_size;
+        match peer
+            .queue
+            .push(true, |buf| frame::put_signal(buf, to, &signal, max))
+        {
+            Ok(direct) => {
+                PeerCounters::add(&peer.counters.bytes_out, direct as u64);
+                Ok(())
+            }
+            Err(PushError::Full) => {
+                // The peer has not read for a long while: drop the connection
+                // (which fires noconnection for every link and monitor to it,
+                // this one included) rather than grow the buffer further.
+                tracing::warn!(peer = %peer.name, "outgoing queue over its hard limit; closing the connection");
+                let conn_id = match &*peer.conn() {
+                    ConnState::Up { conn_id, .. } => Some(*conn_id),
+                    _ => None,
+                };
+                match conn_id {
+                    Some(id) => node.connection_lost(
+                        &peer,
+                        id,
+                        &EndReason::Io(
+                            "the peer stopped reading (outgoing queue over its hard limit)".into(),
+                        ),
+                        true,
+                    ),
+                    None => {
+                        // Not connected yet: drop what waits for it; links and
+                        // monitors to it (this one included) fire noconnection.
+                        let dropped = peer.queue.clear();
+                        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
+                        node.node_down(
+                            &peer,
+                            "outgoing queue over its hard limit while connecting".into(),
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Err(PushError::Encode(e)) => Err(RouteError::NotSerializable {
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn is_connected(&self, node_id: u32) -> bool {
+        self.node
+            .upgrade()
+            .and_then(|n| n.peer_by_id(node_id))
+            .is_some_and(|p| p.is_up())
+    }
+}
+
+/// Answers a signal for a node nobody can reach: links exit and monitors go
+/// down with `noconnection`, at once.
+fn answer_unreachable(system: &ActorSystem, to: Pid, signal: Signal) {
+    use joerl_core::ExitReason;
+    match signal {
+        Signal::Link { from } => system.deliver_signal(
+            from,
+            Signal::Exit {
+                from: to,
+                reason: ExitReason::NoConnection,
+                link: true,
+            },
+        ),
+        Signal::Monitor { from, monitor } => system.deliver_signal(
+            from,
+            Signal::Down {
+                monitor,
+                pid: to,
+                reason: ExitReason::NoConnection,
+            },
+        ),
+        _ => {}
+    }
+}
