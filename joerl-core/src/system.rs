@@ -631,6 +631,15 @@ impl ActorSystem {
         request: Message,
         timeout: Duration,
     ) -> Result<Message, CallError> {
+        if let (Target::Remote, Some(router)) =
+            (self.inner.classify(server), self.inner.router.get())
+        {
+            if !router.is_known(server.node()) {
+                // Learn how to reach the server's node before monitoring it, or
+                // the monitor would answer noconnection at once.
+                router.resolve(server.node()).await;
+            }
+        }
         let slot = ReplySlot::new(self.inner.clone());
         let monitor = self
             .inner
