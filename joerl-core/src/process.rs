@@ -6,9 +6,13 @@
 //! only ever held for a few pointer moves, never across an `.await` or user code.
 //!
 //! Invariants:
-//! - `queue.len() <= capacity`, except for nothing: the capacity is never exceeded.
-//! - Once `closed` is set no message or signal is accepted; pushes return the
-//!   value so the caller can answer with `noproc`.
+//! - Local senders never push past `capacity` (they wait or get `Full`). Only
+//!   the distribution layer may push up to `capacity + extra` for messages that
+//!   arrived from another node (`try_push_beyond`), so the queue stays bounded.
+//! - The owner takes at most one batch (`BATCH` in `actor.rs`) out at a time, so
+//!   at most `capacity + extra + BATCH` user messages exist for one actor.
+//! - Once `closed` is set no message or signal is accepted; pushes fail so the
+//!   caller can answer with `noproc`.
 //! - `has_signals` is true whenever `signals` is non-empty (it may briefly be true
 //!   with an empty queue); the owner reads it without locking as a hint.
 
