@@ -27,11 +27,34 @@ use tokio::sync::mpsc;
 /// What a worker reports to its observer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Report {
-    Exit { from: Pid, reason: ExitReason },
-    Down { pid: Pid, reason: ExitReason },
-    Stopped { pid: Pid, reason: ExitReason },
+    Exit {
+        from: Pid,
+        reason: ExitReason,
+    },
+    Down {
+        pid: Pid,
+        reason: ExitReason,
+    },
+    Stopped {
+        pid: Pid,
+        reason: ExitReason,
+    },
+    /// An order checker saw all `count` numbers in order.
+    InOrder {
+        count: u64,
+    },
+    /// An order checker saw `got` where it expected `expected`.
+    OutOfOrder {
+        expected: u64,
+        got: u64,
+    },
 }
 remote_message!(Report, "test::Report");
+
+/// A numbered message for the order test.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Seq(u64);
+remote_message!(Seq, "test::Seq");
 
 /// Commands a worker obeys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +77,11 @@ enum CtlReq {
     Add(i64, i64),
     /// Reply after this many milliseconds.
     Slow(u64),
+    /// Spawn an actor that checks `count` Seq messages arrive in order.
+    OrderCheck {
+        observer: Pid,
+        count: u64,
+    },
 }
 remote_message!(CtlReq, "test::CtlReq");
 
@@ -129,6 +157,57 @@ impl Actor for Worker {
     }
 }
 
+/// Checks that Seq numbers arrive in order; reports once.
+struct OrderCheck {
+    observer: Pid,
+    count: u64,
+    next: u64,
+}
+
+impl Actor for OrderCheck {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        let Ok(seq) = msg.downcast::<Seq>() else {
+            return;
+        };
+        if self.next == u64::MAX {
+            return;
+        }
+        if seq.0 != self.next {
+            let report = Report::OutOfOrder {
+                expected: self.next,
+                got: seq.0,
+            };
+            self.next = u64::MAX;
+            let _ = ctx.send(self.observer, Box::new(report)).await;
+            return;
+        }
+        self.next += 1;
+        if self.next == self.count {
+            let _ = ctx
+                .send(
+                    self.observer,
+                    Box::new(Report::InOrder { count: self.count }),
+                )
+                .await;
+        }
+    }
+}
+
+/// Sends `count` Seq messages to `to`, from an actor, as fast as allowed.
+struct SeqSender {
+    to: Pid,
+    count: u64,
+}
+
+impl Actor for SeqSender {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        for i in 0..self.count {
+            ctx.send(self.to, Box::new(Seq(i))).await.expect("send");
+        }
+    }
+    async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
+}
+
 struct Ctl;
 
 impl GenServer for Ctl {
@@ -147,6 +226,14 @@ impl GenServer for Ctl {
                 CallResponse::Reply(CtlReply::Spawned(pid))
             }
             CtlReq::Add(a, b) => CallResponse::Reply(CtlReply::Sum(a + b)),
+            CtlReq::OrderCheck { observer, count } => {
+                let pid = ctx.spawn(OrderCheck {
+                    observer,
+                    count,
+                    next: 0,
+                });
+                CallResponse::Reply(CtlReply::Spawned(pid))
+            }
             CtlReq::Slow(ms) => {
                 let system = ctx.system().clone();
                 tokio::spawn(async move {
@@ -765,5 +852,41 @@ async fn graceful_shutdown_is_seen_at_once_with_shutdown_reasons() {
         }
     }
     assert!(start.elapsed() < a.config().tick_timeout + Duration::from_secs(2));
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_between_processes_arrive_in_send_order() {
+    init_tracing();
+    let epmd = epmd().await;
+    let child = ChildNode::start("order_b", epmd.local_addr());
+    let a = node("order_a", epmd.local_addr()).await;
+    let ctl = ctl(&a, &child).await;
+    let (fwd, mut obs) = forward();
+    let observer = a.spawn(fwd);
+    const N: u64 = 200_000;
+    let checker = match a
+        .call::<_, CtlReply>(ctl, CtlReq::OrderCheck { observer, count: N }, T)
+        .await
+        .unwrap()
+    {
+        CtlReply::Spawned(p) => p,
+        other => panic!("{other:?}"),
+    };
+    a.spawn(SeqSender {
+        to: checker,
+        count: N,
+    });
+    let verdict = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        loop {
+            let (msg, _) = obs.recv().await.expect("observer alive");
+            if let Ok(r) = msg.downcast::<Report>() {
+                return *r;
+            }
+        }
+    })
+    .await
+    .expect("all messages within 2 minutes");
+    assert_eq!(verdict, Report::InOrder { count: N });
     a.shutdown().await;
 }
