@@ -124,7 +124,7 @@ async fn join(
     let peer = list
         .iter()
         .find(|n| n.port == addr.port())
-        .and_then(|n| n.metadata.get("node").cloned())
+        .and_then(joerl_dist::joerl_node_name)
         .with_context(|| format!("no joerl node registered in EPMD listens on {addr}"))?;
     node.connect(&peer)
         .await

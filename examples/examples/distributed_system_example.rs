@@ -108,7 +108,7 @@ async fn greet_new_peers(
         return;
     };
     for info in list {
-        let Some(peer) = info.metadata.get("node").cloned() else {
+        let Some(peer) = joerl_dist::joerl_node_name(&info) else {
             continue;
         };
         if peer == node.name() || greeted.contains(&peer) {

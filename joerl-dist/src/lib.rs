@@ -49,7 +49,7 @@ mod router;
 pub use config::DistConfig;
 pub use error::{CodecError, DistError, FrameError, HandshakeError};
 pub use events::{NodeDown, NodeEvent, NodeStats, PeerStats};
-pub use node::{DistributedSystem, NodeBuilder};
+pub use node::{DistributedSystem, NODE_NAME_KEY, NodeBuilder, joerl_node_name};
 
 /// Re-exported so that [`remote_message!`] works without a direct dependency.
 #[doc(hidden)]

@@ -401,6 +401,24 @@ fn parse_addr(s: &str) -> Result<SocketAddr, DistError> {
     })
 }
 
+/// The EPMD metadata key under which a joerl node registers its full name.
+pub const NODE_NAME_KEY: &str = "node";
+
+/// The full name (`name@host`) of a joerl node listed by EPMD, or `None` for an
+/// Erlang node. Nodes that registered without their full name get `name@host`
+/// from the daemon's record.
+pub fn joerl_node_name(info: &joerl_epmd::NodeInfo) -> Option<String> {
+    if info.kind != NodeKind::Joerl {
+        return None;
+    }
+    Some(
+        info.metadata
+            .get(NODE_NAME_KEY)
+            .cloned()
+            .unwrap_or_else(|| format!("{}@{}", info.name, info.host)),
+    )
+}
+
 /// Splits `name@host`, checking both parts.
 pub(crate) fn split_node_name(full: &str) -> Result<(&str, &str), DistError> {
     let (name, host) = full
@@ -466,7 +484,7 @@ impl NodeInner {
         let mut reg = Registration::new(short.clone(), local_addr.port())
             .host(host.clone())
             .metadata("joerl", env!("CARGO_PKG_VERSION"))
-            .metadata("node", full.clone());
+            .metadata(NODE_NAME_KEY, full.clone());
         // By default the registration lives with the guard's connection to EPMD,
         // as an Erlang node's does: a node that dies (even by kill -9) frees its
         // name at once, so it can restart under the same name. A lease is opt-in.
@@ -1130,14 +1148,12 @@ async fn discovery_loop(node: Weak<NodeInner>) {
         match n.epmd.list().await {
             Ok(list) => {
                 for info in list {
-                    if info.kind != NodeKind::Joerl || info.name == n.short_name {
+                    if info.name == n.short_name {
                         continue;
                     }
-                    let full = info
-                        .metadata
-                        .get("node")
-                        .cloned()
-                        .unwrap_or_else(|| format!("{}@{}", info.name, info.host));
+                    let Some(full) = joerl_node_name(&info) else {
+                        continue;
+                    };
                     match n.peer_by_name(&full) {
                         Ok(peer) => {
                             if !peer.is_up() {

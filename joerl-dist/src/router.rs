@@ -12,7 +12,6 @@ use std::sync::{Arc, Weak};
 use joerl_core::{
     ActorSystem, Message, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMessage,
 };
-use joerl_epmd::NodeKind;
 
 use crate::codec;
 use crate::connection::EndReason;
@@ -135,14 +134,9 @@ impl Router for DistRouter {
                 return;
             };
             for info in list {
-                if info.kind != NodeKind::Joerl {
+                let Some(full) = crate::node::joerl_node_name(&info) else {
                     continue;
-                }
-                let full = info
-                    .metadata
-                    .get("node")
-                    .cloned()
-                    .unwrap_or_else(|| format!("{}@{}", info.name, info.host));
+                };
                 if joerl_core::node_id(&full) == node_id {
                     let _ = n.peer_by_name(&full);
                     return;

@@ -250,7 +250,7 @@ async fn cut_connection_reconnects_and_later_messages_arrive() {
         .register(
             joerl_epmd::Registration::new("cut_b", proxy.addr.port())
                 .host("127.0.0.1")
-                .metadata("node", b.name()),
+                .metadata(joerl_dist::NODE_NAME_KEY, b.name()),
         )
         .await
         .unwrap();
