@@ -57,7 +57,9 @@ impl SendError {
     /// Takes back the unsent message, where the error carries it.
     pub fn into_message(self) -> Option<Message> {
         match self {
-            SendError::Full(m) | SendError::Route(RouteError::Full(m)) => Some(m.into_inner()),
+            SendError::Full(m)
+            | SendError::Route(RouteError::Full(m))
+            | SendError::Route(RouteError::UnknownNode { msg: m, .. }) => Some(m.into_inner()),
             _ => None,
         }
     }

@@ -24,6 +24,15 @@ pub enum RouteError {
         /// Why it could not be reached.
         reason: String,
     },
+    /// The router does not know the node with this id (it never talked to it);
+    /// the message is handed back. An async send asks [`Router::resolve`] once
+    /// and retries.
+    UnknownNode {
+        /// The node id.
+        node: u32,
+        /// The unsent message.
+        msg: UnsentMessage,
+    },
     /// The message cannot cross nodes (for example its type is not registered
     /// for the wire).
     NotSerializable {
@@ -44,6 +53,11 @@ impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RouteError::Full(_) => f.write_str("the outgoing queue to the node is full"),
+            RouteError::UnknownNode { node, .. } => write!(
+                f,
+                "node id {node} is unknown here: no connection to it and EPMD does not list it; \
+                 reach it once by name (connect or a named send)"
+            ),
             RouteError::Unreachable { node, reason } => {
                 write!(f, "node {node} is unreachable: {reason}")
             }
@@ -87,7 +101,9 @@ pub trait Router: Send + Sync + 'static {
     fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError>;
 
     /// True if the router knows how to reach the node with id `node` (it has
-    /// talked to it, or knows its name). The default says yes.
+    /// talked to it, or knows its name). Consulted before a call monitors a
+    /// server; sends learn it from [`RouteError::UnknownNode`] instead. The
+    /// default says yes.
     fn is_known(&self, node: u32) -> bool {
         let _ = node;
         true
@@ -95,8 +111,8 @@ pub trait Router: Send + Sync + 'static {
 
     /// Tries to learn how to reach the node with id `node` that this node has
     /// never talked to (for example by asking EPMD which name hashes to it).
-    /// Awaited once by an async send before it gives up with
-    /// [`RouteError::Unreachable`]. The default does nothing.
+    /// Awaited once by an async send that got [`RouteError::UnknownNode`], before
+    /// it retries. The default does nothing.
     fn resolve(&self, node: u32) -> ReadyFuture<'_> {
         let _ = node;
         Box::pin(async {})

@@ -347,17 +347,20 @@ impl ActorSystem {
             Target::Stale => Err(SendError::NoProc(to)),
             Target::Remote => {
                 let router = self.inner.router.get().ok_or(SendError::NoRouter(to))?;
-                if !router.is_known(to.node()) {
-                    // A Pid of a node never talked to: learn how to reach it first.
-                    router.resolve(to.node()).await;
-                }
                 let mut msg = msg;
+                let mut resolved = false;
                 loop {
                     match router.try_send(from, to, msg) {
                         Ok(()) => return Ok(()),
                         Err(RouteError::Full(m)) => {
                             msg = m.into_inner();
                             router.ready(Some(to.node()), None).await;
+                        }
+                        Err(RouteError::UnknownNode { msg: m, .. }) if !resolved => {
+                            // A Pid of a node never talked to: learn how to reach it, once.
+                            msg = m.into_inner();
+                            resolved = true;
+                            router.resolve(to.node()).await;
                         }
                         Err(e) => return Err(route_error(e, type_name)),
                     }

@@ -35,13 +35,6 @@ impl DistRouter {
         self.node.upgrade().ok_or(RouteError::Closed)
     }
 
-    fn peer(&self, node: &Arc<NodeInner>, id: u32) -> Result<Arc<Peer>, RouteError> {
-        node.peer_by_id(id).ok_or_else(|| RouteError::Unreachable {
-            node: format!("node id {id}"),
-            reason: "no connection to that node and its name is unknown here; reach it once by name (connect or a named send)".into(),
-        })
-    }
-
     fn push_message(
         &self,
         node: &Arc<NodeInner>,
@@ -78,7 +71,12 @@ impl DistRouter {
 impl Router for DistRouter {
     fn try_send(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), RouteError> {
         let node = self.node()?;
-        let peer = self.peer(&node, to.node())?;
+        let Some(peer) = node.peer_by_id(to.node()) else {
+            return Err(RouteError::UnknownNode {
+                node: to.node(),
+                msg: UnsentMessage::new(msg),
+            });
+        };
         self.push_message(&node, &peer, msg, |buf| {
             Ok(frame::begin_send(buf, from, to))
         })
