@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use joerl_dist::{
-    Actor, ActorContext, DistributedSystem, DownMessage, Message, NodeBuilder, Pid, remote_message,
+    Actor, ActorContext, DistributedSystem, DownMessage, Message, Pid, remote_message,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -42,12 +42,8 @@ struct Common {
     /// This node's name (`name` or `name@host`).
     #[arg(long)]
     name: String,
-    /// The EPMD to register in and look nodes up.
-    #[arg(long, default_value = "127.0.0.1:4369")]
-    epmd: SocketAddr,
-    /// The cookie (default: JOERL_COOKIE, else ~/.joerl.cookie).
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    node: joerl_examples::NodeOptions,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -193,11 +189,11 @@ impl Actor for Inbox {
 }
 
 async fn start_node(c: &Common) -> Result<DistributedSystem> {
-    let mut b = NodeBuilder::new(c.name.clone(), c.listen, c.epmd);
-    if let Some(cookie) = &c.cookie {
-        b = b.cookie(cookie.clone());
-    }
-    b.start().await.context("cannot start the node")
+    c.node
+        .builder_on(c.name.clone(), c.listen)
+        .start()
+        .await
+        .context("cannot start the node")
 }
 
 fn full_name(target: &str) -> String {
@@ -262,31 +258,22 @@ async fn serve(c: Common) -> Result<()> {
         node.name(),
         node.local_addr()
     );
-    wait_for_signal().await;
+    joerl_examples::until_stopped(None).await;
     node.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-async fn throughput(c: Common, target: &str, count: u64, size: usize) -> Result<()> {
-    if count == 0 {
-        bail!("--count must be at least 1");
-    }
-    let node = start_node(&c).await?;
-    connect(&node, target).await?;
+/// Tells `sink` on `target` to expect `count` payloads and report to a new
+/// local inbox; returns the sink's Pid, the inbox and the inbox's receiver.
+async fn start_run(
+    node: &DistributedSystem,
+    target: &str,
+    count: u64,
+) -> Result<(
+    Pid,
+    Pid,
+    tokio::sync::mpsc::UnboundedReceiver<(Message, Option<Pid>)>,
+)> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let inbox = node.spawn(Inbox(tx));
     node.send_named(
@@ -305,6 +292,16 @@ async fn throughput(c: Common, target: &str, count: u64, size: usize) -> Result<
         .downcast::<Ready>()
         .map_err(|_| anyhow::anyhow!("unexpected reply"))?
         .0;
+    Ok((sink, inbox, rx))
+}
+
+async fn throughput(c: Common, target: &str, count: u64, size: usize) -> Result<()> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let node = start_node(&c).await?;
+    connect(&node, target).await?;
+    let (sink, inbox, mut rx) = start_run(&node, target, count).await?;
     let payload = Payload(Arc::from(vec![0xAB; size]));
     let start = Instant::now();
     let sender = node.system().clone();
@@ -393,14 +390,10 @@ async fn rtt(c: Common, target: &str, count: u64) -> Result<()> {
     });
     let mut samples = rx.await.context("the pinger stopped early")?;
     node.shutdown().await;
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-    let mean = samples.iter().map(|&s| s as f64).sum::<f64>() / samples.len() as f64 / 1000.0;
+    let l = joerl_examples::latency(&mut samples);
     println!(
         "rtt p50_us={:.2} p99_us={:.2} mean_us={:.2} count={count}",
-        pct(0.5),
-        pct(0.99),
-        mean
+        l.p50_us, l.p99_us, l.mean_us
     );
     Ok(())
 }
@@ -429,24 +422,7 @@ async fn watch(c: Common, target: &str) -> Result<()> {
     let node = start_node(&c).await?;
     connect(&node, target).await?;
     // Learn the sink's Pid: it answers a zero-length run with Ready.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let inbox = node.spawn(Inbox(tx));
-    node.send_named(
-        ("sink", target),
-        Box::new(Start {
-            count: 0,
-            reply_to: inbox,
-        }),
-    )
-    .await?;
-    let (msg, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .context("the sink did not answer within 10 s")?
-        .context("inbox closed")?;
-    let sink = msg
-        .downcast::<Ready>()
-        .map_err(|_| anyhow::anyhow!("unexpected reply"))?
-        .0;
+    let (sink, _inbox, _rx) = start_run(&node, target, 0).await?;
     let (dtx, drx) = oneshot::channel();
     node.spawn(Watcher {
         target: sink,

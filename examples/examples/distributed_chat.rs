@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, NodeBuilder, NodeEvent};
-use joerl_examples::{ChatLine, init_logging, until_stopped};
+use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, NodeEvent};
+use joerl_examples::{ChatLine, NodeOptions, init_logging, until_stopped};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Parser, Debug)]
@@ -31,10 +31,8 @@ struct Args {
     /// Join the node listening at this address.
     #[arg(long)]
     connect: Option<std::net::SocketAddr>,
-    #[arg(long, default_value = "127.0.0.1:4369")]
-    epmd: std::net::SocketAddr,
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    node_opts: NodeOptions,
 }
 
 /// Prints chat lines from other nodes.
@@ -52,21 +50,16 @@ impl Actor for Room {
 async fn main() -> Result<()> {
     init_logging();
     let args = Args::parse();
-    let mut builder = NodeBuilder::new(
-        args.node.clone(),
-        ([127, 0, 0, 1], args.port).into(),
-        args.epmd,
-    )
-    .auto_discovery(true)
-    .discovery_interval(Duration::from_millis(500));
-    if let Some(c) = &args.cookie {
-        builder = builder.cookie(c.clone());
-    }
+    let builder = args
+        .node_opts
+        .builder(args.node.clone(), args.port)
+        .auto_discovery(true)
+        .discovery_interval(Duration::from_millis(500));
     let node = builder.start().await.context("cannot start the node")?;
     let room = node.spawn(Room);
     node.register("chat", room)?;
     if let Some(addr) = args.connect {
-        join(&node, args.epmd, addr).await?;
+        join(&node, args.node_opts.epmd, addr).await?;
     }
     println!(
         "*** {} is in the chat; type a line and press enter, /quit to leave",

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use joerl_dist::{Actor, ActorContext, Message, NodeBuilder, NodeEvent};
-use joerl_examples::{Greeting, init_logging, until_stopped};
+use joerl_dist::{Actor, ActorContext, Message, NodeEvent};
+use joerl_examples::{Greeting, NodeOptions, init_logging, until_stopped};
 
 #[derive(Parser, Debug)]
 #[command(about = "A joerl cluster member with EPMD discovery")]
@@ -25,10 +25,8 @@ struct Args {
     name: String,
     /// Port to listen on.
     port: u16,
-    #[arg(long, default_value = "127.0.0.1:4369")]
-    epmd: std::net::SocketAddr,
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    node_opts: NodeOptions,
     /// Milliseconds between heartbeats to every member.
     #[arg(long, default_value_t = 2000)]
     interval_ms: u64,
@@ -52,16 +50,11 @@ impl Actor for Member {
 async fn main() -> Result<()> {
     init_logging();
     let args = Args::parse();
-    let mut builder = NodeBuilder::new(
-        args.name.clone(),
-        ([127, 0, 0, 1], args.port).into(),
-        args.epmd,
-    )
-    .auto_discovery(true)
-    .discovery_interval(Duration::from_millis(500));
-    if let Some(c) = &args.cookie {
-        builder = builder.cookie(c.clone());
-    }
+    let builder = args
+        .node_opts
+        .builder(args.name.clone(), args.port)
+        .auto_discovery(true)
+        .discovery_interval(Duration::from_millis(500));
     let node = builder.start().await.context("cannot start the node")?;
     let member = node.spawn(Member);
     node.register("member", member)?;

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, NodeBuilder, NodeEvent};
-use joerl_examples::{Greeting, init_logging, until_stopped};
+use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, NodeEvent};
+use joerl_examples::{Greeting, NodeOptions, init_logging, until_stopped};
 
 #[derive(Parser, Debug)]
 #[command(about = "A joerl node that finds its peers through EPMD and greets them")]
@@ -25,12 +25,8 @@ struct Args {
     name: String,
     /// Port to listen on.
     port: u16,
-    /// EPMD address.
-    #[arg(long, default_value = "127.0.0.1:4369")]
-    epmd: std::net::SocketAddr,
-    /// Cookie (default: JOERL_COOKIE, else ~/.joerl.cookie).
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    node_opts: NodeOptions,
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<u64>,
@@ -57,14 +53,7 @@ impl Actor for Printer {
 async fn main() -> Result<()> {
     init_logging();
     let args = Args::parse();
-    let mut builder = NodeBuilder::new(
-        args.name.clone(),
-        ([127, 0, 0, 1], args.port).into(),
-        args.epmd,
-    );
-    if let Some(c) = &args.cookie {
-        builder = builder.cookie(c.clone());
-    }
+    let builder = args.node_opts.builder(args.name.clone(), args.port);
     let node = builder.start().await.context("cannot start the node")?;
     let printer = node.spawn(Printer);
     node.register("printer", printer)?;
@@ -82,7 +71,7 @@ async fn main() -> Result<()> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = tick.tick() => greet_new_peers(&node, &args.epmd, &mut greeted).await,
+            _ = tick.tick() => greet_new_peers(&node, &args.node_opts.epmd, &mut greeted).await,
             ev = events.recv() => match ev {
                 Ok(NodeEvent::Up { node: peer, .. }) => println!("connected to {peer}"),
                 Ok(NodeEvent::Down { node: peer, reason }) => {

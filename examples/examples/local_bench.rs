@@ -169,14 +169,10 @@ async fn rtt(count: u64) -> Result<()> {
     });
     let mut samples = rx.await.context("pinger stopped early")?;
     system.shutdown().await;
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-    let mean = samples.iter().map(|&s| s as f64).sum::<f64>() / samples.len() as f64 / 1000.0;
+    let l = joerl_examples::latency(&mut samples);
     println!(
         "local_rtt p50_us={:.3} p99_us={:.3} mean_us={:.3} count={count}",
-        pct(0.50),
-        pct(0.99),
-        mean
+        l.p50_us, l.p99_us, l.mean_us
     );
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use joerl_dist::{Actor, ActorContext, Message, NodeBuilder};
-use joerl_examples::{Ping, Pong, init_logging, until_stopped};
+use joerl_dist::{Actor, ActorContext, Message};
+use joerl_examples::{NodeOptions, Ping, Pong, init_logging, until_stopped};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Role {
@@ -27,10 +27,8 @@ enum Role {
 #[command(about = "Ping-pong between two joerl nodes")]
 struct Args {
     role: Role,
-    #[arg(long, default_value = "127.0.0.1:4369")]
-    epmd: std::net::SocketAddr,
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    node_opts: NodeOptions,
     /// Round trips the client makes.
     #[arg(long, default_value_t = 10)]
     rounds: u64,
@@ -99,10 +97,7 @@ async fn main() -> Result<()> {
         Role::Server => ("pong_server", 0),
         Role::Client => ("ping_client", 0),
     };
-    let mut builder = NodeBuilder::new(name, ([127, 0, 0, 1], port).into(), args.epmd);
-    if let Some(c) = &args.cookie {
-        builder = builder.cookie(c.clone());
-    }
+    let builder = args.node_opts.builder(name, port);
     let node = builder.start().await.context("cannot start the node")?;
     match args.role {
         Role::Server => {

@@ -19,6 +19,37 @@ pub fn init_logging_at(level: &str) {
         .try_init();
 }
 
+/// The command-line options every node example shares: where EPMD is, and the cookie.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeOptions {
+    /// EPMD address.
+    #[arg(long, default_value = "127.0.0.1:4369")]
+    pub epmd: std::net::SocketAddr,
+    /// Cookie (default: JOERL_COOKIE, else ~/.joerl.cookie).
+    #[arg(long)]
+    pub cookie: Option<String>,
+}
+
+impl NodeOptions {
+    /// A node builder for `name` listening on 127.0.0.1:`port`, with these options.
+    pub fn builder(&self, name: impl Into<String>, port: u16) -> joerl_dist::NodeBuilder {
+        self.builder_on(name, ([127, 0, 0, 1], port).into())
+    }
+
+    /// A node builder for `name` listening on `listen`, with these options.
+    pub fn builder_on(
+        &self,
+        name: impl Into<String>,
+        listen: std::net::SocketAddr,
+    ) -> joerl_dist::NodeBuilder {
+        let b = joerl_dist::NodeBuilder::new(name, listen, self.epmd);
+        match &self.cookie {
+            Some(c) => b.cookie(c.clone()),
+            None => b,
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM, or after `limit` if given.
 pub async fn until_stopped(limit: Option<Duration>) {
     let limit = async {
@@ -41,6 +72,30 @@ pub async fn until_stopped(limit: Option<Duration>) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = limit => {}
+    }
+}
+
+/// Round-trip times summarised in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+/// Summarises round-trip samples given in nanoseconds (sorts them in place).
+/// Panics on an empty slice.
+pub fn latency(samples_ns: &mut [u32]) -> Latency {
+    samples_ns.sort_unstable();
+    let pct = |p: f64| samples_ns[((samples_ns.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    let mean = samples_ns.iter().map(|&s| s as f64).sum::<f64>() / samples_ns.len() as f64 / 1000.0;
+    Latency {
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        mean_us: mean,
     }
 }
 
