@@ -582,6 +582,13 @@ impl ActorSystem {
         }
     }
 
+    /// For the distribution layer: answers a signal that cannot reach `target`
+    /// (its node is unreachable, say) as Erlang does, with `reason`: a link gets
+    /// an exit signal, a monitor a down; other signals need no answer.
+    pub fn refuse_signal(&self, target: Pid, signal: Signal, reason: ExitReason) {
+        self.inner.refuse_signal(target, signal, reason)
+    }
+
     /// Sends `msg` to `to` after `delay`. Timers run on the tokio timer wheel (no
     /// thread per timer). Cancel with [`TimerRef::cancel`].
     pub fn send_after(&self, to: Pid, msg: Message, delay: Duration) -> TimerRef {
@@ -821,7 +828,7 @@ impl Inner {
                 router.signal(to, sig).map_err(LinkError::Route)
             }
             Target::Stale => {
-                self.answer_dead(to, sig);
+                self.refuse_signal(to, sig, ExitReason::NoProc);
                 Ok(())
             }
             Target::Local => {
@@ -830,7 +837,7 @@ impl Inner {
                     None => Some(sig),
                 };
                 if let Some(sig) = rejected {
-                    self.answer_dead(to, sig);
+                    self.refuse_signal(to, sig, ExitReason::NoProc);
                 }
                 Ok(())
             }
@@ -838,13 +845,15 @@ impl Inner {
     }
 
     /// Answers a signal addressed to a process that does not exist.
-    fn answer_dead(&self, dead: Pid, sig: Signal) {
+    /// Answers a signal that cannot reach `target`, with `reason`: a link gets an
+    /// exit, a monitor a down; other signals need no answer.
+    pub(crate) fn refuse_signal(&self, target: Pid, sig: Signal, reason: ExitReason) {
         let answer = match sig {
             Signal::Link { from } => Some((
                 from,
                 Signal::Exit {
-                    from: dead,
-                    reason: ExitReason::NoProc,
+                    from: target,
+                    reason,
                     link: true,
                 },
             )),
@@ -852,15 +861,15 @@ impl Inner {
                 from,
                 Signal::Down {
                     monitor,
-                    pid: dead,
-                    reason: ExitReason::NoProc,
+                    pid: target,
+                    reason,
                 },
             )),
             _ => None,
         };
         if let Some((to, sig)) = answer {
             if let Err(e) = self.send_signal(to, sig) {
-                tracing::debug!(%to, error = %e, "noproc answer could not be delivered");
+                tracing::debug!(%to, error = %e, "answer to an undeliverable signal not delivered");
             }
         }
     }

@@ -9,9 +9,7 @@
 
 use std::sync::{Arc, Weak};
 
-use joerl_core::{
-    ActorSystem, Message, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMessage,
-};
+use joerl_core::{Message, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMessage};
 
 use crate::codec;
 use crate::connection::EndReason;
@@ -147,11 +145,13 @@ impl Router for DistRouter {
         let node = self.node()?;
         let Some(peer) = node.peer_by_id(to.node()) else {
             // Nothing to carry it: answer as if the node were down.
-            answer_unreachable(&node.system, to, signal);
+            node.system
+                .refuse_signal(to, signal, joerl_core::ExitReason::NoConnection);
             return Ok(());
         };
         if node.is_shutting_down() && !peer.is_up() {
-            answer_unreachable(&node.system, to, signal);
+            node.system
+                .refuse_signal(to, signal, joerl_core::ExitReason::NoConnection);
             return Ok(());
         }
         peer.book().outgoing(to, &signal);
@@ -209,30 +209,5 @@ impl Router for DistRouter {
             .upgrade()
             .and_then(|n| n.peer_by_id(node_id))
             .is_some_and(|p| p.is_up())
-    }
-}
-
-/// Answers a signal for a node nobody can reach: links exit and monitors go
-/// down with `noconnection`, at once.
-fn answer_unreachable(system: &ActorSystem, to: Pid, signal: Signal) {
-    use joerl_core::ExitReason;
-    match signal {
-        Signal::Link { from } => system.deliver_signal(
-            from,
-            Signal::Exit {
-                from: to,
-                reason: ExitReason::NoConnection,
-                link: true,
-            },
-        ),
-        Signal::Monitor { from, monitor } => system.deliver_signal(
-            from,
-            Signal::Down {
-                monitor,
-                pid: to,
-                reason: ExitReason::NoConnection,
-            },
-        ),
-        _ => {}
     }
 }
