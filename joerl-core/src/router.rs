@@ -79,7 +79,7 @@ pub type ReadyFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// Implementations must never drop a signal silently: when a `Link` or `Monitor`
 /// cannot reach its node, the router answers the local side itself with an
 /// exit or down signal carrying `NoConnection` (through
-/// [`ActorSystem::deliver_signal`](crate::ActorSystem::deliver_signal)).
+/// [`ActorSystem::refuse_signal`](crate::ActorSystem::refuse_signal)).
 pub trait Router: Send + Sync + 'static {
     /// Queues `msg` for the remote actor `to`, without waiting.
     fn try_send(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), RouteError>;
