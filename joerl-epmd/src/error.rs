@@ -8,8 +8,9 @@
 //!
 //! [`EpmdClient`]: crate::EpmdClient
 
+use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Bytes that are not a valid EPMD request or reply.
@@ -116,6 +117,51 @@ pub enum RegistryError {
         /// The configured maximum.
         max: usize,
     },
+    /// One connection, or one source address, already holds as many live
+    /// registrations as the daemon allows it.
+    #[error(
+        "{scope} already holds its maximum of {max} live registrations; unregister some, or start the daemon with a higher {}",
+        .scope.flag()
+    )]
+    TooManyRegistrations {
+        /// Which limit was reached.
+        scope: RegistrationScope,
+        /// The configured maximum for that scope.
+        max: usize,
+    },
+}
+
+/// Which per-client bound a [`RegistryError::TooManyRegistrations`] refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum RegistrationScope {
+    /// The connection the registration was sent on
+    /// (`ServerConfig::max_registrations_per_connection`).
+    Connection,
+    /// The peer's address: an IPv4 address, or the /64 prefix of an IPv6 address
+    /// (`ServerConfig::max_registrations_per_source`).
+    Source(IpAddr),
+}
+
+impl RegistrationScope {
+    /// The `epmd_server` flag that raises this limit.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            RegistrationScope::Connection => "--max-registrations-per-connection",
+            RegistrationScope::Source(_) => "--max-registrations-per-source",
+        }
+    }
+}
+
+impl fmt::Display for RegistrationScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistrationScope::Connection => f.write_str("this connection"),
+            RegistrationScope::Source(ip @ IpAddr::V6(_)) if !ip.is_loopback() => {
+                write!(f, "source address range {ip}/64")
+            }
+            RegistrationScope::Source(ip) => write!(f, "source address {ip}"),
+        }
+    }
 }
 
 /// Starting the daemon failed.

@@ -12,7 +12,9 @@
 //!   Erlang's `epmd -names` can use as if it were epmd;
 //! * [`client`]: [`EpmdClient`], which speaks to our daemon and to the real epmd,
 //!   and [`RegistrationGuard`], which keeps a registration alive;
-//! * [`error`]: the typed errors.
+//! * [`error`]: the typed errors;
+//! * [`log_limit`]: [`log_limit::LogLimiter`], the per-cause rate limit for log
+//!   lines that peers can trigger (also used by `joerl-dist`).
 //!
 //! The binary `epmd_server` runs the daemon and offers `list`, `lookup` and
 //! `ping` commands for operators. The wire format is described in
@@ -37,6 +39,7 @@
 
 pub mod client;
 pub mod error;
+pub mod log_limit;
 pub mod protocol;
 pub mod registry;
 pub mod server;
@@ -45,8 +48,8 @@ pub use client::{
     EpmdClient, ErlangRegistration, Registration, RegistrationGuard, RegistrationLifetime,
     RegistrationState,
 };
-pub use error::{ClientError, ProtocolError, RegistryError, ServerError};
+pub use error::{ClientError, ProtocolError, RegistrationScope, RegistryError, ServerError};
 pub use protocol::{
     Alive2Request, DistInfo, NamesReply, NodeInfo, NodeKind, PongReply, PortPleaseReply,
 };
-pub use server::{DEFAULT_EPMD_PORT, EpmdServer, ServerConfig};
+pub use server::{DEFAULT_EPMD_PORT, EpmdServer, ServerConfig, ServerStats};

@@ -11,7 +11,9 @@
 //!
 //! Creations follow the real epmd (`erts/epmd/src/epmd_srv.c`): each name has a
 //! 32-bit counter. A name never seen before starts from the current Unix time
-//! in seconds; a name registered again after it was removed continues from its
+//! in seconds (a joerl node's from a random value, so that two daemons, or one
+//! restarted, do not hand the same creation to two incarnations registered in
+//! the same second); a name registered again after it was removed continues from its
 //! old counter; every registration increments the counter (values below 4 jump
 //! to 4). Nodes whose highest distribution version is 6 or more get the counter
 //! itself; older nodes get `counter % 3 + 1`, the 1..=3 creations of 16-bit
@@ -26,8 +28,19 @@
 //! it) or until its lease runs out ([`Lifetime::Lease`]), each keep-alive
 //! pushing the end of the lease forward. [`Registry::reap_expired`] removes
 //! leases that ran out; lookups already hide them before the reaper runs.
+//!
+//! # Limits
+//!
+//! Besides the bound on the whole table ([`RegistryLimits::max_nodes`]), each
+//! connection ([`RegistryLimits::max_per_connection`]) and each source address
+//! ([`RegistryLimits::max_per_source`], see [`source_key`]) may hold only so many
+//! live registrations, so one client cannot take every slot. A registration
+//! counts against the connection that made it and its source until it is
+//! removed (a lease that ran out counts until the reaper removes it or its name
+//! is registered again).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
-use crate::error::RegistryError;
+use crate::error::{RegistrationScope, RegistryError};
 use crate::protocol::{
     DistInfo, MAX_EXTRA_BYTES, NodeInfo, NodeKind, RegistrationToken, validate_name,
 };
@@ -44,6 +57,52 @@ use crate::protocol::{
 pub const MAX_OLD_NAMES: usize = 1000;
 /// Default bound on the number of live registrations.
 pub const DEFAULT_MAX_NODES: usize = 10_000;
+/// Default bound on the live registrations made on one connection.
+pub const DEFAULT_MAX_REGISTRATIONS_PER_CONNECTION: usize = 64;
+/// Default bound on the live registrations from one source address (all local
+/// nodes usually share `127.0.0.1`, so this is also the default bound for one host).
+pub const DEFAULT_MAX_REGISTRATIONS_PER_SOURCE: usize = 256;
+
+/// Bounds of a [`Registry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// Most live registrations in the table.
+    pub max_nodes: usize,
+    /// Most live registrations made on one connection.
+    pub max_per_connection: usize,
+    /// Most live registrations from one source (see [`source_key`]).
+    pub max_per_source: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self {
+            max_nodes: DEFAULT_MAX_NODES,
+            max_per_connection: DEFAULT_MAX_REGISTRATIONS_PER_CONNECTION,
+            max_per_source: DEFAULT_MAX_REGISTRATIONS_PER_SOURCE,
+        }
+    }
+}
+
+/// The key under which registrations from `peer` are counted for the
+/// per-source limit: the IPv4 address (IPv4-mapped IPv6 addresses included),
+/// `::1`, or the /64 prefix of any other IPv6 address (one host usually holds
+/// a whole /64).
+pub fn source_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                IpAddr::V4(v4)
+            } else if v6.is_loopback() {
+                IpAddr::V6(v6)
+            } else {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        }
+    }
+}
 
 /// Identifies one client connection of the server (shown as `fd` by `DUMP_REQ`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +136,9 @@ pub struct NewRegistration {
     pub lifetime: Lifetime,
     /// Connection that registered it.
     pub owner: ConnectionId,
+    /// Source it is counted against for the per-source limit (a [`source_key`];
+    /// `None`: not counted).
+    pub source: Option<IpAddr>,
     /// Issue a token (joerl registrations) or not (Erlang ones).
     pub with_token: bool,
     /// Woken when `STOP_REQ` removes the registration, so the owning connection closes.
@@ -107,6 +169,7 @@ pub struct DumpLine {
 struct Entry {
     info: NodeInfo,
     owner: ConnectionId,
+    source: Option<IpAddr>,
     token: Option<RegistrationToken>,
     lifetime: Lifetime,
     expires_at: Option<Instant>,
@@ -128,11 +191,25 @@ struct OldName {
     owner: ConnectionId,
 }
 
-/// Removed names and their creation counters, oldest first.
+/// Removed names and their creation counters, oldest first; and the number
+/// of live registrations per connection and per source.
 #[derive(Debug, Default)]
 struct History {
     by_name: HashMap<String, OldName>,
     order: VecDeque<String>,
+    per_owner: HashMap<ConnectionId, usize>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// Decrements `key`'s count, forgetting it at zero (so the maps stay as small
+/// as the set of current holders).
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut slot) = counts.entry(key) {
+        *slot.get_mut() -= 1;
+        if *slot.get() == 0 {
+            slot.remove();
+        }
+    }
 }
 
 impl History {
@@ -184,7 +261,8 @@ pub struct Registry {
     tokens: DashMap<RegistrationToken, String>,
     membership: Mutex<History>,
     next_seq: AtomicU64,
-    max_nodes: usize,
+    generation: AtomicU64,
+    limits: RegistryLimits,
 }
 
 impl Default for Registry {
@@ -194,20 +272,49 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// An empty table holding at most [`DEFAULT_MAX_NODES`] registrations.
+    /// An empty table with the default [`RegistryLimits`] ([`DEFAULT_MAX_NODES`]
+    /// registrations, [`DEFAULT_MAX_REGISTRATIONS_PER_CONNECTION`] per connection,
+    /// [`DEFAULT_MAX_REGISTRATIONS_PER_SOURCE`] per source).
     pub fn new() -> Self {
         Self::with_max_nodes(DEFAULT_MAX_NODES)
     }
 
-    /// An empty table holding at most `max_nodes` registrations.
+    /// An empty table holding at most `max_nodes` registrations (and the
+    /// default per-connection and per-source limits).
     pub fn with_max_nodes(max_nodes: usize) -> Self {
+        Self::with_limits(RegistryLimits {
+            max_nodes,
+            ..RegistryLimits::default()
+        })
+    }
+
+    /// An empty table with the given bounds.
+    pub fn with_limits(limits: RegistryLimits) -> Self {
         Self {
             nodes: DashMap::new(),
             tokens: DashMap::new(),
             membership: Mutex::new(History::default()),
             next_seq: AtomicU64::new(0),
-            max_nodes,
+            generation: AtomicU64::new(0),
+            limits,
         }
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> RegistryLimits {
+        self.limits
+    }
+
+    /// A number that changes whenever a registration is added or removed. A
+    /// copy of the table taken while it had a given value (and before the
+    /// [`Registry::next_expiry`] of that time) is still current while it has that value.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Called after every change of membership, once the change is visible.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn membership(&self) -> MutexGuard<'_, History> {
@@ -238,19 +345,43 @@ impl Registry {
         // An expired lease the reaper has not removed yet gives way now.
         if let Some((name, old)) = self.nodes.remove(&reg.name) {
             self.retire(&mut history, name, old);
+            self.changed();
         }
-        if self.nodes.len() >= self.max_nodes {
-            return Err(RegistryError::TableFull {
-                max: self.max_nodes,
+        let limits = self.limits;
+        if history.per_owner.get(&reg.owner).copied().unwrap_or(0) >= limits.max_per_connection {
+            return Err(RegistryError::TooManyRegistrations {
+                scope: RegistrationScope::Connection,
+                max: limits.max_per_connection,
             });
         }
+        if let Some(source) = reg.source {
+            if history.per_source.get(&source).copied().unwrap_or(0) >= limits.max_per_source {
+                return Err(RegistryError::TooManyRegistrations {
+                    scope: RegistrationScope::Source(source),
+                    max: limits.max_per_source,
+                });
+            }
+        }
+        if self.nodes.len() >= limits.max_nodes {
+            return Err(RegistryError::TableFull {
+                max: limits.max_nodes,
+            });
+        }
+        // epmd starts a new name from the Unix time in seconds; a joerl node
+        // starts from a random counter instead, so that a node restarted within
+        // the same second with a fresh daemon (or found through another one)
+        // does not get its old creation back: joerl tells incarnations apart by it.
+        let start = || match reg.kind {
+            NodeKind::Joerl => rand::random::<u32>(),
+            NodeKind::Erlang => unix_seconds(),
+        };
         let counter = match history.take(&reg.name) {
             Some(old) => bump(old.counter),
             None if history.by_name.len() > MAX_OLD_NAMES => history
                 .take_oldest()
                 .map(|old| old.counter)
-                .unwrap_or_else(|| bump(unix_seconds())),
-            None => bump(unix_seconds()),
+                .unwrap_or_else(|| bump(start())),
+            None => bump(start()),
         };
         let creation = creation_for(counter, reg.dist.highest_version);
         let token = reg.with_token.then(RegistrationToken::random);
@@ -270,6 +401,7 @@ impl Registry {
                 dist: reg.dist,
             },
             owner: reg.owner,
+            source: reg.source,
             token,
             lifetime: reg.lifetime,
             expires_at,
@@ -280,14 +412,24 @@ impl Registry {
         if let Some(token) = token {
             self.tokens.insert(token, reg.name.clone());
         }
+        *history.per_owner.entry(reg.owner).or_insert(0) += 1;
+        if let Some(source) = reg.source {
+            *history.per_source.entry(source).or_insert(0) += 1;
+        }
         self.nodes.insert(reg.name, entry);
+        self.changed();
         Ok(Registered { creation, token })
     }
 
-    /// Moves a removed entry into the history. Called with the membership lock held.
+    /// Moves a removed entry into the history and releases its counts. Called
+    /// with the membership lock held; the caller calls [`Registry::changed`].
     fn retire(&self, history: &mut History, name: String, entry: Entry) {
         if let Some(token) = entry.token {
             self.tokens.remove(&token);
+        }
+        release(&mut history.per_owner, entry.owner);
+        if let Some(source) = entry.source {
+            release(&mut history.per_source, source);
         }
         history.remember(
             name,
@@ -344,6 +486,7 @@ impl Registry {
             .ok_or(RegistryError::UnknownToken)?;
         let info = entry.info.clone();
         self.retire(&mut history, name, entry);
+        self.changed();
         Ok(info)
     }
 
@@ -356,6 +499,7 @@ impl Registry {
         }) {
             Some((name, entry)) => {
                 self.retire(&mut history, name, entry);
+                self.changed();
                 true
             }
             None => false,
@@ -370,6 +514,7 @@ impl Registry {
         let (name, entry) = self.nodes.remove(name)?;
         let kick = entry.kick.clone();
         self.retire(&mut history, name, entry);
+        self.changed();
         Some(kick)
     }
 
@@ -402,6 +547,28 @@ impl Registry {
             .collect();
         live.sort_by_key(|entry| std::cmp::Reverse(entry.0));
         live.into_iter().map(|(_, info)| info).collect()
+    }
+
+    /// The earliest end of a lease still running at `now`: until then,
+    /// [`Registry::list`] and [`Registry::dump`] change only with the [`Registry::generation`].
+    pub fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.nodes
+            .iter()
+            .filter_map(|e| e.expires_at)
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    /// Live registrations counted against `connection` and against `source`
+    /// (a [`source_key`]) for the per-client limits.
+    pub fn counts(&self, connection: ConnectionId, source: Option<IpAddr>) -> (usize, usize) {
+        let history = self.membership();
+        (
+            history.per_owner.get(&connection).copied().unwrap_or(0),
+            source
+                .and_then(|s| history.per_source.get(&s).copied())
+                .unwrap_or(0),
+        )
     }
 
     /// Number of live nodes.
@@ -467,6 +634,9 @@ impl Registry {
                 self.retire(&mut history, name, entry);
             }
         }
+        if !removed.is_empty() {
+            self.changed();
+        }
         removed
     }
 }
@@ -485,6 +655,7 @@ mod tests {
             kind: NodeKind::Joerl,
             lifetime,
             owner: ConnectionId(owner),
+            source: None,
             with_token: true,
             kick: None,
         }
@@ -501,6 +672,29 @@ mod tests {
             with_token: false,
             ..joerl(name, Lifetime::Connection, owner)
         }
+    }
+
+    #[test]
+    fn joerl_nodes_on_fresh_daemons_get_distinct_creations_in_the_same_second() {
+        // Two daemons (or one restarted) in the same second: epmd's Unix-time
+        // start would give both incarnations the same creation.
+        let now = Instant::now();
+        let creations: std::collections::HashSet<u32> = (0..20)
+            .map(|_| {
+                Registry::new()
+                    .register(joerl("restarted", Lifetime::Connection, 1), now)
+                    .unwrap()
+                    .creation
+            })
+            .collect();
+        assert_eq!(creations.len(), 20, "{creations:?}");
+        // Erlang nodes keep epmd's rule.
+        let before = unix_seconds();
+        let erl = Registry::new()
+            .register(erlang("erl", 6, 1), now)
+            .unwrap()
+            .creation;
+        assert!(erl > before && erl <= unix_seconds() + 1);
     }
 
     #[test]
@@ -652,6 +846,112 @@ mod tests {
         );
         assert!(reg.unregister_connection("a", ConnectionId(1)));
         reg.register(erlang("c", 6, 3), now).unwrap();
+    }
+
+    #[test]
+    fn registrations_are_bounded_per_connection_and_per_source() {
+        let reg = Registry::with_limits(RegistryLimits {
+            max_nodes: 100,
+            max_per_connection: 2,
+            max_per_source: 3,
+        });
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let from = |name: &str, owner: u64, source: IpAddr, lifetime: Lifetime| NewRegistration {
+            source: Some(source),
+            ..joerl(name, lifetime, owner)
+        };
+        let lease = Lifetime::Lease(Duration::from_secs(10));
+        reg.register(from("a1", 1, a, Lifetime::Connection), now)
+            .unwrap();
+        let leased = reg.register(from("a2", 1, a, lease), now).unwrap();
+        assert_eq!(
+            reg.register(from("a3", 1, a, Lifetime::Connection), now),
+            Err(RegistryError::TooManyRegistrations {
+                scope: RegistrationScope::Connection,
+                max: 2
+            })
+        );
+        // Another connection from the same source: one more, then the source is full.
+        reg.register(from("a3", 2, a, Lifetime::Connection), now)
+            .unwrap();
+        let refused = reg.register(from("a4", 2, a, Lifetime::Connection), now);
+        assert_eq!(
+            refused,
+            Err(RegistryError::TooManyRegistrations {
+                scope: RegistrationScope::Source(a),
+                max: 3
+            })
+        );
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("source address 10.0.0.1")
+                && message.contains("--max-registrations-per-source"),
+            "{message}"
+        );
+        // Other sources are not affected; unregistered names free their slots.
+        reg.register(from("b1", 3, b, Lifetime::Connection), now)
+            .unwrap();
+        assert_eq!(reg.counts(ConnectionId(1), Some(a)), (2, 3));
+        assert!(reg.unregister_connection("a1", ConnectionId(1)));
+        reg.unregister_by_token(&leased.token.unwrap()).unwrap();
+        assert_eq!(reg.counts(ConnectionId(1), Some(a)), (0, 1));
+        reg.register(from("a5", 1, a, lease), now).unwrap();
+        // A lease that ran out is released by the reaper.
+        let later = now + Duration::from_secs(11);
+        assert_eq!(reg.reap_expired(later).len(), 1);
+        assert_eq!(reg.counts(ConnectionId(1), Some(a)), (0, 1));
+        // Registrations without a source count only against their connection.
+        reg.register(joerl("n1", Lifetime::Connection, 9), later)
+            .unwrap();
+        reg.register(joerl("n2", Lifetime::Connection, 9), later)
+            .unwrap();
+        assert!(matches!(
+            reg.register(joerl("n3", Lifetime::Connection, 9), later),
+            Err(RegistryError::TooManyRegistrations { .. })
+        ));
+        let history = reg.membership();
+        assert_eq!(history.per_owner.values().sum::<usize>(), reg.nodes.len());
+    }
+
+    #[test]
+    fn source_keys_group_ipv6_by_prefix() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("127.0.0.1"), "127.0.0.1");
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("::1"), "::1");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(
+            RegistrationScope::Source(source_key("2001:db8::7".parse().unwrap())).to_string(),
+            "source address range 2001:db8::/64"
+        );
+    }
+
+    #[test]
+    fn the_generation_changes_with_membership_only() {
+        let reg = Registry::new();
+        let now = Instant::now();
+        let g0 = reg.generation();
+        let token = reg
+            .register(joerl("a", Lifetime::Lease(Duration::from_secs(5)), 1), now)
+            .unwrap()
+            .token
+            .unwrap();
+        let g1 = reg.generation();
+        assert_ne!(g0, g1);
+        assert_eq!(reg.next_expiry(now), Some(now + Duration::from_secs(5)));
+        reg.keep_alive(&token, now).unwrap();
+        let _ = reg.list(now);
+        assert_eq!(reg.generation(), g1);
+        assert!(
+            reg.register(joerl("a", Lifetime::Connection, 2), now)
+                .is_err()
+        );
+        assert_eq!(reg.generation(), g1);
+        reg.unregister_by_token(&token).unwrap();
+        assert_ne!(reg.generation(), g1);
+        assert_eq!(reg.next_expiry(now), None);
     }
 
     #[test]

@@ -15,37 +15,74 @@
 //! Connection handling mirrors the real epmd: one Erlang request per
 //! connection, answered and then closed, except `ALIVE2_REQ`, whose connection
 //! stays open and holds the registration (any further byte on it, or its close,
-//! removes the node). joerl requests may follow each other on one connection.
+//! removes the node). An Erlang request that arrives together with more bytes
+//! (before the daemon has read all of it) is closed without a reply, as epmd
+//! does; in particular such an `ALIVE2_REQ` registers nothing. joerl requests
+//! may follow each other on one connection.
 //!
-//! Limits: at most [`ServerConfig::max_connections`] connections (excess ones
-//! are accepted and closed at once, as epmd does), requests of at most
-//! [`ServerConfig::max_request_bytes`], and connections that hold no
-//! registration are closed after [`ServerConfig::idle_timeout`] without a
-//! complete request. Anything malformed closes that one connection with a
-//! logged reason; the daemon goes on serving everyone else.
+//! # Limits
+//!
+//! * **Connections**: at most [`ServerConfig::max_connections`] hold a slot. At
+//!   the limit a complete `PORT_PLEASE2_REQ` is still answered at once (it needs
+//!   no slot); any other new connection takes the slot of the connection that
+//!   has waited longest, either blocked writing to a peer that does not read or
+//!   waiting for a request, provided that connection holds no registration (it
+//!   is closed). Connections holding registrations are never closed this way;
+//!   when they hold every slot, the new connection is closed at once, as epmd does.
+//! * **Writes**: a reply write that makes no progress for
+//!   [`ServerConfig::write_timeout`] closes its connection with a reset (so the
+//!   kernel drops what it still buffers for it). A connection has at most one
+//!   reply in flight; the large replies (`NAMES_REQ`, `DUMP_REQ`, joerl list) are
+//!   built once per state of the table and shared by every connection sending
+//!   them (at most [`ServerConfig::max_reply_memory`] of such copies: beyond
+//!   that a request gets the previous copy), and each connection's kernel send
+//!   buffer is [`ServerConfig::send_buffer_bytes`].
+//! * **Requests**: at most [`ServerConfig::max_request_bytes`]; connections that
+//!   hold no registration are closed after [`ServerConfig::idle_timeout`]
+//!   without a complete request.
+//! * **Registrations**: at most [`ServerConfig::max_nodes`] in all,
+//!   [`ServerConfig::max_registrations_per_connection`] per connection and
+//!   [`ServerConfig::max_registrations_per_source`] per source address
+//!   ([`RegistryError::TooManyRegistrations`]).
+//!
+//! Anything malformed closes that one connection; the daemon goes on serving
+//! everyone else. Every line a peer can cause is rate limited per cause with a
+//! [`LogLimiter`] (the first line after a dropped one carries `suppressed = N`),
+//! and every cause has a counter in [`EpmdServer::stats`].
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
-use tracing::{debug, error, info, warn};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, info};
 
 use crate::error::{ProtocolError, RegistryError, ServerError};
+use crate::log_limit::LogLimiter;
 use crate::protocol::{
     self, Alive2Reply, CREATION_ON_REFUSAL, EPMD_MAX_REQUEST_BYTES, JOERL_PROTOCOL_VERSION,
     JoerlReply, JoerlRequest, MAX_FRAME_BODY, NamesReply, NodeInfo, NodeKind, PORT2_MISS,
     PongReply, PortPleaseReply, RegisteredReply, Request,
 };
-use crate::registry::{ConnectionId, Lifetime, NewRegistration, Registry};
+use crate::registry::{
+    self, ConnectionId, DEFAULT_MAX_REGISTRATIONS_PER_CONNECTION,
+    DEFAULT_MAX_REGISTRATIONS_PER_SOURCE, Lifetime, NewRegistration, Registry, RegistryLimits,
+};
 
 /// The port Erlang's epmd listens on.
 pub const DEFAULT_EPMD_PORT: u16 = 4369;
+/// Default [`ServerConfig::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`ServerConfig::send_buffer_bytes`].
+pub const DEFAULT_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// Default [`ServerConfig::max_reply_memory`].
+pub const DEFAULT_MAX_REPLY_MEMORY: usize = 16 * 1024 * 1024;
 
 /// Settings of the daemon. [`ServerConfig::default`] matches the real epmd where
 /// it has a setting, and the joerl defaults elsewhere.
@@ -53,11 +90,28 @@ pub const DEFAULT_EPMD_PORT: u16 = 4369;
 pub struct ServerConfig {
     /// Address to listen on (default `127.0.0.1:4369`; port 0 picks a free port).
     pub listen_addr: SocketAddr,
-    /// Most simultaneous connections; more are closed as soon as accepted (default 1000).
+    /// Most connections holding a slot (default 1000). At the limit a new
+    /// connection takes the slot of the longest-waiting connection that holds no
+    /// registration and is blocked writing or waiting for a request; if there is
+    /// none, the new connection is closed at once, as epmd does.
     pub max_connections: usize,
     /// A connection holding no registration is closed after this long without a
     /// complete request (default 60 s, epmd's packet timeout).
     pub idle_timeout: Duration,
+    /// A connection is closed (with a reset) when writing a reply to it makes no
+    /// progress for this long, i.e. its peer does not read (default 5 s).
+    pub write_timeout: Duration,
+    /// Kernel send buffer of each connection (`SO_SNDBUF`, set on the listening
+    /// socket and inherited by accepted ones), which bounds what a peer that
+    /// does not read makes the kernel hold for it (default 64 KiB; `None`: the
+    /// system default, which Linux grows up to 4 MiB per connection).
+    pub send_buffer_bytes: Option<usize>,
+    /// Memory for the replies built from the whole table (`NAMES_REQ`,
+    /// `DUMP_REQ`, joerl list), which all connections asking while the table
+    /// is unchanged share. When copies still being written to slow readers
+    /// use this much, a request after a change of the table gets the previous
+    /// copy instead of a new one (default 16 MiB).
+    pub max_reply_memory: usize,
     /// Largest request body accepted, in bytes (default 4096; at most 65535).
     pub max_request_bytes: usize,
     /// Lease granted when a joerl client asks for the default (default 60 s).
@@ -80,6 +134,14 @@ pub struct ServerConfig {
     /// Most live registrations (Erlang and joerl together); more are refused
     /// (default 10000).
     pub max_nodes: usize,
+    /// Most live registrations made on one connection (default 64). Leases
+    /// count against the connection that made them until they end.
+    pub max_registrations_per_connection: usize,
+    /// Most live registrations from one source address, all connections
+    /// together (default 256). The source is the peer's IPv4 address or the /64
+    /// prefix of its IPv6 address; local nodes usually all come from
+    /// `127.0.0.1`, so this also bounds the nodes of one host.
+    pub max_registrations_per_source: usize,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +150,9 @@ impl Default for ServerConfig {
             listen_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_EPMD_PORT),
             max_connections: 1000,
             idle_timeout: Duration::from_secs(60),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            send_buffer_bytes: Some(DEFAULT_SEND_BUFFER_BYTES),
+            max_reply_memory: DEFAULT_MAX_REPLY_MEMORY,
             max_request_bytes: 4096,
             default_lease: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(20),
@@ -97,6 +162,8 @@ impl Default for ServerConfig {
             relaxed_command_check: false,
             allow_remote_register: false,
             max_nodes: crate::registry::DEFAULT_MAX_NODES,
+            max_registrations_per_connection: DEFAULT_MAX_REGISTRATIONS_PER_CONNECTION,
+            max_registrations_per_source: DEFAULT_MAX_REGISTRATIONS_PER_SOURCE,
         }
     }
 }
@@ -119,6 +186,12 @@ impl ServerConfig {
         if self.max_nodes == 0 {
             return bad("max_nodes must be at least 1".into());
         }
+        if self.max_registrations_per_connection == 0 {
+            return bad("max_registrations_per_connection must be at least 1".into());
+        }
+        if self.max_registrations_per_source == 0 {
+            return bad("max_registrations_per_source must be at least 1".into());
+        }
         if self.max_request_bytes == 0 || self.max_request_bytes > MAX_FRAME_BODY {
             return bad(format!(
                 "max_request_bytes must be between 1 and {MAX_FRAME_BODY}, got {}",
@@ -127,6 +200,20 @@ impl ServerConfig {
         }
         if self.idle_timeout.is_zero() {
             return bad("idle_timeout must be positive".into());
+        }
+        if self.write_timeout.is_zero() {
+            return bad("write_timeout must be positive".into());
+        }
+        if self.max_reply_memory == 0 {
+            return bad("max_reply_memory must be at least 1".into());
+        }
+        if let Some(bytes) = self.send_buffer_bytes {
+            if bytes == 0 || u32::try_from(bytes).is_err() {
+                return bad(format!(
+                    "send_buffer_bytes must be between 1 and {}, got {bytes}",
+                    u32::MAX
+                ));
+            }
         }
         if self.min_lease.is_zero() || self.min_lease > self.max_lease {
             return bad(format!(
@@ -167,7 +254,330 @@ impl ServerConfig {
         }
         Duration::from_millis(requested_ms).clamp(self.min_lease, self.max_lease)
     }
+
+    /// The bounds of the node table these settings call for.
+    pub fn registry_limits(&self) -> RegistryLimits {
+        RegistryLimits {
+            max_nodes: self.max_nodes,
+            max_per_connection: self.max_registrations_per_connection,
+            max_per_source: self.max_registrations_per_source,
+        }
+    }
 }
+
+/// What the daemon has done since it started ([`EpmdServer::stats`]): one
+/// counter per cause of closed connections and refused requests, and the
+/// number of open connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections accepted (all of them: answered at once, served, refused).
+    pub connections_accepted: u64,
+    /// Connections holding a slot now (a gauge, not a counter).
+    pub open_connections: u64,
+    /// Connections holding no registration that are writing a reply now (a
+    /// gauge; a peer that does not read keeps its connection here until the
+    /// write timeout, or until it is closed to make room).
+    pub writing_connections: u64,
+    /// Connections closed as soon as accepted because every slot was held by a
+    /// connection holding a registration.
+    pub connections_refused: u64,
+    /// Connections closed to make room for a new one at the connection limit
+    /// (they were blocked writing, or waiting for a request).
+    pub connections_evicted: u64,
+    /// Connections closed because a reply write made no progress for
+    /// [`ServerConfig::write_timeout`].
+    pub write_timeouts: u64,
+    /// `NAMES_REQ`, `DUMP_REQ` and joerl list requests answered with an older
+    /// copy of the table because copies still being written to slow readers
+    /// held [`ServerConfig::max_reply_memory`].
+    pub stale_replies: u64,
+    /// Connections closed after bad input: a bad length prefix, a truncated,
+    /// malformed or unknown request, or an Erlang request followed by more bytes.
+    pub malformed_requests: u64,
+    /// Registrations refused (`ALIVE2_REQ` or joerl, for any reason: name taken,
+    /// invalid, not permitted from that peer, or a limit reached).
+    pub registrations_refused: u64,
+    /// `DUMP_REQ`, `KILL_REQ` and `STOP_REQ` refused (non-local peer, nodes
+    /// registered, or no `relaxed_command_check`).
+    pub commands_refused: u64,
+    /// `ALIVE2_REQ` connections closed because the node sent more bytes after
+    /// the reply (its registration was removed).
+    pub alive2_unexpected_data: u64,
+}
+
+/// The atomics behind [`ServerStats`].
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    evicted: AtomicU64,
+    write_timeouts: AtomicU64,
+    stale_replies: AtomicU64,
+    malformed: AtomicU64,
+    registrations_refused: AtomicU64,
+    commands_refused: AtomicU64,
+    alive2_data: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Lines per second for each cause of lines about bad or refused input.
+const BAD_INPUT_LINES_PER_SECOND: u32 = 5;
+/// Lines per second for each kind of routine event (registered, removed, expired).
+const EVENT_LINES_PER_SECOND: u32 = 20;
+
+/// One [`LogLimiter`] per cause of log lines a peer can trigger.
+#[derive(Debug)]
+struct Limiters {
+    bad_input: LogLimiter,
+    refused_registration: LogLimiter,
+    refused_command: LogLimiter,
+    alive2_data: LogLimiter,
+    connection_limit: LogLimiter,
+    write_timeout: LogLimiter,
+    reply_memory: LogLimiter,
+    internal: LogLimiter,
+    registered: LogLimiter,
+    unregistered: LogLimiter,
+    expired: LogLimiter,
+}
+
+impl Limiters {
+    const fn new() -> Self {
+        Self {
+            bad_input: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            refused_registration: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            refused_command: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            alive2_data: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            connection_limit: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            write_timeout: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            reply_memory: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            internal: LogLimiter::new(BAD_INPUT_LINES_PER_SECOND),
+            registered: LogLimiter::new(EVENT_LINES_PER_SECOND),
+            unregistered: LogLimiter::new(EVENT_LINES_PER_SECOND),
+            expired: LogLimiter::new(EVENT_LINES_PER_SECOND),
+        }
+    }
+}
+
+/// Logs a line at `$level` if `$limiter` lets it pass, adding
+/// `suppressed = N` when lines of that cause were dropped since the last one.
+macro_rules! limited {
+    ($level:ident, $limiter:expr, $($arg:tt)+) => {
+        if let Some(suppressed) = $limiter.check() {
+            if suppressed > 0 {
+                ::tracing::$level!(suppressed, $($arg)+);
+            } else {
+                ::tracing::$level!($($arg)+);
+            }
+        }
+    };
+}
+
+// What a connection is doing, for the choice of whom to close at the limit.
+/// Reading or handling a request (never closed to make room).
+const SLOT_BUSY: u8 = 0;
+/// Waiting for a request, holding no registration.
+const SLOT_IDLE: u8 = 1;
+/// Writing a reply, holding no registration.
+const SLOT_WRITING: u8 = 2;
+/// Holding a registration (never closed to make room).
+const SLOT_HOLDING: u8 = 3;
+/// Chosen to make room: the connection closes at its next step.
+const SLOT_EVICTED: u8 = 4;
+
+/// A connection's claim on one of the `max_connections` slots.
+#[derive(Debug)]
+struct Slot {
+    state: AtomicU8,
+    /// When the current state began (milliseconds since the daemon started).
+    since_ms: AtomicU64,
+    /// Woken when the slot is taken away.
+    evicted: Notify,
+}
+
+impl Slot {
+    fn new(now_ms: u64) -> Self {
+        Self {
+            state: AtomicU8::new(SLOT_BUSY),
+            since_ms: AtomicU64::new(now_ms),
+            evicted: Notify::new(),
+        }
+    }
+
+    /// Moves to `state`; `false` if the slot was taken away (the connection must close).
+    fn enter(&self, state: u8, now_ms: u64) -> bool {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            if current == SLOT_EVICTED {
+                return false;
+            }
+            if current == state {
+                return true;
+            }
+            self.since_ms.store(now_ms, Ordering::Relaxed);
+            match self.state.compare_exchange_weak(
+                current,
+                state,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// The connection closed to make room for a new one.
+struct Eviction {
+    victim: ConnectionId,
+    was_writing: bool,
+    waited: Duration,
+}
+
+/// The table of connections holding slots.
+#[derive(Debug)]
+struct Slots {
+    max: usize,
+    open: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+impl Slots {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        // The map stays consistent whatever panicked while holding the lock.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connections holding a slot, and how many of them are writing.
+    fn occupancy(&self) -> (usize, usize) {
+        let open = self.lock();
+        let writing = open
+            .values()
+            .filter(|slot| slot.state.load(Ordering::Relaxed) == SLOT_WRITING)
+            .count();
+        (open.len(), writing)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// A slot for connection `id`, if one is free or can be taken from the
+    /// longest-waiting idle or blocked-writing connection.
+    fn admit(&self, id: ConnectionId, now_ms: u64) -> Option<(Arc<Slot>, Option<Eviction>)> {
+        let mut open = self.lock();
+        let mut eviction = None;
+        if open.len() >= self.max {
+            // A candidate may change state while we look; then look again.
+            for _ in 0..4 {
+                let candidate = open
+                    .iter()
+                    .filter_map(|(id, slot)| {
+                        let state = slot.state.load(Ordering::Acquire);
+                        matches!(state, SLOT_IDLE | SLOT_WRITING)
+                            .then(|| (slot.since_ms.load(Ordering::Relaxed), *id, state))
+                    })
+                    .min();
+                let Some((since, victim, state)) = candidate else {
+                    break;
+                };
+                let slot = open[&victim].clone();
+                if slot
+                    .state
+                    .compare_exchange(state, SLOT_EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    open.remove(&victim);
+                    slot.evicted.notify_one();
+                    eviction = Some(Eviction {
+                        victim: ConnectionId(victim),
+                        was_writing: state == SLOT_WRITING,
+                        waited: Duration::from_millis(now_ms.saturating_sub(since)),
+                    });
+                    break;
+                }
+            }
+            eviction.as_ref()?;
+        }
+        let slot = Arc::new(Slot::new(now_ms));
+        open.insert(id.0, slot.clone());
+        Some((slot, eviction))
+    }
+
+    fn release(&self, id: ConnectionId) {
+        self.lock().remove(&id.0);
+    }
+}
+
+/// Gives the slot back when the connection's task ends (or unwinds).
+struct SlotGuard {
+    shared: Arc<Shared>,
+    id: ConnectionId,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.shared.slots.release(self.id);
+    }
+}
+
+/// The replies that are built from the whole table and shared between connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SharedReply {
+    Names,
+    Dump,
+    /// The joerl list, whose empty hosts are filled with the daemon's address
+    /// as the client reached it.
+    List(Option<IpAddr>),
+}
+
+/// A reply shared between connections. While it lives (in the cache or in
+/// connections still writing it), its size counts against
+/// [`ServerConfig::max_reply_memory`].
+#[derive(Debug)]
+struct ReplyBytes {
+    bytes: Vec<u8>,
+    in_use: Arc<AtomicUsize>,
+}
+
+impl ReplyBytes {
+    fn new(bytes: Vec<u8>, in_use: &Arc<AtomicUsize>) -> Arc<Self> {
+        in_use.fetch_add(bytes.len(), Ordering::Relaxed);
+        Arc::new(Self {
+            bytes,
+            in_use: in_use.clone(),
+        })
+    }
+}
+
+impl Drop for ReplyBytes {
+    fn drop(&mut self) {
+        self.in_use.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct CachedReply {
+    kind: SharedReply,
+    generation: u64,
+    valid_until: Option<Instant>,
+    bytes: Arc<ReplyBytes>,
+}
+
+/// How many shared replies are kept (one per kind and daemon address).
+const REPLY_CACHE_ENTRIES: usize = 8;
 
 /// State shared by the accept loop, the reaper and every connection.
 #[derive(Debug)]
@@ -178,6 +588,95 @@ struct Shared {
     started: Instant,
     next_connection: AtomicU64,
     shutdown: watch::Sender<bool>,
+    slots: Slots,
+    counters: Counters,
+    logs: Limiters,
+    replies: Mutex<Vec<CachedReply>>,
+    /// Bytes of all live shared replies.
+    reply_memory: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The reply of `kind` for the table as it is now: the cached copy if the
+    /// table has not changed since it was built, otherwise a new one from
+    /// `build`; but the cached copy even if the table has changed when
+    /// connections still writing older copies hold
+    /// [`ServerConfig::max_reply_memory`] already.
+    fn shared_reply(
+        &self,
+        kind: SharedReply,
+        build: impl FnOnce(Instant) -> Result<Vec<u8>, ProtocolError>,
+    ) -> Result<Arc<ReplyBytes>, ProtocolError> {
+        let now = Instant::now();
+        // Read before building: a change made meanwhile makes the copy stale, never wrong.
+        let generation = self.registry.generation();
+        let (previous, only_cached) = {
+            let cache = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.iter().find(|c| c.kind == kind) {
+                Some(hit)
+                    if hit.generation == generation
+                        && hit.valid_until.is_none_or(|until| now < until) =>
+                {
+                    return Ok(hit.bytes.clone());
+                }
+                Some(old) => (Some(old.bytes.clone()), Arc::strong_count(&old.bytes) == 1),
+                None => (None, false),
+            }
+        };
+        if let Some(previous) = previous {
+            // Replacing a copy that only the cache holds frees it; otherwise
+            // the new copy comes on top of it.
+            let in_use = self.reply_memory.load(Ordering::Relaxed);
+            if !only_cached && in_use + previous.bytes.len() > self.config.max_reply_memory {
+                count(&self.counters.stale_replies);
+                limited!(
+                    warn,
+                    self.logs.reply_memory,
+                    in_use,
+                    max_reply_memory = self.config.max_reply_memory,
+                    "shared replies use their memory limit (peers are slow to read them); answering with the previous copy of the table"
+                );
+                return Ok(previous);
+            }
+        }
+        let valid_until = self.registry.next_expiry(now);
+        let bytes = ReplyBytes::new(build(now)?, &self.reply_memory);
+        let mut cache = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|c| c.kind != kind);
+        if cache.len() >= REPLY_CACHE_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push(CachedReply {
+            kind,
+            generation,
+            valid_until,
+            bytes: bytes.clone(),
+        });
+        Ok(bytes)
+    }
+
+    fn stats(&self) -> ServerStats {
+        let c = &self.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (open, writing) = self.slots.occupancy();
+        ServerStats {
+            connections_accepted: get(&c.accepted),
+            open_connections: open as u64,
+            writing_connections: writing as u64,
+            connections_refused: get(&c.refused),
+            connections_evicted: get(&c.evicted),
+            write_timeouts: get(&c.write_timeouts),
+            stale_replies: get(&c.stale_replies),
+            malformed_requests: get(&c.malformed),
+            registrations_refused: get(&c.registrations_refused),
+            commands_refused: get(&c.commands_refused),
+            alive2_unexpected_data: get(&c.alive2_data),
+        }
+    }
 }
 
 /// A running daemon. Dropping it stops the daemon (without waiting);
@@ -198,21 +697,29 @@ impl EpmdServer {
             addr: config.listen_addr,
             source,
         };
-        let listener = listen(config.listen_addr).map_err(bind_error)?;
+        let listener = listen(config.listen_addr, config.send_buffer_bytes).map_err(bind_error)?;
         let local_addr = listener.get_ref().local_addr().map_err(bind_error)?;
         let (shutdown, _) = watch::channel(false);
         let (stopped_tx, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
-            registry: Registry::with_max_nodes(config.max_nodes),
+            registry: Registry::with_limits(config.registry_limits()),
+            slots: Slots::new(config.max_connections),
             config,
             local_addr,
             started: Instant::now(),
             next_connection: AtomicU64::new(1),
             shutdown,
+            counters: Counters::default(),
+            logs: Limiters::new(),
+            replies: Mutex::new(Vec::new()),
+            reply_memory: Arc::new(AtomicUsize::new(0)),
         });
         info!(
             %local_addr,
             max_connections = shared.config.max_connections,
+            write_timeout = ?shared.config.write_timeout,
+            max_registrations_per_connection = shared.config.max_registrations_per_connection,
+            max_registrations_per_source = shared.config.max_registrations_per_source,
             default_lease = ?shared.config.default_lease,
             keepalive_interval = ?shared.config.keepalive_interval,
             "epmd listening"
@@ -234,6 +741,11 @@ impl EpmdServer {
     /// The settings in force.
     pub fn config(&self) -> &ServerConfig {
         &self.shared.config
+    }
+
+    /// Counters of closed connections and refused requests since the daemon started.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.stats()
     }
 
     /// Whether the daemon has stopped (after [`EpmdServer::shutdown`], a drop, or a `KILL_REQ`).
@@ -269,7 +781,7 @@ impl Drop for EpmdServer {
 /// spawning a task (see [`answer_at_once`]).
 type Listener = AsyncFd<std::net::TcpListener>;
 
-fn listen(addr: SocketAddr) -> std::io::Result<Listener> {
+fn listen(addr: SocketAddr, send_buffer: Option<usize>) -> std::io::Result<Listener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -277,6 +789,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<Listener> {
     };
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
+    if let Some(bytes) = send_buffer {
+        // Accepted sockets inherit it (validated to fit in u32).
+        socket.set_send_buffer_size(bytes as u32)?;
+    }
     socket.bind(addr)?;
     let listener = socket.listen(1024)?.into_std()?;
     listener.set_nonblocking(true)?;
@@ -316,6 +832,13 @@ fn read_now(stream: &mut std::net::TcpStream, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
+/// Bytes read from a connection before its request's length is known (the
+/// accept loop's first read, and a connection task's reads until the 2-byte
+/// length has arrived). Once the length is known, exactly the rest of the
+/// request is read, so only bytes that came with its first part can follow it
+/// in the buffer (epmd reads the same way).
+const FIRST_READ_BYTES: usize = 512;
+
 /// The hot path: if a complete `PORT_PLEASE2_REQ` is already waiting on a
 /// freshly accepted socket (after at most one `sched_yield` to let a client on
 /// the same core send it), answer it right here with non-blocking calls (read,
@@ -323,7 +846,7 @@ fn read_now(stream: &mut std::net::TcpStream, buf: &mut [u8]) -> Option<usize> {
 /// else, or anything that would block, goes to a task with the bytes read so far.
 fn answer_at_once(shared: &Shared, mut stream: std::net::TcpStream) -> AcceptedConnection {
     use std::io::Write;
-    let mut bytes = [0u8; 512];
+    let mut bytes = [0u8; FIRST_READ_BYTES];
     if stream.set_nonblocking(true).is_err() {
         return AcceptedConnection::Done;
     }
@@ -343,6 +866,8 @@ fn answer_at_once(shared: &Shared, mut stream: std::net::TcpStream) -> AcceptedC
         };
     }
     let received = &bytes[..read];
+    // Only a request with nothing after it: trailing bytes close the connection
+    // without a reply, which the connection task does (as epmd).
     let complete_port_please = matches!(
         protocol::check_frame(received, shared.config.max_request_bytes),
         Ok(Some(len)) if len + 2 == read && received[2] == protocol::PORT_PLEASE2_REQ
@@ -360,11 +885,14 @@ fn answer_at_once(shared: &Shared, mut stream: std::net::TcpStream) -> AcceptedC
             match stream.write(&reply) {
                 Ok(n) if n == reply.len() => return AcceptedConnection::Done,
                 Ok(n) => {
-                    // The send buffer of a fresh socket was full: finish in a task.
+                    // The send buffer of a fresh socket was full: finish in a
+                    // task, bounded by the write timeout like any other write.
                     let rest = reply[n..].to_vec();
+                    let write_timeout = shared.config.write_timeout;
                     if let Ok(mut stream) = TcpStream::from_std(stream) {
                         tokio::spawn(async move {
-                            let _ = stream.write_all(&rest).await;
+                            let _ =
+                                tokio::time::timeout(write_timeout, stream.write_all(&rest)).await;
                         });
                     }
                     return AcceptedConnection::Done;
@@ -384,9 +912,7 @@ async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
 async fn run(listener: Listener, shared: Arc<Shared>, stopped: watch::Sender<bool>) {
     let mut shutdown = shared.shutdown.subscribe();
     let (tasks_alive, mut all_tasks_done) = mpsc::channel::<()>(1);
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
     tokio::spawn(reaper(shared.clone(), tasks_alive.clone()));
-    let mut refused_since_log = 0u64;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -397,42 +923,66 @@ async fn run(listener: Listener, shared: Arc<Shared>, stopped: watch::Sender<boo
             Ok(accepted) => accepted,
             Err(err) => {
                 // Typically EMFILE: back off instead of spinning.
-                error!(error = %err, "accept failed; retrying in 100 ms");
+                limited!(error, shared.logs.internal, error = %err, "accept failed; retrying in 100 ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            refused_since_log += 1;
-            if refused_since_log == 1 || refused_since_log % 1000 == 0 {
-                warn!(
-                    %peer,
-                    max_connections = shared.config.max_connections,
-                    refused = refused_since_log,
-                    "connection limit reached; closing new connection"
-                );
-            }
-            drop(stream);
-            continue;
-        };
-        refused_since_log = 0;
+        count(&shared.counters.accepted);
+        // A lookup answered at once needs no slot, even at the limit.
         let (stream, already_read) = match answer_at_once(&shared, stream) {
             AcceptedConnection::Done => continue,
             AcceptedConnection::Serve(stream, already_read) => (stream, already_read),
         };
+        let id = ConnectionId(shared.next_connection.fetch_add(1, Ordering::Relaxed));
+        let Some((slot, eviction)) = shared.slots.admit(id, shared.now_ms()) else {
+            count(&shared.counters.refused);
+            limited!(
+                warn,
+                shared.logs.connection_limit,
+                %peer,
+                max_connections = shared.config.max_connections,
+                refused = shared.counters.refused.load(Ordering::Relaxed),
+                "connection limit reached and every connection holds a registration; closing new connection"
+            );
+            drop(stream);
+            continue;
+        };
+        if let Some(eviction) = eviction {
+            count(&shared.counters.evicted);
+            let closed_was = if eviction.was_writing {
+                "blocked writing"
+            } else {
+                "waiting for a request"
+            };
+            limited!(
+                warn,
+                shared.logs.connection_limit,
+                %peer,
+                max_connections = shared.config.max_connections,
+                closed_connection = eviction.victim.0,
+                closed_was,
+                waited = ?eviction.waited,
+                evicted = shared.counters.evicted.load(Ordering::Relaxed),
+                "connection limit reached; closed the longest-waiting connection to make room"
+            );
+        }
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(err) => {
-                warn!(%peer, error = %err, "cannot register connection; closing it");
+                limited!(warn, shared.logs.internal, %peer, error = %err, "cannot register connection; closing it");
+                shared.slots.release(id);
                 continue;
             }
         };
-        let id = ConnectionId(shared.next_connection.fetch_add(1, Ordering::Relaxed));
-        let shared = shared.clone();
+        let guard = SlotGuard {
+            shared: shared.clone(),
+            id,
+        };
         let alive = tasks_alive.clone();
         tokio::spawn(async move {
-            serve_connection(&shared, stream, already_read, peer, id).await;
-            drop(permit);
+            serve_connection(&guard.shared, stream, already_read, peer, id, slot).await;
+            drop(guard);
             drop(alive);
         });
     }
@@ -453,7 +1003,9 @@ async fn reaper(shared: Arc<Shared>, _alive: mpsc::Sender<()>) {
             _ = tick.tick() => {}
         }
         for node in shared.registry.reap_expired(Instant::now()) {
-            info!(
+            limited!(
+                info,
+                shared.logs.expired,
                 name = %node.name,
                 port = node.port,
                 lease_ms = node.lease_ms,
@@ -476,6 +1028,12 @@ fn is_local_peer(peer: SocketAddr, local: Option<SocketAddr>) -> bool {
     ip.is_loopback() || local.is_some_and(|l| l.ip() == peer.ip())
 }
 
+/// Whether requests with this tag may be followed by more requests on the same
+/// connection (joerl's); Erlang requests are one per connection.
+fn is_joerl_tag(tag: u8) -> bool {
+    (protocol::JOERL_REGISTER_REQ..=protocol::JOERL_PING_REQ).contains(&tag)
+}
+
 /// Why a connection's read side ended with an error.
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
@@ -483,22 +1041,43 @@ enum ReadError {
     Protocol(#[from] ProtocolError),
     #[error("connection closed in the middle of a request ({0} bytes received)")]
     TruncatedAtEof(usize),
+    #[error(
+        "request with tag {tag} arrived together with {extra} more byte(s); closing without a reply (as epmd)"
+    )]
+    TrailingBytes { tag: u8, extra: usize },
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// A client socket with its read buffer: turns bytes into request frames.
+/// Why writing a reply did not finish.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("no progress writing the reply for {0:?} (the peer does not read)")]
+    TimedOut(Duration),
+    #[error("closed to make room for a new connection")]
+    Evicted,
+    #[error("the daemon is shutting down")]
+    Shutdown,
+    #[error("the reply could not be encoded: {0}")]
+    Unencodable(ProtocolError),
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A client socket with its read buffer: turns bytes into request frames, and
+/// writes replies within the write timeout.
 struct Connection {
     stream: TcpStream,
     buffer: BytesMut,
+    slot: Arc<Slot>,
+    shutdown: watch::Receiver<bool>,
+    write_timeout: Duration,
+    clock: Instant,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, already_read: BytesMut) -> Self {
-        Self {
-            stream,
-            buffer: already_read,
-        }
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
     }
 
     /// Reads the next request body. `Ok(None)` on a clean close between requests.
@@ -506,19 +1085,27 @@ impl Connection {
     async fn read_frame(&mut self, max_body: usize) -> Result<Option<BytesMut>, ReadError> {
         loop {
             if let Some(len) = protocol::check_frame(&self.buffer, max_body)? {
+                let extra = self.buffer.len() - 2 - len;
+                let tag = self.buffer[2];
+                if extra > 0 && !is_joerl_tag(tag) {
+                    return Err(ReadError::TrailingBytes { tag, extra });
+                }
                 self.buffer.advance(2);
                 return Ok(Some(self.buffer.split_to(len)));
             }
             // The header (if present) has been checked against the limit, so
             // the buffer never grows beyond one maximal frame.
-            let wanted = if self.buffer.len() >= 2 {
-                2 + usize::from(u16::from_be_bytes([self.buffer[0], self.buffer[1]]))
+            let read = if self.buffer.len() >= 2 {
+                let wanted = 2 + usize::from(u16::from_be_bytes([self.buffer[0], self.buffer[1]]))
+                    - self.buffer.len();
+                self.buffer.reserve(wanted);
+                let mut rest = (&mut self.buffer).limit(wanted);
+                self.stream.read_buf(&mut rest).await?
             } else {
-                64
+                self.buffer.reserve(FIRST_READ_BYTES);
+                self.stream.read_buf(&mut self.buffer).await?
             };
-            self.buffer
-                .reserve(wanted.saturating_sub(self.buffer.len()));
-            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+            if read == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
@@ -531,13 +1118,48 @@ impl Connection {
     /// On a connection that holds an `ALIVE2` registration: resolves when the
     /// peer sends anything at all or closes (both end the registration, as in epmd).
     async fn read_anything(&mut self) -> std::io::Result<usize> {
-        self.buffer.clear();
+        if !self.buffer.is_empty() {
+            return Ok(self.buffer.len());
+        }
         self.buffer.reserve(64);
         self.stream.read_buf(&mut self.buffer).await
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
+    /// Writes one reply, in slot state `state` ([`SLOT_WRITING`], or
+    /// [`SLOT_HOLDING`] for a connection holding registrations). Gives up when a
+    /// write makes no progress for the write timeout, when the slot is taken
+    /// away, or at shutdown.
+    async fn write(&mut self, bytes: &[u8], state: u8) -> Result<(), WriteError> {
+        if !self.slot.enter(state, self.now_ms()) {
+            return Err(WriteError::Evicted);
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown_signalled(&mut self.shutdown) => return Err(WriteError::Shutdown),
+                _ = self.slot.evicted.notified() => return Err(WriteError::Evicted),
+                step = tokio::time::timeout(self.write_timeout, self.stream.write(&bytes[written..])) => step,
+            };
+            match step {
+                Err(_) => return Err(WriteError::TimedOut(self.write_timeout)),
+                Ok(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Ok(Ok(n)) => written += n,
+                Ok(Err(err)) => return Err(err.into()),
+            }
+        }
+        if !self.slot.enter(SLOT_BUSY, self.now_ms()) {
+            return Err(WriteError::Evicted);
+        }
+        Ok(())
+    }
+
+    /// Makes the coming close a reset: the kernel drops whatever it still
+    /// buffers for a peer that does not read, instead of keeping it (and
+    /// retrying) after the daemon has let go of the socket.
+    fn reset_on_close(&self) {
+        #[allow(deprecated)] // deprecated only for non-zero values, which can block
+        let _ = self.stream.set_linger(Some(Duration::ZERO));
     }
 }
 
@@ -570,8 +1192,16 @@ async fn serve_connection(
     already_read: BytesMut,
     peer: SocketAddr,
     id: ConnectionId,
+    slot: Arc<Slot>,
 ) {
-    let mut conn = Connection::new(stream, already_read);
+    let mut conn = Connection {
+        stream,
+        buffer: already_read,
+        slot,
+        shutdown: shared.shutdown.subscribe(),
+        write_timeout: shared.config.write_timeout,
+        clock: shared.started,
+    };
     let mut session = Session {
         shared,
         id,
@@ -585,15 +1215,29 @@ async fn serve_connection(
     let max_body = shared.config.max_request_bytes;
     let mut idle_deadline = tokio::time::Instant::now() + idle_timeout;
     let mut holding_alive = false;
+    let slot = conn.slot.clone();
     debug!(%peer, connection = id.0, "connection opened");
     loop {
         let holds_registration = !session.held.is_empty();
+        let waiting = if holds_registration {
+            SLOT_HOLDING
+        } else {
+            SLOT_IDLE
+        };
+        if !slot.enter(waiting, conn.now_ms()) {
+            debug!(%peer, connection = id.0, "closed to make room for a new connection");
+            break;
+        }
         let kick = session.kick.clone();
         if holding_alive {
             tokio::select! {
                 _ = shutdown_signalled(&mut shutdown) => break,
                 _ = kick.notified() => {
                     debug!(%peer, connection = id.0, "registration removed by STOP_REQ; closing");
+                    break;
+                }
+                _ = slot.evicted.notified() => {
+                    debug!(%peer, connection = id.0, "closed to make room for a new connection");
                     break;
                 }
                 _ = tokio::time::sleep_until(idle_deadline), if !holds_registration => {
@@ -603,7 +1247,10 @@ async fn serve_connection(
                 read = conn.read_anything() => {
                     match read {
                         Ok(0) => debug!(%peer, connection = id.0, "registered node closed its connection"),
-                        Ok(n) => warn!(%peer, connection = id.0, bytes = n, "unexpected data on an ALIVE2 connection; closing it and removing its registration"),
+                        Ok(n) => {
+                            count(&shared.counters.alive2_data);
+                            limited!(warn, shared.logs.alive2_data, %peer, connection = id.0, bytes = n, "unexpected data on an ALIVE2 connection; closing it and removing its registration");
+                        }
                         Err(err) => debug!(%peer, connection = id.0, error = %err, "ALIVE2 connection failed"),
                     }
                     break;
@@ -616,6 +1263,10 @@ async fn serve_connection(
                 debug!(%peer, connection = id.0, "registration removed by STOP_REQ; closing");
                 break;
             }
+            _ = slot.evicted.notified() => {
+                debug!(%peer, connection = id.0, "closed to make room for a new connection");
+                break;
+            }
             _ = tokio::time::sleep_until(idle_deadline), if !holds_registration => {
                 debug!(%peer, connection = id.0, timeout = ?idle_timeout, "idle connection closed");
                 break;
@@ -625,26 +1276,58 @@ async fn serve_connection(
         let body = match frame {
             Ok(Some(body)) => body,
             Ok(None) => break,
+            Err(ReadError::Io(err)) => {
+                debug!(%peer, connection = id.0, error = %err, "read failed; closing");
+                break;
+            }
             Err(err) => {
-                warn!(%peer, connection = id.0, reason = %err, "closing connection after bad input");
+                count(&shared.counters.malformed);
+                limited!(warn, shared.logs.bad_input, %peer, connection = id.0, reason = %err, "closing connection after bad input");
                 break;
             }
         };
+        if !slot.enter(SLOT_BUSY, conn.now_ms()) {
+            debug!(%peer, connection = id.0, "closed to make room for a new connection");
+            break;
+        }
         idle_deadline = tokio::time::Instant::now() + idle_timeout;
         let request = match protocol::decode_request(&body) {
             Ok(request) => request,
             Err(err) => {
-                warn!(%peer, connection = id.0, reason = %err, "closing connection after malformed request");
+                count(&shared.counters.malformed);
+                limited!(warn, shared.logs.bad_input, %peer, connection = id.0, reason = %err, "closing connection after malformed request");
                 if let ProtocolError::UnsupportedVersion { .. } = err {
-                    let _ = conn.write(&protocol::encode_version_reply()).await;
+                    let state = session.writing_state();
+                    let _ = conn.write(&protocol::encode_version_reply(), state).await;
                 }
                 break;
             }
         };
+        drop(body);
         match session.handle(request, &mut conn).await {
             Ok(Next::Continue) => {}
             Ok(Next::HoldAlive) => holding_alive = true,
             Ok(Next::Close) => break,
+            Err(WriteError::TimedOut(after)) => {
+                count(&shared.counters.write_timeouts);
+                limited!(
+                    warn,
+                    shared.logs.write_timeout,
+                    %peer,
+                    connection = id.0,
+                    timeout = ?after,
+                    write_timeouts = shared.counters.write_timeouts.load(Ordering::Relaxed),
+                    "peer does not read its reply; closing the connection"
+                );
+                conn.reset_on_close();
+                break;
+            }
+            Err(WriteError::Evicted) => {
+                debug!(%peer, connection = id.0, "closed while writing to make room for a new connection");
+                conn.reset_on_close();
+                break;
+            }
+            Err(WriteError::Shutdown) => break,
             Err(err) => {
                 debug!(%peer, connection = id.0, error = %err, "write failed; closing");
                 break;
@@ -653,7 +1336,7 @@ async fn serve_connection(
     }
     for name in session.held.drain(..) {
         if shared.registry.unregister_connection(&name, id) {
-            info!(%name, %peer, "node unregistered: its connection closed");
+            limited!(info, shared.logs.unregistered, %name, %peer, "node unregistered: its connection closed");
         }
     }
     debug!(%peer, connection = id.0, "connection closed");
@@ -671,6 +1354,16 @@ impl Session<'_> {
         is_local_peer(self.peer, None) || is_local_peer(self.peer, self.local_addr(conn))
     }
 
+    /// The slot state while writing a reply: connections holding registrations
+    /// are never closed to make room (the write timeout still applies to them).
+    fn writing_state(&self) -> u8 {
+        if self.held.is_empty() {
+            SLOT_WRITING
+        } else {
+            SLOT_HOLDING
+        }
+    }
+
     /// Host reported for nodes that registered without one: the daemon's
     /// address as this client reached it.
     fn fill_host(local: Option<SocketAddr>, mut node: NodeInfo) -> NodeInfo {
@@ -682,13 +1375,25 @@ impl Session<'_> {
         node
     }
 
-    async fn handle(&mut self, request: Request, conn: &mut Connection) -> std::io::Result<Next> {
-        let registry = &self.shared.registry;
+    fn refuse_command(&self, what: &'static str, why: &'static str) {
+        count(&self.shared.counters.commands_refused);
+        let peer = self.peer;
+        limited!(warn, self.shared.logs.refused_command, %peer, request = what, "{why}");
+    }
+
+    async fn handle(
+        &mut self,
+        request: Request,
+        conn: &mut Connection,
+    ) -> Result<Next, WriteError> {
+        let shared = self.shared;
+        let registry = &shared.registry;
         let peer = self.peer;
         match request {
             Request::Alive2(req) => {
                 if !self.is_local_peer(conn) {
-                    warn!(%peer, name = %req.name, "ALIVE2_REQ from a non-local peer; closing without reply (as epmd)");
+                    count(&shared.counters.registrations_refused);
+                    limited!(warn, shared.logs.refused_registration, %peer, name = %req.name, "ALIVE2_REQ from a non-local peer; closing without reply (as epmd)");
                     return Ok(Next::Close);
                 }
                 let highest_version = req.dist.highest_version;
@@ -701,30 +1406,33 @@ impl Session<'_> {
                     kind: NodeKind::Erlang,
                     lifetime: Lifetime::Connection,
                     owner: self.id,
+                    source: Some(registry::source_key(peer.ip())),
                     with_token: false,
                     kick: Some(self.kick.clone()),
                 };
                 let reply = match registry.register(registration, Instant::now()) {
                     Ok(done) => {
-                        info!(name = %req.name, port = req.port, creation = done.creation, %peer, "Erlang node registered");
+                        limited!(info, shared.logs.registered, name = %req.name, port = req.port, creation = done.creation, %peer, "Erlang node registered");
                         self.held.push(req.name);
                         Alive2Reply::for_version(highest_version, 0, done.creation)
                     }
                     Err(err) => {
-                        warn!(name = %req.name, %peer, reason = %err, "ALIVE2_REQ refused");
+                        count(&shared.counters.registrations_refused);
+                        limited!(warn, shared.logs.refused_registration, name = %req.name, %peer, reason = %err, "ALIVE2_REQ refused");
                         Alive2Reply::for_version(highest_version, 1, CREATION_ON_REFUSAL)
                     }
                 };
-                conn.write(&reply.encode()).await?;
+                conn.write(&reply.encode(), self.writing_state()).await?;
                 Ok(Next::HoldAlive)
             }
             Request::Alive2Rejected {
                 highest_version,
                 reason,
             } => {
-                warn!(%peer, %reason, "ALIVE2_REQ refused");
+                count(&shared.counters.registrations_refused);
+                limited!(warn, shared.logs.refused_registration, %peer, %reason, "ALIVE2_REQ refused");
                 let reply = Alive2Reply::for_version(highest_version, 1, CREATION_ON_REFUSAL);
-                conn.write(&reply.encode()).await?;
+                conn.write(&reply.encode(), self.writing_state()).await?;
                 Ok(Next::HoldAlive)
             }
             Request::PortPlease2 { name } => {
@@ -736,89 +1444,155 @@ impl Session<'_> {
                     out.extend_from_slice(&PORT2_MISS);
                 }
                 debug!(%peer, %name, found = found.is_some(), "PORT_PLEASE2_REQ");
-                conn.write(&out).await?;
+                conn.write(&out, self.writing_state()).await?;
                 Ok(Next::Close)
             }
             Request::Names => {
-                let mut out = Vec::with_capacity(256);
-                NamesReply::encode_header(u32::from(self.shared.local_addr.port()), &mut out);
-                for node in registry.list(Instant::now()) {
-                    NamesReply::encode_line(&node.name, node.port, &mut out);
-                }
-                conn.write(&out).await?;
+                let port = u32::from(shared.local_addr.port());
+                let reply = shared.shared_reply(SharedReply::Names, |now| {
+                    let nodes = registry.list(now);
+                    let mut out = Vec::with_capacity(4 + nodes.len() * 32);
+                    NamesReply::encode_header(port, &mut out);
+                    for node in &nodes {
+                        NamesReply::encode_line(&node.name, node.port, &mut out);
+                    }
+                    Ok(out)
+                });
+                self.write_shared(reply, conn).await?;
                 Ok(Next::Close)
             }
             Request::Dump => {
                 if !self.is_local_peer(conn) {
-                    warn!(%peer, "DUMP_REQ from a non-local peer; closing without reply");
+                    self.refuse_command(
+                        "DUMP_REQ",
+                        "DUMP_REQ from a non-local peer; closing without reply",
+                    );
                     return Ok(Next::Close);
                 }
-                let mut out = Vec::with_capacity(256);
-                NamesReply::encode_header(u32::from(self.shared.local_addr.port()), &mut out);
-                let (live, old) = registry.dump(Instant::now());
-                for line in live {
-                    protocol::encode_dump_active(
-                        &line.name,
-                        line.port,
-                        line.connection.0,
-                        &mut out,
-                    );
-                }
-                for line in old {
-                    protocol::encode_dump_old(&line.name, line.port, line.connection.0, &mut out);
-                }
-                conn.write(&out).await?;
+                let port = u32::from(shared.local_addr.port());
+                let reply = shared.shared_reply(SharedReply::Dump, |now| {
+                    let (live, old) = registry.dump(now);
+                    let mut out = Vec::with_capacity(4 + (live.len() + old.len()) * 64);
+                    NamesReply::encode_header(port, &mut out);
+                    for line in live {
+                        protocol::encode_dump_active(
+                            &line.name,
+                            line.port,
+                            line.connection.0,
+                            &mut out,
+                        );
+                    }
+                    for line in old {
+                        protocol::encode_dump_old(
+                            &line.name,
+                            line.port,
+                            line.connection.0,
+                            &mut out,
+                        );
+                    }
+                    Ok(out)
+                });
+                self.write_shared(reply, conn).await?;
                 Ok(Next::Close)
             }
             Request::Kill => {
                 if !self.is_local_peer(conn) {
-                    warn!(%peer, "KILL_REQ from a non-local peer; closing without reply");
+                    self.refuse_command(
+                        "KILL_REQ",
+                        "KILL_REQ from a non-local peer; closing without reply",
+                    );
                     return Ok(Next::Close);
                 }
-                if !self.shared.config.relaxed_command_check && !registry.is_empty(Instant::now()) {
-                    warn!(%peer, "KILL_REQ refused: nodes are registered (use --relaxed-command-check to allow)");
-                    conn.write(protocol::KILL_REFUSED).await?;
+                if !shared.config.relaxed_command_check && !registry.is_empty(Instant::now()) {
+                    self.refuse_command(
+                        "KILL_REQ",
+                        "KILL_REQ refused: nodes are registered (use --relaxed-command-check to allow)",
+                    );
+                    conn.write(protocol::KILL_REFUSED, self.writing_state())
+                        .await?;
                     return Ok(Next::Close);
                 }
-                conn.write(protocol::KILL_OK).await?;
+                conn.write(protocol::KILL_OK, self.writing_state()).await?;
                 info!(%peer, "KILL_REQ: stopping the daemon");
-                self.shared.shutdown.send_replace(true);
+                shared.shutdown.send_replace(true);
                 Ok(Next::Close)
             }
             Request::Stop { name } => {
                 let shown = String::from_utf8_lossy(&name).into_owned();
                 if !self.is_local_peer(conn) {
-                    warn!(%peer, name = %shown, "STOP_REQ from a non-local peer; closing without reply");
+                    self.refuse_command(
+                        "STOP_REQ",
+                        "STOP_REQ from a non-local peer; closing without reply",
+                    );
                     return Ok(Next::Close);
                 }
-                if !self.shared.config.relaxed_command_check {
-                    warn!(%peer, name = %shown, "STOP_REQ refused without --relaxed-command-check; closing without reply (as epmd)");
+                if !shared.config.relaxed_command_check {
+                    self.refuse_command(
+                        "STOP_REQ",
+                        "STOP_REQ refused without --relaxed-command-check; closing without reply (as epmd)",
+                    );
                     return Ok(Next::Close);
                 }
                 match registry.stop(&name) {
                     Some(kick) => {
-                        info!(%peer, name = %shown, "STOP_REQ: registration removed");
+                        limited!(info, shared.logs.unregistered, %peer, name = %shown, "STOP_REQ: registration removed");
                         if let Some(kick) = kick {
                             kick.notify_one();
                         }
-                        conn.write(protocol::STOP_OK).await?;
+                        conn.write(protocol::STOP_OK, self.writing_state()).await?;
                     }
-                    None => conn.write(protocol::STOP_NOEXIST).await?,
+                    None => {
+                        conn.write(protocol::STOP_NOEXIST, self.writing_state())
+                            .await?
+                    }
                 }
                 Ok(Next::Close)
+            }
+            Request::Joerl(JoerlRequest::List(_)) => {
+                let local = self.local_addr(conn);
+                let host = local.map(|l| l.ip());
+                let reply = shared.shared_reply(SharedReply::List(host), |now| {
+                    JoerlReply::List(
+                        registry
+                            .list(now)
+                            .into_iter()
+                            .map(|n| Self::fill_host(local, n))
+                            .collect(),
+                    )
+                    .encode()
+                });
+                self.write_shared(reply, conn).await?;
+                Ok(Next::Continue)
             }
             Request::Joerl(req) => {
                 let is_local = self.is_local_peer(conn);
                 let local = self.local_addr(conn);
                 let reply = self.handle_joerl(req, is_local, local);
                 match reply.encode() {
-                    Ok(bytes) => conn.write(&bytes).await?,
+                    Ok(bytes) => conn.write(&bytes, self.writing_state()).await?,
                     Err(err) => {
-                        error!(%peer, error = %err, "cannot encode reply; closing");
+                        limited!(error, shared.logs.internal, %peer, error = %err, "cannot encode reply; closing");
                         return Ok(Next::Close);
                     }
                 }
                 Ok(Next::Continue)
+            }
+        }
+    }
+
+    /// Writes a reply shared with other connections (or closes the connection
+    /// if it could not be built).
+    async fn write_shared(
+        &mut self,
+        reply: Result<Arc<ReplyBytes>, ProtocolError>,
+        conn: &mut Connection,
+    ) -> Result<(), WriteError> {
+        match reply {
+            Ok(reply) => conn.write(&reply.bytes, self.writing_state()).await,
+            Err(err) => {
+                let peer = self.peer;
+                limited!(error, self.shared.logs.internal, %peer, error = %err, "cannot encode reply; closing");
+                Err(WriteError::Unencodable(err))
             }
         }
     }
@@ -836,7 +1610,8 @@ impl Session<'_> {
         match request {
             JoerlRequest::Register(req) => {
                 if !is_local_peer && !shared.config.allow_remote_register {
-                    warn!(%peer, name = %req.name, "joerl registration from a non-local peer refused");
+                    count(&shared.counters.registrations_refused);
+                    limited!(warn, shared.logs.refused_registration, %peer, name = %req.name, "joerl registration from a non-local peer refused");
                     return JoerlReply::Refused(RegistryError::NotPermitted(
                         "this daemon accepts registrations only from loopback peers; start it with --allow-remote-register to change that".into(),
                     ));
@@ -854,6 +1629,7 @@ impl Session<'_> {
                     kind: NodeKind::Joerl,
                     lifetime,
                     owner: self.id,
+                    source: Some(registry::source_key(peer.ip())),
                     with_token: true,
                     kick: None,
                 };
@@ -866,7 +1642,7 @@ impl Session<'_> {
                             }
                             Lifetime::Lease(ttl) => Some(ttl.as_millis() as u64),
                         };
-                        info!(name = %req.name, port = req.port, creation = done.creation, lease_ms, %peer, "joerl node registered");
+                        limited!(info, shared.logs.registered, name = %req.name, port = req.port, creation = done.creation, lease_ms, %peer, "joerl node registered");
                         JoerlReply::Registered(RegisteredReply {
                             token: done.token.expect("joerl registrations carry a token"),
                             creation: done.creation,
@@ -875,7 +1651,8 @@ impl Session<'_> {
                         })
                     }
                     Err(err) => {
-                        warn!(name = %req.name, %peer, reason = %err, "joerl registration refused");
+                        count(&shared.counters.registrations_refused);
+                        limited!(warn, shared.logs.refused_registration, name = %req.name, %peer, reason = %err, "joerl registration refused");
                         JoerlReply::Refused(err)
                     }
                 }
@@ -894,12 +1671,13 @@ impl Session<'_> {
             },
             JoerlRequest::Unregister(req) => match registry.unregister_by_token(&req.token) {
                 Ok(node) => {
-                    info!(name = %node.name, %peer, "joerl node unregistered");
+                    limited!(info, shared.logs.unregistered, name = %node.name, %peer, "joerl node unregistered");
                     self.held.retain(|n| n != &node.name);
                     JoerlReply::Unregistered
                 }
                 Err(err) => {
-                    warn!(%peer, reason = %err, "unregister refused");
+                    // Typical after a daemon restart; the client registers again.
+                    debug!(%peer, reason = %err, "unregister refused");
                     JoerlReply::Refused(err)
                 }
             },
@@ -960,11 +1738,79 @@ mod tests {
             ..ServerConfig::default()
         };
         assert!(c.validate().is_err());
+        for c in [
+            ServerConfig {
+                write_timeout: Duration::ZERO,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                max_registrations_per_connection: 0,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                max_registrations_per_source: 0,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                send_buffer_bytes: Some(0),
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                max_reply_memory: 0,
+                ..ServerConfig::default()
+            },
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
         let c = ServerConfig::default();
         assert_eq!(c.grant_lease(0), Duration::from_secs(60));
         assert_eq!(c.grant_lease(1), Duration::from_secs(1));
         assert_eq!(c.grant_lease(u64::MAX), Duration::from_secs(3600));
         assert_eq!(c.effective_reap_interval(), Duration::from_millis(250));
         assert!(EPMD_COMPATIBLE_MAX_REQUEST_BYTES < c.max_request_bytes);
+        assert_eq!(c.write_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.registry_limits(),
+            RegistryLimits {
+                max_nodes: 10_000,
+                max_per_connection: 64,
+                max_per_source: 256,
+            }
+        );
+    }
+
+    #[test]
+    fn the_longest_waiting_idle_or_writing_connection_makes_room() {
+        let slots = Slots::new(3);
+        let (a, _) = slots.admit(ConnectionId(1), 0).unwrap();
+        let (b, _) = slots.admit(ConnectionId(2), 0).unwrap();
+        let (c, _) = slots.admit(ConnectionId(3), 0).unwrap();
+        // a holds a registration; b waits for a request since 10; c writes since 5.
+        assert!(a.enter(SLOT_HOLDING, 1));
+        assert!(b.enter(SLOT_IDLE, 10));
+        assert!(c.enter(SLOT_WRITING, 5));
+        let (_d, eviction) = slots.admit(ConnectionId(4), 20).unwrap();
+        let eviction = eviction.unwrap();
+        assert_eq!(eviction.victim, ConnectionId(3));
+        assert!(eviction.was_writing);
+        assert_eq!(eviction.waited, Duration::from_millis(15));
+        assert!(!c.enter(SLOT_BUSY, 21), "the evicted connection learns it");
+        let (_e, eviction) = slots.admit(ConnectionId(5), 30).unwrap();
+        assert_eq!(eviction.unwrap().victim, ConnectionId(2));
+        // Now a holds a registration and d, e are busy: nobody can make room.
+        assert!(slots.admit(ConnectionId(6), 40).is_none());
+        assert_eq!(slots.len(), 3);
+        slots.release(ConnectionId(1));
+        assert!(slots.admit(ConnectionId(6), 50).unwrap().1.is_none());
+        // Releasing an evicted connection's id changes nothing.
+        slots.release(ConnectionId(3));
+        assert_eq!(slots.len(), 3);
+    }
+
+    #[test]
+    fn joerl_tags_are_the_pipelined_ones() {
+        assert!(is_joerl_tag(protocol::JOERL_LIST_REQ));
+        assert!(!is_joerl_tag(protocol::ALIVE2_REQ));
+        assert!(!is_joerl_tag(protocol::NAMES_REQ));
     }
 }

@@ -33,6 +33,11 @@ fn run_client(args: &[&str]) -> Output {
 
 /// Starts the daemon binary on a free loopback port and waits until it answers.
 async fn start_daemon(extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    start_daemon_with(extra, true).await
+}
+
+/// Like [`start_daemon`]; with `keep_log` false its log goes nowhere.
+async fn start_daemon_with(extra: &[&str], keep_log: bool) -> (ChildGuard, SocketAddr) {
     for _ in 0..5 {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut daemon = ChildGuard::spawn(
@@ -43,7 +48,11 @@ async fn start_daemon(extra: &[&str]) -> (ChildGuard, SocketAddr) {
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
+                .stderr(if keep_log {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                }),
         );
         let client = EpmdClient::new(addr).with_timeout(Duration::from_secs(2));
         let started = Instant::now();
@@ -157,8 +166,132 @@ fn help_lists_the_commands_and_flags() {
         "--max-connections",
         "--idle-timeout",
         "--max-request-bytes",
+        "--write-timeout",
+        "--send-buffer",
+        "--max-reply-memory",
+        "--max-registrations-per-connection",
+        "--max-registrations-per-source",
         "[ADDR]",
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
+}
+
+/// A number from the environment, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn open_fds(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// The daemon binary's memory with many clients that send `NAMES_REQ` and a
+/// joerl list and never read, against a table of many nodes: before, while
+/// they are connected, and after the daemon has closed them at the write
+/// timeout. `JOERL_EPMD_RSS_NODES` and `JOERL_EPMD_RSS_CLIENTS` change the
+/// numbers (defaults 10000 and 500); run with `--nocapture` to see the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_cost_the_daemon_binary_little_memory() {
+    let nodes = env_or("JOERL_EPMD_RSS_NODES", 10_000);
+    let clients = env_or("JOERL_EPMD_RSS_CLIENTS", 500);
+    let limit = (nodes + 100).to_string();
+    let max_connections = (clients + 100).to_string();
+    let (daemon, addr) = start_daemon_with(
+        &[
+            "--max-nodes",
+            &limit,
+            "--max-registrations-per-connection",
+            &limit,
+            "--max-registrations-per-source",
+            &limit,
+            "--max-connections",
+            &max_connections,
+            "--write-timeout",
+            "1s",
+            "--lease",
+            "10m",
+            "--max-lease",
+            "1h",
+        ],
+        false,
+    )
+    .await;
+    let pid = daemon.pid().to_string();
+    register_many(addr, "a_node_with_a_rather_long_name_", nodes, 64).await;
+    let client = EpmdClient::new(addr);
+    assert_eq!(client.names().await.unwrap().nodes.len(), nodes);
+    let fds_before = open_fds(&pid);
+    let rss_before = proc_status_kib(&pid, "VmRSS");
+
+    let names = joerl_epmd::protocol::Request::Names.encode().unwrap();
+    let list = joerl_epmd::protocol::Request::Joerl(joerl_epmd::protocol::JoerlRequest::List(
+        joerl_epmd::protocol::ListRequest {},
+    ))
+    .encode()
+    .unwrap();
+    let mut bad = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let request = if i % 2 == 0 {
+            names.clone()
+        } else {
+            [list.clone(), names.clone()].concat()
+        };
+        bad.push(never_reading_client(addr, &request).await);
+    }
+    // Every bad client has been answered in part (the rest of its reply is
+    // stuck): its first bytes are waiting in its socket.
+    for stream in &bad {
+        let mut first = [0u8; 1];
+        tokio::time::timeout(DEADLINE, stream.peek(&mut first))
+            .await
+            .expect("the daemon starts replying in time")
+            .unwrap();
+    }
+    let rss_during = proc_status_kib(&pid, "VmRSS");
+    // Lookups still work meanwhile.
+    assert!(
+        client
+            .port_please("a_node_with_a_rather_long_name_7")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The daemon closes them at the write timeout: its descriptors go back to
+    // what they were.
+    let started = Instant::now();
+    while open_fds(&pid) > fds_before + 2 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the daemon did not close the bad connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for stream in &mut bad {
+        drain_until_closed(stream).await;
+    }
+    drop(bad);
+    assert_eq!(client.names().await.unwrap().nodes.len(), nodes);
+    let rss_after = proc_status_kib(&pid, "VmRSS");
+    let rss_peak = proc_status_kib(&pid, "VmHWM");
+    eprintln!(
+        "epmd_server RSS with {nodes} nodes and {clients} clients that never read: \
+         before {rss_before} KiB, during {rss_during} KiB, after {rss_after} KiB (peak {rss_peak} KiB)"
+    );
+    // Generous bounds: the clients cost little while connected, and nothing
+    // stays but what the allocator keeps for reuse.
+    assert!(
+        rss_after <= rss_before + 32 * 1024,
+        "before {rss_before} KiB, after {rss_after} KiB"
+    );
+    assert!(
+        rss_during <= rss_before + 64 * 1024,
+        "before {rss_before} KiB, during {rss_during} KiB"
+    );
 }

@@ -12,7 +12,7 @@ use joerl_epmd::protocol::{
 };
 use joerl_epmd::{
     Alive2Request, ClientError, DistInfo, EpmdClient, EpmdServer, NodeKind, Registration,
-    RegistryError, ServerConfig,
+    RegistrationScope, RegistryError, ServerConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -662,25 +662,378 @@ async fn idle_connections_without_registration_are_closed() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_limit_are_closed_at_once() {
+async fn at_the_connection_limit_idle_connections_make_room_but_registrations_keep_theirs() {
     let server = start_server(|c| c.max_connections = 2).await;
     let addr = server.local_addr();
-    let first = TcpStream::connect(addr).await.unwrap();
-    let second = TcpStream::connect(addr).await.unwrap();
-    // The accept loop takes connections in order, so the first two hold both
-    // slots (they send nothing, and the idle timeout is 60 s) when the third arrives.
+    let client = EpmdClient::new(addr);
+    // An idle connection (it sends nothing; the idle timeout is 60 s) and a registration.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    wait_for("the idle connection to hold a slot", DEADLINE, || async {
+        (server.stats().open_connections == 1).then_some(())
+    })
+    .await;
+    let keeper = client.alive2(alive2("keeper", 1, 6)).await.unwrap();
+    // At the limit, a new request takes the idle connection's slot.
+    let names = client.names().await.unwrap();
+    assert_eq!(names.nodes, vec![("keeper".to_string(), 1)]);
+    assert_eq!(read_until_closed(&mut idle).await, b"", "idle one closed");
+    assert_eq!(server.stats().connections_evicted, 1);
+    // With both slots held by registrations, a new connection is closed at once
+    // (as epmd does) and the registrations stay.
+    let second = client.alive2(alive2("keeper2", 2, 6)).await.unwrap();
+    assert_eq!(server.stats().open_connections, 2);
     let mut third = TcpStream::connect(addr).await.unwrap();
     third.write_all(&[0, 1, b'n']).await.ok();
     assert_eq!(read_until_closed(&mut third).await, b"", "over the limit");
-    drop(first);
-    drop(second);
-    let client = EpmdClient::new(addr);
+    let stats = server.stats();
+    assert_eq!(
+        (stats.connections_refused, stats.connections_evicted),
+        (1, 1)
+    );
+    assert_eq!(server.registry().len(Instant::now()), 2);
+    keeper.close().await;
     let names: NamesReply = wait_for("a free slot after closing", DEADLINE, || {
         let client = client.clone();
         async move { client.names().await.ok() }
     })
     .await;
-    assert!(names.nodes.is_empty());
+    assert_eq!(names.nodes, vec![("keeper2".to_string(), 2)]);
+    second.close().await;
+    server.shutdown().await;
+}
+
+/// `NAMES_REQ`, or a joerl list followed by `NAMES_REQ` (joerl requests may
+/// be pipelined), for a client that never reads.
+fn greedy_request(i: usize) -> Vec<u8> {
+    let names = protocol::Request::Names.encode().unwrap();
+    if i % 2 == 0 {
+        names
+    } else {
+        let mut frame = protocol::Request::Joerl(JoerlRequest::List(protocol::ListRequest {}))
+            .encode()
+            .unwrap();
+        frame.extend_from_slice(&names);
+        frame
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_neither_keep_the_slots_nor_block_lookups() {
+    const BAD: usize = 300;
+    const NODES: usize = 2000;
+    let server = start_server(|c| {
+        c.max_connections = 200;
+        c.write_timeout = Duration::from_secs(2);
+        c.send_buffer_bytes = Some(16 * 1024);
+        c.max_nodes = NODES + 10;
+        c.max_registrations_per_connection = NODES;
+        c.max_registrations_per_source = NODES + 10;
+    })
+    .await;
+    let addr = server.local_addr();
+    // Replies are large: NAMES about 100 KB, the list about 250 KB.
+    register_many(addr, "a_node_with_a_rather_long_name_", NODES, 64).await;
+    let mut bad = Vec::with_capacity(BAD);
+    for i in 0..BAD {
+        bad.push(never_reading_client(addr, &greedy_request(i)).await);
+    }
+    // The bad clients fill every slot, blocked writing (the 100 oldest made
+    // room for the newest ones).
+    wait_for(
+        "the bad clients to be blocked writing",
+        DEADLINE,
+        || async {
+            let stats = server.stats();
+            (stats.writing_connections >= 190).then_some(())
+        },
+    )
+    .await;
+    let before = server.stats();
+    assert_eq!(before.open_connections, 200, "{before:?}");
+
+    // Meanwhile a well-behaved client's lookups and registrations succeed.
+    let client = EpmdClient::new(addr);
+    for i in (0..NODES).step_by(100) {
+        let name = format!("a_node_with_a_rather_long_name_{i}");
+        let found = client.port_please(&name).await.unwrap();
+        assert_eq!(found.map(|r| r.name), Some(name));
+    }
+    let newcomer = client.alive2(alive2("newcomer", 4000, 6)).await.unwrap();
+    let joerl_newcomer = client
+        .register(Registration::new("joerl_newcomer", 4001))
+        .await
+        .unwrap();
+    assert!(client.port_please("newcomer").await.unwrap().is_some());
+    let during = server.stats();
+    assert!(
+        during.writing_connections >= 100,
+        "the bad clients were still connected: {during:?}"
+    );
+
+    // After the write timeout every bad connection is closed, each by a reset
+    // or after the reply it could take; the bad sockets see that.
+    let closed = wait_for("the bad connections to be closed", DEADLINE, || async {
+        let stats = server.stats();
+        let closed = stats.write_timeouts + stats.connections_evicted + stats.connections_refused;
+        (closed >= BAD as u64 && stats.writing_connections == 0).then_some(stats)
+    })
+    .await;
+    assert!(closed.write_timeouts >= 100, "{closed:?}");
+    for stream in &mut bad {
+        drain_until_closed(stream).await;
+    }
+    // The registrations made during the attack are intact.
+    assert!(client.port_please("newcomer").await.unwrap().is_some());
+    assert!(client.lookup("joerl_newcomer").await.unwrap().is_some());
+    assert_eq!(client.names().await.unwrap().nodes.len(), NODES + 2);
+    newcomer.close().await;
+    joerl_newcomer.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn copies_of_the_table_held_by_slow_readers_are_bounded() {
+    // NAMES for these 1000 nodes is about 55 KB; allow about two copies.
+    let server = start_server(|c| {
+        c.max_reply_memory = 120 * 1024;
+        c.send_buffer_bytes = Some(4096);
+        c.max_registrations_per_connection = 1000;
+        c.max_registrations_per_source = 1010;
+    })
+    .await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    register_many(addr, "a_node_with_a_rather_long_name_", 1000, 0).await;
+    let names = protocol::Request::Names.encode().unwrap();
+    let stuck = |n: u64| {
+        let server = &server;
+        async move {
+            wait_for("the slow readers to be blocked", DEADLINE, || async {
+                (server.stats().writing_connections == n).then_some(())
+            })
+            .await
+        }
+    };
+    let mut slow = vec![never_reading_client(addr, &names).await];
+    stuck(1).await;
+    // The table changes: the next slow reader gets a new copy...
+    let first = client
+        .register(Registration::new("extra1", 1))
+        .await
+        .unwrap();
+    slow.push(never_reading_client(addr, &names).await);
+    stuck(2).await;
+    assert_eq!(server.stats().stale_replies, 0);
+    // ... but a third copy would pass the limit: the previous copy is sent.
+    let second = client
+        .register(Registration::new("extra2", 2))
+        .await
+        .unwrap();
+    slow.push(never_reading_client(addr, &names).await);
+    stuck(3).await;
+    assert_eq!(server.stats().stale_replies, 1);
+    let seen: Vec<String> = client
+        .names()
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(seen.contains(&"extra1".to_string()), "{}", seen.len());
+    assert!(!seen.contains(&"extra2".to_string()));
+    assert_eq!(server.stats().stale_replies, 2);
+    // When the slow readers go, their copies go, and answers are current again.
+    drop(slow);
+    stuck(0).await;
+    let seen = client.names().await.unwrap().nodes;
+    assert!(seen.iter().any(|(name, _)| name == "extra2"));
+    assert_eq!(seen.len(), 1002);
+    first.unregister().await.unwrap();
+    second.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_peer_that_does_not_read() {
+    let server = start_server(|c| {
+        c.write_timeout = Duration::from_secs(3600);
+        c.send_buffer_bytes = Some(4096);
+        c.max_registrations_per_connection = 500;
+        c.max_registrations_per_source = 500;
+    })
+    .await;
+    let addr = server.local_addr();
+    register_many(addr, "shutdown_node_", 500, 200).await;
+    let mut stuck = never_reading_client(addr, &greedy_request(1)).await;
+    wait_for("the reply write to block", DEADLINE, || async {
+        (server.stats().writing_connections == 1).then_some(())
+    })
+    .await;
+    tokio::time::timeout(DEADLINE, server.shutdown())
+        .await
+        .expect("shutdown finishes although a write is blocked");
+    drain_until_closed(&mut stuck).await;
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_connection_and_per_source() {
+    let server = start_server(|c| {
+        c.max_registrations_per_connection = 3;
+        c.max_registrations_per_source = 5;
+    })
+    .await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    let mut first = RawJoerl::connect(addr).await;
+    for i in 0..3 {
+        let lease = (i == 0).then_some(0);
+        let reply = first
+            .call(register_request(&format!("c1_{i}"), 1, lease))
+            .await;
+        assert!(matches!(reply, JoerlReply::Registered(_)), "{reply:?}");
+    }
+    let refused = first.call(register_request("c1_3", 1, None)).await;
+    let JoerlReply::Refused(err) = refused else {
+        panic!("not refused: {refused:?}");
+    };
+    assert_eq!(
+        err,
+        RegistryError::TooManyRegistrations {
+            scope: RegistrationScope::Connection,
+            max: 3
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains("--max-registrations-per-connection"),
+        "{err}"
+    );
+    // Another connection from the same address: two more, then the source is full.
+    let mut second = RawJoerl::connect(addr).await;
+    for i in 0..2 {
+        let reply = second
+            .call(register_request(&format!("c2_{i}"), 1, None))
+            .await;
+        assert!(matches!(reply, JoerlReply::Registered(_)), "{reply:?}");
+    }
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let refused = client.register(Registration::new("c3", 1)).await;
+    match refused {
+        Err(ClientError::Refused {
+            source:
+                ref err @ RegistryError::TooManyRegistrations {
+                    scope: RegistrationScope::Source(ip),
+                    max: 5,
+                },
+            ..
+        }) if ip == loopback => {
+            let message = err.to_string();
+            assert!(
+                message.contains("source address 127.0.0.1")
+                    && message.contains("--max-registrations-per-source"),
+                "{message}"
+            );
+        }
+        other => panic!("not refused for the source: {other:?}"),
+    }
+    // Erlang registrations from that source are refused too (result 1, as for a taken name).
+    assert!(matches!(
+        client.alive2(alive2("erl_c4", 1, 6)).await,
+        Err(ClientError::Alive2Refused { result: 1, .. })
+    ));
+    // Another source is not affected.
+    let mut elsewhere = RawJoerl::connect_from("127.0.0.2", addr).await;
+    let reply = elsewhere
+        .call(register_request("other_source", 1, None))
+        .await;
+    assert!(matches!(reply, JoerlReply::Registered(_)), "{reply:?}");
+    assert!(server.stats().registrations_refused >= 3);
+    // The first connection's connection-held registrations go with it; its lease stays.
+    drop(first);
+    let guard = wait_for("room for the source again", DEADLINE, || {
+        let client = client.clone();
+        async move { client.register(Registration::new("c3", 1)).await.ok() }
+    })
+    .await;
+    let names: Vec<String> = client
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["c3", "other_source", "c2_1", "c2_0", "c1_0"]);
+    guard.unregister().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_erlang_request_with_trailing_bytes_is_closed_without_a_reply_as_epmd_does() {
+    let server = start_server(|_| {}).await;
+    let addr = server.local_addr();
+    let client = EpmdClient::new(addr);
+    let frame = |name: &str| {
+        protocol::Request::Alive2(alive2(name, 7000, 6))
+            .encode()
+            .unwrap()
+    };
+    // Sent in one write with anything after it: no reply, no registration.
+    for (name, extra) in [
+        ("trail1", b"?".to_vec()),
+        ("trail5", b"hello".to_vec()),
+        ("trail_names", vec![0, 1, b'n']),
+    ] {
+        let reply = raw_exchange(addr, &[frame(name), extra].concat()).await;
+        assert_eq!(reply, b"", "{name}");
+        assert!(client.lookup(name).await.unwrap().is_none(), "{name}");
+    }
+    // Bytes that come after the request was read remove the registration
+    // (after the reply), as before.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&frame("late")).await.unwrap();
+    let mut reply = [0u8; 6];
+    tokio::time::timeout(DEADLINE, stream.read_exact(&mut reply))
+        .await
+        .expect("reply in time")
+        .unwrap();
+    assert_eq!(reply[..2], [118, 0]);
+    assert!(client.lookup("late").await.unwrap().is_some());
+    stream.write_all(b"?").await.unwrap();
+    assert_eq!(read_until_closed(&mut stream).await, b"");
+    wait_for("the late registration to be removed", DEADLINE, || {
+        let client = client.clone();
+        async move { client.lookup("late").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    // The same holds for the other Erlang requests.
+    assert_eq!(raw_exchange(addr, &[0, 1, b'n', b'?']).await, b"");
+    assert_eq!(raw_exchange(addr, b"\0\x05zlate?").await, b"");
+    let stats = server.stats();
+    assert_eq!(stats.malformed_requests, 5, "{stats:?}");
+    assert_eq!(stats.alive2_unexpected_data, 1, "{stats:?}");
+    // joerl requests may still be pipelined, with an Erlang request last.
+    let mut pipelined = protocol::Request::Joerl(JoerlRequest::Ping(protocol::PingRequest {}))
+        .encode()
+        .unwrap();
+    pipelined.extend(
+        protocol::Request::Joerl(JoerlRequest::Lookup(LookupRequest { name: "x".into() }))
+            .encode()
+            .unwrap(),
+    );
+    pipelined.extend_from_slice(&[0, 1, b'n']);
+    let reply = raw_exchange(addr, &pipelined).await;
+    let first = protocol::joerl_reply_len(&reply).unwrap() + 4;
+    let second = first + protocol::joerl_reply_len(&reply[first..]).unwrap() + 4;
+    assert!(matches!(
+        JoerlReply::decode_body(&reply[4..first]),
+        Ok(JoerlReply::Pong(_))
+    ));
+    assert_eq!(
+        JoerlReply::decode_body(&reply[first + 4..second]).unwrap(),
+        JoerlReply::Lookup(None)
+    );
+    assert_eq!(reply[second..], u32::from(addr.port()).to_be_bytes());
     server.shutdown().await;
 }
 

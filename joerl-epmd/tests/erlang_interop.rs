@@ -361,3 +361,77 @@ async fn relaxed_stop_answers_like_the_real_epmd() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn trailing_bytes_after_a_request_are_handled_like_the_real_epmd() {
+    let (_epmd, real) = real_epmd(false).await;
+    let server = start_server(|_| {}).await;
+    let ours = server.local_addr();
+    let frame = |name: &str| {
+        protocol::Request::Alive2(Alive2Request {
+            port: 7100,
+            name: name.into(),
+            dist: DistInfo::default(),
+        })
+        .encode()
+        .unwrap()
+    };
+    // In one write with the request: closed without a reply, nothing registered
+    // (the real epmd logs "got N bytes in packet, expected M").
+    for (name, extra) in [
+        ("trail1", b"?".to_vec()),
+        ("trail5", b"hello".to_vec()),
+        ("trail_names", vec![0, 1, b'n']),
+    ] {
+        let bytes = [frame(name), extra].concat();
+        let (r, o) = (
+            raw_exchange(real, &bytes).await,
+            raw_exchange(ours, &bytes).await,
+        );
+        assert_eq!((r.as_slice(), o.as_slice()), (&b""[..], &b""[..]), "{name}");
+    }
+    for bytes in [&[0u8, 1, b'n', b'?'][..], b"\0\x06zfirst?"] {
+        let (r, o) = (
+            raw_exchange(real, bytes).await,
+            raw_exchange(ours, bytes).await,
+        );
+        assert_eq!(
+            (r.as_slice(), o.as_slice()),
+            (&b""[..], &b""[..]),
+            "{bytes:?}"
+        );
+    }
+    for addr in [real, ours] {
+        let names = EpmdClient::new(addr).names().await.unwrap();
+        assert!(names.nodes.is_empty(), "{addr}: {names:?}");
+    }
+    // After the reply, any byte removes the registration in both.
+    for addr in [real, ours] {
+        let (mut held, reply) = raw_alive2(
+            addr,
+            &Alive2Request {
+                port: 7101,
+                name: "late".into(),
+                dist: DistInfo::default(),
+            },
+        )
+        .await;
+        assert_eq!(reply[..2], [118, 0], "{addr}");
+        held.write_all(b"?").await.unwrap();
+        assert_eq!(read_until_closed(&mut held).await, b"", "{addr}");
+        let client = EpmdClient::new(addr);
+        wait_for("the registration to be removed", DEADLINE, || {
+            let client = client.clone();
+            async move {
+                client
+                    .port_please("late")
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    server.shutdown().await;
+}

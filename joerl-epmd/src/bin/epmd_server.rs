@@ -51,12 +51,27 @@ struct DaemonArgs {
     /// How often expired leases are removed (default: a quarter of the shortest lease, at most 1s).
     #[arg(long, value_parser = parse_duration)]
     reap_interval: Option<Duration>,
-    /// Most simultaneous connections; more are closed at once.
+    /// Most simultaneous connections. At the limit a new connection takes the
+    /// slot of the longest-waiting connection that holds no registration and is
+    /// blocked writing or waiting for a request; if none, it is closed at once.
     #[arg(long, default_value_t = 1000)]
     max_connections: usize,
     /// Close connections that hold no registration after this long without a request.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     idle_timeout: Duration,
+    /// Close a connection (with a reset) when writing a reply to it makes no
+    /// progress for this long, i.e. its peer does not read.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    write_timeout: Duration,
+    /// Kernel send buffer of each connection in bytes (SO_SNDBUF); bounds what a
+    /// peer that does not read makes the kernel hold for it. 0: the system default.
+    #[arg(long, default_value_t = joerl_epmd::server::DEFAULT_SEND_BUFFER_BYTES)]
+    send_buffer: usize,
+    /// Memory for the NAMES, DUMP and list replies shared between connections;
+    /// beyond it (slow readers holding copies), a request after a change of
+    /// the table gets the previous copy.
+    #[arg(long, default_value_t = joerl_epmd::server::DEFAULT_MAX_REPLY_MEMORY)]
+    max_reply_memory: usize,
     /// Largest request accepted, in bytes (at most 65535).
     #[arg(long, default_value_t = 4096)]
     max_request_bytes: usize,
@@ -69,6 +84,13 @@ struct DaemonArgs {
     /// Most registered nodes; further registrations are refused.
     #[arg(long, default_value_t = 10_000)]
     max_nodes: usize,
+    /// Most live registrations made on one connection; further ones are refused.
+    #[arg(long, default_value_t = joerl_epmd::registry::DEFAULT_MAX_REGISTRATIONS_PER_CONNECTION)]
+    max_registrations_per_connection: usize,
+    /// Most live registrations from one source address (an IPv4 address or an
+    /// IPv6 /64; local nodes all come from 127.0.0.1); further ones are refused.
+    #[arg(long, default_value_t = joerl_epmd::registry::DEFAULT_MAX_REGISTRATIONS_PER_SOURCE)]
+    max_registrations_per_source: usize,
     /// Threads serving connections. One thread (like epmd's single loop) has the
     /// lowest latency per lookup; more help only when requests queue up.
     #[arg(long, default_value_t = 1)]
@@ -178,6 +200,9 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         listen_addr: args.addr,
         max_connections: args.max_connections,
         idle_timeout: args.idle_timeout,
+        write_timeout: args.write_timeout,
+        send_buffer_bytes: (args.send_buffer != 0).then_some(args.send_buffer),
+        max_reply_memory: args.max_reply_memory,
         max_request_bytes: args.max_request_bytes,
         default_lease: args.lease,
         keepalive_interval: args.keepalive,
@@ -187,6 +212,8 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         relaxed_command_check: args.relaxed_command_check,
         allow_remote_register: args.allow_remote_register,
         max_nodes: args.max_nodes,
+        max_registrations_per_connection: args.max_registrations_per_connection,
+        max_registrations_per_source: args.max_registrations_per_source,
     };
     let server = EpmdServer::bind(config).await?;
     let mut terminate = terminate_signal()?;
@@ -397,6 +424,36 @@ mod tests {
             Cli::try_parse_from(["epmd_server", "127.0.0.1:4400", "--lease", "300ms"]).unwrap();
         assert_eq!(cli.daemon.addr.port(), 4400);
         assert_eq!(cli.daemon.lease, Duration::from_millis(300));
+        assert_eq!(cli.daemon.write_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (
+                cli.daemon.max_registrations_per_connection,
+                cli.daemon.max_registrations_per_source,
+                cli.daemon.send_buffer
+            ),
+            (64, 256, 64 * 1024)
+        );
+        let cli = Cli::try_parse_from([
+            "epmd_server",
+            "--write-timeout",
+            "300ms",
+            "--max-registrations-per-connection",
+            "5",
+            "--max-registrations-per-source",
+            "7",
+            "--send-buffer",
+            "0",
+            "--max-reply-memory",
+            "1000000",
+            "--relaxed-command-check",
+        ])
+        .unwrap();
+        assert_eq!(cli.daemon.write_timeout, Duration::from_millis(300));
+        assert_eq!(cli.daemon.max_registrations_per_connection, 5);
+        assert_eq!(cli.daemon.max_registrations_per_source, 7);
+        assert_eq!(cli.daemon.send_buffer, 0);
+        assert_eq!(cli.daemon.max_reply_memory, 1_000_000);
+        assert!(cli.daemon.relaxed_command_check);
         let cli = Cli::try_parse_from(["epmd_server", "list", "--epmd", "127.0.0.1:4401"]).unwrap();
         assert!(
             matches!(cli.command, Some(Command::List { target }) if target.epmd.port() == 4401)

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use joerl_epmd::protocol::{JoerlReply, JoerlRequest, Request};
-use joerl_epmd::{EpmdServer, ServerConfig};
+use joerl_epmd::protocol::{JoerlReply, JoerlRequest, RegisterRequest, Request};
+use joerl_epmd::{DistInfo, EpmdServer, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Generous deadline for anything on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -96,9 +96,25 @@ impl RawJoerl {
         }
     }
 
+    /// Connects from the local address `from` (e.g. another loopback address).
+    pub async fn connect_from(from: &str, addr: SocketAddr) -> Self {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(format!("{from}:0").parse().unwrap())
+            .expect("bind the client's address");
+        Self {
+            stream: socket.connect(addr).await.expect("connect"),
+        }
+    }
+
     pub async fn call(&mut self, request: JoerlRequest) -> JoerlReply {
         let frame = Request::Joerl(request).encode().unwrap();
         self.stream.write_all(&frame).await.unwrap();
+        self.read_reply().await
+    }
+
+    /// Reads one joerl reply.
+    pub async fn read_reply(&mut self) -> JoerlReply {
         let mut header = [0u8; 4];
         tokio::time::timeout(DEADLINE, self.stream.read_exact(&mut header))
             .await
@@ -108,6 +124,82 @@ impl RawJoerl {
         self.stream.read_exact(&mut body).await.expect("reply body");
         JoerlReply::decode_body(&body).expect("reply decodes")
     }
+}
+
+/// A joerl registration request for `name` (connection-held if `lease_ms` is `None`).
+pub fn register_request(name: &str, port: u16, lease_ms: Option<u64>) -> JoerlRequest {
+    JoerlRequest::Register(RegisterRequest {
+        name: name.into(),
+        host: String::new(),
+        port,
+        metadata: Default::default(),
+        lease_ms,
+        dist: DistInfo::default(),
+    })
+}
+
+/// Registers `count` joerl nodes `{prefix}{i}` with leases of the daemon's
+/// default length and `metadata_bytes` of metadata each, pipelining the
+/// requests in batches on one connection (the daemon must allow that many
+/// registrations per connection and per source).
+pub async fn register_many(addr: SocketAddr, prefix: &str, count: usize, metadata_bytes: usize) {
+    let mut conn = RawJoerl::connect(addr).await;
+    let names: Vec<(String, u16)> = (0..count)
+        .map(|i| (format!("{prefix}{i}"), 1000 + (i % 60_000) as u16))
+        .collect();
+    for batch in names.chunks(200) {
+        let mut frames = Vec::new();
+        for (name, port) in batch {
+            let mut request = register_request(name, *port, Some(0));
+            if let JoerlRequest::Register(r) = &mut request {
+                r.metadata.insert("pad".into(), "x".repeat(metadata_bytes));
+            }
+            frames.extend(Request::Joerl(request).encode().unwrap());
+        }
+        conn.stream.write_all(&frames).await.unwrap();
+        for (name, _) in batch {
+            let reply = conn.read_reply().await;
+            assert!(
+                matches!(reply, JoerlReply::Registered(_)),
+                "registering {name}: {reply:?}"
+            );
+        }
+    }
+}
+
+/// A client with a small receive buffer that sends `request` and never reads.
+pub async fn never_reading_client(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send the request");
+    stream
+}
+
+/// Reads (and discards) until the peer closes or resets the connection;
+/// panics if that does not happen within `DEADLINE`.
+pub async fn drain_until_closed(stream: &mut TcpStream) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the daemon closes the connection in time");
+}
+
+/// `VmRSS` (or another `/proc/PID/status` field given in kB) of process `pid`, in KiB.
+pub fn proc_status_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// A child process that is killed and reaped when dropped.
