@@ -9,13 +9,18 @@
 //! cargo run --release --example dist_bench -- throughput --name bench_cli --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369 --count 5000000 --size 32
 //! cargo run --release --example dist_bench -- rtt --name bench_cli --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369 --count 100000
 //! cargo run --release --example dist_bench -- watch --name bench_w --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369
+//! cargo run --release --example dist_bench -- cuts --name bench_c --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369 --count 1000000 --cuts 10
 //! ```
 //!
 //! Each client mode prints exactly one result line, last:
 //! `throughput msgs_per_s=.. mb_per_s=.. count=.. size=..`,
 //! `rtt p50_us=.. p99_us=.. mean_us=.. count=..`,
 //! `down reason=.. after_ms=..` (watch: the sink's down message; `after_ms` is the
-//! time since the target's connection was last heard from).
+//! time since the target's connection was last heard from),
+//! `cuts sent=.. received=.. lost=.. duplicated=.. reordered=.. node_downs=.. cuts=..`
+//! (cuts: numbered messages through a proxy the client runs itself and cuts K
+//! times; the line before it, `accounting dropped_out=.. unsent=.. lost_in_flight=..`,
+//! is what the client's node counted as dropped, to compare with `lost`).
 //! A wrong `--cookie` makes the clients fail within seconds with "authentication failed".
 
 use std::net::SocketAddr;
@@ -84,6 +89,19 @@ enum Mode {
         #[arg(long)]
         target: String,
     },
+    /// Sends COUNT numbered messages to `counter` on TARGET through a proxy this
+    /// process runs, cutting the connection CUTS times on the way; reports what
+    /// arrived, twice, out of order, and how many node-downs were seen.
+    Cuts {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        #[arg(long, default_value_t = 10)]
+        cuts: u64,
+    },
 }
 
 /// A payload whose bytes are shared between sends (cloning is a reference count)
@@ -142,6 +160,82 @@ remote_message!(Done, "dist_bench::Done");
 #[derive(Debug, Serialize, Deserialize)]
 struct Ping(u64);
 remote_message!(Ping, "dist_bench::Ping");
+
+/// Client -> counter: expect numbers 0..count, reply Ready to `reply_to`.
+#[derive(Debug, Serialize, Deserialize)]
+struct CountStart {
+    count: u64,
+    reply_to: Pid,
+}
+remote_message!(CountStart, "dist_bench::CountStart");
+
+/// Client -> counter: one numbered message.
+#[derive(Debug, Serialize, Deserialize)]
+struct Numbered(u64);
+remote_message!(Numbered, "dist_bench::Numbered");
+
+/// Client -> counter: report what arrived so far to `reply_to`.
+#[derive(Debug, Serialize, Deserialize)]
+struct CountReport {
+    reply_to: Pid,
+}
+remote_message!(CountReport, "dist_bench::CountReport");
+
+/// Counter -> client.
+#[derive(Debug, Serialize, Deserialize)]
+struct CountResult {
+    received: u64,
+    duplicated: u64,
+    reordered: u64,
+}
+remote_message!(CountResult, "dist_bench::CountResult");
+
+/// Counts numbered messages: each number once, twice, or after a larger one.
+#[derive(Default)]
+struct Counter {
+    seen: Vec<u64>,
+    max: Option<u64>,
+    received: u64,
+    duplicated: u64,
+    reordered: u64,
+}
+
+impl Actor for Counter {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if let Some(n) = msg.downcast_ref::<Numbered>() {
+            let n = n.0;
+            let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+            if word >= self.seen.len() {
+                self.seen.resize(word + 1, 0);
+            }
+            if self.seen[word] & bit != 0 {
+                self.duplicated += 1;
+                return;
+            }
+            self.seen[word] |= bit;
+            self.received += 1;
+            if self.max.is_some_and(|m| n < m) {
+                self.reordered += 1;
+            }
+            self.max = Some(self.max.map_or(n, |m| m.max(n)));
+            return;
+        }
+        if let Some(start) = msg.downcast_ref::<CountStart>() {
+            *self = Counter {
+                seen: vec![0; start.count.div_ceil(64) as usize],
+                ..Counter::default()
+            };
+            let _ = ctx.send(start.reply_to, Box::new(Ready(ctx.pid()))).await;
+        } else if let Some(report) = msg.downcast_ref::<CountReport>() {
+            let result = CountResult {
+                received: self.received,
+                duplicated: self.duplicated,
+                reordered: self.reordered,
+            };
+            let _ = ctx.send(report.reply_to, Box::new(result)).await;
+        }
+    }
+}
 
 struct Sink {
     expected: u64,
@@ -232,6 +326,12 @@ async fn main() -> Result<()> {
             count,
         } => rtt(common, &full_name(&target), count).await,
         Mode::Watch { common, target } => watch(common, &full_name(&target)).await,
+        Mode::Cuts {
+            common,
+            target,
+            count,
+            cuts,
+        } => cut_run(common, &full_name(&target), count, cuts).await,
     }
 }
 
@@ -253,12 +353,19 @@ async fn serve(c: Common) -> Result<()> {
     node.register("sink", sink)?;
     let echo = node.spawn(Echo);
     node.register("echo", echo)?;
+    let counter = node.spawn(Counter::default());
+    node.register("counter", counter)?;
     println!(
-        "serving {} on {} (sink {sink}, echo {echo})",
+        "serving {} on {} (sink {sink}, echo {echo}, counter {counter})",
         node.name(),
         node.local_addr()
     );
     joerl_examples::until_stopped(None).await;
+    let t = node.stats().total;
+    println!(
+        "served msgs_in={} dropped_in={} unknown_types={} reconnects={}",
+        t.msgs_in, t.dropped_in, t.unknown_types, t.reconnects
+    );
     node.shutdown().await;
     Ok(())
 }
@@ -433,5 +540,172 @@ async fn watch(c: Common, target: &str) -> Result<()> {
     let after = node.last_heard(target).unwrap_or_default();
     node.shutdown().await;
     println!("down reason={} after_ms={}", down.reason, after.as_millis());
+    Ok(())
+}
+
+/// Waits until `cond` holds, checking every 10 ms, for at most `limit`.
+async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    // The target as the shared EPMD lists it; this node finds it instead in a
+    // private EPMD of its own, at the proxy's port, so every connection between
+    // the two goes through the proxy. (The target cannot dial this node: only
+    // connections this node makes exist.)
+    let (short, _) = target
+        .split_once('@')
+        .context("--target must be name@host")?;
+    let info = joerl_epmd::EpmdClient::new(c.node.epmd)
+        .lookup(short)
+        .await
+        .context("EPMD lookup of the target")?
+        .with_context(|| format!("{target} is not registered in EPMD at {}", c.node.epmd))?;
+    let host = if info.host.is_empty() {
+        "127.0.0.1".to_string()
+    } else {
+        info.host.clone()
+    };
+    let target_addr = tokio::net::lookup_host((host.as_str(), info.port))
+        .await?
+        .next()
+        .context("the target's host does not resolve")?;
+    let proxy = joerl_examples::CutProxy::start(target_addr).await?;
+    let private = joerl_epmd::EpmdServer::bind(joerl_epmd::ServerConfig::new(
+        "127.0.0.1:0".parse().expect("an address"),
+    ))
+    .await?;
+    let _entry = joerl_epmd::EpmdClient::new(private.local_addr())
+        .register(
+            joerl_epmd::Registration::new(short, proxy.addr.port())
+                .host("127.0.0.1")
+                .metadata(joerl_dist::NODE_NAME_KEY, target),
+        )
+        .await?;
+    // Redial at once after a cut, so that K cuts fit into one run.
+    let mut builder = joerl_dist::NodeBuilder::new(c.name.clone(), c.listen, private.local_addr())
+        .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(100));
+    if let Some(cookie) = &c.node.cookie {
+        builder = builder.cookie(cookie.clone());
+    }
+    let node = builder.start().await.context("cannot start the node")?;
+    connect(&node, target).await?;
+    let mut events = node.subscribe();
+    let downs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let down_counter = {
+        let downs = downs.clone();
+        let target = target.to_string();
+        tokio::spawn(async move {
+            while let Ok(ev) = events.recv().await {
+                if matches!(&ev, joerl_dist::NodeEvent::Down { node, .. } if *node == target) {
+                    downs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let inbox = node.spawn(Inbox(tx));
+    node.send_named(
+        ("counter", target),
+        Box::new(CountStart {
+            count,
+            reply_to: inbox,
+        }),
+    )
+    .await?;
+    let (msg, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .context("the counter did not answer within 10 s")?
+        .context("inbox closed")?;
+    let counter = msg
+        .downcast::<Ready>()
+        .map_err(|_| anyhow::anyhow!("unexpected reply"))?
+        .0;
+    let stats = {
+        let node = node.clone();
+        let target = target.to_string();
+        move || {
+            node.stats()
+                .peers
+                .into_iter()
+                .find(|p| p.node == target)
+                .unwrap_or_default()
+        }
+    };
+    let producer = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                node.send(counter, Box::new(Numbered(i))).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let base = stats().reconnects;
+    for k in 1..=cuts {
+        let at = count * k / (cuts + 1);
+        wait_for(
+            "the stream reached the next cut",
+            Duration::from_secs(120),
+            || {
+                let s = stats();
+                s.connected && s.msgs_out >= at
+            },
+        )
+        .await?;
+        if producer.is_finished() {
+            break;
+        }
+        proxy.cut();
+        wait_for("the connection came back", Duration::from_secs(60), || {
+            stats().reconnects >= base + k
+        })
+        .await?;
+    }
+    let done_cuts = stats().reconnects - base;
+    producer.await??;
+    wait_for(
+        "every message acknowledged or counted as lost",
+        Duration::from_secs(120),
+        || {
+            let s = stats();
+            s.connected && s.unacked_out == 0
+        },
+    )
+    .await?;
+    node.send(counter, Box::new(CountReport { reply_to: inbox }))
+        .await?;
+    let (msg, _) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .context("the counter did not report within 60 s")?
+        .context("inbox closed")?;
+    let result = msg
+        .downcast::<CountResult>()
+        .map_err(|_| anyhow::anyhow!("unexpected reply"))?;
+    let s = stats();
+    down_counter.abort();
+    node.shutdown().await;
+    println!(
+        "accounting dropped_out={} unsent={} lost_in_flight={}",
+        s.dropped_out, s.dropped_out_unsent, s.dropped_out_lost
+    );
+    println!(
+        "cuts sent={count} received={} lost={} duplicated={} reordered={} node_downs={} cuts={done_cuts}",
+        result.received,
+        count - result.received,
+        result.duplicated,
+        result.reordered,
+        downs.load(std::sync::atomic::Ordering::Relaxed),
+    );
     Ok(())
 }

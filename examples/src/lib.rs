@@ -180,3 +180,80 @@ impl joerl_dist::gen_server::GenServer for Service {
         }
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of one address, that can cut every
+/// connection through it (both sides see the connection drop) while the two
+/// ends live on. `dist_bench cuts` puts one between two nodes.
+pub struct CutProxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    pipes: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Starts a proxy to `target` on a free port of 127.0.0.1.
+    pub async fn start(target: std::net::SocketAddr) -> std::io::Result<CutProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let pipes: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let p2 = pipes.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                let a = tokio::spawn(pump(ri, wo));
+                let b = tokio::spawn(pump(ro, wi));
+                p2.lock().unwrap_or_else(|e| e.into_inner()).extend([a, b]);
+            }
+        });
+        Ok(CutProxy {
+            addr,
+            pipes,
+            accept,
+        })
+    }
+
+    /// Closes every connection through the proxy; new ones are still accepted.
+    /// Returns how many were open.
+    pub fn cut(&self) -> usize {
+        let pipes: Vec<_> = self
+            .pipes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        let open = pipes.iter().filter(|p| !p.is_finished()).count() / 2;
+        for p in pipes {
+            p.abort();
+        }
+        open
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

@@ -68,6 +68,15 @@ pub struct CastRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadRequest;
 
+/// Delivered in place of a reply that reached the caller's node but could not be
+/// handed to the caller (for example, a remote reply that failed to decode);
+/// `call` turns it into [`CallError::ReplyLost`] instead of waiting for its timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyLost {
+    /// Why the reply was lost.
+    pub reason: String,
+}
+
 /// Where to send the reply of one call; keep it to reply later (a deferred reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyTo {
@@ -142,6 +151,10 @@ pub enum CallError {
     /// The server does not handle requests of this type.
     #[error("the server does not handle requests of this type")]
     BadRequest,
+    /// The server replied, but the reply could not be delivered to the caller
+    /// (for example, it arrived from another node and could not be decoded there).
+    #[error("the server's reply was lost on the way: {0}")]
+    ReplyLost(String),
     /// The request could not be sent.
     #[error("the request could not be sent: {0}")]
     Send(SendError),

@@ -628,6 +628,12 @@ impl ActorSystem {
         match reply.downcast::<R>() {
             Ok(r) => Ok(*r),
             Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
+            Err(other) if other.is::<crate::gen_server::ReplyLost>() => {
+                let lost = other
+                    .downcast::<crate::gen_server::ReplyLost>()
+                    .expect("checked with is");
+                Err(CallError::ReplyLost(lost.reason))
+            }
             Err(_) => Err(CallError::UnexpectedReply {
                 expected: std::any::type_name::<R>(),
             }),
@@ -844,7 +850,6 @@ impl Inner {
         }
     }
 
-    /// Answers a signal addressed to a process that does not exist.
     /// Answers a signal that cannot reach `target`, with `reason`: a link gets an
     /// exit, a monitor a down; other signals need no answer.
     pub(crate) fn refuse_signal(&self, target: Pid, sig: Signal, reason: ExitReason) {

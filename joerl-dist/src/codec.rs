@@ -19,21 +19,41 @@
 use std::any::Any;
 
 use bincode::config::{self, Configuration, Limit};
-use joerl_core::gen_server::{CallReply, CallRequest, CastRequest};
+use joerl_core::gen_server::{CallReply, CallRequest, CastRequest, ReplyLost};
 use joerl_core::{Message, Pid};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::CodecError;
 use crate::registry::tables;
 
-/// The bincode configuration with a limit on what one value may claim (a string
-/// or sequence length). No claim can be longer than the input, so decoding picks
-/// the smallest limit that covers the input: a forged length never makes the
-/// decoder reserve more than a small multiple of what actually arrived.
+/// The bincode configuration with a limit `L` on what decoding one value may
+/// claim. bincode counts against it the in-memory size of what it decodes (8
+/// bytes for a `u64`, the length of a string, `len * size_of::<T>()` up front for
+/// a vector), not the bytes it reads: a compact varint encoding is not punished,
+/// and a forged length is refused before anything of that size is reserved.
 type Cfg<const L: usize> = Configuration<config::BigEndian, config::Varint, Limit<L>>;
 
 fn cfg<const L: usize>() -> Cfg<L> {
     config::standard().with_big_endian().with_limit::<L>()
+}
+
+/// The smallest memory limit [`decode_exact`] applies, whatever is configured.
+pub(crate) const MIN_MEMORY_LIMIT: usize = 1 << 12;
+
+/// Memory limit for handshake records and other values joerl itself defines.
+pub(crate) const CONTROL_MEMORY_LIMIT: usize = 1 << 20;
+
+/// Memory limit for a signal (link, monitor, exit, down): small records whose
+/// only long part can be an exit reason's text.
+pub(crate) const SIGNAL_MEMORY_LIMIT: usize = 1 << 24;
+
+/// The limit bincode will apply for a configured `max_memory`: the largest power
+/// of two not above it (bincode's limit is a compile-time constant, so the
+/// ladder of powers of two is what can be chosen at run time), at least
+/// [`MIN_MEMORY_LIMIT`].
+pub(crate) fn effective_memory_limit(max_memory: usize) -> usize {
+    let m = max_memory.max(MIN_MEMORY_LIMIT);
+    1usize << (usize::BITS - 1 - m.leading_zeros())
 }
 
 /// Appends the bincode encoding of `value` to `out`.
@@ -46,17 +66,29 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
-/// Decodes a value that must use every byte of `bytes`.
-pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let decoded = match bytes.len() {
-        0..=4096 => bincode::serde::decode_from_slice(bytes, cfg::<4096>()),
-        4097..=65_536 => bincode::serde::decode_from_slice(bytes, cfg::<65_536>()),
-        65_537..=1_048_576 => bincode::serde::decode_from_slice(bytes, cfg::<1_048_576>()),
-        1_048_577..=16_777_216 => bincode::serde::decode_from_slice(bytes, cfg::<16_777_216>()),
-        16_777_217..=268_435_456 => bincode::serde::decode_from_slice(bytes, cfg::<268_435_456>()),
-        _ => bincode::serde::decode_from_slice(bytes, cfg::<{ 1 << 30 }>()),
-    };
-    let (value, used) = decoded.map_err(|e| CodecError::Decode(e.to_string()))?;
+/// Decodes a value that must use every byte of `bytes`, allowing decoding to
+/// claim at most `max_memory` bytes (rounded down to a power of two, see
+/// [`effective_memory_limit`]). The limit bounds what a peer can make this node
+/// allocate for one value; it does not depend on the size on the wire.
+pub(crate) fn decode_exact<T: DeserializeOwned>(
+    bytes: &[u8],
+    max_memory: usize,
+) -> Result<T, CodecError> {
+    macro_rules! ladder {
+        ($($shift:literal)*) => {
+            match effective_memory_limit(max_memory).trailing_zeros() {
+                $($shift => bincode::serde::decode_from_slice(bytes, cfg::<{ 1usize << $shift }>()),)*
+                _ => bincode::serde::decode_from_slice(bytes, cfg::<{ 1usize << 40 }>()),
+            }
+        };
+    }
+    let decoded = ladder!(12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39);
+    let (value, used) = decoded.map_err(|e| match e {
+        bincode::error::DecodeError::LimitExceeded => CodecError::MemoryLimit {
+            limit: effective_memory_limit(max_memory),
+        },
+        other => CodecError::Decode(other.to_string()),
+    })?;
     if used != bytes.len() {
         return Err(CodecError::Decode(format!(
             "{} trailing bytes after the value",
@@ -126,6 +158,10 @@ impl<'a> Reader<'a> {
         Ok(Pid::new(node, id, creation))
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub(crate) fn rest(self) -> &'a [u8] {
         self.buf
     }
@@ -169,16 +205,17 @@ fn encode_message_inner(msg: &Message, out: &mut Vec<u8>, outer: bool) -> Result
     (entry.encode)(any, out)
 }
 
-/// Decodes a message body produced by [`encode_message`].
-pub(crate) fn decode_message(body: &[u8]) -> Result<Message, CodecError> {
+/// Decodes a message body produced by [`encode_message`], letting the user's
+/// value claim at most `max_memory` bytes (see [`decode_exact`]).
+pub(crate) fn decode_message(body: &[u8], max_memory: usize) -> Result<Message, CodecError> {
     let mut r = Reader::new(body);
     match r.u8()? {
-        KIND_PLAIN => decode_plain(r),
+        KIND_PLAIN => decode_plain(r, max_memory),
         KIND_CALL => {
             let reply_to = r.pid()?;
             let tag = r.u64()?;
             expect_plain(&mut r)?;
-            let request = decode_plain(r)?;
+            let request = decode_plain(r, max_memory)?;
             Ok(Box::new(CallRequest {
                 reply_to,
                 tag,
@@ -188,16 +225,33 @@ pub(crate) fn decode_message(body: &[u8]) -> Result<Message, CodecError> {
         KIND_REPLY => {
             let tag = r.u64()?;
             expect_plain(&mut r)?;
-            let reply = decode_plain(r)?;
+            let reply = decode_plain(r, max_memory)?;
             Ok(Box::new(CallReply { tag, reply }))
         }
         KIND_CAST => {
             expect_plain(&mut r)?;
-            let request = decode_plain(r)?;
+            let request = decode_plain(r, max_memory)?;
             Ok(Box::new(CastRequest { request }))
         }
         other => Err(CodecError::UnknownKind(other)),
     }
+}
+
+/// For a call reply whose value could not be decoded (`error`), the reply that
+/// tells the caller so at once ([`ReplyLost`]) instead of letting its call time
+/// out. `None` if `body` is not a call reply with a readable tag.
+pub(crate) fn lost_reply(body: &[u8], error: &CodecError) -> Option<Message> {
+    let mut r = Reader::new(body);
+    if r.u8().ok()? != KIND_REPLY {
+        return None;
+    }
+    let tag = r.u64().ok()?;
+    Some(Box::new(CallReply {
+        tag,
+        reply: Box::new(ReplyLost {
+            reason: error.to_string(),
+        }),
+    }))
 }
 
 fn expect_plain(r: &mut Reader<'_>) -> Result<(), CodecError> {
@@ -207,12 +261,12 @@ fn expect_plain(r: &mut Reader<'_>) -> Result<(), CodecError> {
     }
 }
 
-fn decode_plain(mut r: Reader<'_>) -> Result<Message, CodecError> {
+fn decode_plain(mut r: Reader<'_>, max_memory: usize) -> Result<Message, CodecError> {
     let wire_id = r.u64()?;
     let entry = tables()
         .by_wire(wire_id)
         .ok_or(CodecError::UnknownWireId(wire_id))?;
-    (entry.decode)(r.rest())
+    (entry.decode)(r.rest(), max_memory)
 }
 
 #[cfg(test)]
@@ -223,7 +277,7 @@ mod tests {
     fn plain_and_wrapped_messages_round_trip() {
         let mut buf = Vec::new();
         encode_message(&(Box::new("hi".to_string()) as Message), &mut buf).unwrap();
-        let back = decode_message(&buf).unwrap();
+        let back = decode_message(&buf, 1 << 20).unwrap();
         assert_eq!(*back.downcast::<String>().unwrap(), "hi");
 
         let call: Message = Box::new(CallRequest {
@@ -233,7 +287,7 @@ mod tests {
         });
         buf.clear();
         encode_message(&call, &mut buf).unwrap();
-        let back = decode_message(&buf)
+        let back = decode_message(&buf, 1 << 20)
             .unwrap()
             .downcast::<CallRequest>()
             .unwrap();
@@ -246,7 +300,7 @@ mod tests {
         });
         buf.clear();
         encode_message(&reply, &mut buf).unwrap();
-        let back = decode_message(&buf)
+        let back = decode_message(&buf, 1 << 20)
             .unwrap()
             .downcast::<CallReply>()
             .unwrap();
@@ -269,7 +323,7 @@ mod tests {
         let mut forged = vec![0xfd]; // varint marker for a u64 length
         forged.extend_from_slice(&(1u64 << 30).to_be_bytes());
         forged.push(b'a');
-        let r: Result<String, _> = decode_exact(&forged);
+        let r: Result<String, _> = decode_exact(&forged, 1 << 20);
         assert!(r.is_err());
     }
 
@@ -300,7 +354,7 @@ mod tests {
             if i % 7 == 0 && !input.is_empty() {
                 input[0] = (next() % 4) as u8;
             }
-            let _ = decode_message(&input);
+            let _ = decode_message(&input, 1 << 20);
         }
     }
 }

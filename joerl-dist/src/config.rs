@@ -4,6 +4,8 @@ use std::time::Duration;
 
 /// Default maximum frame size: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Default limit of memory decoding one incoming message may claim: 256 MiB.
+pub const DEFAULT_MAX_MESSAGE_MEMORY: usize = 256 * 1024 * 1024;
 /// Default limit of bytes queued toward one peer before `send` waits: 8 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Default tick timeout: a peer silent this long is declared down.
@@ -27,6 +29,14 @@ pub struct DistConfig {
     pub queue_bytes: usize,
     /// Largest frame accepted or sent, checked before anything is allocated.
     pub max_frame_size: usize,
+    /// Most memory decoding one incoming message may claim, in bytes, as bincode
+    /// counts it: the in-memory size of what it decodes (8 bytes per `u64`, the
+    /// length of each string, `len * size_of::<T>()` reserved up front for a
+    /// vector), not its size on the wire, so compact encodings of many small
+    /// values are not refused. Rounded down to a power of two (at least 4 KiB).
+    /// A message over it is dropped and counted in `dropped_in`; the connection
+    /// stays up.
+    pub max_message_memory: usize,
     /// Messages from other nodes a full mailbox still accepts beyond its
     /// capacity (per mailbox), so a burst to one busy actor does not hold up the
     /// rest of the connection.
@@ -63,6 +73,7 @@ impl Default for DistConfig {
             tick_timeout: DEFAULT_TICK_TIMEOUT,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             max_frame_size: DEFAULT_MAX_FRAME,
+            max_message_memory: DEFAULT_MAX_MESSAGE_MEMORY,
             mailbox_overflow: DEFAULT_MAILBOX_OVERFLOW,
             max_parked: DEFAULT_MAX_PARKED,
             auto_discovery: false,

@@ -89,7 +89,8 @@ async fn read_record(stream: &mut TcpStream) -> Result<Record, HandshakeError> {
                     theirs: version,
                 });
             }
-            codec::decode_exact(record).map_err(|e| HandshakeError::Malformed(e.to_string()))
+            codec::decode_exact(record, codec::CONTROL_MEMORY_LIMIT)
+                .map_err(|e| HandshakeError::Malformed(e.to_string()))
         }
         Ok(Parsed::Frame(other, _)) => Err(HandshakeError::Malformed(format!(
             "expected a handshake frame, got {other:?}"
@@ -114,11 +115,14 @@ fn refused(reason: RefuseReason) -> HandshakeError {
 }
 
 /// The dialer's side of the handshake. Returns the peer's introduction.
+/// `still_wanted` answers the acceptor's `Alive`: true if this node still has
+/// no connection to the peer.
 pub(crate) async fn dial(
     stream: &mut TcpStream,
     me: &LocalIdentity,
     cookie: &[u8],
     expected: &str,
+    still_wanted: impl FnOnce() -> bool,
 ) -> Result<Intro, HandshakeError> {
     let own = handshake::challenge();
     write_record(stream, &Record::Hello(me.intro(own))).await?;
@@ -154,7 +158,16 @@ pub(crate) async fn dial(
         &peer.challenge,
     );
     write_record(stream, &Record::Proof(proof)).await?;
-    match read_record(stream).await? {
+    let mut answer = read_record(stream).await?;
+    if answer == Record::Alive {
+        let go_on = still_wanted();
+        write_record(stream, &Record::Continue(go_on)).await?;
+        if !go_on {
+            return Err(HandshakeError::AlreadyConnected);
+        }
+        answer = read_record(stream).await?;
+    }
+    match answer {
         Record::Proof(p) => {
             if handshake::verify(
                 cookie,
@@ -177,14 +190,26 @@ pub(crate) async fn dial(
     }
 }
 
+/// What the acceptor's `decide` says about an authenticated dialer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Go on.
+    Yes,
+    /// A connection to this incarnation is up here: ask the dialer (`Alive`),
+    /// and if it still wants this one, call `replace` and go on.
+    IfHalfOpen,
+}
+
 /// The acceptor's side. `decide` sees the dialer's introduction once the dialer
 /// has proved it knows the cookie, and may still refuse the connection (for
-/// example when both sides dialed at once).
+/// example when both sides dialed at once); `replace` closes the old connection
+/// when `decide` said [`Admit::IfHalfOpen`] and the dialer confirmed.
 pub(crate) async fn accept(
     stream: &mut TcpStream,
     me: &LocalIdentity,
     cookie: &[u8],
-    decide: impl FnOnce(&Intro) -> Result<(), RefuseReason>,
+    decide: impl FnOnce(&Intro) -> Result<Admit, RefuseReason>,
+    replace: impl FnOnce(&Intro) -> Result<(), RefuseReason>,
 ) -> Result<Intro, HandshakeError> {
     let peer = match read_record(stream).await {
         Ok(Record::Hello(intro)) => intro,
@@ -247,9 +272,29 @@ pub(crate) async fn accept(
         }
     }
     // Only an authenticated peer learns about our connection state.
-    if let Err(reason) = decide(&peer) {
-        let _ = write_record(stream, &Record::Refused(reason.clone())).await;
-        return Err(refused(reason));
+    match decide(&peer) {
+        Ok(Admit::Yes) => {}
+        Ok(Admit::IfHalfOpen) => {
+            write_record(stream, &Record::Alive).await?;
+            match read_record(stream).await? {
+                Record::Continue(true) => {
+                    if let Err(reason) = replace(&peer) {
+                        let _ = write_record(stream, &Record::Refused(reason.clone())).await;
+                        return Err(refused(reason));
+                    }
+                }
+                Record::Continue(false) => return Err(HandshakeError::AlreadyConnected),
+                other => {
+                    return Err(HandshakeError::Malformed(format!(
+                        "expected Continue, got {other:?}"
+                    )));
+                }
+            }
+        }
+        Err(reason) => {
+            let _ = write_record(stream, &Record::Refused(reason.clone())).await;
+            return Err(refused(reason));
+        }
     }
     let proof = handshake::prove(
         cookie,
@@ -270,6 +315,8 @@ pub(crate) enum EndReason {
     Closed,
     /// The peer said goodbye (graceful shutdown).
     Goodbye,
+    /// A newer connection to the same peer took this one's place.
+    Superseded,
     /// Nothing arrived for the tick timeout.
     TickTimeout(Duration),
     /// A read or write failed.
@@ -283,6 +330,7 @@ impl std::fmt::Display for EndReason {
         match self {
             EndReason::Closed => f.write_str("connection closed by the peer"),
             EndReason::Goodbye => f.write_str("the peer shut down"),
+            EndReason::Superseded => f.write_str("replaced by a newer connection to the peer"),
             EndReason::TickTimeout(d) => {
                 write!(f, "no data or tick from the peer for {d:?} (tick timeout)")
             }
@@ -293,11 +341,14 @@ impl std::fmt::Display for EndReason {
 }
 
 /// Writes everything the queue collects until an error (or the task is aborted).
-/// Shares the write half with senders' direct writes (see [`OutQueue`]).
+/// Shares the write half with senders' direct writes (see [`OutQueue`]). The
+/// idle tick is an ACK frame carrying `received()`, the count of the peer's
+/// messages this node has read.
 pub(crate) async fn write_loop(
     sink: Arc<OwnedWriteHalf>,
     queue: &OutQueue,
     tick_interval: Duration,
+    received: impl Fn() -> u64,
     on_written: impl Fn(usize),
 ) -> EndReason {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -310,8 +361,8 @@ pub(crate) async fn write_loop(
                 _ = queue.wait_for_data() => continue,
                 _ = tokio::time::sleep_until(deadline) => {
                     // Through the queue, so it is ordered with direct writes.
-                    let _ = queue.push::<()>(true, |b| {
-                        frame::put_tick(b);
+                    let _ = queue.push::<()>(true, false, |b| {
+                        frame::put_ack(b, received());
                         Ok(())
                     });
                     last_write = tokio::time::Instant::now();
@@ -347,7 +398,8 @@ async fn write_all_shared(sink: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Res
     Ok(())
 }
 
-/// What the reader does with each frame. Returns `Err` to close the connection.
+/// What the reader does with each frame (GOODBYE included). Returns `Err` to
+/// close the connection.
 pub(crate) trait FrameSink {
     /// Handles one data frame.
     fn frame(
@@ -385,7 +437,6 @@ pub(crate) async fn read_loop<S: FrameSink>(
                     }
                     break;
                 }
-                Ok(Parsed::Frame(Frame::Goodbye, _)) => return EndReason::Goodbye,
                 Ok(Parsed::Frame(Frame::Handshake { .. }, _)) => {
                     return EndReason::Malformed(FrameError::Codec(
                         crate::error::CodecError::Decode(

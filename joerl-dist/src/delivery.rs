@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use joerl_core::fxhash::FxBuildHasher;
 use joerl_core::{Message, Pid, SendError};
+use joerl_epmd::log_limit::LogLimiter;
 use tokio::sync::Notify;
 
 use crate::codec;
@@ -24,6 +25,13 @@ use crate::error::CodecError;
 use crate::frame::Frame;
 use crate::node::NodeInner;
 use crate::peer::{Peer, PeerCounters};
+
+/// Log lines about messages of unregistered types, per second.
+static UNKNOWN_TYPE_LOG: LogLimiter = LogLimiter::new(5);
+/// Log lines about messages and signals addressed to another node, per second.
+static MISROUTED_LOG: LogLimiter = LogLimiter::new(5);
+/// Log lines about undecodable messages, per second.
+static UNDECODABLE_LOG: LogLimiter = LogLimiter::new(5);
 
 /// Messages (with their senders) waiting for one target's mailbox.
 type ParkedQueue = VecDeque<(Option<Pid>, Message)>;
@@ -40,38 +48,75 @@ pub(crate) struct Parked {
     space: Notify,
 }
 
+/// An ACK goes back to the peer after this many of its messages (besides the
+/// one in every idle tick), so its count of unacknowledged messages stays small.
+const ACK_EVERY: u64 = 8192;
+
 /// Hands the frames of one connection to local actors.
 pub(crate) struct Dispatcher {
     node: Arc<NodeInner>,
     peer: Arc<Peer>,
     parked: Arc<Parked>,
+    conn_id: u64,
+    /// Messages read since the last ACK this reader sent.
+    since_ack: u64,
 }
 
 impl Dispatcher {
-    /// The dispatcher for a new connection of `peer`.
-    pub(crate) fn new(node: Arc<NodeInner>, peer: Arc<Peer>) -> Self {
+    /// The dispatcher for connection `conn_id` of `peer`.
+    pub(crate) fn new(node: Arc<NodeInner>, peer: Arc<Peer>, conn_id: u64) -> Self {
         let parked = peer.parked.clone();
-        Dispatcher { node, peer, parked }
+        Dispatcher {
+            node,
+            peer,
+            parked,
+            conn_id,
+            since_ack: 0,
+        }
     }
 
+    /// Counts one message read from the peer and acknowledges every
+    /// [`ACK_EVERY`]th.
+    fn count_received(&mut self) {
+        let received = self.peer.received.fetch_add(1, Ordering::Relaxed) + 1;
+        self.since_ack += 1;
+        if self.since_ack >= ACK_EVERY {
+            self.since_ack = 0;
+            let _ = self.peer.queue.push::<()>(true, false, |b| {
+                crate::frame::put_ack(b, received);
+                Ok(())
+            });
+        }
+    }
+
+    /// Decodes a message body. An undecodable body is counted and dropped, except
+    /// a call reply, which becomes a [`ReplyLost`](joerl_core::gen_server::ReplyLost)
+    /// so the caller's `call` fails at once with the reason.
     fn decode(&self, body: &[u8]) -> Option<Message> {
-        match codec::decode_message(body) {
-            Ok(m) => Some(m),
-            Err(CodecError::UnknownWireId(id)) => {
+        let err = match codec::decode_message(body, self.node.config.max_message_memory) {
+            Ok(m) => return Some(m),
+            Err(e) => e,
+        };
+        match &err {
+            CodecError::UnknownWireId(id) => {
                 PeerCounters::add(&self.peer.counters.unknown_types, 1);
-                tracing::warn!(
-                    peer = %self.peer.name,
-                    wire_id = format_args!("{id:#018x}"),
-                    "message of a type not registered on this node dropped; register it with remote_message!"
-                );
-                None
+                if let Some(suppressed) = UNKNOWN_TYPE_LOG.check() {
+                    tracing::warn!(
+                        peer = %self.peer.name,
+                        wire_id = format_args!("{id:#018x}"),
+                        suppressed,
+                        "message of a type not registered on this node dropped; register it with remote_message!"
+                    );
+                }
             }
-            Err(e) => {
+            e => {
                 PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                tracing::warn!(peer = %self.peer.name, error = %e, "undecodable message dropped");
-                None
+                if let Some(suppressed) = UNDECODABLE_LOG.check() {
+                    tracing::warn!(peer = %self.peer.name, error = %e, suppressed, "undecodable message dropped");
+                }
             }
         }
+        codec::lost_reply(body, &err)
     }
 
     /// Delivers to a local actor. A full mailbox first runs over by up to
@@ -206,12 +251,20 @@ async fn drain_parked(node: Arc<NodeInner>, peer: Arc<Peer>, parked: Arc<Parked>
 
 impl FrameSink for Dispatcher {
     async fn frame(&mut self, frame: Frame<'_>) -> Result<(), EndReason> {
+        if self.peer.current_conn.load(Ordering::Acquire) != self.conn_id {
+            return Err(EndReason::Superseded);
+        }
+        if frame.is_message() {
+            self.count_received();
+        }
         match frame {
             Frame::Send { from, to, body } => {
                 PeerCounters::add(&self.peer.counters.msgs_in, 1);
                 if to.node() != self.node.me.node_id {
                     PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                    tracing::warn!(peer = %self.peer.name, %to, "message for another node dropped");
+                    if let Some(suppressed) = MISROUTED_LOG.check() {
+                        tracing::warn!(peer = %self.peer.name, %to, suppressed, "message for another node dropped");
+                    }
                     return Ok(());
                 }
                 if let Some(msg) = self.decode(body) {
@@ -234,14 +287,23 @@ impl FrameSink for Dispatcher {
             Frame::Signal { to, signal } if to.node() != self.node.me.node_id => {
                 // Never relay: a peer must not reach a third node through us.
                 PeerCounters::add(&self.peer.counters.dropped_in, 1);
-                tracing::warn!(peer = %self.peer.name, %to, ?signal, "signal for another node dropped");
+                if let Some(suppressed) = MISROUTED_LOG.check() {
+                    tracing::warn!(peer = %self.peer.name, %to, ?signal, suppressed, "signal for another node dropped");
+                }
             }
             Frame::Signal { to, signal } => {
                 self.peer.book().incoming(to, &signal);
                 self.node.system.deliver_signal(to, signal);
             }
-            Frame::Tick => {}
-            Frame::Goodbye | Frame::Handshake { .. } => {}
+            Frame::Tick | Frame::Handshake { .. } => {}
+            Frame::Ack(n) => self.peer.accounting().acked(n),
+            Frame::Resume(n) => self.peer.accounting().resumed(n),
+            Frame::Goodbye(n) => {
+                if let Some(n) = n {
+                    self.peer.accounting().goodbye(n);
+                }
+                return Err(EndReason::Goodbye);
+            }
         }
         Ok(())
     }

@@ -28,6 +28,15 @@ pub enum CodecError {
     /// bincode could not decode the value.
     #[error("decoding failed: {0}")]
     Decode(String),
+    /// Decoding the value would claim more memory than this node allows for one
+    /// message.
+    #[error(
+        "decoding needs more than {limit} bytes of memory (DistConfig::max_message_memory, rounded down to a power of two); raise it with NodeBuilder::max_message_memory on the receiving node"
+    )]
+    MemoryLimit {
+        /// The limit in force, in bytes.
+        limit: usize,
+    },
 }
 
 /// Why a frame could not be parsed or built.

@@ -51,8 +51,22 @@ pub struct PeerStats {
     pub reconnects: u64,
     /// Frames waiting in the outgoing queue now.
     pub queue_depth: usize,
-    /// Outgoing frames dropped because the connection was lost or never came up.
+    /// Messages that `send` accepted for the peer and that never reached it:
+    /// `dropped_out_unsent + dropped_out_lost`. Exact once every connection
+    /// loss is settled (see `unacked_out`), so it equals the messages sent minus
+    /// the messages the peer read.
     pub dropped_out: u64,
+    /// Of those, messages never written: still queued when the connection was
+    /// lost (or never came up).
+    pub dropped_out_unsent: u64,
+    /// Of those, messages written but never read by the peer (lost in the
+    /// writer's hands, a socket buffer or the network), as the peer's count
+    /// said when the next connection came up, or lost with its incarnation.
+    pub dropped_out_lost: u64,
+    /// Messages written whose arrival the peer has not acknowledged yet. After
+    /// a connection loss this is what the next connection's RESUME will settle
+    /// (into read or `dropped_out_lost`); while connected it is what is in flight.
+    pub unacked_out: u64,
     /// Incoming messages dropped because the target did not exist or the body
     /// could not be decoded.
     pub dropped_in: u64,
@@ -67,6 +81,9 @@ pub struct NodeStats {
     pub peers: Vec<PeerStats>,
     /// Sums over all peers (its `node` field is empty).
     pub total: PeerStats,
+    /// Incoming connections refused during the handshake (bad cookie, malformed
+    /// handshake, timeout, ...).
+    pub refused_incoming: u64,
 }
 
 pub(crate) fn since(start: Instant) -> u128 {

@@ -7,8 +7,19 @@
 //! tag 3  SEND       from:pid to:pid body        (from = all zero: no sender)
 //! tag 4  SEND_NAMED from:pid name_len:u8 name body
 //! tag 5  SIGNAL     to:pid signal (bincode of joerl_core::Signal)
-//! tag 6  GOODBYE    (the peer is shutting down; the connection closes next)
-//! tags 7-31 are reserved for later control frames (remote spawn, group membership)
+//! tag 6  GOODBYE    received:u64 (the peer is shutting down; the connection closes next)
+//! tag 7  ACK        received:u64 (also serves as the idle tick)
+//! tag 8  RESUME     received:u64 (the first frame each side sends on a new connection)
+//! tags 9-31 are reserved for later control frames (remote spawn, group membership)
+//! ```
+//!
+//! `received` is the number of messages (SEND and SEND_NAMED frames) the
+//! sending side has read from the other side's current incarnation, over every
+//! connection between the two incarnations. It is how a node learns exactly how
+//! many of the messages it wrote never arrived: see `accounting.rs`. GOODBYE
+//! may also be empty (then it carries no count).
+//!
+//! ```text
 //! ```
 //!
 //! The length is checked against the configured maximum before anything is
@@ -28,6 +39,8 @@ pub(crate) mod tag {
     pub const SEND_NAMED: u8 = 4;
     pub const SIGNAL: u8 = 5;
     pub const GOODBYE: u8 = 6;
+    pub const ACK: u8 = 7;
+    pub const RESUME: u8 = 8;
 }
 
 /// Bytes of the length prefix.
@@ -57,14 +70,27 @@ pub(crate) enum Frame<'a> {
         to: Pid,
         signal: Signal,
     },
-    Goodbye,
+    /// The peer is shutting down, having read this many of our messages (`None`:
+    /// not said).
+    Goodbye(Option<u64>),
+    /// The peer has read this many of our messages.
+    Ack(u64),
+    /// The peer had read this many of our messages when this connection came up.
+    Resume(u64),
+}
+
+impl Frame<'_> {
+    /// True for a user message (the frames counted as "received").
+    pub(crate) fn is_message(&self) -> bool {
+        matches!(self, Frame::Send { .. } | Frame::SendNamed { .. })
+    }
 }
 
 /// Parses one frame from the front of `buf`.
 ///
-/// `Ok(None)`: not all of the frame is here yet; `needed` tells how many bytes the
-/// whole frame takes, so the caller can reserve once. `Ok(Some((frame, used)))`: a
-/// frame and the number of bytes it took.
+/// `Ok(Parsed::Incomplete { needed })`: not all of the frame is here yet; `needed`
+/// tells how many bytes the whole frame takes, so the caller can reserve once.
+/// `Ok(Parsed::Frame(frame, used))`: a frame and the number of bytes it took.
 pub(crate) fn parse(buf: &[u8], max_frame: usize) -> Result<Parsed<'_>, FrameError> {
     if buf.len() < LEN_BYTES {
         return Ok(Parsed::Incomplete { needed: LEN_BYTES });
@@ -134,12 +160,29 @@ fn decode_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         }
         tag::SIGNAL => {
             let to = r.pid()?;
-            let signal: Signal = codec::decode_exact(r.rest())?;
+            // Signals are joerl's own small records; only an exit reason's text
+            // can be long, and it is bounded by the frame.
+            let signal: Signal = codec::decode_exact(r.rest(), codec::SIGNAL_MEMORY_LIMIT)?;
             Frame::Signal { to, signal }
         }
         tag::GOODBYE => {
+            if r.is_empty() {
+                Frame::Goodbye(None)
+            } else {
+                let n = r.u64()?;
+                expect_end(r)?;
+                Frame::Goodbye(Some(n))
+            }
+        }
+        tag::ACK => {
+            let n = r.u64()?;
             expect_end(r)?;
-            Frame::Goodbye
+            Frame::Ack(n)
+        }
+        tag::RESUME => {
+            let n = r.u64()?;
+            expect_end(r)?;
+            Frame::Resume(n)
         }
         other => return Err(FrameError::UnknownTag(other)),
     };
@@ -219,14 +262,30 @@ pub(crate) fn put_signal(
     finish(out, start, max_frame)
 }
 
-/// Appends a TICK frame.
+/// Appends a TICK frame (joerl sends ACK frames as ticks; TICK is still read).
+#[cfg(test)]
 pub(crate) fn put_tick(out: &mut Vec<u8>) {
     out.extend_from_slice(&[0, 0, 0, 1, tag::TICK]);
 }
 
-/// Appends a GOODBYE frame.
-pub(crate) fn put_goodbye(out: &mut Vec<u8>) {
-    out.extend_from_slice(&[0, 0, 0, 1, tag::GOODBYE]);
+/// Appends a GOODBYE frame saying `received` messages were read.
+pub(crate) fn put_goodbye(out: &mut Vec<u8>, received: u64) {
+    put_count(out, tag::GOODBYE, received);
+}
+
+/// Appends an ACK frame.
+pub(crate) fn put_ack(out: &mut Vec<u8>, received: u64) {
+    put_count(out, tag::ACK, received);
+}
+
+/// Appends a RESUME frame.
+pub(crate) fn put_resume(out: &mut Vec<u8>, received: u64) {
+    put_count(out, tag::RESUME, received);
+}
+
+fn put_count(out: &mut Vec<u8>, tag: u8, n: u64) {
+    out.extend_from_slice(&[0, 0, 0, 9, tag]);
+    out.extend_from_slice(&n.to_be_bytes());
 }
 
 /// Appends a HANDSHAKE frame carrying an already encoded record.
@@ -287,7 +346,10 @@ mod tests {
         };
         put_signal(&mut out, Pid::new(2, 2, 2), &sig, MAX).unwrap();
         put_tick(&mut out);
-        put_goodbye(&mut out);
+        put_goodbye(&mut out, 42);
+        put_ack(&mut out, 7);
+        put_resume(&mut out, u64::MAX);
+        out.extend_from_slice(&[0, 0, 0, 1, tag::GOODBYE]);
         let (f, n1) = one(&out);
         assert!(matches!(
             f,
@@ -307,8 +369,16 @@ mod tests {
         }
         let (f, n3) = one(&out[n1 + n2..]);
         assert!(matches!(f, Frame::Tick));
-        let (f, _) = one(&out[n1 + n2 + n3..]);
-        assert!(matches!(f, Frame::Goodbye));
+        let mut at = n1 + n2 + n3;
+        let mut next = || {
+            let (f, n) = one(&out[at..]);
+            at += n;
+            f
+        };
+        assert!(matches!(next(), Frame::Goodbye(Some(42))));
+        assert!(matches!(next(), Frame::Ack(7)));
+        assert!(matches!(next(), Frame::Resume(u64::MAX)));
+        assert!(matches!(next(), Frame::Goodbye(None)));
     }
 
     #[test]

@@ -9,7 +9,16 @@
 //! dialer   -> acceptor  Proof   { HMAC(cookie, "dialer"   | challenge_a | challenge_d | name_d | name_a) }
 //! acceptor -> dialer    Proof   { HMAC(cookie, "acceptor" | challenge_d | challenge_a | name_a | name_d) }
 //!                    or Refused { AuthenticationFailed | Simultaneous | AlreadyConnected | ... }
+//!                    or Alive (see below)
 //! ```
+//!
+//! `Alive` is the acceptor's answer when it still has a connection up to the very
+//! incarnation that is dialing (Erlang's `alive` status): a dialer only dials
+//! when it has no connection, so the acceptor's is probably half-open (its peer
+//! vanished without a FIN, or the dialer already gave it up). The dialer answers
+//! `Continue(true)` if it still has no connection to the acceptor, and the
+//! acceptor then closes the old connection and finishes with its Proof; with
+//! `Continue(false)` (a connection came up meanwhile) both drop the new one.
 //!
 //! Every frame carries the protocol version in its header. Challenges are 32
 //! random bytes. Each proof is HMAC-SHA256 keyed by the cookie over a role label,
@@ -23,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 /// The handshake protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Capability bits announced in the handshake.
 pub mod capabilities {
@@ -52,6 +61,12 @@ pub enum Record {
     Refused(RefuseReason),
     /// Proof of knowing the cookie.
     Proof(Proof),
+    /// The acceptor already has a connection up to this incarnation of the
+    /// dialer; the dialer answers with `Continue`.
+    Alive,
+    /// The dialer's answer to `Alive`: `true` to replace the acceptor's old
+    /// connection with this one, `false` to drop this one.
+    Continue(bool),
 }
 
 /// What each side says about itself.
@@ -125,8 +140,8 @@ fn mac_input(
     theirs: &Challenge,
 ) {
     let label: &[u8] = match role {
-        Role::Dialer => b"joerl-dist/1 dialer",
-        Role::Acceptor => b"joerl-dist/1 acceptor",
+        Role::Dialer => b"joerl-dist/2 dialer",
+        Role::Acceptor => b"joerl-dist/2 acceptor",
     };
     mac.update(label);
     // The challenge being answered (the peer's) comes first, then our own.

@@ -24,12 +24,14 @@
 //! `inventory`), `codec` (the only user of bincode), `frame` (the wire frames,
 //! no I/O), [`handshake`] (cookie challenge/response, no I/O), `connection`
 //! (handshake I/O, reader and writer), `peer` (one remote node: queue, state,
-//! link/monitor bookkeeping), `node` (the connection life cycle: listen, dial,
+//! link/monitor bookkeeping), `accounting` (exact counts of messages lost with a
+//! connection, no I/O), `node` (the connection life cycle: listen, dial,
 //! reconnect, node-down, shutdown), `router` (sends and signals toward peers),
 //! `delivery` (what arrives, to local actors, with the full-mailbox policy) and
 //! [`net_kernel`] (name look-ups for other nodes).
 #![warn(missing_docs)]
 
+mod accounting;
 mod codec;
 mod config;
 mod connection;

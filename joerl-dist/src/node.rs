@@ -102,6 +102,13 @@ impl NodeBuilder {
         self
     }
 
+    /// The most memory decoding one incoming message may claim (see
+    /// [`DistConfig::max_message_memory`]).
+    pub fn max_message_memory(mut self, bytes: usize) -> Self {
+        self.config.max_message_memory = bytes;
+        self
+    }
+
     /// Incoming messages parked per connection for full mailboxes before the
     /// connection stops reading.
     pub fn max_parked(mut self, messages: usize) -> Self {
@@ -342,6 +349,7 @@ impl DistributedSystem {
         for p in self.inner.peers.iter() {
             let c = &p.counters;
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let loss = p.accounting().counts(p.queue.pushed_msgs());
             let s = PeerStats {
                 node: p.name.clone(),
                 connected: p.is_up(),
@@ -351,7 +359,10 @@ impl DistributedSystem {
                 bytes_in: get(&c.bytes_in),
                 reconnects: get(&c.connects).saturating_sub(1),
                 queue_depth: p.queue.depth(),
-                dropped_out: get(&c.dropped_out),
+                dropped_out: loss.unsent + loss.lost,
+                dropped_out_unsent: loss.unsent,
+                dropped_out_lost: loss.lost,
+                unacked_out: loss.unacked,
                 dropped_in: get(&c.dropped_in),
                 unknown_types: get(&c.unknown_types),
             };
@@ -364,11 +375,15 @@ impl DistributedSystem {
             t.reconnects += s.reconnects;
             t.queue_depth += s.queue_depth;
             t.dropped_out += s.dropped_out;
+            t.dropped_out_unsent += s.dropped_out_unsent;
+            t.dropped_out_lost += s.dropped_out_lost;
+            t.unacked_out += s.unacked_out;
             t.dropped_in += s.dropped_in;
             t.unknown_types += s.unknown_types;
             stats.peers.push(s);
         }
         stats.peers.sort_by(|a, b| a.node.cmp(&b.node));
+        stats.refused_incoming = self.inner.refused_incoming.load(Ordering::Relaxed);
         stats
     }
 
@@ -450,7 +465,14 @@ pub(crate) struct NodeInner {
     shutdown_tx: watch::Sender<bool>,
     next_id: AtomicU64,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Incoming connections refused or timed out in the handshake.
+    refused_incoming: AtomicU64,
 }
+
+/// Log lines about refused incoming connections, per second.
+static REFUSED_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
+/// Log lines about connections closed for a malformed frame, per second.
+static MALFORMED_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
 
 impl NodeInner {
     async fn start(b: NodeBuilder) -> Result<DistributedSystem, DistError> {
@@ -521,6 +543,7 @@ impl NodeInner {
             shutdown_tx,
             next_id: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
+            refused_incoming: AtomicU64::new(0),
         });
         inner
             .system
@@ -661,7 +684,7 @@ impl NodeInner {
     fn decide_incoming(
         self: &Arc<Self>,
         intro: &crate::handshake::Intro,
-    ) -> Result<Arc<Peer>, crate::handshake::RefuseReason> {
+    ) -> Result<(Arc<Peer>, connection::Admit), crate::handshake::RefuseReason> {
         use crate::handshake::RefuseReason;
         if self.is_shutting_down() {
             return Err(RefuseReason::ShuttingDown);
@@ -676,8 +699,10 @@ impl NodeInner {
         let replace = {
             let conn = peer.conn();
             match &*conn {
+                // Our connection to this very incarnation looks up, yet it dials
+                // us: ours is probably half-open. Ask it (`Alive`).
                 ConnState::Up { creation, .. } if *creation == intro.creation => {
-                    return Err(RefuseReason::AlreadyConnected);
+                    return Ok((peer.clone(), connection::Admit::IfHalfOpen));
                 }
                 ConnState::Up { conn_id, .. } => Some(*conn_id),
                 ConnState::Dialing { .. }
@@ -696,12 +721,51 @@ impl NodeInner {
                 false,
             );
         }
-        Ok(peer)
+        Ok((peer, connection::Admit::Yes))
+    }
+
+    /// The dialer confirmed (`Continue(true)`) that it has no connection to us:
+    /// close our old one to the same incarnation, which was half-open.
+    fn replace_half_open(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        intro: &crate::handshake::Intro,
+    ) -> Result<(), crate::handshake::RefuseReason> {
+        let old = match &*peer.conn() {
+            ConnState::Up {
+                conn_id, creation, ..
+            } if *creation == intro.creation => Some(*conn_id),
+            _ => None,
+        };
+        if let Some(old) = old {
+            self.connection_lost(
+                peer,
+                old,
+                &EndReason::Io(
+                    "the peer dialed again: this connection was half-open and is replaced".into(),
+                ),
+                false,
+            );
+        }
+        Ok(())
     }
 
     /// Installs an authenticated connection. Returns false (and drops the stream)
-    /// if the peer is already connected.
-    fn install(self: &Arc<Self>, peer: &Arc<Peer>, stream: TcpStream, creation: u32) -> bool {
+    /// if the peer is already connected. Waits first for the reader of the
+    /// peer's previous connection to stop, so nothing it read is delivered after
+    /// what the new connection brings.
+    async fn install(self: &Arc<Self>, peer: &Arc<Peer>, stream: TcpStream, creation: u32) -> bool {
+        let old_reader = {
+            let conn = peer.conn();
+            if matches!(*conn, ConnState::Up { .. }) || self.is_shutting_down() {
+                return false;
+            }
+            peer.reader.lock().unwrap_or_else(|e| e.into_inner()).take()
+        };
+        if let Some(old) = old_reader {
+            old.abort();
+            let _ = old.await;
+        }
         let (read, write) = stream.into_split();
         let write = Arc::new(write);
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -710,6 +774,23 @@ impl NodeInner {
             if matches!(*conn, ConnState::Up { .. }) || self.is_shutting_down() {
                 return false;
             }
+            // The count of the peer's messages read restarts with a new
+            // incarnation; RESUME tells the peer where it stands, ahead of
+            // everything queued while connecting.
+            let received = {
+                let mut rx = peer.rx_creation.lock().unwrap_or_else(|e| e.into_inner());
+                if *rx != Some(creation) {
+                    *rx = Some(creation);
+                    peer.received.store(0, Ordering::Relaxed);
+                }
+                peer.received.load(Ordering::Relaxed)
+            };
+            peer.accounting()
+                .connection_up(creation, peer.queue.pushed_msgs());
+            let mut resume = Vec::with_capacity(13);
+            frame::put_resume(&mut resume, received);
+            peer.queue.prepend(&resume);
+            peer.current_conn.store(conn_id, Ordering::Release);
             peer.queue.attach(write.clone());
             let w = {
                 let node = self.clone();
@@ -717,9 +798,13 @@ impl NodeInner {
                 tokio::spawn(async move {
                     let tick = node.config.tick_interval();
                     let counters = &peer.counters;
-                    let end = connection::write_loop(write, &peer.queue, tick, |n| {
-                        PeerCounters::add(&counters.bytes_out, n as u64)
-                    })
+                    let end = connection::write_loop(
+                        write,
+                        &peer.queue,
+                        tick,
+                        || peer.received.load(Ordering::Relaxed),
+                        |n| PeerCounters::add(&counters.bytes_out, n as u64),
+                    )
                     .await;
                     node.connection_lost(&peer, conn_id, &end, true);
                 })
@@ -728,7 +813,8 @@ impl NodeInner {
                 let node = self.clone();
                 let peer = peer.clone();
                 tokio::spawn(async move {
-                    let mut sink = crate::delivery::Dispatcher::new(node.clone(), peer.clone());
+                    let mut sink =
+                        crate::delivery::Dispatcher::new(node.clone(), peer.clone(), conn_id);
                     let counters = &peer.counters;
                     let end = connection::read_loop(
                         read,
@@ -751,6 +837,7 @@ impl NodeInner {
                 tasks: vec![w.abort_handle(), r.abort_handle()],
                 since: Instant::now(),
             };
+            *peer.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             peer.up.store(true, Ordering::Release);
             peer.heard();
         }
@@ -765,6 +852,15 @@ impl NodeInner {
         peer.queue.wake_writer();
         tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
         true
+    }
+
+    /// Drops what is queued for `peer` (no connection will carry it) and
+    /// records it for the loss accounting. Returns the frames dropped.
+    pub(crate) fn clear_queue(&self, peer: &Peer) -> usize {
+        let cleared = peer.queue.clear();
+        peer.accounting()
+            .connection_lost(cleared.pushed_msgs, cleared.msgs);
+        cleared.frames
     }
 
     /// Tears down connection `conn_id` of `peer` (if it is still the current one),
@@ -797,16 +893,18 @@ impl NodeInner {
         for t in tasks {
             t.abort();
         }
-        let dropped = peer.queue.clear();
-        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
+        let dropped = self.clear_queue(peer);
         let text = reason.to_string();
         match reason {
             EndReason::Goodbye => {
                 tracing::info!(node = %self.me.name, peer = %peer.name, "peer shut down")
             }
             EndReason::Malformed(_) => {
-                tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %text, "closing connection")
+                if let Some(suppressed) = MALFORMED_LOG.check() {
+                    tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %text, suppressed, "closing connection")
+                }
             }
+            EndReason::Superseded => {}
             _ if self.is_shutting_down() => {}
             _ => tracing::warn!(
                 node = %self.me.name,
@@ -859,8 +957,7 @@ impl NodeInner {
             }
             *conn = ConnState::Idle;
         }
-        let dropped = peer.queue.clear();
-        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
+        let dropped = self.clear_queue(peer);
         tracing::warn!(
             node = %self.me.name,
             peer = %peer.name,
@@ -909,12 +1006,14 @@ impl NodeInner {
                 reason: format!("{target_host}:{}: {e}", info.port),
             })?;
         let _ = stream.set_nodelay(true);
-        let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name)
-            .await
-            .map_err(|source| DistError::Handshake {
-                node: peer.name.clone(),
-                source,
-            })?;
+        let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name, || {
+            !peer.is_up()
+        })
+        .await
+        .map_err(|source| DistError::Handshake {
+            node: peer.name.clone(),
+            source,
+        })?;
         Ok((stream, intro))
     }
 
@@ -936,8 +1035,9 @@ impl NodeInner {
         let peers: Vec<Arc<Peer>> = self.peers.iter().map(|p| p.clone()).collect();
         for p in &peers {
             if p.is_up() {
-                let _ = p.queue.push::<()>(true, |b| {
-                    frame::put_goodbye(b);
+                let received = p.received.load(Ordering::Relaxed);
+                let _ = p.queue.push::<()>(true, false, |b| {
+                    frame::put_goodbye(b, received);
                     Ok(())
                 });
             }
@@ -1028,16 +1128,29 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
             let _ = stream.set_nodelay(true);
             let mut stream = stream;
             let chosen = Mutex::new(None);
-            let handshake = connection::accept(&mut stream, &node.me, &node.cookie, |intro| {
-                let peer = node.decide_incoming(intro)?;
-                *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
-                Ok(())
-            });
-            match tokio::time::timeout(node.config.connect_timeout, handshake).await {
+            let handshake = connection::accept(
+                &mut stream,
+                &node.me,
+                &node.cookie,
+                |intro| {
+                    let (peer, admit) = node.decide_incoming(intro)?;
+                    *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
+                    Ok(admit)
+                },
+                |intro| {
+                    let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    match peer {
+                        Some(peer) => node.replace_half_open(&peer, intro),
+                        None => Ok(()),
+                    }
+                },
+            );
+            let outcome = tokio::time::timeout(node.config.connect_timeout, handshake).await;
+            match outcome {
                 Ok(Ok(intro)) => {
                     let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if let Some(peer) = peer {
-                        if !node.install(&peer, stream, intro.creation) {
+                        if !node.install(&peer, stream, intro.creation).await {
                             tracing::debug!(peer = %intro.name, "incoming connection dropped: already connected");
                         }
                     }
@@ -1045,10 +1158,16 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                 Ok(Err(HandshakeError::Simultaneous))
                 | Ok(Err(HandshakeError::AlreadyConnected)) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %node.me.name, %addr, error = %e, "incoming connection refused")
+                    PeerCounters::add(&node.refused_incoming, 1);
+                    if let Some(suppressed) = REFUSED_LOG.check() {
+                        tracing::warn!(node = %node.me.name, %addr, error = %e, suppressed, "incoming connection refused");
+                    }
                 }
                 Err(_) => {
-                    tracing::warn!(node = %node.me.name, %addr, "incoming handshake timed out")
+                    PeerCounters::add(&node.refused_incoming, 1);
+                    if let Some(suppressed) = REFUSED_LOG.check() {
+                        tracing::warn!(node = %node.me.name, %addr, suppressed, "incoming handshake timed out");
+                    }
                 }
             }
         });
@@ -1075,7 +1194,7 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed:
         let failure = match result {
             Ok(Ok((stream, intro))) => {
                 if NodeInner::still_dialing(&peer, attempt) || !peer.is_up() {
-                    node.install(&peer, stream, intro.creation);
+                    node.install(&peer, stream, intro.creation).await;
                 }
                 return;
             }
@@ -1210,7 +1329,7 @@ mod tests {
             node_id: joerl_core::node_id(name),
             creation: 7,
         };
-        connection::dial(&mut stream, &me, b"k", node.name())
+        connection::dial(&mut stream, &me, b"k", node.name(), || true)
             .await
             .expect("handshake");
         stream

@@ -33,6 +33,12 @@ pub(crate) enum PushError<E> {
 struct Buf {
     bytes: Vec<u8>,
     frames: usize,
+    /// Bytes at the front of `bytes` that are the tail of a frame a sender has
+    /// partly written to the socket itself (never more than one frame).
+    partial_head: usize,
+    /// Messages (not other frames) ever pushed: the sender's side of the
+    /// session count in `accounting.rs`.
+    pushed_msgs: u64,
     /// The writer has taken bytes and not finished writing them.
     writer_busy: bool,
     /// The connection's write half while a connection is up.
@@ -45,6 +51,35 @@ struct Buf {
 /// this long: a stream of messages is left to the writer, which coalesces it into
 /// few large writes; a lone message (a request, a reply) goes out at once.
 const DIRECT_WRITE_AFTER_IDLE: Duration = Duration::from_micros(5);
+
+/// What [`OutQueue::clear`] dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cleared {
+    /// Frames dropped.
+    pub(crate) frames: usize,
+    /// Of those, user messages.
+    pub(crate) msgs: u64,
+    /// Messages ever pushed, at the moment of clearing.
+    pub(crate) pushed_msgs: u64,
+}
+
+/// The user messages among the whole frames in `bytes`.
+fn count_messages(mut bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    while bytes.len() > crate::frame::LEN_BYTES {
+        let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+        let tag = bytes[crate::frame::LEN_BYTES];
+        if tag == crate::frame::tag::SEND || tag == crate::frame::tag::SEND_NAMED {
+            n += 1;
+        }
+        let total = crate::frame::LEN_BYTES + len;
+        if total > bytes.len() {
+            break;
+        }
+        bytes = &bytes[total..];
+    }
+    n
+}
 
 /// See the module documentation.
 pub(crate) struct OutQueue {
@@ -64,6 +99,8 @@ impl OutQueue {
             buf: Mutex::new(Buf {
                 bytes: Vec::new(),
                 frames: 0,
+                partial_head: 0,
+                pushed_msgs: 0,
                 writer_busy: false,
                 sink: None,
                 last_push: None,
@@ -89,14 +126,16 @@ impl OutQueue {
         buf.writer_busy = false;
     }
 
-    /// Appends one frame written by `encode`. With `force`, ignores the bound up to
-    /// a hard limit of four times it (at least 16 MiB more); past that even
+    /// Appends one frame written by `encode`; `message` says it is a user message
+    /// (counted for loss accounting). With `force`, ignores the bound up to a
+    /// hard limit of four times it (at least 16 MiB more); past that even
     /// forced frames get `Full`, and the caller should drop the connection.
     /// Returns the number of bytes written straight to the socket (see the
     /// module documentation).
     pub(crate) fn push<E>(
         &self,
         force: bool,
+        message: bool,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<usize, PushError<E>> {
         let mut buf = self.lock();
@@ -121,6 +160,9 @@ impl OutQueue {
                 std::panic::resume_unwind(panic);
             }
         }
+        if message {
+            buf.pushed_msgs += 1;
+        }
         let was_empty = start == 0;
         let now = Instant::now();
         let idle = buf
@@ -136,6 +178,7 @@ impl OutQueue {
                     }
                     Ok(n) => {
                         buf.bytes.drain(..n);
+                        buf.partial_head = buf.bytes.len();
                         buf.frames += 1;
                         self.frames.store(buf.frames, Ordering::Relaxed);
                         drop(buf);
@@ -162,6 +205,7 @@ impl OutQueue {
     pub(crate) fn take(&self, out: &mut Vec<u8>) -> usize {
         let mut buf = self.lock();
         std::mem::swap(&mut buf.bytes, out);
+        buf.partial_head = 0;
         buf.writer_busy = !out.is_empty();
         let frames = std::mem::take(&mut buf.frames);
         self.frames.store(0, Ordering::Relaxed);
@@ -183,19 +227,42 @@ impl OutQueue {
         self.lock().writer_busy = false;
     }
 
-    /// Drops everything queued and detaches the connection. Returns the number of
-    /// frames dropped.
-    pub(crate) fn clear(&self) -> usize {
+    /// Drops everything queued and detaches the connection. Returns what was
+    /// dropped and the push count at that moment.
+    pub(crate) fn clear(&self) -> Cleared {
         let mut buf = self.lock();
         buf.sink = None;
         buf.writer_busy = false;
+        let msgs = count_messages(&buf.bytes[buf.partial_head..]);
         buf.bytes.clear();
         buf.bytes.shrink_to(64 * 1024);
+        buf.partial_head = 0;
         let frames = std::mem::take(&mut buf.frames);
+        let pushed_msgs = buf.pushed_msgs;
         self.frames.store(0, Ordering::Relaxed);
         drop(buf);
         self.space.notify_waiters();
-        frames
+        Cleared {
+            frames,
+            msgs,
+            pushed_msgs,
+        }
+    }
+
+    /// Messages ever pushed.
+    pub(crate) fn pushed_msgs(&self) -> u64 {
+        self.lock().pushed_msgs
+    }
+
+    /// Puts a frame in front of everything queued, for the first frame of a new
+    /// connection. Only before [`attach`](Self::attach): nothing can be partly
+    /// written then.
+    pub(crate) fn prepend(&self, frame: &[u8]) {
+        let mut buf = self.lock();
+        debug_assert!(buf.sink.is_none() && buf.partial_head == 0);
+        buf.bytes.splice(0..0, frame.iter().copied());
+        buf.frames += 1;
+        self.frames.store(buf.frames, Ordering::Relaxed);
     }
 
     /// Frames waiting to be written.
@@ -234,21 +301,21 @@ mod tests {
     #[test]
     fn bound_refuses_messages_but_not_forced_frames() {
         let q = OutQueue::new(8);
-        q.push::<()>(false, |b| {
+        q.push::<()>(false, false, |b| {
             b.extend_from_slice(&[1; 8]);
             Ok(())
         })
         .ok()
         .unwrap();
         assert!(matches!(
-            q.push::<()>(false, |b| {
+            q.push::<()>(false, false, |b| {
                 b.push(2);
                 Ok(())
             }),
             Err(PushError::Full)
         ));
         assert!(
-            q.push::<()>(true, |b| {
+            q.push::<()>(true, false, |b| {
                 b.push(3);
                 Ok(())
             })
@@ -266,7 +333,7 @@ mod tests {
         let q = OutQueue::new(8);
         let mut pushed = 0;
         while q
-            .push::<()>(true, |b| {
+            .push::<()>(true, false, |b| {
                 b.extend_from_slice(&[0; 1024]);
                 Ok(())
             })
@@ -282,7 +349,7 @@ mod tests {
     fn panicking_encoder_leaves_no_partial_frame() {
         let q = OutQueue::new(100);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = q.push::<()>(false, |b| {
+            let _ = q.push::<()>(false, false, |b| {
                 b.extend_from_slice(b"half a frame");
                 panic!("user Serialize panicked");
             });
@@ -292,7 +359,7 @@ mod tests {
         q.take(&mut out);
         assert!(out.is_empty());
         assert!(
-            q.push::<()>(false, |b| {
+            q.push::<()>(false, false, |b| {
                 b.push(1);
                 Ok(())
             })
@@ -302,9 +369,53 @@ mod tests {
     }
 
     #[test]
+    fn clear_counts_the_messages_it_drops() {
+        let q = OutQueue::new(1 << 20);
+        for _ in 0..3 {
+            q.push::<()>(false, true, |b| {
+                let start = crate::frame::begin_send(b, None, joerl_core::Pid::new(1, 2, 3));
+                b.extend_from_slice(&[0; 10]);
+                crate::frame::finish(b, start, 1 << 20).unwrap();
+                Ok(())
+            })
+            .ok()
+            .unwrap();
+        }
+        q.push::<()>(true, false, |b| {
+            crate::frame::put_tick(b);
+            Ok(())
+        })
+        .ok()
+        .unwrap();
+        // The writer takes the first three and the tick; two more messages follow.
+        let mut out = Vec::new();
+        assert_eq!(q.take(&mut out), 4);
+        for _ in 0..2 {
+            q.push::<()>(false, true, |b| {
+                let start = crate::frame::begin_send(b, None, joerl_core::Pid::new(1, 2, 3));
+                crate::frame::finish(b, start, 1 << 20).unwrap();
+                Ok(())
+            })
+            .ok()
+            .unwrap();
+        }
+        let cleared = q.clear();
+        assert_eq!(
+            cleared,
+            Cleared {
+                frames: 2,
+                msgs: 2,
+                pushed_msgs: 5
+            }
+        );
+        q.prepend(&[0, 0, 0, 1, crate::frame::tag::TICK]);
+        assert_eq!(q.depth(), 1);
+    }
+
+    #[test]
     fn failed_encoder_queues_nothing() {
         let q = OutQueue::new(100);
-        let r = q.push(false, |b| {
+        let r = q.push(false, false, |b| {
             b.extend_from_slice(b"partial");
             Err("bad")
         });

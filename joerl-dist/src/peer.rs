@@ -55,7 +55,6 @@ pub(crate) struct PeerCounters {
     pub(crate) msgs_in: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) connects: AtomicU64,
-    pub(crate) dropped_out: AtomicU64,
     pub(crate) dropped_in: AtomicU64,
     pub(crate) unknown_types: AtomicU64,
 }
@@ -192,8 +191,22 @@ pub(crate) struct Peer {
     /// A dial's TCP connect and handshake are in flight (the simultaneous-connect
     /// tie-break applies only then, not while a dial loop is backing off).
     pub(crate) handshaking: AtomicBool,
-    /// Incoming messages parked for full mailboxes (see `node::Parked`).
+    /// Incoming messages parked for full mailboxes (see `delivery::Parked`).
     pub(crate) parked: std::sync::Arc<crate::delivery::Parked>,
+    /// Exact loss counts of the messages sent to this peer.
+    pub(crate) accounting: Mutex<crate::accounting::Accounting>,
+    /// Messages read from the peer's current incarnation (`rx_creation`), over
+    /// all its connections: reported to it in ACK, RESUME and GOODBYE frames.
+    pub(crate) received: AtomicU64,
+    /// The incarnation `received` counts for.
+    pub(crate) rx_creation: Mutex<Option<u32>>,
+    /// The connection whose reader may deliver; a superseded reader stops at
+    /// its next frame.
+    pub(crate) current_conn: AtomicU64,
+    /// The reader task of the current (or last) connection: a new connection is
+    /// installed only after it has stopped, so no frame of an old connection is
+    /// delivered after one of the new.
+    pub(crate) reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// When data last arrived, in milliseconds since `epoch`.
     last_heard_ms: AtomicU64,
     epoch: Instant,
@@ -212,6 +225,11 @@ impl Peer {
             up: AtomicBool::new(false),
             handshaking: AtomicBool::new(false),
             parked: Default::default(),
+            accounting: Mutex::default(),
+            received: AtomicU64::new(0),
+            rx_creation: Mutex::new(None),
+            current_conn: AtomicU64::new(0),
+            reader: Mutex::new(None),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             status: watch::channel(Status::Down("never connected".into())).0,
@@ -220,6 +238,10 @@ impl Peer {
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, ConnState> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn accounting(&self) -> std::sync::MutexGuard<'_, crate::accounting::Accounting> {
+        self.accounting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, Bookkeeping> {

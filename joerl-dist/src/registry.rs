@@ -38,8 +38,9 @@ pub struct RemoteMessageType {
     pub type_id: fn() -> TypeId,
     /// Appends the bincode encoding of the value (which must be of this type).
     pub encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), CodecError>,
-    /// Decodes a value of this type into a [`Message`].
-    pub decode: fn(&[u8]) -> Result<Message, CodecError>,
+    /// Decodes a value of this type into a [`Message`]; the second argument is
+    /// the most memory decoding may claim (the node's `max_message_memory`).
+    pub decode: fn(&[u8], usize) -> Result<Message, CodecError>,
 }
 
 impl RemoteMessageType {
@@ -65,8 +66,11 @@ fn encode_as<T: Serialize + 'static>(value: &dyn Any, out: &mut Vec<u8>) -> Resu
     codec::encode_into(value, out)
 }
 
-fn decode_as<T: DeserializeOwned + Send + 'static>(bytes: &[u8]) -> Result<Message, CodecError> {
-    let value: T = codec::decode_exact(bytes)?;
+fn decode_as<T: DeserializeOwned + Send + 'static>(
+    bytes: &[u8],
+    max_memory: usize,
+) -> Result<Message, CodecError> {
+    let value: T = codec::decode_exact(bytes, max_memory)?;
     Ok(Box::new(value))
 }
 
@@ -243,7 +247,7 @@ mod tests {
             &mut buf,
         )
         .unwrap();
-        let back = (tables().by_wire(id).unwrap().decode)(&buf).unwrap();
+        let back = (tables().by_wire(id).unwrap().decode)(&buf, 1 << 20).unwrap();
         assert_eq!(
             *back.downcast::<Probe>().unwrap(),
             Probe {

@@ -47,7 +47,7 @@ impl DistRouter {
             node.ensure_dialing(peer, false);
         }
         let max = node.config.max_frame_size;
-        let pushed = peer.queue.push(false, |buf| {
+        let pushed = peer.queue.push(false, true, |buf| {
             let start = header(buf).map_err(|e| e.to_string())?;
             codec::encode_message(&msg, buf).map_err(|e| e.to_string())?;
             frame::finish(buf, start, max).map_err(|e| e.to_string())
@@ -161,7 +161,7 @@ impl Router for DistRouter {
         let max = node.config.max_frame_size;
         match peer
             .queue
-            .push(true, |buf| frame::put_signal(buf, to, &signal, max))
+            .push(true, false, |buf| frame::put_signal(buf, to, &signal, max))
         {
             Ok(direct) => {
                 PeerCounters::add(&peer.counters.bytes_out, direct as u64);
@@ -188,8 +188,7 @@ impl Router for DistRouter {
                     None => {
                         // Not connected yet: drop what waits for it; links and
                         // monitors to it (this one included) fire noconnection.
-                        let dropped = peer.queue.clear();
-                        PeerCounters::add(&peer.counters.dropped_out, dropped as u64);
+                        node.clear_queue(&peer);
                         node.node_down(
                             &peer,
                             "outgoing queue over its hard limit while connecting".into(),

@@ -76,6 +76,11 @@ pub async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
 pub struct Proxy {
     pub addr: SocketAddr,
     pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// A second handle on each target-side socket, so that `cut_half` can close
+    /// the client side while the target side stays open.
+    held: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    /// Target-side sockets left open by `cut_half`, silent until the proxy drops.
+    zombies: Mutex<Vec<std::net::TcpStream>>,
     frozen: Arc<std::sync::atomic::AtomicBool>,
     accept: JoinHandle<()>,
 }
@@ -85,11 +90,22 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
         let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (p2, f2) = (pipes.clone(), frozen.clone());
+        let (p2, f2, h2) = (pipes.clone(), frozen.clone(), held.clone());
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let Ok(std_out) = outbound.into_std() else {
+                    continue;
+                };
+                let Ok(dup) = std_out.try_clone() else {
+                    continue;
+                };
+                h2.lock().unwrap().push(dup);
+                let Ok(outbound) = TcpStream::from_std(std_out) else {
                     continue;
                 };
                 let (ri, wi) = inbound.into_split();
@@ -102,6 +118,8 @@ impl Proxy {
         Proxy {
             addr,
             pipes,
+            held,
+            zombies: Mutex::new(Vec::new()),
             frozen,
             accept,
         }
@@ -109,6 +127,18 @@ impl Proxy {
 
     /// Closes every proxied connection (both sides see the connection drop).
     pub fn cut(&self) {
+        self.held.lock().unwrap().clear();
+        for p in self.pipes.lock().unwrap().drain(..) {
+            p.abort();
+        }
+    }
+
+    /// A half-open cut: the client side of every proxied connection is closed,
+    /// the target side stays open and silent (as if the client's host vanished
+    /// and only the client noticed).
+    pub fn cut_half(&self) {
+        let held: Vec<_> = self.held.lock().unwrap().drain(..).collect();
+        self.zombies.lock().unwrap().extend(held);
         for p in self.pipes.lock().unwrap().drain(..) {
             p.abort();
         }
