@@ -1,4 +1,5 @@
-//! The one place bincode is used: user payloads, signals and handshake records.
+//! The one place bincode is used: user payloads and handshake records (signals
+//! have their own schema, `wire_signal.rs`).
 //!
 //! Message bodies on the wire are a small envelope written by hand (so wrappers
 //! such as gen_server calls cost a few bytes, not a serde round) around the
@@ -42,10 +43,6 @@ pub(crate) const MIN_MEMORY_LIMIT: usize = 1 << 12;
 
 /// Memory limit for handshake records and other values joerl itself defines.
 pub(crate) const CONTROL_MEMORY_LIMIT: usize = 1 << 20;
-
-/// Memory limit for a signal (link, monitor, exit, down): small records whose
-/// only long part can be an exit reason's text.
-pub(crate) const SIGNAL_MEMORY_LIMIT: usize = 1 << 24;
 
 /// The limit bincode will apply for a configured `max_memory`: the largest power
 /// of two not above it (bincode's limit is a compile-time constant, so the

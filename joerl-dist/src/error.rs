@@ -142,6 +142,16 @@ pub enum DistError {
     /// The node is not registered in EPMD.
     #[error("node {0} is not registered in EPMD")]
     UnknownNode(String),
+    /// The node's address did not take a TCP connection.
+    #[error("cannot reach {node} at {addr}: {source}")]
+    Unreachable {
+        /// The node.
+        node: String,
+        /// The address dialed, `host:port`.
+        addr: String,
+        /// The I/O error (`ConnectionRefused`: nothing listens there).
+        source: std::io::Error,
+    },
     /// A connection attempt failed.
     #[error("cannot connect to {node}: {reason}")]
     Connect {

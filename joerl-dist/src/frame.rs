@@ -6,7 +6,7 @@
 //! tag 2  TICK       (empty; keeps an idle connection alive)
 //! tag 3  SEND       from:pid to:pid body        (from = all zero: no sender)
 //! tag 4  SEND_NAMED from:pid name_len:u8 name body
-//! tag 5  SIGNAL     to:pid signal (bincode of joerl_core::Signal)
+//! tag 5  SIGNAL     to:pid signal (the schema in `wire_signal.rs`)
 //! tag 6  GOODBYE    received:u64 (the peer is shutting down; the connection closes next)
 //! tag 7  ACK        received:u64 (also serves as the idle tick)
 //! tag 8  RESUME     received:u64 (the first frame each side sends on a new connection)
@@ -28,7 +28,7 @@
 
 use joerl_core::{Pid, Signal};
 
-use crate::codec::{self, Reader, put_pid};
+use crate::codec::{Reader, put_pid};
 use crate::error::{CodecError, FrameError};
 
 /// The frame tags.
@@ -160,9 +160,7 @@ fn decode_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         }
         tag::SIGNAL => {
             let to = r.pid()?;
-            // Signals are joerl's own small records; only an exit reason's text
-            // can be long, and it is bounded by the frame.
-            let signal: Signal = codec::decode_exact(r.rest(), codec::SIGNAL_MEMORY_LIMIT)?;
+            let signal = crate::wire_signal::decode_signal(r.rest())?;
             Frame::Signal { to, signal }
         }
         tag::GOODBYE => {
@@ -255,10 +253,7 @@ pub(crate) fn put_signal(
 ) -> Result<(), FrameError> {
     let start = begin(out, tag::SIGNAL);
     put_pid(out, to);
-    if let Err(e) = codec::encode_into(signal, out) {
-        out.truncate(start);
-        return Err(e.into());
-    }
+    crate::wire_signal::put_signal(out, signal);
     finish(out, start, max_frame)
 }
 

@@ -23,7 +23,8 @@
 //! Modules: [`registry`] (which types may cross, collected at compile time with
 //! `inventory`), `codec` (the only user of bincode), `frame` (the wire frames,
 //! no I/O), [`handshake`] (cookie challenge/response, no I/O), `connection`
-//! (handshake I/O, reader and writer), `peer` (one remote node: queue, state,
+//! (handshake I/O, reader and writer), `wire_signal` (the wire schema of signals
+//! and exit reasons, explicit tags independent of joerl-core's derives), `peer` (one remote node: queue, state,
 //! link/monitor bookkeeping), `accounting` (exact counts of messages lost with a
 //! connection, no I/O), `node` (the connection life cycle: listen, dial,
 //! reconnect, node-down, shutdown), `router` (sends and signals toward peers),
@@ -47,6 +48,7 @@ mod outqueue;
 mod peer;
 pub mod registry;
 mod router;
+mod wire_signal;
 
 pub use config::DistConfig;
 pub use error::{CodecError, DistError, FrameError, HandshakeError};

@@ -434,7 +434,10 @@ pub fn joerl_node_name(info: &joerl_epmd::NodeInfo) -> Option<String> {
     )
 }
 
-/// Splits `name@host`, checking both parts.
+/// Splits `name@host`, checking both parts: the name is 1 to 255 of
+/// `[A-Za-z0-9_.-]`; the host is an IP address or a host name (dot-separated
+/// labels of `[A-Za-z0-9_-]`, 1 to 63 bytes each, not starting or ending with
+/// `-`, 253 bytes in all).
 pub(crate) fn split_node_name(full: &str) -> Result<(&str, &str), DistError> {
     let (name, host) = full
         .split_once('@')
@@ -444,10 +447,27 @@ pub(crate) fn split_node_name(full: &str) -> Result<(&str, &str), DistError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-    if !ok_name || host.is_empty() || host.contains('@') {
+    if !ok_name || !valid_host(host) {
         return Err(DistError::InvalidNodeName(full.to_string()));
     }
     Ok((name, host))
+}
+
+fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 pub(crate) struct NodeInner {
@@ -844,6 +864,7 @@ impl NodeInner {
         PeerCounters::add(&peer.counters.connects, 1);
         // The event first: whoever waits for the status (`connect`) and then
         // subscribes must not see this connection's Up afterwards.
+        peer.reported_up.store(true, Ordering::Release);
         let _ = self.events.send(NodeEvent::Up {
             node: peer.name.clone(),
             creation,
@@ -942,10 +963,14 @@ impl NodeInner {
             });
         }
         peer.status.send_replace(Status::Down(reason.clone()));
-        let _ = self.events.send(NodeEvent::Down {
-            node: peer.name.clone(),
-            reason,
-        });
+        // Exactly one Down per Up: a node that was never up, or whose loss was
+        // already reported (a redial giving up after a crash), gets none.
+        if peer.reported_up.swap(false, Ordering::AcqRel) {
+            let _ = self.events.send(NodeEvent::Down {
+                node: peer.name.clone(),
+                reason,
+            });
+        }
     }
 
     /// Stops trying to reach a peer that never came up.
@@ -1001,9 +1026,10 @@ impl NodeInner {
         };
         let mut stream = TcpStream::connect((target_host.as_str(), info.port))
             .await
-            .map_err(|e| DistError::Connect {
+            .map_err(|source| DistError::Unreachable {
                 node: peer.name.clone(),
-                reason: format!("{target_host}:{}: {e}", info.port),
+                addr: format!("{target_host}:{}", info.port),
+                source,
             })?;
         let _ = stream.set_nodelay(true);
         let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name, || {
@@ -1180,7 +1206,25 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
-async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed: bool) {
+/// Whether a failed redial after the loss of a live connection shows that the
+/// peer is gone (not merely unreachable for a moment): its EPMD no longer lists
+/// it, or nothing listens at its address any more. Then there is nothing to
+/// wait for, and the node gives up at once instead of backing off.
+fn peer_is_gone(e: &DistError) -> bool {
+    match e {
+        DistError::UnknownNode(_) => true,
+        DistError::Unreachable { source, .. } => {
+            source.kind() == std::io::ErrorKind::ConnectionRefused
+        }
+        _ => false,
+    }
+}
+
+/// Dials `peer` until connected, with backoff. `after_loss`: this is the redial
+/// after a live connection was lost (it starts after a first backoff delay, and
+/// gives up at once when the peer is gone, see [`peer_is_gone`]).
+async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_loss: bool) {
+    let delayed = after_loss;
     let mut delay = node.config.reconnect_initial;
     let mut failures = 0u32;
     if delayed {
@@ -1215,6 +1259,11 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed:
                     "the peer's own connection did not come up".to_string(),
                     false,
                 )
+            }
+            Ok(Err(e)) if after_loss && peer_is_gone(&e) => {
+                tracing::info!(node = %node.me.name, peer = %peer.name, reason = %e, "the lost peer is gone; not redialing");
+                node.give_up(&peer, attempt, e.to_string());
+                return;
             }
             Ok(Err(e)) => {
                 let auth = matches!(
@@ -1290,6 +1339,46 @@ async fn discovery_loop(node: Weak<NodeInner>) {
         let every = n.config.discovery_interval;
         drop(n);
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::split_node_name;
+    use crate::error::DistError;
+
+    #[test]
+    fn node_names_are_checked_in_both_parts() {
+        for good in [
+            "a@localhost",
+            "node_a@127.0.0.1",
+            "n-1.x@host.example.com",
+            "n@::1",
+            "n@fe80::1",
+            "n@my_host",
+        ] {
+            assert!(split_node_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "pz@not a host",
+            "no-at-sign",
+            "@host",
+            "n@",
+            "n@a@b",
+            "n@-host",
+            "n@host-",
+            "n@a..b",
+            "n@host/path",
+            "na me@host",
+            "n@ä.example",
+        ] {
+            assert!(
+                matches!(split_node_name(bad), Err(DistError::InvalidNodeName(_))),
+                "{bad}"
+            );
+        }
+        let long_label = format!("n@{}.com", "a".repeat(64));
+        assert!(split_node_name(&long_label).is_err());
     }
 }
 

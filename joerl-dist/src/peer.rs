@@ -193,6 +193,8 @@ pub(crate) struct Peer {
     pub(crate) handshaking: AtomicBool,
     /// Incoming messages parked for full mailboxes (see `delivery::Parked`).
     pub(crate) parked: std::sync::Arc<crate::delivery::Parked>,
+    /// A NodeEvent::Up was sent and its Down not yet: one Down per Up.
+    pub(crate) reported_up: AtomicBool,
     /// Exact loss counts of the messages sent to this peer.
     pub(crate) accounting: Mutex<crate::accounting::Accounting>,
     /// Messages read from the peer's current incarnation (`rx_creation`), over
@@ -225,6 +227,7 @@ impl Peer {
             up: AtomicBool::new(false),
             handshaking: AtomicBool::new(false),
             parked: Default::default(),
+            reported_up: AtomicBool::new(false),
             accounting: Mutex::default(),
             received: AtomicU64::new(0),
             rx_creation: Mutex::new(None),

@@ -219,7 +219,16 @@ crate::remote_message!(f64, "std::f64");
 crate::remote_message!((), "std::unit");
 crate::remote_message!(Vec<u8>, "std::Vec<u8>");
 crate::remote_message!(joerl_core::Pid, "joerl::Pid");
-crate::remote_message!(joerl_core::ExitReason, "joerl::ExitReason");
+// An exit reason crosses in the schema of `wire_signal.rs`, not its serde derive.
+inventory::submit! {
+    RemoteMessageType {
+        name: "joerl::ExitReason",
+        type_name: std::any::type_name::<joerl_core::ExitReason>,
+        type_id: std::any::TypeId::of::<joerl_core::ExitReason>,
+        encode: crate::wire_signal::encode_reason_message,
+        decode: crate::wire_signal::decode_reason_message,
+    }
+}
 crate::remote_message!(joerl_core::gen_server::BadRequest, "joerl::BadRequest");
 crate::remote_message!(crate::Blob, "joerl::Blob");
 

@@ -419,3 +419,94 @@ async fn monitor_node_and_node_events_report_graceful_shutdown_at_once() {
     );
     a.shutdown().await;
 }
+
+/// Every node event `a` has seen so far.
+fn drain(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) -> Vec<NodeEvent> {
+    let mut out = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        out.push(ev);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_is_reported_down_once_and_not_redialed_once_gone() {
+    init_tracing();
+    let epmd = epmd().await;
+    // Fast, few redials: without the "gone" rule a second Down would follow
+    // within about 100 ms, when the redials give up.
+    let a = builder("once_a", epmd.local_addr())
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .reconnect_attempts(3)
+        .start()
+        .await
+        .unwrap();
+    let b = node("once_b", epmd.local_addr()).await;
+    let b_name = b.name().to_string();
+    let mut events = a.subscribe();
+    a.connect(&b_name).await.unwrap();
+    // b vanishes without a goodbye: its sockets and its EPMD registration close.
+    drop(b);
+    let down = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(NodeEvent::Down { node, .. }) = events.recv().await {
+                return node;
+            }
+        }
+    })
+    .await
+    .expect("node-down");
+    assert_eq!(down, b_name);
+    // Far longer than the three redials would take.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = drain(&mut events);
+    assert!(
+        later.iter().all(|e| !matches!(e, NodeEvent::Down { .. })),
+        "one Down per Up: {later:?}"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_never_up_gets_no_down_event_but_monitor_node_fires() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = builder("never_a", epmd.local_addr())
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .reconnect_attempts(2)
+        .start()
+        .await
+        .unwrap();
+    let mut events = a.subscribe();
+    let (fwd, mut rx) = forward();
+    let watcher = a.spawn(fwd);
+    // Erlang's monitor_node on an unreachable node: {nodedown, Node} at once.
+    a.monitor_node(watcher, "ghost@127.0.0.1").unwrap();
+    let (down, _): (joerl_dist::NodeDown, _) = recv(&mut rx).await;
+    assert_eq!(down.node, "ghost@127.0.0.1");
+    let seen = drain(&mut events);
+    assert!(
+        seen.is_empty(),
+        "no node event for a node never up: {seen:?}"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_node_names_are_refused_with_a_typed_error() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("names_a", epmd.local_addr()).await;
+    for bad in ["pz@not a host", "nohost", "x@", "x@-bad-"] {
+        assert!(
+            matches!(a.connect(bad).await, Err(DistError::InvalidNodeName(n)) if n == bad),
+            "{bad}"
+        );
+    }
+    let err = builder("pz@not a host", epmd.local_addr())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DistError::InvalidNodeName(_)), "{err:?}");
+    a.shutdown().await;
+}
