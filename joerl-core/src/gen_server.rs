@@ -69,9 +69,10 @@ pub struct CastRequest {
 pub struct BadRequest;
 
 /// Delivered in place of a reply that reached the caller's node but could not be
-/// handed to the caller (for example, a remote reply that failed to decode);
-/// `call` turns it into [`CallError::ReplyLost`] instead of waiting for its timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// handed to the caller (for example, a remote reply that failed to decode), or
+/// sent back by the server's node for a request it could not decode; `call`
+/// turns it into [`CallError::ReplyLost`] instead of waiting for its timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyLost {
     /// Why the reply was lost.
     pub reason: String,
@@ -151,9 +152,10 @@ pub enum CallError {
     /// The server does not handle requests of this type.
     #[error("the server does not handle requests of this type")]
     BadRequest,
-    /// The server replied, but the reply could not be delivered to the caller
-    /// (for example, it arrived from another node and could not be decoded there).
-    #[error("the server's reply was lost on the way: {0}")]
+    /// The request or the reply could not be delivered (for example, it
+    /// arrived at the other node and could not be decoded there); the reason
+    /// says which and why.
+    #[error("the call's request or reply was lost on the way: {0}")]
     ReplyLost(String),
     /// The request could not be sent.
     #[error("the request could not be sent: {0}")]

@@ -628,12 +628,6 @@ impl ActorSystem {
         match reply.downcast::<R>() {
             Ok(r) => Ok(*r),
             Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
-            Err(other) if other.is::<crate::gen_server::ReplyLost>() => {
-                let lost = other
-                    .downcast::<crate::gen_server::ReplyLost>()
-                    .expect("checked with is");
-                Err(CallError::ReplyLost(lost.reason))
-            }
             Err(_) => Err(CallError::UnexpectedReply {
                 expected: std::any::type_name::<R>(),
             }),
@@ -677,7 +671,11 @@ impl ActorSystem {
             Err(e) => return Err(CallError::Send(e)),
         }
         match tokio::time::timeout(timeout, slot.wait_reply(monitor)).await {
-            Ok(result) => result,
+            Ok(Ok(reply)) => match reply.downcast::<crate::gen_server::ReplyLost>() {
+                Ok(lost) => Err(CallError::ReplyLost(lost.reason)),
+                Err(reply) => Ok(reply),
+            },
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(CallError::Timeout),
         }
     }

@@ -69,7 +69,9 @@ impl Accounting {
             let lost = self.outstanding(pushed);
             self.lost_session += lost;
             self.lost_total += lost;
-            self.pushed_at_loss = None;
+            // Still the end of this session: what is pushed from now on is for
+            // the peer's next incarnation (its outstanding count here is 0).
+            self.pushed_at_loss = Some(pushed);
         } else {
             self.pushed_at_loss = Some(pushed);
         }
@@ -220,6 +222,26 @@ mod tests {
         a.connection_lost(30, 4); // 6 written after the peer stopped reading
         assert_eq!(
             a.counts(30),
+            LossCounts {
+                unsent: 4,
+                lost: 6,
+                unacked: 0
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_goodbye_messages_for_the_next_incarnation_are_not_lost() {
+        let mut a = Accounting::default();
+        a.connection_up(1, 0);
+        a.goodbye(20);
+        a.connection_lost(30, 4); // 6 written after the peer stopped reading
+        // 5 more queued while the peer restarts; its new incarnation reads them.
+        a.connection_up(2, 35);
+        a.resumed(0);
+        a.acked(5);
+        assert_eq!(
+            a.counts(35),
             LossCounts {
                 unsent: 4,
                 lost: 6,

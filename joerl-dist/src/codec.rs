@@ -28,10 +28,11 @@ use crate::error::CodecError;
 use crate::registry::tables;
 
 /// The bincode configuration with a limit `L` on what decoding one value may
-/// claim. bincode counts against it the in-memory size of what it decodes (8
-/// bytes for a `u64`, the length of a string, `len * size_of::<T>()` up front for
-/// a vector), not the bytes it reads: a compact varint encoding is not punished,
-/// and a forged length is refused before anything of that size is reserved.
+/// claim. bincode counts against it, cumulatively, the size of each primitive
+/// it decodes (8 bytes for a `u64` however short its varint, 16 for a `u128`)
+/// and the length of each string or byte string *before* allocating it, not the
+/// bytes it reads: so a compact encoding is not punished, while a forged length
+/// fails before anything larger than the limit is reserved.
 type Cfg<const L: usize> = Configuration<config::BigEndian, config::Varint, Limit<L>>;
 
 fn cfg<const L: usize>() -> Cfg<L> {
@@ -39,17 +40,32 @@ fn cfg<const L: usize>() -> Cfg<L> {
 }
 
 /// The smallest memory limit [`decode_exact`] applies, whatever is configured.
-pub(crate) const MIN_MEMORY_LIMIT: usize = 1 << 12;
+pub(crate) const MIN_MEMORY_LIMIT: usize = 1 << 16;
+
+/// The largest memory limit [`decode_exact`] applies, whatever is configured.
+pub(crate) const MAX_MEMORY_LIMIT: usize = 1 << 31;
+
+/// bincode claims at most 16 bytes per byte it reads (a one-byte varint
+/// `u128`), plus string lengths it then reads; a value may therefore claim up to
+/// this many times its size on the wire. More than that can only come from a
+/// length that lies, and is refused.
+pub(crate) const MAX_CLAIM_PER_WIRE_BYTE: usize = 64;
 
 /// Memory limit for handshake records and other values joerl itself defines.
 pub(crate) const CONTROL_MEMORY_LIMIT: usize = 1 << 20;
 
-/// The limit bincode will apply for a configured `max_memory`: the largest power
-/// of two not above it (bincode's limit is a compile-time constant, so the
-/// ladder of powers of two is what can be chosen at run time), at least
-/// [`MIN_MEMORY_LIMIT`].
-pub(crate) fn effective_memory_limit(max_memory: usize) -> usize {
-    let m = max_memory.max(MIN_MEMORY_LIMIT);
+/// The limit bincode applies to a value of `wire_len` bytes when
+/// `max_memory` is configured: the configured limit, but never more than
+/// [`MAX_CLAIM_PER_WIRE_BYTE`] times the value's size on the wire (so a forged
+/// length in a small message cannot make the node reserve the whole configured
+/// amount), rounded down to a power of two (bincode's limit is a compile-time
+/// constant, chosen from a ladder of powers of two) between
+/// [`MIN_MEMORY_LIMIT`] and [`MAX_MEMORY_LIMIT`]. Rounding down keeps at least
+/// half of `64 × wire_len`, still above what any honest encoding claims.
+pub(crate) fn effective_memory_limit(max_memory: usize, wire_len: usize) -> usize {
+    let m = max_memory
+        .min(wire_len.saturating_mul(MAX_CLAIM_PER_WIRE_BYTE))
+        .clamp(MIN_MEMORY_LIMIT, MAX_MEMORY_LIMIT);
     1usize << (usize::BITS - 1 - m.leading_zeros())
 }
 
@@ -64,26 +80,25 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 }
 
 /// Decodes a value that must use every byte of `bytes`, allowing decoding to
-/// claim at most `max_memory` bytes (rounded down to a power of two, see
-/// [`effective_memory_limit`]). The limit bounds what a peer can make this node
-/// allocate for one value; it does not depend on the size on the wire.
+/// claim at most [`effective_memory_limit`]`(max_memory, bytes.len())`. The
+/// limit bounds what a peer can make this node reserve for one value; a value
+/// that fits it is decoded whatever its size on the wire.
 pub(crate) fn decode_exact<T: DeserializeOwned>(
     bytes: &[u8],
     max_memory: usize,
 ) -> Result<T, CodecError> {
+    let limit = effective_memory_limit(max_memory, bytes.len());
     macro_rules! ladder {
         ($($shift:literal)*) => {
-            match effective_memory_limit(max_memory).trailing_zeros() {
+            match limit.trailing_zeros() {
                 $($shift => bincode::serde::decode_from_slice(bytes, cfg::<{ 1usize << $shift }>()),)*
-                _ => bincode::serde::decode_from_slice(bytes, cfg::<{ 1usize << 40 }>()),
+                _ => bincode::serde::decode_from_slice(bytes, cfg::<MAX_MEMORY_LIMIT>()),
             }
         };
     }
-    let decoded = ladder!(12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39);
+    let decoded = ladder!(16 17 18 19 20 21 22 23 24 25 26 27 28 29 30);
     let (value, used) = decoded.map_err(|e| match e {
-        bincode::error::DecodeError::LimitExceeded => CodecError::MemoryLimit {
-            limit: effective_memory_limit(max_memory),
-        },
+        bincode::error::DecodeError::LimitExceeded => CodecError::MemoryLimit { limit },
         other => CodecError::Decode(other.to_string()),
     })?;
     if used != bytes.len() {
@@ -234,21 +249,51 @@ pub(crate) fn decode_message(body: &[u8], max_memory: usize) -> Result<Message, 
     }
 }
 
-/// For a call reply whose value could not be decoded (`error`), the reply that
-/// tells the caller so at once ([`ReplyLost`]) instead of letting its call time
-/// out. `None` if `body` is not a call reply with a readable tag.
-pub(crate) fn lost_reply(body: &[u8], error: &CodecError) -> Option<Message> {
+/// What to do about a message body that could not be decoded (`error`), when
+/// it belongs to a call, so that the caller learns at once instead of waiting
+/// for its timeout. `None` if `body` is not a call with a readable header.
+pub(crate) fn lost_call(body: &[u8], error: &CodecError) -> Option<LostCall> {
     let mut r = Reader::new(body);
-    if r.u8().ok()? != KIND_REPLY {
-        return None;
+    match r.u8().ok()? {
+        KIND_REPLY => {
+            let tag = r.u64().ok()?;
+            Some(LostCall::Reply(Box::new(CallReply {
+                tag,
+                reply: Box::new(ReplyLost {
+                    reason: format!("the reply could not be decoded: {error}"),
+                }),
+            })))
+        }
+        KIND_CALL => {
+            let reply_to = r.pid().ok()?;
+            let tag = r.u64().ok()?;
+            Some(LostCall::Request {
+                reply_to,
+                answer: Box::new(CallReply {
+                    tag,
+                    reply: Box::new(ReplyLost {
+                        reason: format!(
+                            "the request could not be decoded on the server's node: {error}"
+                        ),
+                    }),
+                }),
+            })
+        }
+        _ => None,
     }
-    let tag = r.u64().ok()?;
-    Some(Box::new(CallReply {
-        tag,
-        reply: Box::new(ReplyLost {
-            reason: error.to_string(),
-        }),
-    }))
+}
+
+/// See [`lost_call`].
+pub(crate) enum LostCall {
+    /// A reply: deliver this instead, to the frame's target (the caller).
+    Reply(Message),
+    /// A request: send `answer` back to the caller's reply address.
+    Request {
+        /// Where the caller waits.
+        reply_to: Pid,
+        /// The reply that fails its call.
+        answer: Message,
+    },
 }
 
 fn expect_plain(r: &mut Reader<'_>) -> Result<(), CodecError> {
@@ -312,6 +357,26 @@ mod tests {
         let err = encode_message(&(Box::new(NotRegistered) as Message), &mut buf).unwrap_err();
         assert!(matches!(err, CodecError::Unregistered(_)));
         assert_eq!(buf, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_limit_follows_the_configuration_and_the_wire_size() {
+        // Rounded down to a power of two.
+        assert_eq!(effective_memory_limit(100 << 20, 1 << 30), 64 << 20);
+        // A small value may claim 64 times its size, at least 64 KiB.
+        assert_eq!(effective_memory_limit(256 << 20, 10), 64 * 1024);
+        assert_eq!(effective_memory_limit(256 << 20, 100_000), 4 << 20);
+        // Never above 2 GiB.
+        assert_eq!(effective_memory_limit(usize::MAX, usize::MAX), 1 << 31);
+        // Compact encodings claim well under the limit: 10,000 one-byte varints.
+        let mut buf = Vec::new();
+        encode_into(&vec![1u64; 10_000], &mut buf).unwrap();
+        let v: Vec<u64> = decode_exact(&buf, 1 << 30).unwrap();
+        assert_eq!(v.len(), 10_000);
+        let mut buf = Vec::new();
+        encode_into(&vec![1u128; 10_000], &mut buf).unwrap();
+        let v: Vec<u128> = decode_exact(&buf, 1 << 30).unwrap();
+        assert_eq!(v.len(), 10_000);
     }
 
     #[test]

@@ -30,12 +30,16 @@ pub struct DistConfig {
     /// Largest frame accepted or sent, checked before anything is allocated.
     pub max_frame_size: usize,
     /// Most memory decoding one incoming message may claim, in bytes, as bincode
-    /// counts it: the in-memory size of what it decodes (8 bytes per `u64`, the
-    /// length of each string, `len * size_of::<T>()` reserved up front for a
-    /// vector), not its size on the wire, so compact encodings of many small
-    /// values are not refused. Rounded down to a power of two (at least 4 KiB).
-    /// A message over it is dropped and counted in `dropped_in`; the connection
-    /// stays up.
+    /// counts it: the size of each decoded primitive (8 bytes per `u64` however
+    /// short its varint) and the length of each string before it is allocated,
+    /// not the message's size on the wire, so compact encodings of many small
+    /// values are not refused. A message may also claim at most 64 times its
+    /// size on the wire (more can only come from a forged length). Rounded down
+    /// to a power of two, between 64 KiB and 2 GiB. A message over it is dropped
+    /// and counted in `dropped_in`; the connection stays up. What the decoded
+    /// value then takes in memory can be a few times more (container overhead
+    /// is not counted: a `Vec<String>` of one-letter strings uses about 4 times
+    /// what it claims).
     pub max_message_memory: usize,
     /// Messages from other nodes a full mailbox still accepts beyond its
     /// capacity (per mailbox), so a burst to one busy actor does not hold up the

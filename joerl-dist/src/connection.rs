@@ -158,31 +158,29 @@ pub(crate) async fn dial(
         &peer.challenge,
     );
     write_record(stream, &Record::Proof(proof)).await?;
-    let mut answer = read_record(stream).await?;
-    if answer == Record::Alive {
-        let go_on = still_wanted();
-        write_record(stream, &Record::Continue(go_on)).await?;
-        if !go_on {
-            return Err(HandshakeError::AlreadyConnected);
-        }
-        answer = read_record(stream).await?;
-    }
-    match answer {
-        Record::Proof(p) => {
-            if handshake::verify(
-                cookie,
-                Role::Acceptor,
-                &peer.name,
-                &me.name,
-                &peer.challenge,
-                &own,
-                &p,
-            ) {
+    let verify = |p: &crate::handshake::Proof| {
+        handshake::verify(
+            cookie,
+            Role::Acceptor,
+            &peer.name,
+            &me.name,
+            &peer.challenge,
+            &own,
+            p,
+        )
+    };
+    match read_record(stream).await? {
+        Record::Proof(p) if verify(&p) => Ok(peer),
+        Record::Alive(p) if verify(&p) => {
+            let go_on = still_wanted();
+            write_record(stream, &Record::Continue(go_on)).await?;
+            if go_on {
                 Ok(peer)
             } else {
-                Err(HandshakeError::AuthenticationFailed)
+                Err(HandshakeError::AlreadyConnected)
             }
         }
+        Record::Proof(_) | Record::Alive(_) => Err(HandshakeError::AuthenticationFailed),
         Record::Refused(reason) => Err(refused(reason)),
         other => Err(HandshakeError::Malformed(format!(
             "expected Proof, got {other:?}"
@@ -195,9 +193,9 @@ pub(crate) async fn dial(
 pub(crate) enum Admit {
     /// Go on.
     Yes,
-    /// A connection to this incarnation is up here: ask the dialer (`Alive`),
-    /// and if it still wants this one, call `replace` and go on.
-    IfHalfOpen,
+    /// Connection `0` to this incarnation is up here: ask the dialer (`Alive`),
+    /// and if it still wants this one, call `replace(0)` and go on.
+    IfHalfOpen(u64),
 }
 
 /// The acceptor's side. `decide` sees the dialer's introduction once the dialer
@@ -209,7 +207,7 @@ pub(crate) async fn accept(
     me: &LocalIdentity,
     cookie: &[u8],
     decide: impl FnOnce(&Intro) -> Result<Admit, RefuseReason>,
-    replace: impl FnOnce(&Intro) -> Result<(), RefuseReason>,
+    replace: impl FnOnce(u64) -> Result<(), RefuseReason>,
 ) -> Result<Intro, HandshakeError> {
     let peer = match read_record(stream).await {
         Ok(Record::Hello(intro)) => intro,
@@ -272,13 +270,30 @@ pub(crate) async fn accept(
         }
     }
     // Only an authenticated peer learns about our connection state.
-    match decide(&peer) {
-        Ok(Admit::Yes) => {}
-        Ok(Admit::IfHalfOpen) => {
-            write_record(stream, &Record::Alive).await?;
+    let admit = match decide(&peer) {
+        Ok(admit) => admit,
+        Err(reason) => {
+            let _ = write_record(stream, &Record::Refused(reason.clone())).await;
+            return Err(refused(reason));
+        }
+    };
+    let proof = handshake::prove(
+        cookie,
+        Role::Acceptor,
+        &me.name,
+        &peer.name,
+        &own,
+        &peer.challenge,
+    );
+    match admit {
+        Admit::Yes => write_record(stream, &Record::Proof(proof)).await?,
+        Admit::IfHalfOpen(old) => {
+            // Our proof first, so that the dialer answers only a node that
+            // knows the cookie.
+            write_record(stream, &Record::Alive(proof)).await?;
             match read_record(stream).await? {
                 Record::Continue(true) => {
-                    if let Err(reason) = replace(&peer) {
+                    if let Err(reason) = replace(old) {
                         let _ = write_record(stream, &Record::Refused(reason.clone())).await;
                         return Err(refused(reason));
                     }
@@ -291,20 +306,7 @@ pub(crate) async fn accept(
                 }
             }
         }
-        Err(reason) => {
-            let _ = write_record(stream, &Record::Refused(reason.clone())).await;
-            return Err(refused(reason));
-        }
     }
-    let proof = handshake::prove(
-        cookie,
-        Role::Acceptor,
-        &me.name,
-        &peer.name,
-        &own,
-        &peer.challenge,
-    );
-    write_record(stream, &Record::Proof(proof)).await?;
     Ok(peer)
 }
 
@@ -354,17 +356,18 @@ pub(crate) async fn write_loop(
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut last_write = tokio::time::Instant::now();
     loop {
-        queue.take(&mut batch);
+        if queue.take_as(&sink, &mut batch).is_none() {
+            return EndReason::Superseded;
+        }
         if batch.is_empty() {
             let deadline = last_write + tick_interval;
             tokio::select! {
                 _ = queue.wait_for_data() => continue,
                 _ = tokio::time::sleep_until(deadline) => {
                     // Through the queue, so it is ordered with direct writes.
-                    let _ = queue.push::<()>(true, false, |b| {
-                        frame::put_ack(b, received());
-                        Ok(())
-                    });
+                    if !queue.push_control_as(&sink, |b| frame::put_ack(b, received())) {
+                        return EndReason::Superseded;
+                    }
                     last_write = tokio::time::Instant::now();
                     continue;
                 }
@@ -373,7 +376,7 @@ pub(crate) async fn write_loop(
         if let Err(e) = write_all_shared(&sink, &batch).await {
             return EndReason::Io(e.to_string());
         }
-        queue.write_done();
+        queue.write_done_as(&sink);
         on_written(batch.len());
         last_write = tokio::time::Instant::now();
         batch.clear();

@@ -82,16 +82,25 @@ impl Dispatcher {
         self.since_ack += 1;
         if self.since_ack >= ACK_EVERY {
             self.since_ack = 0;
-            let _ = self.peer.queue.push::<()>(true, false, |b| {
+            let peer = &self.peer;
+            let conn_id = self.conn_id;
+            // Checked under the queue's lock: a connection lost meanwhile has
+            // cleared the queue (or will), and must not carry this count to
+            // the next connection.
+            let _ = peer.queue.push(true, false, |b| {
+                if peer.current_conn.load(Ordering::Acquire) != conn_id {
+                    return Err(());
+                }
                 crate::frame::put_ack(b, received);
                 Ok(())
             });
         }
     }
 
-    /// Decodes a message body. An undecodable body is counted and dropped, except
-    /// a call reply, which becomes a [`ReplyLost`](joerl_core::gen_server::ReplyLost)
-    /// so the caller's `call` fails at once with the reason.
+    /// Decodes a message body. An undecodable body is counted and dropped; if it
+    /// is a call's reply or request, the caller gets a
+    /// [`ReplyLost`](joerl_core::gen_server::ReplyLost) (delivered here, or sent
+    /// back to its node) so its `call` fails at once with the reason.
     fn decode(&self, body: &[u8]) -> Option<Message> {
         let err = match codec::decode_message(body, self.node.config.max_message_memory) {
             Ok(m) => return Some(m),
@@ -116,7 +125,15 @@ impl Dispatcher {
                 }
             }
         }
-        codec::lost_reply(body, &err)
+        match codec::lost_call(body, &err)? {
+            codec::LostCall::Reply(reply) => Some(reply),
+            codec::LostCall::Request { reply_to, answer } => {
+                if let Err(e) = self.node.system.try_send(reply_to, answer) {
+                    tracing::debug!(peer = %self.peer.name, %reply_to, error = %e, "could not tell the caller its request was lost");
+                }
+                None
+            }
+        }
     }
 
     /// Delivers to a local actor. A full mailbox first runs over by up to

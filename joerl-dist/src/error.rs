@@ -31,7 +31,7 @@ pub enum CodecError {
     /// Decoding the value would claim more memory than this node allows for one
     /// message.
     #[error(
-        "decoding needs more than {limit} bytes of memory (DistConfig::max_message_memory, rounded down to a power of two); raise it with NodeBuilder::max_message_memory on the receiving node"
+        "decoding needs more than {limit} bytes of memory (DistConfig::max_message_memory, at most 64 times the message's size on the wire, rounded down to a power of two); raise it with NodeBuilder::max_message_memory on the receiving node"
     )]
     MemoryLimit {
         /// The limit in force, in bytes.

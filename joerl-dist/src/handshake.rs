@@ -9,7 +9,8 @@
 //! dialer   -> acceptor  Proof   { HMAC(cookie, "dialer"   | challenge_a | challenge_d | name_d | name_a) }
 //! acceptor -> dialer    Proof   { HMAC(cookie, "acceptor" | challenge_d | challenge_a | name_a | name_d) }
 //!                    or Refused { AuthenticationFailed | Simultaneous | AlreadyConnected | ... }
-//!                    or Alive (see below)
+//!                    or Alive  { the acceptor's Proof } (see below), then
+//! dialer   -> acceptor  Continue { bool }
 //! ```
 //!
 //! `Alive` is the acceptor's answer when it still has a connection up to the very
@@ -17,8 +18,10 @@
 //! when it has no connection, so the acceptor's is probably half-open (its peer
 //! vanished without a FIN, or the dialer already gave it up). The dialer answers
 //! `Continue(true)` if it still has no connection to the acceptor, and the
-//! acceptor then closes the old connection and finishes with its Proof; with
+//! acceptor then closes the old connection and the new one is up; with
 //! `Continue(false)` (a connection came up meanwhile) both drop the new one.
+//! `Alive` carries the acceptor's proof, which the dialer checks before it
+//! answers, so only a node that knows the cookie learns the answer.
 //!
 //! Every frame carries the protocol version in its header. Challenges are 32
 //! random bytes. Each proof is HMAC-SHA256 keyed by the cookie over a role label,
@@ -61,9 +64,9 @@ pub enum Record {
     Refused(RefuseReason),
     /// Proof of knowing the cookie.
     Proof(Proof),
-    /// The acceptor already has a connection up to this incarnation of the
-    /// dialer; the dialer answers with `Continue`.
-    Alive,
+    /// The acceptor's proof, and: it already has a connection up to this
+    /// incarnation of the dialer; the dialer answers with `Continue`.
+    Alive(Proof),
     /// The dialer's answer to `Alive`: `true` to replace the acceptor's old
     /// connection with this one, `false` to drop this one.
     Continue(bool),

@@ -721,8 +721,10 @@ impl NodeInner {
             match &*conn {
                 // Our connection to this very incarnation looks up, yet it dials
                 // us: ours is probably half-open. Ask it (`Alive`).
-                ConnState::Up { creation, .. } if *creation == intro.creation => {
-                    return Ok((peer.clone(), connection::Admit::IfHalfOpen));
+                ConnState::Up {
+                    creation, conn_id, ..
+                } if *creation == intro.creation => {
+                    return Ok((peer.clone(), connection::Admit::IfHalfOpen(*conn_id)));
                 }
                 ConnState::Up { conn_id, .. } => Some(*conn_id),
                 ConnState::Dialing { .. }
@@ -745,29 +747,47 @@ impl NodeInner {
     }
 
     /// The dialer confirmed (`Continue(true)`) that it has no connection to us:
-    /// close our old one to the same incarnation, which was half-open.
+    /// close our old connection `old` to the same incarnation, which was
+    /// half-open. Refused if another connection has taken its place meanwhile.
+    /// The peer is left in a dialing state (not idle) until the new connection
+    /// is installed, so no crossing dial starts in between.
     fn replace_half_open(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
-        intro: &crate::handshake::Intro,
+        old: u64,
     ) -> Result<(), crate::handshake::RefuseReason> {
-        let old = match &*peer.conn() {
-            ConnState::Up {
-                conn_id, creation, ..
-            } if *creation == intro.creation => Some(*conn_id),
-            _ => None,
-        };
-        if let Some(old) = old {
-            self.connection_lost(
-                peer,
-                old,
-                &EndReason::Io(
-                    "the peer dialed again: this connection was half-open and is replaced".into(),
-                ),
-                false,
-            );
+        match &*peer.conn() {
+            ConnState::Up { conn_id, .. } if *conn_id == old => {}
+            ConnState::Up { .. } => return Err(crate::handshake::RefuseReason::AlreadyConnected),
+            _ => {}
+        }
+        self.connection_lost(
+            peer,
+            old,
+            &EndReason::Io(
+                "the peer dialed again: this connection was half-open and is replaced".into(),
+            ),
+            false,
+        );
+        let mut conn = peer.conn();
+        if matches!(*conn, ConnState::Idle) {
+            let attempt = self.next_id.fetch_add(1, Ordering::Relaxed);
+            *conn = ConnState::Dialing { attempt };
         }
         Ok(())
+    }
+
+    /// After [`replace_half_open`](Self::replace_half_open) the new connection
+    /// failed: leave the dialing state it set and redial as after any loss.
+    fn reset_after_failed_replace(self: &Arc<Self>, peer: &Arc<Peer>) {
+        {
+            let mut conn = peer.conn();
+            if !matches!(*conn, ConnState::Dialing { .. }) {
+                return;
+            }
+            *conn = ConnState::Idle;
+        }
+        self.ensure_dialing(peer, true);
     }
 
     /// Installs an authenticated connection. Returns false (and drops the stream)
@@ -775,6 +795,7 @@ impl NodeInner {
     /// peer's previous connection to stop, so nothing it read is delivered after
     /// what the new connection brings.
     async fn install(self: &Arc<Self>, peer: &Arc<Peer>, stream: TcpStream, creation: u32) -> bool {
+        let _installing = peer.install_lock.lock().await;
         let old_reader = {
             let conn = peer.conn();
             if matches!(*conn, ConnState::Up { .. }) || self.is_shutting_down() {
@@ -878,9 +899,11 @@ impl NodeInner {
     /// Drops what is queued for `peer` (no connection will carry it) and
     /// records it for the loss accounting. Returns the frames dropped.
     pub(crate) fn clear_queue(&self, peer: &Peer) -> usize {
+        // Under the accounting lock (taken before the queue's, as everywhere),
+        // so no connection_up or RESUME settles in between.
+        let mut accounting = peer.accounting();
         let cleared = peer.queue.clear();
-        peer.accounting()
-            .connection_lost(cleared.pushed_msgs, cleared.msgs);
+        accounting.connection_lost(cleared.pushed_msgs, cleared.msgs);
         cleared.frames
     }
 
@@ -906,6 +929,9 @@ impl NodeInner {
                     let s = *since;
                     *conn = ConnState::Idle;
                     peer.up.store(false, Ordering::Release);
+                    // The old reader stops at its next frame, delivering
+                    // nothing after the node-down below.
+                    peer.current_conn.store(0, Ordering::Release);
                     (t, s)
                 }
                 _ => return,
@@ -1154,6 +1180,7 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
             let _ = stream.set_nodelay(true);
             let mut stream = stream;
             let chosen = Mutex::new(None);
+            let replaced = AtomicBool::new(false);
             let handshake = connection::accept(
                 &mut stream,
                 &node.me,
@@ -1163,37 +1190,51 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                     *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
                     Ok(admit)
                 },
-                |intro| {
+                |old| {
                     let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     match peer {
-                        Some(peer) => node.replace_half_open(&peer, intro),
+                        Some(peer) => {
+                            node.replace_half_open(&peer, old)?;
+                            replaced.store(true, Ordering::Release);
+                            Ok(())
+                        }
                         None => Ok(()),
                     }
                 },
             );
             let outcome = tokio::time::timeout(node.config.connect_timeout, handshake).await;
-            match outcome {
-                Ok(Ok(intro)) => {
-                    let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    if let Some(peer) = peer {
-                        if !node.install(&peer, stream, intro.creation).await {
-                            tracing::debug!(peer = %intro.name, "incoming connection dropped: already connected");
-                        }
+            let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let installed = match (outcome, peer.as_ref()) {
+                (Ok(Ok(intro)), Some(peer)) => {
+                    let installed = node.install(peer, stream, intro.creation).await;
+                    if !installed {
+                        tracing::debug!(peer = %intro.name, "incoming connection dropped: already connected");
                     }
+                    installed
                 }
-                Ok(Err(HandshakeError::Simultaneous))
-                | Ok(Err(HandshakeError::AlreadyConnected)) => {}
-                Ok(Err(e)) => {
+                (Ok(Ok(_)), None) => false,
+                (Ok(Err(HandshakeError::Simultaneous)), _)
+                | (Ok(Err(HandshakeError::AlreadyConnected)), _) => false,
+                (Ok(Err(e)), _) => {
                     PeerCounters::add(&node.refused_incoming, 1);
                     if let Some(suppressed) = REFUSED_LOG.check() {
                         tracing::warn!(node = %node.me.name, %addr, error = %e, suppressed, "incoming connection refused");
                     }
+                    false
                 }
-                Err(_) => {
+                (Err(_), _) => {
                     PeerCounters::add(&node.refused_incoming, 1);
                     if let Some(suppressed) = REFUSED_LOG.check() {
                         tracing::warn!(node = %node.me.name, %addr, suppressed, "incoming handshake timed out");
                     }
+                    false
+                }
+            };
+            // A half-open connection was closed for this one, which then did
+            // not come up: the peer is left dialing with no dial loop; redial.
+            if replaced.load(Ordering::Acquire) && !installed {
+                if let Some(peer) = peer {
+                    node.reset_after_failed_replace(&peer);
                 }
             }
         });

@@ -202,18 +202,62 @@ impl OutQueue {
     /// Writer side: swaps the queued bytes into `out` (which must be empty) and,
     /// if there were any, marks the writer busy until [`write_done`](Self::write_done).
     /// Returns the number of frames taken.
+    #[cfg(test)]
     pub(crate) fn take(&self, out: &mut Vec<u8>) -> usize {
         let mut buf = self.lock();
+        self.take_locked(&mut buf, out)
+    }
+
+    fn take_locked(&self, buf: &mut Buf, out: &mut Vec<u8>) -> usize {
         std::mem::swap(&mut buf.bytes, out);
         buf.partial_head = 0;
         buf.writer_busy = !out.is_empty();
         let frames = std::mem::take(&mut buf.frames);
         self.frames.store(0, Ordering::Relaxed);
-        drop(buf);
         if frames > 0 {
             self.space.notify_waiters();
         }
         frames
+    }
+
+    /// True if `writer` is the write half of the connection now attached.
+    fn owns(buf: &Buf, writer: &Arc<OwnedWriteHalf>) -> bool {
+        buf.sink.as_ref().is_some_and(|s| Arc::ptr_eq(s, writer))
+    }
+
+    /// [`take`](Self::take) for the writer of the connection whose write half is
+    /// `writer`; `None` (and nothing taken) if that connection is no longer the
+    /// attached one, so a writer that outlives its connection for a moment
+    /// cannot take what the next connection should carry.
+    pub(crate) fn take_as(&self, writer: &Arc<OwnedWriteHalf>, out: &mut Vec<u8>) -> Option<usize> {
+        let mut buf = self.lock();
+        if !Self::owns(&buf, writer) {
+            return None;
+        }
+        Some(self.take_locked(&mut buf, out))
+    }
+
+    /// Appends a control frame (a tick) for the writer `writer`, if its
+    /// connection is still the attached one. Returns false otherwise.
+    pub(crate) fn push_control_as(
+        &self,
+        writer: &Arc<OwnedWriteHalf>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> bool {
+        let mut buf = self.lock();
+        if !Self::owns(&buf, writer) {
+            return false;
+        }
+        let was_empty = buf.bytes.is_empty();
+        encode(&mut buf.bytes);
+        buf.frames += 1;
+        self.frames.store(buf.frames, Ordering::Relaxed);
+        buf.last_push = Some(Instant::now());
+        drop(buf);
+        if was_empty {
+            self.writer.notify_one();
+        }
+        true
     }
 
     /// True when nothing is queued and the writer is not in the middle of a write.
@@ -222,9 +266,13 @@ impl OutQueue {
         buf.bytes.is_empty() && !buf.writer_busy
     }
 
-    /// Writer side: the bytes taken last are all written.
-    pub(crate) fn write_done(&self) {
-        self.lock().writer_busy = false;
+    /// Writer side: the bytes `writer` took last are all written (ignored if
+    /// its connection is no longer the attached one).
+    pub(crate) fn write_done_as(&self, writer: &Arc<OwnedWriteHalf>) {
+        let mut buf = self.lock();
+        if Self::owns(&buf, writer) {
+            buf.writer_busy = false;
+        }
     }
 
     /// Drops everything queued and detaches the connection. Returns what was

@@ -209,6 +209,9 @@ pub(crate) struct Peer {
     /// installed only after it has stopped, so no frame of an old connection is
     /// delivered after one of the new.
     pub(crate) reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held through `install`, so two connections installed at once (a dial and
+    /// an accept) wait for the old reader one after the other.
+    pub(crate) install_lock: tokio::sync::Mutex<()>,
     /// When data last arrived, in milliseconds since `epoch`.
     last_heard_ms: AtomicU64,
     epoch: Instant,
@@ -233,6 +236,7 @@ impl Peer {
             rx_creation: Mutex::new(None),
             current_conn: AtomicU64::new(0),
             reader: Mutex::new(None),
+            install_lock: tokio::sync::Mutex::new(()),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             status: watch::channel(Status::Down("never connected".into())).0,

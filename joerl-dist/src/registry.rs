@@ -230,6 +230,7 @@ inventory::submit! {
     }
 }
 crate::remote_message!(joerl_core::gen_server::BadRequest, "joerl::BadRequest");
+crate::remote_message!(joerl_core::gen_server::ReplyLost, "joerl::ReplyLost");
 crate::remote_message!(crate::Blob, "joerl::Blob");
 
 #[cfg(test)]

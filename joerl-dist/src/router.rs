@@ -188,11 +188,17 @@ impl Router for DistRouter {
                     None => {
                         // Not connected yet: drop what waits for it; links and
                         // monitors to it (this one included) fire noconnection.
-                        node.clear_queue(&peer);
-                        node.node_down(
-                            &peer,
-                            "outgoing queue over its hard limit while connecting".into(),
-                        );
+                        // Under the connection lock, so a connection installed
+                        // meanwhile keeps its queue.
+                        let conn = peer.conn();
+                        if !matches!(*conn, ConnState::Up { .. }) {
+                            node.clear_queue(&peer);
+                            drop(conn);
+                            node.node_down(
+                                &peer,
+                                "outgoing queue over its hard limit while connecting".into(),
+                            );
+                        }
                     }
                 }
                 Ok(())

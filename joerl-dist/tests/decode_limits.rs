@@ -146,6 +146,40 @@ async fn a_message_over_the_memory_limit_is_dropped_counted_and_the_connection_s
     assert!(started.elapsed() < long / 2, "not a timeout");
     let ok: Numbers = b.call(server, 10u64, DEADLINE).await.unwrap();
     assert_eq!(ok, numbers(10));
+
+    // A call whose request is over the server node's limit fails at once too:
+    // the server's node tells the caller.
+    let counter = spawn_server(&b, LenServer);
+    let started = std::time::Instant::now();
+    let err = a
+        .call::<Numbers, u64>(counter, numbers(20_000), long)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::ReplyLost(reason) if reason.contains("request") && reason.contains("max_message_memory")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < long / 2, "not a timeout");
+    let n: u64 = a.call(counter, numbers(100), DEADLINE).await.unwrap();
+    assert_eq!(n, 100);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Replies with the number of values it was sent.
+struct LenServer;
+
+impl GenServer for LenServer {
+    type Call = Numbers;
+    type Reply = u64;
+    type Cast = ();
+
+    async fn handle_call(
+        &mut self,
+        n: Numbers,
+        _from: ReplyTo,
+        _ctx: &mut ActorContext,
+    ) -> CallResponse<u64> {
+        CallResponse::Reply(n.0.len() as u64)
+    }
 }
