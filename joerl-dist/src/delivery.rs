@@ -60,25 +60,33 @@ pub(crate) struct Dispatcher {
     conn_id: u64,
     /// Messages read since the last ACK this reader sent.
     since_ack: u64,
+    /// The peer's `received` as this reader keeps it (it is the only writer
+    /// while its connection is current): a plain store per message, no
+    /// read-modify-write.
+    received: u64,
 }
 
 impl Dispatcher {
     /// The dispatcher for connection `conn_id` of `peer`.
     pub(crate) fn new(node: Arc<NodeInner>, peer: Arc<Peer>, conn_id: u64) -> Self {
         let parked = peer.parked.clone();
+        let received = peer.received.load(Ordering::Relaxed);
         Dispatcher {
             node,
             peer,
             parked,
             conn_id,
             since_ack: 0,
+            received,
         }
     }
 
     /// Counts one message read from the peer and acknowledges every
     /// [`ACK_EVERY`]th.
     fn count_received(&mut self) {
-        let received = self.peer.received.fetch_add(1, Ordering::Relaxed) + 1;
+        self.received += 1;
+        let received = self.received;
+        self.peer.received.store(received, Ordering::Relaxed);
         self.since_ack += 1;
         if self.since_ack >= ACK_EVERY {
             self.since_ack = 0;

@@ -178,6 +178,19 @@ impl Bookkeeping {
     }
 }
 
+/// A value on a cache line of its own. The reader touches `received` and
+/// `current_conn` for every frame; they must not share a line with what
+/// senders on other cores update for every message (the queue, the counters).
+#[repr(align(64))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct Peer {
     pub(crate) name: String,
@@ -199,12 +212,12 @@ pub(crate) struct Peer {
     pub(crate) accounting: Mutex<crate::accounting::Accounting>,
     /// Messages read from the peer's current incarnation (`rx_creation`), over
     /// all its connections: reported to it in ACK, RESUME and GOODBYE frames.
-    pub(crate) received: AtomicU64,
+    pub(crate) received: Padded<AtomicU64>,
     /// The incarnation `received` counts for.
     pub(crate) rx_creation: Mutex<Option<u32>>,
     /// The connection whose reader may deliver; a superseded reader stops at
     /// its next frame.
-    pub(crate) current_conn: AtomicU64,
+    pub(crate) current_conn: Padded<AtomicU64>,
     /// The reader task of the current (or last) connection: a new connection is
     /// installed only after it has stopped, so no frame of an old connection is
     /// delivered after one of the new.
@@ -232,9 +245,9 @@ impl Peer {
             parked: Default::default(),
             reported_up: AtomicBool::new(false),
             accounting: Mutex::default(),
-            received: AtomicU64::new(0),
+            received: Padded(AtomicU64::new(0)),
             rx_creation: Mutex::new(None),
-            current_conn: AtomicU64::new(0),
+            current_conn: Padded(AtomicU64::new(0)),
             reader: Mutex::new(None),
             install_lock: tokio::sync::Mutex::new(()),
             last_heard_ms: AtomicU64::new(0),
