@@ -592,9 +592,12 @@ async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
                 .metadata(joerl_dist::NODE_NAME_KEY, target),
         )
         .await?;
-    // Redial at once after a cut, so that K cuts fit into one run.
+    // Redial at once after a cut, and keep the queue small so the producer
+    // is paced by the connection (not far ahead of it): then K cuts, each on a
+    // live connection, fit into one run.
     let mut builder = joerl_dist::NodeBuilder::new(c.name.clone(), c.listen, private.local_addr())
-        .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(100));
+        .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(100))
+        .queue_bytes(1024 * 1024);
     if let Some(cookie) = &c.node.cookie {
         builder = builder.cookie(cookie.clone());
     }

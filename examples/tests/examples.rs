@@ -274,6 +274,34 @@ fn dist_bench_modes_and_wrong_cookie() {
             .starts_with("rtt p50_us="),
         "{out}"
     );
+    // cuts: numbered messages through the client's own proxy, cut twice; what
+    // the client's node counted as dropped is what the counter never got.
+    let mut c = Proc::start(
+        "cuts",
+        example("dist_bench"),
+        &[
+            "cuts", "--name", "cli5", "--target", target, "--epmd", &addr, "--cookie", "c",
+            "--count", "200000", "--cuts", "2",
+        ],
+        &[],
+    );
+    let out = c.expect_success();
+    let field = |line: &str, key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    let (accounting, result) = (lines[lines.len() - 2], lines[lines.len() - 1]);
+    assert!(result.starts_with("cuts sent=200000 "), "{out}");
+    assert_eq!(field(result, "duplicated"), 0, "{out}");
+    assert_eq!(field(result, "reordered"), 0, "{out}");
+    assert_eq!(
+        field(accounting, "dropped_out"),
+        field(result, "lost"),
+        "the node's count of dropped messages is the receiver's: {out}"
+    );
     // A wrong cookie: non-zero exit within 10 s, saying authentication failed.
     let started = std::time::Instant::now();
     let mut bad = Proc::start(
