@@ -112,7 +112,9 @@ pub enum HandshakeError {
 }
 
 /// Errors of [`DistributedSystem`](crate::DistributedSystem) operations.
-#[derive(Debug, thiserror::Error)]
+/// Cheap to clone (I/O causes are shared), so the failure of one dial attempt
+/// can be handed to everyone waiting for it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DistError {
     /// A node name is not of the form `name@host`.
     #[error("invalid node name {0:?}: expected name@host, e.g. node_a@127.0.0.1")]
@@ -123,7 +125,7 @@ pub enum DistError {
         /// The address.
         addr: std::net::SocketAddr,
         /// The I/O error.
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     /// EPMD could not be reached or refused the registration.
     #[error("EPMD at {addr}: {message}")]
@@ -150,7 +152,7 @@ pub enum DistError {
         /// The address dialed, `host:port`.
         addr: String,
         /// The I/O error (`ConnectionRefused`: nothing listens there).
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     /// A connection attempt failed.
     #[error("cannot connect to {node}: {reason}")]
@@ -174,4 +176,13 @@ pub enum DistError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The peer's connection was lost, or the node gave up dialing it, while
+    /// waiting for a connection.
+    #[error("{node} went down: {reason}")]
+    NodeDown {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
 }

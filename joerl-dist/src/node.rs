@@ -516,11 +516,11 @@ impl NodeInner {
             .await
             .map_err(|source| DistError::Bind {
                 addr: b.listen,
-                source,
+                source: Arc::new(source),
             })?;
         let local_addr = listener.local_addr().map_err(|source| DistError::Bind {
             addr: b.listen,
-            source,
+            source: Arc::new(source),
         })?;
         let epmd = EpmdClient::new(b.epmd);
         let mut reg = Registration::new(short.clone(), local_addr.port())
@@ -676,10 +676,18 @@ impl NodeInner {
         if peer.is_up() {
             return Ok(());
         }
+        // Only an attempt that ends after this call counts, never the stale
+        // result of an earlier one; and a dial loop waiting out its backoff
+        // dials now.
         let mut status = peer.status.subscribe();
+        let before = peer.attempts.load(Ordering::Acquire);
         self.ensure_dialing(&peer, false);
-        let wait = status
-            .wait_for(|s| matches!(s, Status::Up(_) | Status::Failed { .. } | Status::Down(_)));
+        peer.dial_now.notify_one();
+        let wait = status.wait_for(|s| match s {
+            Status::Up => true,
+            Status::Failed { attempt, .. } | Status::Down { attempt, .. } => *attempt > before,
+            Status::Connecting => false,
+        });
         let limit = self.config.connect_timeout * 2 + Duration::from_secs(1);
         let outcome = match tokio::time::timeout(limit, wait).await {
             Err(_) => return Err(DistError::Timeout(format!("connecting to {node}"))),
@@ -687,12 +695,9 @@ impl NodeInner {
             Ok(Ok(s)) => s.clone(),
         };
         match outcome {
-            Status::Up(_) => Ok(()),
-            Status::Failed { auth: true, .. } => Err(DistError::Handshake {
-                node: node.into(),
-                source: HandshakeError::AuthenticationFailed,
-            }),
-            Status::Failed { reason, .. } | Status::Down(reason) => Err(DistError::Connect {
+            Status::Up => Ok(()),
+            Status::Failed { error, .. } => Err(error),
+            Status::Down { reason, .. } => Err(DistError::NodeDown {
                 node: node.into(),
                 reason,
             }),
@@ -890,7 +895,7 @@ impl NodeInner {
             node: peer.name.clone(),
             creation,
         });
-        peer.status.send_replace(Status::Up(creation));
+        peer.status.send_replace(Status::Up);
         peer.queue.wake_writer();
         tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
         true
@@ -988,7 +993,10 @@ impl NodeInner {
                 let _ = system.send(owner, Box::new(msg)).await;
             });
         }
-        peer.status.send_replace(Status::Down(reason.clone()));
+        peer.status.send_replace(Status::Down {
+            reason: reason.clone(),
+            attempt: peer.attempts.load(Ordering::Acquire),
+        });
         // Exactly one Down per Up: a node that was never up, or whose loss was
         // already reported (a redial giving up after a crash), gets none.
         if peer.reported_up.swap(false, Ordering::AcqRel) {
@@ -1055,7 +1063,7 @@ impl NodeInner {
             .map_err(|source| DistError::Unreachable {
                 node: peer.name.clone(),
                 addr: format!("{target_host}:{}", info.port),
-                source,
+                source: Arc::new(source),
             })?;
         let _ = stream.set_nodelay(true);
         let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name, || {
@@ -1276,7 +1284,7 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
             return;
         }
         let result = tokio::time::timeout(node.config.connect_timeout, node.dial_once(&peer)).await;
-        let failure = match result {
+        let failure: DistError = match result {
             Ok(Ok((stream, intro))) => {
                 if NodeInner::still_dialing(&peer, attempt) || !peer.is_up() {
                     node.install(&peer, stream, intro.creation).await;
@@ -1289,61 +1297,66 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
             })) => {
                 // The other direction's connection is (or will be) used: wait for it.
                 let mut status = peer.status.subscribe();
-                let up = status.wait_for(|s| matches!(s, Status::Up(_)));
+                let up = status.wait_for(|s| matches!(s, Status::Up));
                 if tokio::time::timeout(node.config.connect_timeout, up)
                     .await
                     .is_ok()
                 {
                     return;
                 }
-                (
-                    "the peer's own connection did not come up".to_string(),
-                    false,
-                )
+                DistError::Connect {
+                    node: peer.name.clone(),
+                    reason: "the peer's own connection did not come up".into(),
+                }
             }
             Ok(Err(e)) if after_loss && peer_is_gone(&e) => {
                 tracing::info!(node = %node.me.name, peer = %peer.name, reason = %e, "the lost peer is gone; not redialing");
+                let ended = peer.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+                peer.status.send_replace(Status::Failed {
+                    error: e.clone(),
+                    attempt: ended,
+                });
                 node.give_up(&peer, attempt, e.to_string());
                 return;
             }
-            Ok(Err(e)) => {
-                let auth = matches!(
-                    e,
-                    DistError::Handshake {
-                        source: HandshakeError::AuthenticationFailed,
-                        ..
-                    }
-                );
-                (e.to_string(), auth)
-            }
-            Err(_) => (
-                format!(
-                    "connect and handshake took longer than {:?}",
-                    node.config.connect_timeout
-                ),
-                false,
-            ),
+            Ok(Err(e)) => e,
+            Err(_) => DistError::Timeout(format!(
+                "connect and handshake with {} took longer than {:?}",
+                peer.name, node.config.connect_timeout
+            )),
         };
         failures += 1;
-        let (reason, auth) = failure;
+        let auth = matches!(
+            failure,
+            DistError::Handshake {
+                source: HandshakeError::AuthenticationFailed,
+                ..
+            }
+        );
         if failures == 1 || auth {
-            tracing::warn!(node = %node.me.name, peer = %peer.name, %reason, "cannot connect");
+            tracing::warn!(node = %node.me.name, peer = %peer.name, reason = %failure, "cannot connect");
         } else {
-            tracing::debug!(node = %node.me.name, peer = %peer.name, %reason, failures, "cannot connect");
+            tracing::debug!(node = %node.me.name, peer = %peer.name, reason = %failure, failures, "cannot connect");
         }
         if !NodeInner::still_dialing(&peer, attempt) {
             // Another connection (an incoming one) was installed meanwhile.
             return;
         }
+        let ended = peer.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        let reason = failure.to_string();
         peer.status.send_replace(Status::Failed {
-            reason: reason.clone(),
-            auth,
+            error: failure,
+            attempt: ended,
         });
         if failures >= node.config.reconnect_attempts {
             node.give_up(&peer, attempt, reason);
             return;
         }
-        tokio::time::sleep(jitter(delay)).await;
+        // Back off, unless `connect` asks for an attempt now.
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(delay)) => {}
+            _ = peer.dial_now.notified() => {}
+        }
         delay = (delay * 2).min(node.config.reconnect_max);
     }
 }

@@ -16,6 +16,7 @@ use joerl_core::{ExitReason, MonitorRef, Pid, Signal};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use crate::error::DistError;
 use crate::outqueue::OutQueue;
 
 /// Connection state of a peer.
@@ -33,18 +34,20 @@ pub(crate) enum ConnState {
     },
 }
 
-/// What waiters on a peer (e.g. `connect`) can observe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What waiters on a peer (e.g. `connect`) can observe. `attempt` numbers the
+/// dial attempts that ended (see [`Peer::attempts`]), so a waiter can tell a
+/// result that came after it started waiting from an older one.
+#[derive(Debug, Clone)]
 pub(crate) enum Status {
     /// Not connected; a dial may be under way.
     Connecting,
-    /// Connected to this creation.
-    Up(u32),
-    /// The last attempt failed with this error text; `auth` if it was an
-    /// authentication failure.
-    Failed { reason: String, auth: bool },
-    /// Not connected, not trying.
-    Down(String),
+    /// Connected.
+    Up,
+    /// Dial attempt number `attempt` failed with `error`.
+    Failed { error: DistError, attempt: u64 },
+    /// Not connected, not trying (the connection was lost, or the node gave
+    /// up dialing), after `attempt` attempts had ended.
+    Down { reason: String, attempt: u64 },
 }
 
 /// Counters of one peer.
@@ -229,6 +232,10 @@ pub(crate) struct Peer {
     last_heard_ms: AtomicU64,
     epoch: Instant,
     pub(crate) status: watch::Sender<Status>,
+    /// Dial attempts that have ended (each failure bumps it).
+    pub(crate) attempts: AtomicU64,
+    /// Wakes a dial loop that is waiting out its backoff: `connect` dials now.
+    pub(crate) dial_now: tokio::sync::Notify,
 }
 
 impl Peer {
@@ -252,7 +259,13 @@ impl Peer {
             install_lock: tokio::sync::Mutex::new(()),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            status: watch::channel(Status::Down("never connected".into())).0,
+            status: watch::channel(Status::Down {
+                reason: "never connected".into(),
+                attempt: 0,
+            })
+            .0,
+            attempts: AtomicU64::new(0),
+            dial_now: tokio::sync::Notify::new(),
         }
     }
 

@@ -510,3 +510,58 @@ async fn malformed_node_names_are_refused_with_a_typed_error() {
     assert!(matches!(err, DistError::InvalidNodeName(_)), "{err:?}");
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_dials_now_and_each_failure_keeps_its_cause() {
+    init_tracing();
+    let epmd = epmd().await;
+    // Backoff far longer than the test: a connect that waited for it would fail.
+    let a = builder("cause_a", epmd.local_addr())
+        .reconnect_backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    // Not registered in EPMD.
+    let err = a.connect("late_b@127.0.0.1").await.unwrap_err();
+    assert!(
+        matches!(err, DistError::UnknownNode(ref n) if n == "late_b@127.0.0.1"),
+        "{err:?}"
+    );
+    // The node starts now: the next connect dials at once (not after the
+    // backoff) and does not return the previous attempt's error.
+    let b = node("late_b", epmd.local_addr()).await;
+    let started = std::time::Instant::now();
+    a.connect(b.name()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Registered, but nothing listens at its port: Unreachable, with the io error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let _ghost = joerl_epmd::EpmdClient::new(epmd.local_addr())
+        .register(joerl_epmd::Registration::new("ghost", port).host("127.0.0.1"))
+        .await
+        .unwrap();
+    match a.connect("ghost@127.0.0.1").await.unwrap_err() {
+        DistError::Unreachable { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused)
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The wrong cookie: the handshake error itself.
+    let c = builder("cause_c", epmd.local_addr())
+        .cookie("another-cookie")
+        .start()
+        .await
+        .unwrap();
+    match a.connect(c.name()).await.unwrap_err() {
+        DistError::Handshake { source, .. } => {
+            assert_eq!(source, HandshakeError::AuthenticationFailed)
+        }
+        other => panic!("{other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
