@@ -348,7 +348,7 @@ async fn demo() -> Result<()> {
     println!("8. alpha's monitor fired too: {alpha_saw}");
     ensure!(alpha_saw.contains("noconnection"), "alpha saw: {alpha_saw}");
     let mut downs = Vec::new();
-    while let Ok(ev) = events.try_recv() {
+    while let Some(ev) = events.try_recv() {
         if let NodeEvent::Down { node: n, reason } = ev {
             downs.push(format!("{n} ({reason})"));
         }

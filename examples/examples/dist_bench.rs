@@ -609,7 +609,7 @@ async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
         let downs = downs.clone();
         let target = target.to_string();
         tokio::spawn(async move {
-            while let Ok(ev) = events.recv().await {
+            while let Some(ev) = events.recv().await {
                 if matches!(&ev, joerl_dist::NodeEvent::Down { node, .. } if *node == target) {
                     downs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }

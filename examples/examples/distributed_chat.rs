@@ -89,9 +89,9 @@ async fn main() -> Result<()> {
                 }
             }
             ev = events.recv() => match ev {
-                Ok(NodeEvent::Up { node: peer, .. }) => println!("*** {} joined", short(&peer)),
-                Ok(NodeEvent::Down { node: peer, .. }) => println!("*** {} left", short(&peer)),
-                Err(_) => {}
+                Some(NodeEvent::Up { node: peer, .. }) => println!("*** {} joined", short(&peer)),
+                Some(NodeEvent::Down { node: peer, .. }) => println!("*** {} left", short(&peer)),
+                None => break,
             },
         }
     }

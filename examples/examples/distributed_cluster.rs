@@ -76,9 +76,9 @@ async fn main() -> Result<()> {
             }
             ev = events.recv() => {
                 match ev {
-                    Ok(NodeEvent::Up { node: peer, .. }) => println!("node up: {peer}"),
-                    Ok(NodeEvent::Down { node: peer, reason }) => println!("node down: {peer} ({reason})"),
-                    Err(_) => continue,
+                    Some(NodeEvent::Up { node: peer, .. }) => println!("node up: {peer}"),
+                    Some(NodeEvent::Down { node: peer, reason }) => println!("node down: {peer} ({reason})"),
+                    None => break,
                 }
                 let mut view = node.nodes();
                 view.push(node.name().to_string());

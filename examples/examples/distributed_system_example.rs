@@ -73,12 +73,12 @@ async fn main() -> Result<()> {
             _ = &mut stop => break,
             _ = tick.tick() => greet_new_peers(&node, &args.node_opts.epmd, &mut greeted).await,
             ev = events.recv() => match ev {
-                Ok(NodeEvent::Up { node: peer, .. }) => println!("connected to {peer}"),
-                Ok(NodeEvent::Down { node: peer, reason }) => {
+                Some(NodeEvent::Up { node: peer, .. }) => println!("connected to {peer}"),
+                Some(NodeEvent::Down { node: peer, reason }) => {
                     println!("lost {peer}: {reason}");
                     greeted.remove(&peer);
                 }
-                Err(_) => {}
+                None => break,
             },
         }
     }

@@ -319,6 +319,10 @@ pub(crate) enum EndReason {
     Goodbye,
     /// A newer connection to the same peer took this one's place.
     Superseded,
+    /// This node closed the connection for a new one (why).
+    Replaced(String),
+    /// The peer stopped reading: the outgoing queue reached its hard limit.
+    NotReading,
     /// Nothing arrived for the tick timeout.
     TickTimeout(Duration),
     /// A read or write failed.
@@ -327,12 +331,33 @@ pub(crate) enum EndReason {
     Malformed(FrameError),
 }
 
+impl EndReason {
+    /// What a node-down caused by this end reports.
+    pub(crate) fn node_down_reason(&self) -> crate::events::NodeDownReason {
+        use crate::events::NodeDownReason as R;
+        match self {
+            EndReason::Closed => R::ConnectionClosed,
+            EndReason::Goodbye => R::Goodbye,
+            EndReason::Superseded => R::Replaced("a newer connection to the peer".into()),
+            EndReason::Replaced(why) => R::Replaced(why.clone()),
+            EndReason::NotReading => R::NotReading,
+            EndReason::TickTimeout(d) => R::TickTimeout(*d),
+            EndReason::Io(e) => R::Io(e.clone()),
+            EndReason::Malformed(e) => R::Malformed(e.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EndReason::Closed => f.write_str("connection closed by the peer"),
             EndReason::Goodbye => f.write_str("the peer shut down"),
             EndReason::Superseded => f.write_str("replaced by a newer connection to the peer"),
+            EndReason::Replaced(why) => write!(f, "replaced: {why}"),
+            EndReason::NotReading => {
+                f.write_str("the peer stopped reading (outgoing queue over its hard limit)")
+            }
             EndReason::TickTimeout(d) => {
                 write!(f, "no data or tick from the peer for {d:?} (tick timeout)")
             }

@@ -3,7 +3,11 @@
 use std::time::Instant;
 
 /// A change in the set of connected nodes, as delivered by
-/// [`DistributedSystem::subscribe`](crate::DistributedSystem::subscribe).
+/// [`DistributedSystem::subscribe`](crate::DistributedSystem::subscribe) (and, as
+/// [`NodeUp`] and [`NodeDown`] messages, to actors that called
+/// [`DistributedSystem::monitor_nodes`](crate::DistributedSystem::monitor_nodes)).
+/// Exactly one `Down` follows each `Up`, and there is none for a node that was
+/// never up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
     /// A connection to `node` (incarnation `creation`) is up.
@@ -17,19 +21,96 @@ pub enum NodeEvent {
     Down {
         /// The node's full name.
         node: String,
-        /// Why, as text.
-        reason: String,
+        /// Why.
+        reason: NodeDownReason,
     },
 }
 
+/// Why a node went down (or, for `monitor_node`, could not be reached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeDownReason {
+    /// The peer shut down gracefully (it said goodbye).
+    Goodbye,
+    /// The peer closed the connection without a goodbye: it crashed, or the
+    /// connection was cut.
+    ConnectionClosed,
+    /// Nothing arrived from the peer for this long.
+    TickTimeout(std::time::Duration),
+    /// Reading from or writing to the connection failed.
+    Io(String),
+    /// The peer sent a frame that is not valid; this node closed the connection.
+    Malformed(String),
+    /// A new connection (or a new incarnation of the peer) took this one's place.
+    Replaced(String),
+    /// The peer stopped reading: the outgoing queue reached its hard limit.
+    NotReading,
+    /// The node could not be reached (dialing failed and this node gave up).
+    Unreachable(String),
+    /// This node is shutting down.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for NodeDownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeDownReason::Goodbye => f.write_str("the peer shut down"),
+            NodeDownReason::ConnectionClosed => f.write_str("connection closed by the peer"),
+            NodeDownReason::TickTimeout(d) => {
+                write!(f, "no data or tick from the peer for {d:?} (tick timeout)")
+            }
+            NodeDownReason::Io(e) => write!(f, "i/o error: {e}"),
+            NodeDownReason::Malformed(e) => write!(f, "malformed frame: {e}"),
+            NodeDownReason::Replaced(why) => write!(f, "replaced: {why}"),
+            NodeDownReason::NotReading => {
+                f.write_str("the peer stopped reading (outgoing queue over its hard limit)")
+            }
+            NodeDownReason::Unreachable(why) => write!(f, "unreachable: {why}"),
+            NodeDownReason::ShuttingDown => f.write_str("this node is shutting down"),
+        }
+    }
+}
+
 /// The message [`DistributedSystem::monitor_node`](crate::DistributedSystem::monitor_node)
-/// delivers when the node goes down (Erlang's `{nodedown, Node}`).
+/// delivers when the node goes down or cannot be reached (Erlang's
+/// `{nodedown, Node}`), and that [`monitor_nodes`](crate::DistributedSystem::monitor_nodes)
+/// delivers for every node that goes down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeDown {
     /// The node's full name.
     pub node: String,
-    /// Why, as text.
-    pub reason: String,
+    /// Why.
+    pub reason: NodeDownReason,
+}
+
+/// The message [`monitor_nodes`](crate::DistributedSystem::monitor_nodes)
+/// delivers when a connection to a node comes up (Erlang's `{nodeup, Node}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUp {
+    /// The node's full name.
+    pub node: String,
+    /// Its creation.
+    pub creation: u32,
+}
+
+/// The node events of one subscriber, from
+/// [`DistributedSystem::subscribe`](crate::DistributedSystem::subscribe):
+/// unbounded and lossless, in the order the node saw them.
+#[derive(Debug)]
+pub struct NodeEvents {
+    pub(crate) rx: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
+}
+
+impl NodeEvents {
+    /// The next event; `None` once the node has shut down.
+    pub async fn recv(&mut self) -> Option<NodeEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<NodeEvent> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// Statistics of one peer connection, from [`DistributedSystem::stats`](crate::DistributedSystem::stats).

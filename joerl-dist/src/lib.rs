@@ -52,7 +52,7 @@ mod wire_signal;
 
 pub use config::DistConfig;
 pub use error::{CodecError, DistError, FrameError, HandshakeError};
-pub use events::{NodeDown, NodeEvent, NodeStats, PeerStats};
+pub use events::{NodeDown, NodeDownReason, NodeEvent, NodeEvents, NodeStats, NodeUp, PeerStats};
 pub use node::{DistributedSystem, NODE_NAME_KEY, NodeBuilder, joerl_node_name};
 
 /// Re-exported so that [`remote_message!`] works without a direct dependency.

@@ -26,13 +26,15 @@ use joerl_core::fxhash::FxBuildHasher;
 use joerl_core::{ActorSystem, CallError, NodeIdentity, Pid, SendError};
 use joerl_epmd::{EpmdClient, NodeKind, Registration, RegistrationGuard};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::config::DistConfig;
 use crate::connection::{self, EndReason, LocalIdentity};
 use crate::error::{DistError, HandshakeError};
-use crate::events::{NodeDown, NodeEvent, NodeStats, PeerStats};
+use crate::events::{
+    NodeDown, NodeDownReason, NodeEvent, NodeEvents, NodeStats, NodeUp, PeerStats,
+};
 use crate::frame::{self};
 use crate::peer::{ConnState, Peer, PeerCounters, Status};
 
@@ -267,9 +269,42 @@ impl DistributedSystem {
         v
     }
 
-    /// Subscribes to node-up and node-down events.
-    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.inner.events.subscribe()
+    /// Subscribes to node-up and node-down events (for code outside actors;
+    /// actors use [`monitor_nodes`](Self::monitor_nodes)). Lossless: a slow
+    /// subscriber misses nothing (the queue is unbounded, so keep reading it).
+    pub fn subscribe(&self) -> NodeEvents {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        NodeEvents { rx }
+    }
+
+    /// Erlang's `net_kernel:monitor_nodes(true)`: `owner` receives a [`NodeUp`]
+    /// message for every connection that comes up and a [`NodeDown`] for every
+    /// one that goes down, in order, exactly one `NodeDown` per `NodeUp`. They
+    /// are delivered even to a full mailbox, so none is ever dropped while the
+    /// actor lives. Calling it twice has no further effect.
+    pub fn monitor_nodes(&self, owner: Pid) {
+        let mut watchers = self
+            .inner
+            .node_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !watchers.contains(&owner) {
+            watchers.push(owner);
+        }
+    }
+
+    /// Undoes [`monitor_nodes`](Self::monitor_nodes) for `owner`.
+    pub fn demonitor_nodes(&self, owner: Pid) {
+        self.inner
+            .node_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != owner);
     }
 
     /// Erlang's `monitor_node(Node, true)`: when `node` goes down (or cannot be
@@ -480,7 +515,10 @@ pub(crate) struct NodeInner {
     local_addr: SocketAddr,
     pub(crate) peers: DashMap<u32, Arc<Peer>, FxBuildHasher>,
     registration: Mutex<Option<RegistrationGuard>>,
-    events: broadcast::Sender<NodeEvent>,
+    /// Subscribers of `subscribe` (lossless, unbounded).
+    subscribers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<NodeEvent>>>,
+    /// Actors that called `monitor_nodes`.
+    node_watchers: Mutex<Vec<Pid>>,
     shutting_down: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     next_id: AtomicU64,
@@ -558,7 +596,8 @@ impl NodeInner {
             local_addr,
             peers: DashMap::with_hasher(FxBuildHasher::default()),
             registration: Mutex::new(Some(guard)),
-            events: broadcast::channel(256).0,
+            subscribers: Mutex::new(Vec::new()),
+            node_watchers: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
             next_id: AtomicU64::new(1),
@@ -589,6 +628,37 @@ impl NodeInner {
             _guard: Arc::new(NodeGuard(inner.clone())),
             inner,
         })
+    }
+
+    /// Hands a node event to every subscriber and node watcher, in the order
+    /// of calls. Called while the peer's connection state is locked, so each
+    /// peer's Up and Down come out in the order they happened.
+    fn emit(&self, event: NodeEvent) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|tx| tx.send(event.clone()).is_ok());
+        let mut watchers = self.node_watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if watchers.is_empty() {
+            return;
+        }
+        watchers.retain(|owner| {
+            let msg: joerl_core::Message = match &event {
+                NodeEvent::Up { node, creation } => Box::new(NodeUp {
+                    node: node.clone(),
+                    creation: *creation,
+                }),
+                NodeEvent::Down { node, reason } => Box::new(NodeDown {
+                    node: node.clone(),
+                    reason: reason.clone(),
+                }),
+            };
+            // Past any mailbox bound: a node event is never dropped.
+            !matches!(
+                self.system.try_deliver(None, *owner, msg, usize::MAX),
+                Err(SendError::NoProc(_))
+            )
+        });
     }
 
     fn track(&self, handle: AbortHandle) {
@@ -744,7 +814,7 @@ impl NodeInner {
             self.connection_lost(
                 &peer,
                 old,
-                &EndReason::Io("replaced by a new incarnation of the node".into()),
+                &EndReason::Replaced("a new incarnation of the node connected".into()),
                 false,
             );
         }
@@ -769,9 +839,7 @@ impl NodeInner {
         self.connection_lost(
             peer,
             old,
-            &EndReason::Io(
-                "the peer dialed again: this connection was half-open and is replaced".into(),
-            ),
+            &EndReason::Replaced("the peer dialed again: this connection was half-open".into()),
             false,
         );
         let mut conn = peer.conn();
@@ -886,15 +954,16 @@ impl NodeInner {
             *peer.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             peer.up.store(true, Ordering::Release);
             peer.heard();
+            // The event first (under the lock, so it precedes this
+            // connection's Down): whoever waits for the status (`connect`)
+            // and then subscribes must not see this connection's Up afterwards.
+            peer.reported_up.store(true, Ordering::Release);
+            self.emit(NodeEvent::Up {
+                node: peer.name.clone(),
+                creation,
+            });
         }
         PeerCounters::add(&peer.counters.connects, 1);
-        // The event first: whoever waits for the status (`connect`) and then
-        // subscribes must not see this connection's Up afterwards.
-        peer.reported_up.store(true, Ordering::Release);
-        let _ = self.events.send(NodeEvent::Up {
-            node: peer.name.clone(),
-            creation,
-        });
         peer.status.send_replace(Status::Up);
         peer.queue.wake_writer();
         tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
@@ -937,6 +1006,12 @@ impl NodeInner {
                     // The old reader stops at its next frame, delivering
                     // nothing after the node-down below.
                     peer.current_conn.store(0, Ordering::Release);
+                    if peer.reported_up.swap(false, Ordering::AcqRel) {
+                        self.emit(NodeEvent::Down {
+                            node: peer.name.clone(),
+                            reason: self.down_reason(reason),
+                        });
+                    }
                     (t, s)
                 }
                 _ => return,
@@ -969,14 +1044,24 @@ impl NodeInner {
         if dropped > 0 && !self.is_shutting_down() {
             tracing::warn!(peer = %peer.name, dropped, "queued frames dropped with the lost connection");
         }
-        self.node_down(peer, text);
+        self.node_down(peer, self.down_reason(reason));
         if reconnect && !self.is_shutting_down() {
             self.ensure_dialing(peer, true);
         }
     }
 
-    /// Everything that losing `peer` implies locally.
-    pub(crate) fn node_down(self: &Arc<Self>, peer: &Arc<Peer>, reason: String) {
+    /// The reason reported for a connection that ended with `end`.
+    fn down_reason(&self, end: &EndReason) -> NodeDownReason {
+        if self.is_shutting_down() {
+            NodeDownReason::ShuttingDown
+        } else {
+            end.node_down_reason()
+        }
+    }
+
+    /// Everything that losing `peer` implies locally (its node event, if it
+    /// was up, has been emitted by `connection_lost`).
+    pub(crate) fn node_down(self: &Arc<Self>, peer: &Arc<Peer>, reason: NodeDownReason) {
         let signals = peer.book().node_lost();
         for (to, sig) in signals {
             self.system.deliver_signal(to, sig);
@@ -984,27 +1069,19 @@ impl NodeInner {
         let owners =
             std::mem::take(&mut *peer.node_monitors.lock().unwrap_or_else(|e| e.into_inner()));
         for owner in owners {
-            let system = self.system.clone();
             let msg = NodeDown {
                 node: peer.name.clone(),
                 reason: reason.clone(),
             };
-            tokio::spawn(async move {
-                let _ = system.send(owner, Box::new(msg)).await;
-            });
+            // Past any mailbox bound: never dropped while the owner lives.
+            let _ = self
+                .system
+                .try_deliver(None, owner, Box::new(msg), usize::MAX);
         }
         peer.status.send_replace(Status::Down {
-            reason: reason.clone(),
+            reason: reason.to_string(),
             attempt: peer.attempts.load(Ordering::Acquire),
         });
-        // Exactly one Down per Up: a node that was never up, or whose loss was
-        // already reported (a redial giving up after a crash), gets none.
-        if peer.reported_up.swap(false, Ordering::AcqRel) {
-            let _ = self.events.send(NodeEvent::Down {
-                node: peer.name.clone(),
-                reason,
-            });
-        }
     }
 
     /// Stops trying to reach a peer that never came up.
@@ -1024,7 +1101,7 @@ impl NodeInner {
             dropped,
             "giving up on the node until the next send"
         );
-        self.node_down(peer, reason);
+        self.node_down(peer, NodeDownReason::Unreachable(reason));
     }
 
     async fn dial_once(

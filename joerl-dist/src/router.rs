@@ -177,14 +177,7 @@ impl Router for DistRouter {
                     _ => None,
                 };
                 match conn_id {
-                    Some(id) => node.connection_lost(
-                        &peer,
-                        id,
-                        &EndReason::Io(
-                            "the peer stopped reading (outgoing queue over its hard limit)".into(),
-                        ),
-                        true,
-                    ),
+                    Some(id) => node.connection_lost(&peer, id, &EndReason::NotReading, true),
                     None => {
                         // Not connected yet: drop what waits for it; links and
                         // monitors to it (this one included) fire noconnection.
@@ -194,10 +187,7 @@ impl Router for DistRouter {
                         if !matches!(*conn, ConnState::Up { .. }) {
                             node.clear_queue(&peer);
                             drop(conn);
-                            node.node_down(
-                                &peer,
-                                "outgoing queue over its hard limit while connecting".into(),
-                            );
+                            node.node_down(&peer, crate::events::NodeDownReason::NotReading);
                         }
                     }
                 }

@@ -266,7 +266,7 @@ async fn cut_connection_reconnects_and_later_messages_arrive() {
     // a sees the loss, re-dials through the proxy, and later messages arrive.
     let down = tokio::time::timeout(DEADLINE, async {
         loop {
-            if let Ok(NodeEvent::Down { node, .. }) = events.recv().await {
+            if let Some(NodeEvent::Down { node, .. }) = events.recv().await {
                 return node;
             }
         }
@@ -327,7 +327,7 @@ async fn silent_peer_is_declared_down_after_tick_timeout() {
         a.nodes().contains(&b.name().to_string()),
         "ticks keep an idle connection up"
     );
-    while let Ok(ev) = events.try_recv() {
+    while let Some(ev) = events.try_recv() {
         assert!(
             !matches!(ev, NodeEvent::Down { .. }),
             "no node-down while idle: {ev:?}"
@@ -336,14 +336,17 @@ async fn silent_peer_is_declared_down_after_tick_timeout() {
     proxy.freeze(true);
     let reason = tokio::time::timeout(DEADLINE, async {
         loop {
-            if let Ok(NodeEvent::Down { reason, .. }) = events.recv().await {
+            if let Some(NodeEvent::Down { reason, .. }) = events.recv().await {
                 return reason;
             }
         }
     })
     .await
     .expect("node-down after the tick timeout");
-    assert!(reason.contains("tick timeout"), "{reason}");
+    assert!(
+        matches!(reason, joerl_dist::NodeDownReason::TickTimeout(_)),
+        "{reason}"
+    );
     proxy.freeze(false);
     a.shutdown().await;
     b.shutdown().await;
@@ -405,7 +408,7 @@ async fn monitor_node_and_node_events_report_graceful_shutdown_at_once() {
     assert_eq!(down.node, b.name());
     let down_event = tokio::time::timeout(DEADLINE, async {
         loop {
-            if let Ok(NodeEvent::Down { node, .. }) = events.recv().await {
+            if let Some(NodeEvent::Down { node, .. }) = events.recv().await {
                 return node;
             }
         }
@@ -421,9 +424,9 @@ async fn monitor_node_and_node_events_report_graceful_shutdown_at_once() {
 }
 
 /// Every node event `a` has seen so far.
-fn drain(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) -> Vec<NodeEvent> {
+fn drain(events: &mut joerl_dist::NodeEvents) -> Vec<NodeEvent> {
     let mut out = Vec::new();
-    while let Ok(ev) = events.try_recv() {
+    while let Some(ev) = events.try_recv() {
         out.push(ev);
     }
     out
@@ -449,7 +452,7 @@ async fn a_lost_node_is_reported_down_once_and_not_redialed_once_gone() {
     drop(b);
     let down = tokio::time::timeout(DEADLINE, async {
         loop {
-            if let Ok(NodeEvent::Down { node, .. }) = events.recv().await {
+            if let Some(NodeEvent::Down { node, .. }) = events.recv().await {
                 return node;
             }
         }
@@ -564,4 +567,87 @@ async fn connect_dials_now_and_each_failure_keeps_its_cause() {
     a.shutdown().await;
     b.shutdown().await;
     c.shutdown().await;
+}
+
+/// Holds every message until released, then forwards them all, in order.
+struct SlowWatcher {
+    release: std::sync::Arc<tokio::sync::Semaphore>,
+    out: tokio::sync::mpsc::UnboundedSender<Message>,
+}
+
+impl Actor for SlowWatcher {
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        // The first message blocks until the test has made every event.
+        let _permit = self.release.acquire().await;
+        let _ = self.out.send(msg);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_events_are_lossless_and_in_order_for_slow_watchers() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("watch_a", epmd.local_addr()).await;
+    // A subscriber that reads nothing until the end, and an actor with a
+    // mailbox of one that is stuck in its handler meanwhile.
+    let mut events = a.subscribe();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = a
+        .spawn_with(
+            SlowWatcher {
+                release: release.clone(),
+                out: tx,
+            },
+            joerl_dist::SpawnOptions::new().capacity(1),
+        )
+        .unwrap();
+    a.monitor_nodes(watcher);
+    // More up/down pairs than the 256 events a broadcast channel would keep.
+    const NODES: usize = 140;
+    for i in 0..NODES {
+        let b = node(&format!("watch_b{i}"), epmd.local_addr()).await;
+        a.connect(b.name()).await.unwrap();
+        wait_until("b has the connection too", || {
+            b.nodes().contains(&a.name().to_string())
+        })
+        .await;
+        b.shutdown().await;
+        wait_until("the node-down arrived", || {
+            !a.nodes().contains(&b.name().to_string())
+        })
+        .await;
+    }
+    release.add_permits(usize::MAX >> 4);
+    let check = |seen: Vec<(bool, String)>| {
+        assert_eq!(seen.len(), 2 * NODES, "every Up and every Down");
+        for (i, pair) in seen.chunks(2).enumerate() {
+            let name = format!("watch_b{i}@127.0.0.1");
+            assert_eq!(pair, [(true, name.clone()), (false, name)], "in order");
+        }
+    };
+    let mut from_subscriber = Vec::new();
+    while let Some(ev) = events.try_recv() {
+        from_subscriber.push(match ev {
+            NodeEvent::Up { node, .. } => (true, node),
+            NodeEvent::Down { node, reason } => {
+                assert_eq!(reason, joerl_dist::NodeDownReason::Goodbye);
+                (false, node)
+            }
+        });
+    }
+    check(from_subscriber);
+    let mut from_actor = Vec::new();
+    while from_actor.len() < 2 * NODES {
+        let msg = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .expect("the watcher forwards every event")
+            .unwrap();
+        from_actor.push(match msg.downcast::<joerl_dist::NodeUp>() {
+            Ok(up) => (true, up.node),
+            Err(msg) => (false, msg.downcast::<joerl_dist::NodeDown>().unwrap().node),
+        });
+    }
+    check(from_actor);
+    a.shutdown().await;
 }
