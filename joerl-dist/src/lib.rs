@@ -29,7 +29,8 @@
 //! connection, no I/O), `node` (the connection life cycle: listen, dial,
 //! reconnect, node-down, shutdown), `router` (sends and signals toward peers),
 //! `delivery` (what arrives, to local actors, with the full-mailbox policy) and
-//! [`net_kernel`] (name look-ups for other nodes).
+//! [`net_kernel`] (name look-ups for other nodes), [`resolve`] (where a node
+//! listens: EPMD on the peer's host, a static table).
 #![warn(missing_docs)]
 
 mod accounting;
@@ -47,6 +48,7 @@ mod node;
 mod outqueue;
 mod peer;
 pub mod registry;
+pub mod resolve;
 mod router;
 mod wire_signal;
 

@@ -8,8 +8,9 @@
 //! module owns the connection life cycle: listening, dialing, the handshake
 //! decisions, reconnects, node-down handling and shutdown.
 //!
-//! Connections are made on demand: the first message to a node looks it up in
-//! EPMD and dials it, and the message waits in the peer's queue meanwhile. A lost
+//! Connections are made on demand: the first message to a node asks the
+//! resolver (`resolve.rs`: a static table, then the EPMD on the node's own host)
+//! where it listens and dials it, and the message waits in the peer's queue meanwhile. A lost
 //! connection is re-dialed with exponential backoff and jitter; after
 //! `reconnect_attempts` failures in a row the node stops trying until the next
 //! send. When both nodes dial each other at once, the connection dialed by the
@@ -58,6 +59,19 @@ pub struct NodeBuilder {
     epmd: SocketAddr,
     host: Option<String>,
     config: DistConfig,
+    resolver: ResolverSlot,
+    static_peers: crate::resolve::StaticResolver,
+    peer_epmd_port: Option<u16>,
+}
+
+/// A resolver set on the builder (opaque in `Debug`).
+#[derive(Clone, Default)]
+struct ResolverSlot(Option<Arc<dyn crate::resolve::Resolver>>);
+
+impl std::fmt::Debug for ResolverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl NodeBuilder {
@@ -70,7 +84,32 @@ impl NodeBuilder {
             epmd,
             host: None,
             config: DistConfig::default(),
+            resolver: ResolverSlot::default(),
+            static_peers: crate::resolve::StaticResolver::new(),
+            peer_epmd_port: None,
         }
+    }
+
+    /// Where to find other nodes, instead of the default: the static peers
+    /// given with [`static_peer`](Self::static_peer), then the EPMD on each
+    /// peer's own host (at [`peer_epmd_port`](Self::peer_epmd_port)).
+    pub fn resolver(mut self, resolver: Arc<dyn crate::resolve::Resolver>) -> Self {
+        self.resolver = ResolverSlot(Some(resolver));
+        self
+    }
+
+    /// `node` (`name@host`) listens at `addr`: dial it there without asking
+    /// any EPMD.
+    pub fn static_peer(mut self, node: impl Into<String>, addr: SocketAddr) -> Self {
+        self.static_peers = std::mem::take(&mut self.static_peers).with(node, addr);
+        self
+    }
+
+    /// The EPMD port asked on a peer's host, as Erlang asks port 4369 of the
+    /// host in `name@host`. Default: the port of this node's own EPMD.
+    pub fn peer_epmd_port(mut self, port: u16) -> Self {
+        self.peer_epmd_port = Some(port);
+        self
     }
 
     /// The cookie (shared secret). Default: `JOERL_COOKIE`, else `~/.joerl.cookie`.
@@ -512,6 +551,8 @@ pub(crate) struct NodeInner {
     cookie: Vec<u8>,
     pub(crate) config: DistConfig,
     pub(crate) epmd: EpmdClient,
+    /// Where peers listen (see `resolve.rs`).
+    resolver: Arc<dyn crate::resolve::Resolver>,
     local_addr: SocketAddr,
     pub(crate) peers: DashMap<u32, Arc<Peer>, FxBuildHasher>,
     registration: Mutex<Option<RegistrationGuard>>,
@@ -561,6 +602,23 @@ impl NodeInner {
             source: Arc::new(source),
         })?;
         let epmd = EpmdClient::new(b.epmd);
+        let resolver: Arc<dyn crate::resolve::Resolver> = match b.resolver.0.clone() {
+            Some(r) => r,
+            None => {
+                let on_hosts = Arc::new(crate::resolve::EpmdResolver::new(
+                    b.peer_epmd_port.unwrap_or(b.epmd.port()),
+                ));
+                if b.static_peers.is_empty() {
+                    on_hosts
+                } else {
+                    Arc::new(
+                        crate::resolve::ChainResolver::new()
+                            .then(Arc::new(b.static_peers.clone()))
+                            .then(on_hosts),
+                    )
+                }
+            }
+        };
         let mut reg = Registration::new(short.clone(), local_addr.port())
             .host(host.clone())
             .metadata("joerl", env!("CARGO_PKG_VERSION"))
@@ -593,6 +651,7 @@ impl NodeInner {
             cookie: cookie.into_bytes(),
             config: b.config,
             epmd,
+            resolver,
             local_addr,
             peers: DashMap::with_hasher(FxBuildHasher::default()),
             registration: Mutex::new(Some(guard)),
@@ -1108,18 +1167,14 @@ impl NodeInner {
         &self,
         peer: &Peer,
     ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
-        let (short, host) = split_node_name(&peer.name)?;
-        let info = self
-            .epmd
-            .lookup(short)
-            .await
-            .map_err(|e| DistError::Epmd {
-                addr: self.epmd.addr(),
-                message: e.to_string(),
-            })?
+        split_node_name(&peer.name)?;
+        let addr = self
+            .resolver
+            .resolve(&peer.name)
+            .await?
             .ok_or_else(|| DistError::UnknownNode(peer.name.clone()))?;
         peer.handshaking.store(true, Ordering::Release);
-        let result = self.connect_and_handshake(peer, host, &info).await;
+        let result = self.connect_and_handshake(peer, addr).await;
         peer.handshaking.store(false, Ordering::Release);
         result
     }
@@ -1127,21 +1182,16 @@ impl NodeInner {
     async fn connect_and_handshake(
         &self,
         peer: &Peer,
-        host: &str,
-        info: &joerl_epmd::NodeInfo,
+        addr: SocketAddr,
     ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
-        let target_host = if info.host.is_empty() {
-            host.to_string()
-        } else {
-            info.host.clone()
-        };
-        let mut stream = TcpStream::connect((target_host.as_str(), info.port))
-            .await
-            .map_err(|source| DistError::Unreachable {
-                node: peer.name.clone(),
-                addr: format!("{target_host}:{}", info.port),
-                source: Arc::new(source),
-            })?;
+        let mut stream =
+            TcpStream::connect(addr)
+                .await
+                .map_err(|source| DistError::Unreachable {
+                    node: peer.name.clone(),
+                    addr: addr.to_string(),
+                    source: Arc::new(source),
+                })?;
         let _ = stream.set_nodelay(true);
         let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name, || {
             !peer.is_up()

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use joerl_dist::{
-    Actor, ActorContext, DistError, HandshakeError, Message, NodeEvent, Pid, SendError,
-    remote_message,
+    Actor, ActorContext, DistError, HandshakeError, Message, NodeBuilder, NodeEvent, Pid,
+    SendError, remote_message,
 };
 use serde::{Deserialize, Serialize};
 
@@ -650,4 +650,55 @@ async fn node_events_are_lossless_and_in_order_for_slow_watchers() {
     }
     check(from_actor);
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_found_at_their_own_hosts_epmd_or_in_a_static_table() {
+    init_tracing();
+    // b lives on another address ([::1]) with an EPMD of its own there; a's
+    // EPMD (on 127.0.0.1) has never heard of it. As in Erlang, a asks the
+    // EPMD on b's host.
+    let epmd_a = epmd().await;
+    let epmd_b =
+        joerl_epmd::EpmdServer::bind(joerl_epmd::ServerConfig::new("[::1]:0".parse().unwrap()))
+            .await
+            .expect("epmd binds on ::1");
+    let b = NodeBuilder::new("res_b@::1", "[::1]:0".parse().unwrap(), epmd_b.local_addr())
+        .cookie("test-cookie")
+        .start()
+        .await
+        .unwrap();
+    let a = builder("res_a", epmd_a.local_addr())
+        .peer_epmd_port(epmd_b.local_addr().port())
+        .start()
+        .await
+        .unwrap();
+    a.connect(b.name()).await.unwrap();
+    let (fwd, mut rx) = forward();
+    let sink = b.spawn(fwd);
+    b.register("sink", sink).unwrap();
+    a.send_named(("sink", b.name()), Box::new(Seq(7)))
+        .await
+        .unwrap();
+    assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(7));
+
+    // c is in no EPMD a asks, but in a's static table.
+    let epmd_c = epmd().await;
+    let c = node("res_c", epmd_c.local_addr()).await;
+    let d = builder("res_d", epmd_a.local_addr())
+        .static_peer(c.name(), c.local_addr())
+        .start()
+        .await
+        .unwrap();
+    d.connect(c.name()).await.unwrap();
+    // Without the entry, a asks the EPMD port it was given on c's host,
+    // where no EPMD listens, and says so.
+    let port = epmd_b.local_addr().port();
+    match a.connect(c.name()).await {
+        Err(DistError::Epmd { addr, .. }) => assert_eq!(addr.port(), port),
+        other => panic!("{other:?}"),
+    }
+    for n in [&a, &b, &c, &d] {
+        n.shutdown().await;
+    }
 }
