@@ -165,6 +165,9 @@ pub struct NodeStats {
     /// Incoming connections refused during the handshake (bad cookie, malformed
     /// handshake, timeout, ...).
     pub refused_incoming: u64,
+    /// Incoming dials refused because both nodes dialed each other at once and
+    /// this node's own dial won (the greater name's dial wins).
+    pub simultaneous_refused: u64,
 }
 
 pub(crate) fn since(start: Instant) -> u128 {

@@ -14,7 +14,7 @@
 //! connection is re-dialed with exponential backoff and jitter; after
 //! `reconnect_attempts` failures in a row the node stops trying until the next
 //! send. When both nodes dial each other at once, the connection dialed by the
-//! node with the smaller name wins (the other side refuses with `Simultaneous`),
+//! node with the greater name wins (Erlang's rule; the other side refuses with `Simultaneous`),
 //! so there is exactly one connection per pair.
 
 use std::net::SocketAddr;
@@ -458,6 +458,7 @@ impl DistributedSystem {
         }
         stats.peers.sort_by(|a, b| a.node.cmp(&b.node));
         stats.refused_incoming = self.inner.refused_incoming.load(Ordering::Relaxed);
+        stats.simultaneous_refused = self.inner.simultaneous_refused.load(Ordering::Relaxed);
         stats
     }
 
@@ -566,6 +567,9 @@ pub(crate) struct NodeInner {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Incoming connections refused or timed out in the handshake.
     refused_incoming: AtomicU64,
+    /// Incoming dials refused because this node was dialing the same peer
+    /// and its own dial wins.
+    simultaneous_refused: AtomicU64,
 }
 
 /// Log lines about refused incoming connections, per second.
@@ -662,6 +666,7 @@ impl NodeInner {
             next_id: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
             refused_incoming: AtomicU64::new(0),
+            simultaneous_refused: AtomicU64::new(0),
         });
         inner
             .system
@@ -861,9 +866,12 @@ impl NodeInner {
                     return Ok((peer.clone(), connection::Admit::IfHalfOpen(*conn_id)));
                 }
                 ConnState::Up { conn_id, .. } => Some(*conn_id),
+                // Both dialed at once: as in Erlang, the dial of the node with
+                // the greater name wins, so the greater node refuses this one.
                 ConnState::Dialing { .. }
-                    if self.me.name < intro.name && peer.handshaking.load(Ordering::Acquire) =>
+                    if self.me.name > intro.name && peer.handshaking.load(Ordering::Acquire) =>
                 {
+                    PeerCounters::add(&self.simultaneous_refused, 1);
                     return Err(RefuseReason::Simultaneous);
                 }
                 _ => None,
@@ -1194,7 +1202,7 @@ impl NodeInner {
                 })?;
         let _ = stream.set_nodelay(true);
         let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name, || {
-            !peer.is_up()
+            !peer.is_up() && peer.accepting.load(Ordering::Acquire) == 0
         })
         .await
         .map_err(|source| DistError::Handshake {
@@ -1322,6 +1330,7 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                 &node.cookie,
                 |intro| {
                     let (peer, admit) = node.decide_incoming(intro)?;
+                    peer.accepting.fetch_add(1, Ordering::AcqRel);
                     *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
                     Ok(admit)
                 },
@@ -1365,6 +1374,9 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                     false
                 }
             };
+            if let Some(peer) = &peer {
+                peer.accepting.fetch_sub(1, Ordering::AcqRel);
+            }
             // A half-open connection was closed for this one, which then did
             // not come up: the peer is left dialing with no dial loop; redial.
             if replaced.load(Ordering::Acquire) && !installed {

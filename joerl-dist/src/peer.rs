@@ -228,6 +228,10 @@ pub(crate) struct Peer {
     /// Held through `install`, so two connections installed at once (a dial and
     /// an accept) wait for the old reader one after the other.
     pub(crate) install_lock: tokio::sync::Mutex<()>,
+    /// Incoming connections admitted by the handshake and not yet installed
+    /// (or dropped): a dial asked `Alive` meanwhile declines, since a
+    /// connection is about to be up.
+    pub(crate) accepting: std::sync::atomic::AtomicUsize,
     /// When data last arrived, in milliseconds since `epoch`.
     last_heard_ms: AtomicU64,
     epoch: Instant,
@@ -257,6 +261,7 @@ impl Peer {
             current_conn: Padded(AtomicU64::new(0)),
             reader: Mutex::new(None),
             install_lock: tokio::sync::Mutex::new(()),
+            accepting: std::sync::atomic::AtomicUsize::new(0),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             status: watch::channel(Status::Down {

@@ -180,3 +180,69 @@ async fn pump(
         }
     }
 }
+
+/// A proxy that holds every connection it accepts (reading nothing) until
+/// `release` is called, then forwards both ways. Two of them make two nodes'
+/// dials to each other meet in the middle of their handshakes.
+pub struct GateProxy {
+    pub addr: SocketAddr,
+    /// Connections accepted and held so far.
+    pub held: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections being forwarded now (released and not yet closed).
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Arc<tokio::sync::Semaphore>,
+    accept: JoinHandle<()>,
+}
+
+impl GateProxy {
+    pub async fn start(target: SocketAddr) -> GateProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (h2, g2, o2) = (held.clone(), gate.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                h2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let gate = g2.clone();
+                let open = o2.clone();
+                tokio::spawn(async move {
+                    let Ok(_permit) = gate.acquire().await else {
+                        return;
+                    };
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (mut ri, mut wi) = inbound.into_split();
+                    let (mut ro, mut wo) = outbound.into_split();
+                    // Done when either side closes.
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut ri, &mut wo) => {}
+                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                    }
+                    open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        });
+        GateProxy {
+            addr,
+            held,
+            open,
+            gate,
+            accept,
+        }
+    }
+
+    /// Lets every held (and every later) connection through.
+    pub fn release(&self) {
+        self.gate.add_permits(1 << 20);
+    }
+}
+
+impl Drop for GateProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
