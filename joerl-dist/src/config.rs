@@ -68,6 +68,10 @@ pub struct DistConfig {
     pub epmd_lease: Option<Duration>,
     /// How long a graceful shutdown waits for actors before killing them.
     pub shutdown_grace: Duration,
+    /// How often peers that are down and used by nothing are looked for; one
+    /// found unused by two sweeps in a row is forgotten (its statistics stay in
+    /// the node's totals), so the peer table does not grow with churn.
+    pub peer_sweep_interval: Duration,
 }
 
 impl Default for DistConfig {
@@ -88,6 +92,7 @@ impl Default for DistConfig {
             connect_timeout: Duration::from_secs(5),
             epmd_lease: None,
             shutdown_grace: Duration::from_secs(5),
+            peer_sweep_interval: Duration::from_secs(30),
         }
     }
 }

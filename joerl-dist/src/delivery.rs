@@ -52,6 +52,13 @@ pub(crate) struct Parked {
 /// one in every idle tick), so its count of unacknowledged messages stays small.
 const ACK_EVERY: u64 = 8192;
 
+impl Parked {
+    /// True when nothing is parked.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0 && self.targets.load(Ordering::Acquire) == 0
+    }
+}
+
 /// Hands the frames of one connection to local actors.
 pub(crate) struct Dispatcher {
     node: Arc<NodeInner>,

@@ -194,6 +194,13 @@ impl NodeBuilder {
         self
     }
 
+    /// How often down and unused peers are looked for and forgotten (see
+    /// [`DistConfig::peer_sweep_interval`]).
+    pub fn peer_sweep_interval(mut self, every: Duration) -> Self {
+        self.config.peer_sweep_interval = every;
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: DistConfig) -> Self {
         self.config = config;
@@ -421,41 +428,20 @@ impl DistributedSystem {
     pub fn stats(&self) -> NodeStats {
         let mut stats = NodeStats::default();
         for p in self.inner.peers.iter() {
-            let c = &p.counters;
-            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            let loss = p.accounting().counts(p.queue.pushed_msgs());
-            let s = PeerStats {
-                node: p.name.clone(),
-                connected: p.is_up(),
-                msgs_out: get(&c.msgs_out),
-                bytes_out: get(&c.bytes_out),
-                msgs_in: get(&c.msgs_in),
-                bytes_in: get(&c.bytes_in),
-                reconnects: get(&c.connects).saturating_sub(1),
-                queue_depth: p.queue.depth(),
-                dropped_out: loss.unsent + loss.lost,
-                dropped_out_unsent: loss.unsent,
-                dropped_out_lost: loss.lost,
-                unacked_out: loss.unacked,
-                dropped_in: get(&c.dropped_in),
-                unknown_types: get(&c.unknown_types),
-            };
-            let t = &mut stats.total;
-            t.connected |= s.connected;
-            t.msgs_out += s.msgs_out;
-            t.bytes_out += s.bytes_out;
-            t.msgs_in += s.msgs_in;
-            t.bytes_in += s.bytes_in;
-            t.reconnects += s.reconnects;
-            t.queue_depth += s.queue_depth;
-            t.dropped_out += s.dropped_out;
-            t.dropped_out_unsent += s.dropped_out_unsent;
-            t.dropped_out_lost += s.dropped_out_lost;
-            t.unacked_out += s.unacked_out;
-            t.dropped_in += s.dropped_in;
-            t.unknown_types += s.unknown_types;
+            let s = peer_stats(&p);
+            add_stats(&mut stats.total, &s);
             stats.peers.push(s);
         }
+        // Peers forgotten since (see `forget_idle_peers`) still count in the totals.
+        let retired = self
+            .inner
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let connected = stats.total.connected;
+        add_stats(&mut stats.total, &retired);
+        stats.total.connected = connected;
         stats.peers.sort_by(|a, b| a.node.cmp(&b.node));
         stats.refused_incoming = self.inner.refused_incoming.load(Ordering::Relaxed);
         stats.simultaneous_refused = self.inner.simultaneous_refused.load(Ordering::Relaxed);
@@ -482,6 +468,46 @@ impl DistributedSystem {
     pub async fn shutdown(&self) {
         self.inner.shutdown().await
     }
+}
+
+/// The statistics of one peer now.
+fn peer_stats(p: &Peer) -> PeerStats {
+    let c = &p.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let loss = p.accounting().counts(p.queue.pushed_msgs());
+    PeerStats {
+        node: p.name.clone(),
+        connected: p.is_up(),
+        msgs_out: get(&c.msgs_out),
+        bytes_out: get(&c.bytes_out),
+        msgs_in: get(&c.msgs_in),
+        bytes_in: get(&c.bytes_in),
+        reconnects: get(&c.connects).saturating_sub(1),
+        queue_depth: p.queue.depth(),
+        dropped_out: loss.unsent + loss.lost,
+        dropped_out_unsent: loss.unsent,
+        dropped_out_lost: loss.lost,
+        unacked_out: loss.unacked,
+        dropped_in: get(&c.dropped_in),
+        unknown_types: get(&c.unknown_types),
+    }
+}
+
+/// Adds `s` to the totals `t`.
+fn add_stats(t: &mut PeerStats, s: &PeerStats) {
+    t.connected |= s.connected;
+    t.msgs_out += s.msgs_out;
+    t.bytes_out += s.bytes_out;
+    t.msgs_in += s.msgs_in;
+    t.bytes_in += s.bytes_in;
+    t.reconnects += s.reconnects;
+    t.queue_depth += s.queue_depth;
+    t.dropped_out += s.dropped_out;
+    t.dropped_out_unsent += s.dropped_out_unsent;
+    t.dropped_out_lost += s.dropped_out_lost;
+    t.unacked_out += s.unacked_out;
+    t.dropped_in += s.dropped_in;
+    t.unknown_types += s.unknown_types;
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, DistError> {
@@ -567,6 +593,8 @@ pub(crate) struct NodeInner {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Incoming connections refused or timed out in the handshake.
     refused_incoming: AtomicU64,
+    /// Summed statistics of the peers forgotten so far.
+    retired: Mutex<PeerStats>,
     /// Incoming dials refused because this node was dialing the same peer
     /// and its own dial wins.
     simultaneous_refused: AtomicU64,
@@ -666,6 +694,7 @@ impl NodeInner {
             next_id: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
             refused_incoming: AtomicU64::new(0),
+            retired: Mutex::new(PeerStats::default()),
             simultaneous_refused: AtomicU64::new(0),
         });
         inner
@@ -687,6 +716,8 @@ impl NodeInner {
             let discovery = tokio::spawn(discovery_loop(Arc::downgrade(&inner)));
             inner.track(discovery.abort_handle());
         }
+        let sweep = tokio::spawn(peer_sweep_loop(Arc::downgrade(&inner)));
+        inner.track(sweep.abort_handle());
         tracing::info!(node = %inner.me.name, listen = %local_addr, creation, "node started");
         Ok(DistributedSystem {
             _guard: Arc::new(NodeGuard(inner.clone())),
@@ -1035,6 +1066,47 @@ impl NodeInner {
         peer.queue.wake_writer();
         tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
         true
+    }
+
+    /// Forgets peers that are down and used by nothing: not connected or
+    /// dialing, nothing queued or parked, no link, monitor or `monitor_node`
+    /// toward them, and no task or call holding them (the table's reference is
+    /// the only one, checked while the table's entry is locked, so no new user
+    /// can appear meanwhile). A peer must be found unused by two sweeps in a row.
+    /// Their statistics move to the node's totals. Returns how many were forgotten.
+    fn forget_idle_peers(&self) -> usize {
+        let mut forgotten = Vec::new();
+        self.peers.retain(|_, peer| {
+            let unused = Arc::strong_count(peer) == 1
+                && matches!(*peer.conn(), ConnState::Idle)
+                && peer.queue.depth() == 0
+                && peer.parked.is_empty()
+                && peer.book().sizes() == (0, 0, 0)
+                && peer
+                    .node_monitors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty();
+            if !unused {
+                peer.idle_sweeps.store(0, Ordering::Relaxed);
+                return true;
+            }
+            if peer.idle_sweeps.fetch_add(1, Ordering::Relaxed) == 0 {
+                return true;
+            }
+            forgotten.push(peer_stats(peer));
+            false
+        });
+        if !forgotten.is_empty() {
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            for s in &forgotten {
+                add_stats(&mut retired, s);
+            }
+            retired.connected = false;
+            retired.queue_depth = 0;
+            tracing::debug!(node = %self.me.name, count = forgotten.len(), "forgot idle peers");
+        }
+        forgotten.len()
     }
 
     /// Drops what is queued for `peer` (no connection will carry it) and
@@ -1497,6 +1569,23 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
             _ = peer.dial_now.notified() => {}
         }
         delay = (delay * 2).min(node.config.reconnect_max);
+    }
+}
+
+/// Runs [`NodeInner::forget_idle_peers`] every `peer_sweep_interval`.
+async fn peer_sweep_loop(node: Weak<NodeInner>) {
+    loop {
+        let every = match node.upgrade() {
+            Some(n) if !n.is_shutting_down() => n.config.peer_sweep_interval,
+            _ => return,
+        };
+        tokio::time::sleep(every).await;
+        match node.upgrade() {
+            Some(n) if !n.is_shutting_down() => {
+                n.forget_idle_peers();
+            }
+            _ => return,
+        }
     }
 }
 

@@ -232,6 +232,8 @@ pub(crate) struct Peer {
     /// (or dropped): a dial asked `Alive` meanwhile declines, since a
     /// connection is about to be up.
     pub(crate) accepting: std::sync::atomic::AtomicUsize,
+    /// Sweeps in a row that found the peer unused (see `forget_idle_peers`).
+    pub(crate) idle_sweeps: AtomicU64,
     /// When data last arrived, in milliseconds since `epoch`.
     last_heard_ms: AtomicU64,
     epoch: Instant,
@@ -262,6 +264,7 @@ impl Peer {
             reader: Mutex::new(None),
             install_lock: tokio::sync::Mutex::new(()),
             accepting: std::sync::atomic::AtomicUsize::new(0),
+            idle_sweeps: AtomicU64::new(0),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             status: watch::channel(Status::Down {
