@@ -100,6 +100,27 @@ pub trait Router: Send + Sync + 'static {
     /// Delivers a signal to the remote actor `to`.
     fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError>;
 
+    /// Starts monitor `monitor`, held by the local actor `from`, on whatever
+    /// actor is registered as `name` on the node named `node` (Erlang's
+    /// `monitor(process, {Name, Node})`): the remote node resolves the name and
+    /// monitors that actor, or answers a down with `noproc` if nothing is
+    /// registered. Losing the node answers a down with `noconnection`, as for
+    /// any monitor. The down names the actor as [`Pid::new`]`(node_id(node), 0, 0)`
+    /// unless the remote node says which actor it was. The default refuses.
+    fn monitor_named(
+        &self,
+        from: Pid,
+        monitor: crate::MonitorRef,
+        name: &str,
+        node: &str,
+    ) -> Result<(), RouteError> {
+        let _ = (from, monitor, name);
+        Err(RouteError::Unreachable {
+            node: node.to_string(),
+            reason: "this router cannot monitor by name".into(),
+        })
+    }
+
     /// True if the router knows how to reach the node with id `node` (it has
     /// talked to it, or knows its name). Consulted before a call monitors a
     /// server; sends learn it from [`RouteError::UnknownNode`] instead. The

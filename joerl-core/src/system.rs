@@ -680,6 +680,83 @@ impl ActorSystem {
         }
     }
 
+    /// Calls the gen_server registered as `name` on the node named `node`
+    /// (Erlang's `gen_server:call({Name, Node}, Request)`), in one round trip:
+    /// a monitor by name and the request travel together, the remote node
+    /// resolves the name for both, and the reply (or a down: `NoProc` if
+    /// nothing is registered under the name, `NoConnection` if the node is
+    /// lost) comes back. On this node's own name it is a local call.
+    pub async fn call_named<Q: Any + Send, R: Any + Send>(
+        &self,
+        name: &str,
+        node: &str,
+        request: Q,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let reply = self
+            .call_named_raw(name, node, Box::new(request), timeout)
+            .await?;
+        match reply.downcast::<R>() {
+            Ok(r) => Ok(*r),
+            Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
+            Err(_) => Err(CallError::UnexpectedReply {
+                expected: std::any::type_name::<R>(),
+            }),
+        }
+    }
+
+    /// Like [`call_named`](Self::call_named) with an already boxed request and an
+    /// untyped reply.
+    pub async fn call_named_raw(
+        &self,
+        name: &str,
+        node: &str,
+        request: Message,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        if self.inner.node_name.as_deref() == Some(node) {
+            let pid = self.whereis(name).ok_or(CallError::NoProc)?;
+            return self.call_raw(pid, request, timeout).await;
+        }
+        let Some(router) = self.inner.router.get() else {
+            return Err(CallError::Send(SendError::NoRouter(Pid::new(
+                crate::node_id(node),
+                0,
+                0,
+            ))));
+        };
+        let slot = ReplySlot::new(self.inner.clone());
+        let monitor = self.inner.new_ref();
+        slot.process
+            .lock()
+            .relations()
+            .monitoring
+            .insert(monitor, Pid::new(crate::node_id(node), 0, 0));
+        router
+            .monitor_named(slot.process.pid, monitor, name, node)
+            .map_err(|e| CallError::Send(SendError::Route(e)))?;
+        let call = crate::gen_server::CallRequest {
+            reply_to: slot.process.pid,
+            tag: monitor.0,
+            request,
+        };
+        match self
+            .send_to_node_from(Some(slot.process.pid), name, node, Box::new(call))
+            .await
+        {
+            Ok(()) | Err(SendError::NoProc(_)) => {}
+            Err(e) => return Err(CallError::Send(e)),
+        }
+        match tokio::time::timeout(timeout, slot.wait_reply(monitor)).await {
+            Ok(Ok(reply)) => match reply.downcast::<crate::gen_server::ReplyLost>() {
+                Ok(lost) => Err(CallError::ReplyLost(lost.reason)),
+                Err(reply) => Ok(reply),
+            },
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
     /// Sends a cast (an asynchronous request without reply) to the gen_server `server`.
     pub async fn cast<M: Any + Send>(&self, server: Pid, msg: M) -> Result<(), SendError> {
         let cast = crate::gen_server::CastRequest {

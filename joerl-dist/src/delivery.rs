@@ -324,8 +324,43 @@ impl FrameSink for Dispatcher {
                 }
             }
             Frame::Signal { to, signal } => {
+                // A demonitor of a monitor made by name names the node, not the
+                // actor: deliver it to the actor the name resolved to.
+                let to = match &signal {
+                    joerl_core::Signal::Demonitor { from, monitor } if to.id() == 0 => {
+                        self.peer.book().monitored_by(*from, *monitor).unwrap_or(to)
+                    }
+                    _ => to,
+                };
                 self.peer.book().incoming(to, &signal);
                 self.node.system.deliver_signal(to, signal);
+            }
+            Frame::MonitorNamed {
+                from,
+                monitor,
+                name,
+            } => {
+                let monitor = joerl_core::MonitorRef(monitor);
+                let signal = joerl_core::Signal::Monitor { from, monitor };
+                match self.node.system.whereis(name) {
+                    Some(to) => {
+                        self.peer.book().incoming(to, &signal);
+                        self.node.system.deliver_signal(to, signal);
+                    }
+                    None => {
+                        // Nothing registered: the monitor fires at once.
+                        let me = Pid::new(self.node.me.node_id, 0, self.node.me.creation);
+                        let down = joerl_core::Signal::Down {
+                            monitor,
+                            pid: me,
+                            reason: joerl_core::ExitReason::NoProc,
+                        };
+                        let max = self.node.config.max_frame_size;
+                        let _ = self.peer.queue.push(true, false, |b| {
+                            crate::frame::put_signal(b, from, &down, max)
+                        });
+                    }
+                }
             }
             Frame::Tick | Frame::Handshake { .. } => {}
             Frame::Ack(n) => self.peer.accounting().acked(n),

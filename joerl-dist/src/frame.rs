@@ -10,7 +10,9 @@
 //! tag 6  GOODBYE    received:u64 (the peer is shutting down; the connection closes next)
 //! tag 7  ACK        received:u64 (also serves as the idle tick)
 //! tag 8  RESUME     received:u64 (the first frame each side sends on a new connection)
-//! tags 9-31 are reserved for later control frames (remote spawn, group membership)
+//! tag 9  MONITOR_NAMED from:pid monitor:u64 name_len:u8 name
+//!        (a monitor on whatever is registered as `name` on the receiving node)
+//! tags 10-31 are reserved for later control frames (remote spawn, group membership)
 //! ```
 //!
 //! `received` is the number of messages (SEND and SEND_NAMED frames) the
@@ -41,6 +43,7 @@ pub(crate) mod tag {
     pub const GOODBYE: u8 = 6;
     pub const ACK: u8 = 7;
     pub const RESUME: u8 = 8;
+    pub const MONITOR_NAMED: u8 = 9;
 }
 
 /// Bytes of the length prefix.
@@ -77,6 +80,12 @@ pub(crate) enum Frame<'a> {
     Ack(u64),
     /// The peer had read this many of our messages when this connection came up.
     Resume(u64),
+    /// `from` monitors (under `monitor`) the actor registered as `name` here.
+    MonitorNamed {
+        from: Pid,
+        monitor: u64,
+        name: &'a str,
+    },
 }
 
 impl Frame<'_> {
@@ -182,6 +191,18 @@ fn decode_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             expect_end(r)?;
             Frame::Resume(n)
         }
+        tag::MONITOR_NAMED => {
+            let from = r.pid()?;
+            let monitor = r.u64()?;
+            let len = r.u8()? as usize;
+            let name = std::str::from_utf8(r.take(len)?).map_err(|_| FrameError::BadName)?;
+            expect_end(r)?;
+            Frame::MonitorNamed {
+                from,
+                monitor,
+                name,
+            }
+        }
         other => return Err(FrameError::UnknownTag(other)),
     };
     Ok(frame)
@@ -255,6 +276,24 @@ pub(crate) fn put_signal(
     put_pid(out, to);
     crate::wire_signal::put_signal(out, signal);
     finish(out, start, max_frame)
+}
+
+/// Appends a whole MONITOR_NAMED frame. Names longer than 255 bytes are refused.
+pub(crate) fn put_monitor_named(
+    out: &mut Vec<u8>,
+    from: Pid,
+    monitor: u64,
+    name: &str,
+) -> Result<(), FrameError> {
+    if name.len() > u8::MAX as usize {
+        return Err(FrameError::BadName);
+    }
+    let start = begin(out, tag::MONITOR_NAMED);
+    put_pid(out, from);
+    out.extend_from_slice(&monitor.to_be_bytes());
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    finish(out, start, usize::MAX)
 }
 
 /// Appends a TICK frame (joerl sends ACK frames as ticks; TICK is still read).

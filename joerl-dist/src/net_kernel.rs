@@ -1,16 +1,10 @@
-//! The net kernel: a small gen_server every node runs as its first process
-//! (process id 1), answering name look-ups for other nodes.
-//!
-//! Because its Pid is `<node_id(name).1.creation>` on every node, a peer that is
-//! connected (and so knows the node's creation) can call it without knowing any
-//! other Pid first. `whereis_remote` and `call_named` are built on it.
+//! The net kernel: a small gen_server every node runs, registered as
+//! [`NET_KERNEL_NAME`], answering name look-ups for other nodes
+//! (`whereis_remote`), which reach it by name like any named server.
 
 use joerl_core::gen_server::{CallResponse, GenServer, ReplyTo};
 use joerl_core::{ActorContext, Pid};
 use serde::{Deserialize, Serialize};
-
-/// The process id the net kernel always has.
-pub const NET_KERNEL_ID: u64 = 1;
 
 /// The name the net kernel is registered under.
 pub const NET_KERNEL_NAME: &str = "net_kernel";

@@ -377,7 +377,8 @@ impl DistributedSystem {
     }
 
     /// The Pid registered as `name` on `node` (Erlang's `rpc:call(Node, erlang,
-    /// whereis, [Name])`), asked of that node's net kernel. Connects if needed.
+    /// whereis, [Name])`), asked of that node's net kernel (the server every
+    /// node registers as `net_kernel`) in one round trip. Connects if needed.
     pub async fn whereis_remote(
         &self,
         name: &str,
@@ -387,17 +388,9 @@ impl DistributedSystem {
         if node == self.name() {
             return Ok(self.whereis(name));
         }
-        let creation = self.inner.connected_creation(node, timeout).await?;
-        let kernel = Pid::new(
-            joerl_core::node_id(node),
-            crate::net_kernel::NET_KERNEL_ID,
-            creation,
-        );
         let reply: crate::net_kernel::WhereIsReply = self
-            .inner
-            .system
-            .call(
-                kernel,
+            .call_named(
+                (crate::net_kernel::NET_KERNEL_NAME, node),
                 crate::net_kernel::WhereIs(name.to_string()),
                 timeout,
             )
@@ -406,9 +399,11 @@ impl DistributedSystem {
     }
 
     /// Calls the gen_server registered as `name` on `node` (Erlang's
-    /// `gen_server:call({Name, Node}, Request)`): looks the name up on that node,
-    /// then calls the Pid with a monitor, so the errors are those of a call by
-    /// Pid (`NoProc` if nothing is registered under the name).
+    /// `gen_server:call({Name, Node}, Request)`) in one round trip: a monitor
+    /// by name and the request travel together and the remote node resolves
+    /// the name for both (see [`ActorSystem::call_named`]). `NoProc` if nothing
+    /// is registered under the name; `NoConnection` at once if the node cannot
+    /// be reached. Connects first if needed.
     pub async fn call_named<Q: std::any::Any + Send, R: std::any::Any + Send>(
         &self,
         (name, node): (&str, &str),
@@ -416,12 +411,14 @@ impl DistributedSystem {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let started = tokio::time::Instant::now();
-        let pid = self
-            .whereis_remote(name, node, timeout)
-            .await?
-            .ok_or(CallError::NoProc)?;
+        if node != self.name() {
+            self.inner.connected_creation(node, timeout).await?;
+        }
         let left = timeout.saturating_sub(started.elapsed());
-        self.inner.system.call(pid, request, left).await
+        self.inner
+            .system
+            .call_named(name, node, request, left)
+            .await
     }
 
     /// Statistics per peer and in total.
@@ -702,11 +699,9 @@ impl NodeInner {
             .set_router(Arc::new(crate::router::DistRouter::new(Arc::downgrade(
                 &inner,
             ))));
-        // The net kernel must be the node's first process: peers address it as
-        // process 1 of this incarnation.
+        // Peers reach the net kernel by its registered name.
         let kernel =
             joerl_core::gen_server::spawn_server(&inner.system, crate::net_kernel::NetKernel);
-        debug_assert_eq!(kernel.id(), crate::net_kernel::NET_KERNEL_ID);
         let _ = inner
             .system
             .register(crate::net_kernel::NET_KERNEL_NAME, kernel);
@@ -841,7 +836,7 @@ impl NodeInner {
         if peer.is_up() {
             return Ok(());
         }
-        // Only an attempt that ends after this call counts, never the stale
+        // Only an attempt that starts after this call counts, never the stale
         // result of an earlier one; and a dial loop waiting out its backoff
         // dials now.
         let mut status = peer.status.subscribe();
@@ -1219,7 +1214,8 @@ impl NodeInner {
         }
         peer.status.send_replace(Status::Down {
             reason: reason.to_string(),
-            attempt: peer.attempts.load(Ordering::Acquire),
+            // Ends every wait: the node is down, or gave up dialing.
+            attempt: u64::MAX,
         });
     }
 
@@ -1494,6 +1490,9 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
         if node.is_shutting_down() || !NodeInner::still_dialing(&peer, attempt) {
             return;
         }
+        // Numbered as it starts: `connect` waits for an attempt that started
+        // after it was called.
+        let this_attempt = peer.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         let result = tokio::time::timeout(node.config.connect_timeout, node.dial_once(&peer)).await;
         let failure: DistError = match result {
             Ok(Ok((stream, intro))) => {
@@ -1522,10 +1521,9 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
             }
             Ok(Err(e)) if after_loss && peer_is_gone(&e) => {
                 tracing::info!(node = %node.me.name, peer = %peer.name, reason = %e, "the lost peer is gone; not redialing");
-                let ended = peer.attempts.fetch_add(1, Ordering::AcqRel) + 1;
                 peer.status.send_replace(Status::Failed {
                     error: e.clone(),
-                    attempt: ended,
+                    attempt: this_attempt,
                 });
                 node.give_up(&peer, attempt, e.to_string());
                 return;
@@ -1553,11 +1551,10 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
             // Another connection (an incoming one) was installed meanwhile.
             return;
         }
-        let ended = peer.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         let reason = failure.to_string();
         peer.status.send_replace(Status::Failed {
             error: failure,
-            attempt: ended,
+            attempt: this_attempt,
         });
         if failures >= node.config.reconnect_attempts {
             node.give_up(&peer, attempt, reason);

@@ -34,9 +34,10 @@ pub(crate) enum ConnState {
     },
 }
 
-/// What waiters on a peer (e.g. `connect`) can observe. `attempt` numbers the
-/// dial attempts that ended (see [`Peer::attempts`]), so a waiter can tell a
-/// result that came after it started waiting from an older one.
+/// What waiters on a peer (e.g. `connect`) can observe. `attempt` is the
+/// number of the dial attempt a result belongs to, as counted when it started
+/// (see [`Peer::attempts`]), so a waiter can tell the result of an attempt
+/// made after it started waiting from an older one.
 #[derive(Debug, Clone)]
 pub(crate) enum Status {
     /// Not connected; a dial may be under way.
@@ -46,7 +47,7 @@ pub(crate) enum Status {
     /// Dial attempt number `attempt` failed with `error`.
     Failed { error: DistError, attempt: u64 },
     /// Not connected, not trying (the connection was lost, or the node gave
-    /// up dialing), after `attempt` attempts had ended.
+    /// up dialing). `attempt` is `u64::MAX`: it ends every wait.
     Down { reason: String, attempt: u64 },
 }
 
@@ -171,6 +172,13 @@ impl Bookkeeping {
         out
     }
 
+    /// The local actor that the remote `owner` monitors under `monitor`, if
+    /// any: a demonitor of a monitor made by name arrives addressed to the
+    /// node, not the actor, and is delivered there.
+    pub(crate) fn monitored_by(&self, owner: Pid, monitor: MonitorRef) -> Option<Pid> {
+        self.monitors_in.get(&(owner, monitor)).copied()
+    }
+
     /// Sizes of the tables: (links, monitors out, monitors in).
     pub(crate) fn sizes(&self) -> (usize, usize, usize) {
         (
@@ -238,7 +246,7 @@ pub(crate) struct Peer {
     last_heard_ms: AtomicU64,
     epoch: Instant,
     pub(crate) status: watch::Sender<Status>,
-    /// Dial attempts that have ended (each failure bumps it).
+    /// Dial attempts started so far (each numbered by this count as it starts).
     pub(crate) attempts: AtomicU64,
     /// Wakes a dial loop that is waiting out its backoff: `connect` dials now.
     pub(crate) dial_now: tokio::sync::Notify,

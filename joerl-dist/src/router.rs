@@ -199,6 +199,43 @@ impl Router for DistRouter {
         }
     }
 
+    fn monitor_named(
+        &self,
+        from: Pid,
+        monitor: joerl_core::MonitorRef,
+        name: &str,
+        node_name: &str,
+    ) -> Result<(), RouteError> {
+        let node = self.node()?;
+        let unreachable = |reason: String| RouteError::Unreachable {
+            node: node_name.to_string(),
+            reason,
+        };
+        let peer = node
+            .peer_by_name(node_name)
+            .map_err(|e| unreachable(e.to_string()))?;
+        if node.is_shutting_down() {
+            return Err(RouteError::Closed);
+        }
+        // Recorded like any monitor toward the peer (so losing it answers
+        // noconnection), with the node's placeholder Pid as the target.
+        let target = Pid::new(joerl_core::node_id(node_name), 0, 0);
+        peer.book()
+            .outgoing(target, &Signal::Monitor { from, monitor });
+        if !peer.is_up() {
+            node.ensure_dialing(&peer, false);
+        }
+        peer.queue
+            .push(true, false, |buf| {
+                frame::put_monitor_named(buf, from, monitor.0, name)
+            })
+            .map(|_| ())
+            .map_err(|e| match e {
+                PushError::Full => unreachable("outgoing queue over its hard limit".into()),
+                PushError::Encode(e) => unreachable(e.to_string()),
+            })
+    }
+
     fn is_connected(&self, node_id: u32) -> bool {
         self.node
             .upgrade()

@@ -768,3 +768,71 @@ async fn peers_are_found_at_their_own_hosts_epmd_or_in_a_static_table() {
         n.shutdown().await;
     }
 }
+
+/// Doubles what it is called with.
+struct Doubler;
+
+impl joerl_dist::gen_server::GenServer for Doubler {
+    type Call = u64;
+    type Reply = u64;
+    type Cast = ();
+
+    async fn handle_call(
+        &mut self,
+        n: u64,
+        _from: joerl_dist::gen_server::ReplyTo,
+        _ctx: &mut ActorContext,
+    ) -> joerl_dist::gen_server::CallResponse<u64> {
+        joerl_dist::gen_server::CallResponse::Reply(n * 2)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_by_name_is_one_round_trip_and_leaves_no_monitor_behind() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("byname_a", epmd.local_addr()).await;
+    let b = node("byname_b", epmd.local_addr()).await;
+    let server = joerl_dist::gen_server::spawn_server(&b, Doubler);
+    b.register("doubler", server).unwrap();
+    a.connect(b.name()).await.unwrap();
+    let in_before = |n: &joerl_dist::DistributedSystem, peer: &str| {
+        n.stats()
+            .peers
+            .iter()
+            .find(|p| p.node == peer)
+            .map_or(0, |p| p.msgs_in)
+    };
+    for i in 0..50u64 {
+        let before = in_before(&b, a.name());
+        let r: u64 = a
+            .call_named(("doubler", b.name()), i, DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(r, 2 * i);
+        // One message reached b for the call: the request, with no look-up
+        // first (the named monitor travels as a signal beside it).
+        assert_eq!(in_before(&b, a.name()) - before, 1);
+    }
+    // Every call's monitor is gone again on both sides.
+    wait_until("no monitors left", || {
+        b.remote_relations(a.name()) == Some((0, 0, 0))
+            && a.remote_relations(b.name()) == Some((0, 0, 0))
+    })
+    .await;
+    // Nothing registered: noproc at once.
+    let err = a
+        .call_named::<u64, u64>(("nobody", b.name()), 1, DEADLINE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, joerl_dist::CallError::NoProc), "{err:?}");
+    // whereis_remote works by name too (no well-known process id).
+    assert_eq!(
+        a.whereis_remote("doubler", b.name(), DEADLINE)
+            .await
+            .unwrap(),
+        Some(server)
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
