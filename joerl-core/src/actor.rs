@@ -169,6 +169,15 @@ impl ActorContext {
         self.system.inner.monitor(&self.process, pid)
     }
 
+    /// Monitors whatever actor is registered as `name` on the node named `node`
+    /// (Erlang's `monitor(process, {Name, Node})`), resolved there in the same
+    /// step: a [`DownMessage`](crate::DownMessage) with `noproc` comes at once
+    /// if nothing is registered, with `noconnection` if the node is lost. On
+    /// this node's own name it monitors the local registration.
+    pub fn monitor_named(&self, name: &str, node: &str) -> Result<MonitorRef, LinkError> {
+        self.system.inner.monitor_named(&self.process, name, node)
+    }
+
     /// Removes a monitor. A down message for it that has not reached the actor's
     /// signal processing yet is discarded; one already turned into a message
     /// (between two callbacks) may still be delivered, as with Erlang's

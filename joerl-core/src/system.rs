@@ -995,6 +995,51 @@ impl Inner {
         Ok(monitor)
     }
 
+    /// See [`ActorContext::monitor_named`](crate::ActorContext::monitor_named).
+    pub(crate) fn monitor_named(
+        &self,
+        me: &Process,
+        name: &str,
+        node: &str,
+    ) -> Result<MonitorRef, LinkError> {
+        if self.node_name.as_deref() == Some(node) {
+            return match self.names.get(name).map(|p| *p) {
+                Some(pid) => self.monitor(me, pid),
+                None => {
+                    // Nothing registered: the down comes at once.
+                    let monitor = self.new_ref();
+                    let nobody = Pid::new(crate::node_id(node), 0, 0);
+                    me.lock().relations().monitoring.insert(monitor, nobody);
+                    self.refuse_signal(
+                        nobody,
+                        Signal::Monitor {
+                            from: me.pid,
+                            monitor,
+                        },
+                        ExitReason::NoProc,
+                    );
+                    Ok(monitor)
+                }
+            };
+        }
+        let placeholder = Pid::new(crate::node_id(node), 0, 0);
+        let Some(router) = self.router.get() else {
+            return Err(LinkError::NoRouter(placeholder));
+        };
+        let monitor = self.new_ref();
+        me.lock()
+            .relations()
+            .monitoring
+            .insert(monitor, placeholder);
+        if let Err(e) = router.monitor_named(me.pid, monitor, name, node) {
+            if let Some(r) = me.lock().relations_if_any() {
+                r.monitoring.remove(&monitor);
+            }
+            return Err(LinkError::Route(e));
+        }
+        Ok(monitor)
+    }
+
     pub(crate) fn demonitor(&self, me: &Process, monitor: MonitorRef) {
         let target = me
             .lock()

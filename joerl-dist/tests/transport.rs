@@ -836,3 +836,74 @@ async fn a_call_by_name_is_one_round_trip_and_leaves_no_monitor_behind() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Monitors `(name, node)` by name when started and forwards what it gets.
+struct NameWatcher {
+    name: String,
+    node: String,
+    out: tokio::sync::mpsc::UnboundedSender<(joerl_dist::MonitorRef, Message)>,
+    monitor: Option<joerl_dist::MonitorRef>,
+}
+
+impl Actor for NameWatcher {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        self.monitor = Some(ctx.monitor_named(&self.name, &self.node).unwrap());
+    }
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        let _ = self.out.send((self.monitor.unwrap(), msg));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_monitors_a_remote_name_and_sees_it_go_down() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("mon_a", epmd.local_addr()).await;
+    let b = node("mon_b", epmd.local_addr()).await;
+    let (fwd, _rx) = forward();
+    let svc = b.spawn(fwd);
+    b.register("svc", svc).unwrap();
+    a.connect(b.name()).await.unwrap();
+    let watch = |name: &str, node: &str| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        a.spawn(NameWatcher {
+            name: name.into(),
+            node: node.into(),
+            out: tx,
+            monitor: None,
+        });
+        rx
+    };
+    let next_down = |mut rx: tokio::sync::mpsc::UnboundedReceiver<(
+        joerl_dist::MonitorRef,
+        Message,
+    )>| async move {
+        let (monitor, msg) = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .expect("a down message")
+            .unwrap();
+        let down = msg
+            .downcast::<joerl_dist::DownMessage>()
+            .expect("a DownMessage");
+        assert_eq!(down.monitor, monitor);
+        *down
+    };
+    // Nothing registered under the name, remotely or here: noproc at once.
+    let down = next_down(watch("nobody", b.name())).await;
+    assert_eq!(down.reason, joerl_dist::ExitReason::NoProc);
+    let down = next_down(watch("nobody", a.name())).await;
+    assert_eq!(down.reason, joerl_dist::ExitReason::NoProc);
+    // The registered actor goes down: the down names it and its reason.
+    let rx = watch("svc", b.name());
+    wait_until("b holds the monitor", || {
+        b.remote_relations(a.name())
+            .is_some_and(|(_, _, held)| held == 1)
+    })
+    .await;
+    b.exit(svc, joerl_dist::ExitReason::Kill).unwrap();
+    let down = next_down(rx).await;
+    assert_eq!(down.pid, svc);
+    assert_eq!(down.reason, joerl_dist::ExitReason::Killed);
+    a.shutdown().await;
+    b.shutdown().await;
+}
