@@ -142,13 +142,19 @@ impl Dispatcher {
         }
         match codec::lost_call(body, &err)? {
             codec::LostCall::Reply(reply) => Some(reply),
-            codec::LostCall::Request { reply_to, answer } => {
+            // Only to the peer that sent the request: a node never relays.
+            codec::LostCall::Request { reply_to, answer } if reply_to.node() == self.peer_id() => {
                 if let Err(e) = self.node.system.try_send(reply_to, answer) {
                     tracing::debug!(peer = %self.peer.name, %reply_to, error = %e, "could not tell the caller its request was lost");
                 }
                 None
             }
+            codec::LostCall::Request { .. } => None,
         }
+    }
+
+    fn peer_id(&self) -> u32 {
+        joerl_core::node_id(&self.peer.name)
     }
 
     /// Delivers to a local actor. A full mailbox first runs over by up to

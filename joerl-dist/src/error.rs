@@ -141,8 +141,11 @@ pub enum DistError {
     /// Two message types claim the same wire name.
     #[error("{0}")]
     RegistryConflict(String),
-    /// The node is not registered in EPMD.
-    #[error("node {0} is not registered in EPMD")]
+    /// No resolver knows the node: it is not in the static table, nor
+    /// registered in this node's EPMD or the EPMD on its host.
+    #[error(
+        "node {0} is not known: not in the static table, nor registered in EPMD (this node's, or the one on its host)"
+    )]
     UnknownNode(String),
     /// The node's address did not take a TCP connection.
     #[error("cannot reach {node} at {addr}: {source}")]

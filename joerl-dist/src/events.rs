@@ -102,7 +102,8 @@ pub struct NodeEvents {
 }
 
 impl NodeEvents {
-    /// The next event; `None` once the node has shut down.
+    /// The next event; `None` once the node has shut down (or every handle to
+    /// it is dropped).
     pub async fn recv(&mut self) -> Option<NodeEvent> {
         self.rx.recv().await
     }

@@ -424,18 +424,17 @@ impl DistributedSystem {
     /// Statistics per peer and in total.
     pub fn stats(&self) -> NodeStats {
         let mut stats = NodeStats::default();
+        // Held while the table is read: a sweep moves peers from the table to
+        // `retired` under this lock, so each peer counts exactly once.
+        let retired_guard = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
         for p in self.inner.peers.iter() {
             let s = peer_stats(&p);
             add_stats(&mut stats.total, &s);
             stats.peers.push(s);
         }
         // Peers forgotten since (see `forget_idle_peers`) still count in the totals.
-        let retired = self
-            .inner
-            .retired
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let retired = retired_guard.clone();
+        drop(retired_guard);
         let connected = stats.total.connected;
         add_stats(&mut stats.total, &retired);
         stats.total.connected = connected;
@@ -453,7 +452,8 @@ impl DistributedSystem {
     }
 
     /// How long ago anything (data or a tick) last arrived from `node`; `None` if
-    /// nothing ever did. After a node is lost, this tells how long it had been silent.
+    /// nothing ever did, or the node has been forgotten. After a node is lost,
+    /// this tells how long it had been silent.
     pub fn last_heard(&self, node: &str) -> Option<Duration> {
         let id = joerl_core::node_id(node);
         self.inner.peers.get(&id).and_then(|p| p.last_heard())
@@ -592,10 +592,17 @@ pub(crate) struct NodeInner {
     refused_incoming: AtomicU64,
     /// Summed statistics of the peers forgotten so far.
     retired: Mutex<PeerStats>,
+    /// Node id -> name of forgotten peers, so a Pid of one still finds it
+    /// (bounded: cleared when it reaches `MAX_FORGOTTEN_NAMES`).
+    forgotten_names: Mutex<std::collections::HashMap<u32, String>>,
     /// Incoming dials refused because this node was dialing the same peer
     /// and its own dial wins.
     simultaneous_refused: AtomicU64,
 }
+
+/// Most names of forgotten peers remembered (a Pid of a node forgotten longer
+/// ago is resolved through EPMD like one of a node never seen).
+const MAX_FORGOTTEN_NAMES: usize = 65_536;
 
 /// Log lines about refused incoming connections, per second.
 static REFUSED_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
@@ -619,6 +626,8 @@ impl NodeInner {
             (b.name.clone(), host)
         };
         let full = format!("{short}@{host}");
+        // With `.host(..)` the host part comes from there: check the result.
+        split_node_name(&full)?;
         let cookie = crate::cookie::resolve(b.config.cookie.as_deref())?;
         let listener = TcpListener::bind(b.listen)
             .await
@@ -631,22 +640,19 @@ impl NodeInner {
             source: Arc::new(source),
         })?;
         let epmd = EpmdClient::new(b.epmd);
+        // Default: the static table, then this node's own EPMD (one daemon
+        // for a host, or for several with --allow-remote-register), then the
+        // EPMD on the peer's own host.
         let resolver: Arc<dyn crate::resolve::Resolver> = match b.resolver.0.clone() {
             Some(r) => r,
-            None => {
-                let on_hosts = Arc::new(crate::resolve::EpmdResolver::new(
-                    b.peer_epmd_port.unwrap_or(b.epmd.port()),
-                ));
-                if b.static_peers.is_empty() {
-                    on_hosts
-                } else {
-                    Arc::new(
-                        crate::resolve::ChainResolver::new()
-                            .then(Arc::new(b.static_peers.clone()))
-                            .then(on_hosts),
-                    )
-                }
-            }
+            None => Arc::new(
+                crate::resolve::ChainResolver::new()
+                    .then(Arc::new(b.static_peers.clone()))
+                    .then(Arc::new(crate::resolve::EpmdResolver::at(b.epmd)))
+                    .then(Arc::new(crate::resolve::EpmdResolver::on_hosts(
+                        b.peer_epmd_port.unwrap_or(b.epmd.port()),
+                    ))),
+            ),
         };
         let mut reg = Registration::new(short.clone(), local_addr.port())
             .host(host.clone())
@@ -692,6 +698,7 @@ impl NodeInner {
             tasks: Mutex::new(Vec::new()),
             refused_incoming: AtomicU64::new(0),
             retired: Mutex::new(PeerStats::default()),
+            forgotten_names: Mutex::new(std::collections::HashMap::new()),
             simultaneous_refused: AtomicU64::new(0),
         });
         inner
@@ -789,8 +796,18 @@ impl NodeInner {
         Ok(peer)
     }
 
+    /// The peer with node id `id`; a forgotten one is known again by its name.
     pub(crate) fn peer_by_id(&self, id: u32) -> Option<Arc<Peer>> {
-        self.peers.get(&id).map(|p| p.clone())
+        if let Some(p) = self.peers.get(&id) {
+            return Some(p.clone());
+        }
+        let name = self
+            .forgotten_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()?;
+        self.peer_by_name(&name).ok()
     }
 
     /// Starts a dial loop if the peer is idle.
@@ -856,7 +873,10 @@ impl NodeInner {
         };
         match outcome {
             Status::Up => Ok(()),
-            Status::Failed { error, .. } => Err(error),
+            Status::Failed { error, .. }
+            | Status::Down {
+                error: Some(error), ..
+            } => Err(error),
             Status::Down { reason, .. } => Err(DistError::NodeDown {
                 node: node.into(),
                 reason,
@@ -1046,6 +1066,7 @@ impl NodeInner {
             };
             *peer.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             peer.up.store(true, Ordering::Release);
+            peer.after_loss.store(false, Ordering::Release);
             peer.heard();
             // The event first (under the lock, so it precedes this
             // connection's Down): whoever waits for the status (`connect`)
@@ -1055,9 +1076,10 @@ impl NodeInner {
                 node: peer.name.clone(),
                 creation,
             });
+            // Under the lock too, so a loss right after cannot leave it stale.
+            peer.status.send_replace(Status::Up);
         }
         PeerCounters::add(&peer.counters.connects, 1);
-        peer.status.send_replace(Status::Up);
         peer.queue.wake_writer();
         tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
         true
@@ -1071,7 +1093,13 @@ impl NodeInner {
     /// Their statistics move to the node's totals. Returns how many were forgotten.
     fn forget_idle_peers(&self) -> usize {
         let mut forgotten = Vec::new();
-        self.peers.retain(|_, peer| {
+        // Held across the removal (see `stats`).
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = self
+            .forgotten_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.peers.retain(|id, peer| {
             let unused = Arc::strong_count(peer) == 1
                 && matches!(*peer.conn(), ConnState::Idle)
                 && peer.queue.depth() == 0
@@ -1090,10 +1118,13 @@ impl NodeInner {
                 return true;
             }
             forgotten.push(peer_stats(peer));
+            if names.len() >= MAX_FORGOTTEN_NAMES {
+                names.clear();
+            }
+            names.insert(*id, peer.name.clone());
             false
         });
         if !forgotten.is_empty() {
-            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
             for s in &forgotten {
                 add_stats(&mut retired, s);
             }
@@ -1140,6 +1171,11 @@ impl NodeInner {
                     // The old reader stops at its next frame, delivering
                     // nothing after the node-down below.
                     peer.current_conn.store(0, Ordering::Release);
+                    // Whichever dial comes next (this redial, or one a send
+                    // starts first) is the redial after a loss.
+                    if reconnect {
+                        peer.after_loss.store(true, Ordering::Release);
+                    }
                     if peer.reported_up.swap(false, Ordering::AcqRel) {
                         self.emit(NodeEvent::Down {
                             node: peer.name.clone(),
@@ -1178,7 +1214,7 @@ impl NodeInner {
         if dropped > 0 && !self.is_shutting_down() {
             tracing::warn!(peer = %peer.name, dropped, "queued frames dropped with the lost connection");
         }
-        self.node_down(peer, self.down_reason(reason));
+        self.node_down(peer, self.down_reason(reason), None);
         if reconnect && !self.is_shutting_down() {
             self.ensure_dialing(peer, true);
         }
@@ -1195,7 +1231,14 @@ impl NodeInner {
 
     /// Everything that losing `peer` implies locally (its node event, if it
     /// was up, has been emitted by `connection_lost`).
-    pub(crate) fn node_down(self: &Arc<Self>, peer: &Arc<Peer>, reason: NodeDownReason) {
+    /// `error`: the dial error that made this node give up, handed to
+    /// whoever waits in `connect`.
+    pub(crate) fn node_down(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        reason: NodeDownReason,
+        error: Option<DistError>,
+    ) {
         let signals = peer.book().node_lost();
         for (to, sig) in signals {
             self.system.deliver_signal(to, sig);
@@ -1216,11 +1259,13 @@ impl NodeInner {
             reason: reason.to_string(),
             // Ends every wait: the node is down, or gave up dialing.
             attempt: u64::MAX,
+            error,
         });
     }
 
     /// Stops trying to reach a peer that never came up.
-    fn give_up(self: &Arc<Self>, peer: &Arc<Peer>, attempt: u64, reason: String) {
+    fn give_up(self: &Arc<Self>, peer: &Arc<Peer>, attempt: u64, error: DistError) {
+        let reason = error.to_string();
         {
             let mut conn = peer.conn();
             if !matches!(*conn, ConnState::Dialing { attempt: a } if a == attempt) {
@@ -1236,7 +1281,7 @@ impl NodeInner {
             dropped,
             "giving up on the node until the next send"
         );
-        self.node_down(peer, NodeDownReason::Unreachable(reason));
+        self.node_down(peer, NodeDownReason::Unreachable(reason), Some(error));
     }
 
     async fn dial_once(
@@ -1244,14 +1289,26 @@ impl NodeInner {
         peer: &Peer,
     ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
         split_node_name(&peer.name)?;
-        let addr = self
+        let addrs = self
             .resolver
             .resolve(&peer.name)
             .await?
+            .filter(|a| !a.is_empty())
             .ok_or_else(|| DistError::UnknownNode(peer.name.clone()))?;
+        // Stays set through `install` (the dial loop clears it), so the
+        // simultaneous-connect rule sees this dial until it is up.
         peer.handshaking.store(true, Ordering::Release);
-        let result = self.connect_and_handshake(peer, addr).await;
-        peer.handshaking.store(false, Ordering::Release);
+        let mut result = Err(DistError::UnknownNode(peer.name.clone()));
+        for addr in addrs {
+            result = self.connect_and_handshake(peer, addr).await;
+            // Another address only when this one took no TCP connection.
+            if !matches!(result, Err(DistError::Unreachable { .. })) {
+                break;
+            }
+        }
+        if result.is_err() {
+            peer.handshaking.store(false, Ordering::Release);
+        }
         result
     }
 
@@ -1338,6 +1395,11 @@ impl NodeInner {
         {
             t.abort();
         }
+        // Subscribers' streams end.
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         tracing::info!(node = %self.me.name, "node stopped");
     }
 
@@ -1476,15 +1538,20 @@ fn peer_is_gone(e: &DistError) -> bool {
     }
 }
 
-/// Dials `peer` until connected, with backoff. `after_loss`: this is the redial
-/// after a live connection was lost (it starts after a first backoff delay, and
-/// gives up at once when the peer is gone, see [`peer_is_gone`]).
-async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_loss: bool) {
-    let delayed = after_loss;
+/// Dials `peer` until connected, with backoff. `delayed`: wait one backoff
+/// step first (`connect` cuts it short). When this is the first dial after a
+/// live connection was lost (`delayed`, or the peer's `after_loss` flag, set by
+/// `connection_lost` whoever starts the loop), it gives up at once when the
+/// peer is gone (see [`peer_is_gone`]).
+async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed: bool) {
+    let after_loss = peer.after_loss.swap(false, Ordering::AcqRel) || delayed;
     let mut delay = node.config.reconnect_initial;
     let mut failures = 0u32;
     if delayed {
-        tokio::time::sleep(jitter(delay)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(delay)) => {}
+            _ = peer.dial_now.notified() => {}
+        }
     }
     loop {
         if node.is_shutting_down() || !NodeInner::still_dialing(&peer, attempt) {
@@ -1499,6 +1566,7 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
                 if NodeInner::still_dialing(&peer, attempt) || !peer.is_up() {
                     node.install(&peer, stream, intro.creation).await;
                 }
+                peer.handshaking.store(false, Ordering::Release);
                 return;
             }
             Ok(Err(DistError::Handshake {
@@ -1521,11 +1589,7 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
             }
             Ok(Err(e)) if after_loss && peer_is_gone(&e) => {
                 tracing::info!(node = %node.me.name, peer = %peer.name, reason = %e, "the lost peer is gone; not redialing");
-                peer.status.send_replace(Status::Failed {
-                    error: e.clone(),
-                    attempt: this_attempt,
-                });
-                node.give_up(&peer, attempt, e.to_string());
+                node.give_up(&peer, attempt, e);
                 return;
             }
             Ok(Err(e)) => e,
@@ -1551,15 +1615,15 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, after_lo
             // Another connection (an incoming one) was installed meanwhile.
             return;
         }
-        let reason = failure.to_string();
+        if failures >= node.config.reconnect_attempts {
+            // The last attempt's error goes with the give-up, to `connect`.
+            node.give_up(&peer, attempt, failure);
+            return;
+        }
         peer.status.send_replace(Status::Failed {
             error: failure,
             attempt: this_attempt,
         });
-        if failures >= node.config.reconnect_attempts {
-            node.give_up(&peer, attempt, reason);
-            return;
-        }
         // Back off, unless `connect` asks for an attempt now.
         tokio::select! {
             _ = tokio::time::sleep(jitter(delay)) => {}

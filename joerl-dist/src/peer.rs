@@ -47,8 +47,13 @@ pub(crate) enum Status {
     /// Dial attempt number `attempt` failed with `error`.
     Failed { error: DistError, attempt: u64 },
     /// Not connected, not trying (the connection was lost, or the node gave
-    /// up dialing). `attempt` is `u64::MAX`: it ends every wait.
-    Down { reason: String, attempt: u64 },
+    /// up dialing, then with the last attempt's `error`). `attempt` is
+    /// `u64::MAX`: it ends every wait.
+    Down {
+        reason: String,
+        attempt: u64,
+        error: Option<DistError>,
+    },
 }
 
 /// Counters of one peer.
@@ -240,6 +245,9 @@ pub(crate) struct Peer {
     /// (or dropped): a dial asked `Alive` meanwhile declines, since a
     /// connection is about to be up.
     pub(crate) accepting: std::sync::atomic::AtomicUsize,
+    /// The connection was lost and a redial is wanted: the next dial loop,
+    /// whoever starts it, applies the after-loss rules (see `dial_loop`).
+    pub(crate) after_loss: AtomicBool,
     /// Sweeps in a row that found the peer unused (see `forget_idle_peers`).
     pub(crate) idle_sweeps: AtomicU64,
     /// When data last arrived, in milliseconds since `epoch`.
@@ -273,11 +281,13 @@ impl Peer {
             install_lock: tokio::sync::Mutex::new(()),
             accepting: std::sync::atomic::AtomicUsize::new(0),
             idle_sweeps: AtomicU64::new(0),
+            after_loss: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             status: watch::channel(Status::Down {
                 reason: "never connected".into(),
                 attempt: 0,
+                error: None,
             })
             .0,
             attempts: AtomicU64::new(0),

@@ -14,35 +14,50 @@ use joerl_epmd::EpmdClient;
 use crate::error::DistError;
 use crate::node::split_node_name;
 
-/// The future a [`Resolver`] returns.
+/// The future a [`Resolver`] returns: the addresses to try, in order.
 pub type ResolveFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<SocketAddr>, DistError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Option<Vec<SocketAddr>>, DistError>> + Send + 'a>>;
 
-/// Finds the address a node listens on. `Ok(None)`: this resolver does not
-/// know the node (a [`ChainResolver`] then asks the next one); `Err`: it knows
-/// where to ask but asking failed (for example, the EPMD there is down).
+/// Finds the addresses a node listens on (a host name may resolve to several;
+/// they are tried in order). `Ok(None)`: this resolver does not know the node
+/// (a [`ChainResolver`] then asks the next one); `Err`: it knows where to ask
+/// but asking failed (for example, the EPMD there is down).
 pub trait Resolver: Send + Sync + 'static {
-    /// The address of `node` (`name@host`, already checked).
+    /// The addresses of `node` (`name@host`, already checked).
     fn resolve<'a>(&'a self, node: &'a str) -> ResolveFuture<'a>;
 }
 
-/// Asks the EPMD on the node's own host, at `port` (Erlang's rule: `name@host`
-/// is looked up at `host`'s EPMD port). The host part is resolved with the
-/// system resolver.
+/// Where an [`EpmdResolver`] asks.
+#[derive(Debug, Clone)]
+enum EpmdAt {
+    /// One daemon, for every node.
+    Addr(SocketAddr),
+    /// The daemon at this port of each node's own host.
+    HostPort(u16),
+}
+
+/// Asks an EPMD: either one daemon at a fixed address (the node's own, by
+/// default), or the daemon on each node's own host at a port (Erlang's rule:
+/// `name@host` is looked up at `host`'s EPMD port). A host name is resolved
+/// with the system resolver and each of its addresses is tried.
 #[derive(Debug, Clone)]
 pub struct EpmdResolver {
-    port: u16,
+    at: EpmdAt,
 }
 
 impl EpmdResolver {
-    /// Looks nodes up at port `port` of their hosts.
-    pub fn new(port: u16) -> Self {
-        EpmdResolver { port }
+    /// Looks every node up in the EPMD at `addr`.
+    pub fn at(addr: SocketAddr) -> Self {
+        EpmdResolver {
+            at: EpmdAt::Addr(addr),
+        }
     }
 
-    /// The EPMD port asked on every host.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// Looks nodes up at port `port` of their own hosts.
+    pub fn on_hosts(port: u16) -> Self {
+        EpmdResolver {
+            at: EpmdAt::HostPort(port),
+        }
     }
 }
 
@@ -50,48 +65,65 @@ impl Resolver for EpmdResolver {
     fn resolve<'a>(&'a self, node: &'a str) -> ResolveFuture<'a> {
         Box::pin(async move {
             let (short, host) = split_node_name(node)?;
-            let epmd_addr = resolve_host(host, self.port).await?;
-            let info = EpmdClient::new(epmd_addr)
-                .lookup(short)
-                .await
-                .map_err(|e| DistError::Epmd {
-                    addr: epmd_addr,
-                    message: e.to_string(),
-                })?;
-            let Some(info) = info else {
-                return Err(DistError::UnknownNode(node.to_string()));
+            let daemons = match &self.at {
+                EpmdAt::Addr(addr) => vec![*addr],
+                EpmdAt::HostPort(port) => resolve_host(node, host, *port).await?,
+            };
+            let mut last_error = None;
+            let mut info = None;
+            for epmd_addr in daemons {
+                match EpmdClient::new(epmd_addr).lookup(short).await {
+                    Ok(found) => {
+                        info = Some((epmd_addr, found));
+                        break;
+                    }
+                    Err(e) => {
+                        last_error = Some(DistError::Epmd {
+                            addr: epmd_addr,
+                            message: e.to_string(),
+                        })
+                    }
+                }
+            }
+            let (epmd_addr, found) = match (info, last_error) {
+                (Some(x), _) => x,
+                (None, Some(e)) => return Err(e),
+                (None, None) => return Ok(None),
+            };
+            let Some(info) = found else {
+                return Ok(None);
             };
             // A registration names the host it listens on; empty means the
             // EPMD's own host.
-            let listen_host = if info.host.is_empty() {
-                host
-            } else {
-                info.host.as_str()
-            };
-            Ok(Some(resolve_host(listen_host, info.port).await?))
+            if info.host.is_empty() {
+                return Ok(Some(vec![SocketAddr::new(epmd_addr.ip(), info.port)]));
+            }
+            Ok(Some(resolve_host(node, &info.host, info.port).await?))
         })
     }
 }
 
-async fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, DistError> {
+/// Every address of `host` at `port`.
+async fn resolve_host(node: &str, host: &str, port: u16) -> Result<Vec<SocketAddr>, DistError> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+        return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let unreachable = |source: std::io::Error| DistError::Unreachable {
-        node: host.to_string(),
+        node: node.to_string(),
         addr: format!("{host}:{port}"),
         source: Arc::new(source),
     };
-    tokio::net::lookup_host((host, port))
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(unreachable)?
-        .next()
-        .ok_or_else(|| {
-            unreachable(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the host name resolves to no address",
-            ))
-        })
+        .collect();
+    if addrs.is_empty() {
+        return Err(unreachable(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host name resolves to no address",
+        )));
+    }
+    Ok(addrs)
 }
 
 /// A fixed table of node addresses (no EPMD needed for those nodes).
@@ -120,7 +152,7 @@ impl StaticResolver {
 
 impl Resolver for StaticResolver {
     fn resolve<'a>(&'a self, node: &'a str) -> ResolveFuture<'a> {
-        let found = self.table.get(node).copied();
+        let found = self.table.get(node).map(|a| vec![*a]);
         Box::pin(async move { Ok(found) })
     }
 }
@@ -176,8 +208,8 @@ mod tests {
             .then(Arc::new(
                 StaticResolver::new().with("a@h", b).with("b@h", b),
             ));
-        assert_eq!(chain.resolve("a@h").await.unwrap(), Some(a));
-        assert_eq!(chain.resolve("b@h").await.unwrap(), Some(b));
+        assert_eq!(chain.resolve("a@h").await.unwrap(), Some(vec![a]));
+        assert_eq!(chain.resolve("b@h").await.unwrap(), Some(vec![b]));
         assert_eq!(chain.resolve("c@h").await.unwrap(), None);
     }
 }

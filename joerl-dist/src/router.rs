@@ -187,7 +187,7 @@ impl Router for DistRouter {
                         if !matches!(*conn, ConnState::Up { .. }) {
                             node.clear_queue(&peer);
                             drop(conn);
-                            node.node_down(&peer, crate::events::NodeDownReason::NotReading);
+                            node.node_down(&peer, crate::events::NodeDownReason::NotReading, None);
                         }
                     }
                 }

@@ -186,7 +186,7 @@ struct TableResolver(
 
 impl joerl_dist::resolve::Resolver for TableResolver {
     fn resolve<'a>(&'a self, node: &'a str) -> joerl_dist::resolve::ResolveFuture<'a> {
-        let found = self.0.lock().unwrap().get(node).copied();
+        let found = self.0.lock().unwrap().get(node).map(|a| vec![*a]);
         Box::pin(async move { Ok(found) })
     }
 }
@@ -489,6 +489,19 @@ async fn monitor_node_and_node_events_report_graceful_shutdown_at_once() {
     a.shutdown().await;
 }
 
+/// Counts the look-ups it passes on.
+struct CountingResolver {
+    inner: joerl_dist::resolve::EpmdResolver,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl joerl_dist::resolve::Resolver for CountingResolver {
+    fn resolve<'a>(&'a self, node: &'a str) -> joerl_dist::resolve::ResolveFuture<'a> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.resolve(node)
+    }
+}
+
 /// Every node event `a` has seen so far.
 fn drain(events: &mut joerl_dist::NodeEvents) -> Vec<NodeEvent> {
     let mut out = Vec::new();
@@ -504,9 +517,14 @@ async fn a_lost_node_is_reported_down_once_and_not_redialed_once_gone() {
     let epmd = epmd().await;
     // Fast, few redials: without the "gone" rule a second Down would follow
     // within about 100 ms, when the redials give up.
+    let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let a = builder("once_a", epmd.local_addr())
         .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
         .reconnect_attempts(3)
+        .resolver(std::sync::Arc::new(CountingResolver {
+            inner: joerl_dist::resolve::EpmdResolver::at(epmd.local_addr()),
+            count: lookups.clone(),
+        }))
         .start()
         .await
         .unwrap();
@@ -526,6 +544,7 @@ async fn a_lost_node_is_reported_down_once_and_not_redialed_once_gone() {
     .await
     .expect("node-down");
     assert_eq!(down, b_name);
+    let lookups_at_down = lookups.load(std::sync::atomic::Ordering::SeqCst);
     // Far longer than the three redials would take.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = drain(&mut events);
@@ -533,6 +552,9 @@ async fn a_lost_node_is_reported_down_once_and_not_redialed_once_gone() {
         later.iter().all(|e| !matches!(e, NodeEvent::Down { .. })),
         "one Down per Up: {later:?}"
     );
+    // One redial found b gone (EPMD no longer lists it), and that was all.
+    let redials = lookups.load(std::sync::atomic::Ordering::SeqCst) - lookups_at_down;
+    assert!(redials <= 1, "{redials} look-ups after the loss");
     a.shutdown().await;
 }
 
