@@ -381,25 +381,37 @@ async fn start_run(
     Pid,
     tokio::sync::mpsc::UnboundedReceiver<(Message, Option<Pid>)>,
 )> {
+    start_named(node, "sink", target, |reply_to| {
+        Box::new(Start { count, reply_to })
+    })
+    .await
+}
+
+/// Sends the message `start(inbox)` to `name` on `target`, where `inbox` is a
+/// new local inbox, and waits for its `Ready`; returns the Pid it names, the
+/// inbox and the inbox's receiver.
+async fn start_named(
+    node: &DistributedSystem,
+    name: &str,
+    target: &str,
+    start: impl FnOnce(Pid) -> Message,
+) -> Result<(
+    Pid,
+    Pid,
+    tokio::sync::mpsc::UnboundedReceiver<(Message, Option<Pid>)>,
+)> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let inbox = node.spawn(Inbox(tx));
-    node.send_named(
-        ("sink", target),
-        Box::new(Start {
-            count,
-            reply_to: inbox,
-        }),
-    )
-    .await?;
+    node.send_named((name, target), start(inbox)).await?;
     let (msg, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
-        .context("the sink did not answer within 10 s")?
+        .with_context(|| format!("{name} did not answer within 10 s"))?
         .context("inbox closed")?;
-    let sink = msg
+    let ready = msg
         .downcast::<Ready>()
         .map_err(|_| anyhow::anyhow!("unexpected reply"))?
         .0;
-    Ok((sink, inbox, rx))
+    Ok((ready, inbox, rx))
 }
 
 async fn throughput(c: Common, target: &str, count: u64, size: usize) -> Result<()> {
@@ -616,24 +628,10 @@ async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
             }
         })
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let inbox = node.spawn(Inbox(tx));
-    node.send_named(
-        ("counter", target),
-        Box::new(CountStart {
-            count,
-            reply_to: inbox,
-        }),
-    )
+    let (counter, inbox, mut rx) = start_named(&node, "counter", target, |reply_to| {
+        Box::new(CountStart { count, reply_to })
+    })
     .await?;
-    let (msg, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .context("the counter did not answer within 10 s")?
-        .context("inbox closed")?;
-    let counter = msg
-        .downcast::<Ready>()
-        .map_err(|_| anyhow::anyhow!("unexpected reply"))?
-        .0;
     let stats = {
         let node = node.clone();
         let target = target.to_string();

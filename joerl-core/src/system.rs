@@ -625,13 +625,7 @@ impl ActorSystem {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let reply = self.call_raw(server, Box::new(request), timeout).await?;
-        match reply.downcast::<R>() {
-            Ok(r) => Ok(*r),
-            Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
-            Err(_) => Err(CallError::UnexpectedReply {
-                expected: std::any::type_name::<R>(),
-            }),
-        }
+        typed_reply(reply)
     }
 
     /// Like [`call`](Self::call) with an already boxed request and an untyped reply.
@@ -670,14 +664,7 @@ impl ActorSystem {
             Ok(()) | Err(SendError::NoProc(_)) => {}
             Err(e) => return Err(CallError::Send(e)),
         }
-        match tokio::time::timeout(timeout, slot.wait_reply(monitor)).await {
-            Ok(Ok(reply)) => match reply.downcast::<crate::gen_server::ReplyLost>() {
-                Ok(lost) => Err(CallError::ReplyLost(lost.reason)),
-                Err(reply) => Ok(reply),
-            },
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(CallError::Timeout),
-        }
+        slot.finish_call(monitor, timeout).await
     }
 
     /// Calls the gen_server registered as `name` on the node named `node`
@@ -696,13 +683,7 @@ impl ActorSystem {
         let reply = self
             .call_named_raw(name, node, Box::new(request), timeout)
             .await?;
-        match reply.downcast::<R>() {
-            Ok(r) => Ok(*r),
-            Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
-            Err(_) => Err(CallError::UnexpectedReply {
-                expected: std::any::type_name::<R>(),
-            }),
-        }
+        typed_reply(reply)
     }
 
     /// Like [`call_named`](Self::call_named) with an already boxed request and an
@@ -747,14 +728,7 @@ impl ActorSystem {
             Ok(()) | Err(SendError::NoProc(_)) => {}
             Err(e) => return Err(CallError::Send(e)),
         }
-        match tokio::time::timeout(timeout, slot.wait_reply(monitor)).await {
-            Ok(Ok(reply)) => match reply.downcast::<crate::gen_server::ReplyLost>() {
-                Ok(lost) => Err(CallError::ReplyLost(lost.reason)),
-                Err(reply) => Ok(reply),
-            },
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(CallError::Timeout),
-        }
+        slot.finish_call(monitor, timeout).await
     }
 
     /// Sends a cast (an asynchronous request without reply) to the gen_server `server`.
@@ -1183,6 +1157,23 @@ impl ReplySlot {
         ReplySlot { inner, process }
     }
 
+    /// Waits up to `timeout` for the reply of the call under `monitor`; a
+    /// [`ReplyLost`](crate::gen_server::ReplyLost) in its place is the error it names.
+    async fn finish_call(
+        &self,
+        monitor: MonitorRef,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        match tokio::time::timeout(timeout, self.wait_reply(monitor)).await {
+            Ok(Ok(reply)) => match reply.downcast::<crate::gen_server::ReplyLost>() {
+                Ok(lost) => Err(CallError::ReplyLost(lost.reason)),
+                Err(reply) => Ok(reply),
+            },
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
     async fn wait_reply(&self, monitor: MonitorRef) -> Result<Message, CallError> {
         let mut local = VecDeque::new();
         let mut signals = VecDeque::new();
@@ -1238,6 +1229,17 @@ impl Drop for ReplySlot {
     fn drop(&mut self) {
         self.inner
             .finish(&self.process, ExitReason::Normal, VecDeque::new(), false);
+    }
+}
+
+/// A call's reply as the type the caller asked for.
+fn typed_reply<R: Any + Send>(reply: Message) -> Result<R, CallError> {
+    match reply.downcast::<R>() {
+        Ok(r) => Ok(*r),
+        Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
+        Err(_) => Err(CallError::UnexpectedReply {
+            expected: std::any::type_name::<R>(),
+        }),
     }
 }
 
