@@ -188,8 +188,10 @@ fn distributed_chat_delivers_lines_and_announces_leaving() {
 
 #[test]
 fn cluster_demo_kills_a_node_and_exits_with_a_summary() {
+    // Built first: the bound is on the demo's run, not on compiling it.
+    let binary = example("cluster_demo");
     let start = std::time::Instant::now();
-    let mut p = Proc::start("cluster_demo", example("cluster_demo"), &[], &[]);
+    let mut p = Proc::start("cluster_demo", binary, &[], &[]);
     let out = p.expect_success();
     assert!(
         start.elapsed() < std::time::Duration::from_secs(30),
