@@ -1422,8 +1422,19 @@ impl NodeInner {
                 for t in tasks.drain(..) {
                     t.abort();
                 }
+                // One Down per Up, also when the node stops this way.
+                if p.reported_up.swap(false, Ordering::AcqRel) {
+                    self.emit(NodeEvent::Down {
+                        node: p.name.clone(),
+                        reason: NodeDownReason::ShuttingDown,
+                    });
+                }
             }
         }
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         // Dropping the guard unregisters from EPMD in the background.
         drop(
             self.registration

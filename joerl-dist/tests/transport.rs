@@ -929,3 +929,35 @@ async fn an_actor_monitors_a_remote_name_and_sees_it_go_down() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_reports_every_connected_node_down_and_ends_the_stream() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("drop_a", epmd.local_addr()).await;
+    let b = node("drop_b", epmd.local_addr()).await;
+    let mut events = a.subscribe();
+    a.connect(b.name()).await.unwrap();
+    drop(a);
+    let mut seen = Vec::new();
+    while let Some(ev) = tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .expect("the stream ends")
+    {
+        seen.push(ev);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            NodeEvent::Up {
+                node: b.name().to_string(),
+                creation: b.creation()
+            },
+            NodeEvent::Down {
+                node: b.name().to_string(),
+                reason: joerl_dist::NodeDownReason::ShuttingDown
+            },
+        ]
+    );
+    b.shutdown().await;
+}
