@@ -111,13 +111,11 @@ async fn register_lookup_list_with_metadata() {
     alpha.unregister().await.unwrap();
     assert!(client.lookup("alpha").await.unwrap().is_none());
     drop(beta);
-    wait_for(
+    wait_until_unregistered(
         "beta to be unregistered by the dropped guard",
-        DEADLINE,
-        || {
-            let client = client.clone();
-            async move { client.lookup("beta").await.unwrap().is_none().then_some(()) }
-        },
+        &client,
+        "beta",
+        true,
     )
     .await;
     server.shutdown().await;
@@ -140,18 +138,7 @@ async fn a_lease_that_is_not_renewed_expires_and_a_renewed_one_stays() {
     assert!(client.lookup("silent").await.unwrap().is_some());
     // The process "dies": no more keep-alives, no unregister.
     silent.abandon().await;
-    wait_for("the abandoned lease to expire", DEADLINE, || {
-        let client = client.clone();
-        async move {
-            client
-                .lookup("silent")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_until_unregistered("the abandoned lease to expire", &client, "silent", true).await;
     // The renewed registration outlives several lease lengths (observed, not slept on:
     // every lookup must find it while 3 lease lengths pass).
     let watch_started = Instant::now();
@@ -230,18 +217,7 @@ async fn the_guard_registers_again_after_the_daemon_restarts() {
     );
     drop(tethered);
     drop(guard);
-    wait_for("the dropped guard to unregister", DEADLINE, || {
-        let client = client.clone();
-        async move {
-            client
-                .lookup("phoenix")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_until_unregistered("the dropped guard to unregister", &client, "phoenix", true).await;
     second.shutdown().await;
 }
 
@@ -366,20 +342,11 @@ async fn a_connection_held_registration_ends_with_its_connection() {
         JoerlReply::Lookup(Some(_))
     ));
     drop(raw);
-    wait_for(
+    wait_until_unregistered(
         "the joerl registration to end with its connection",
-        DEADLINE,
-        || {
-            let client = client.clone();
-            async move {
-                client
-                    .lookup("tethered")
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            }
-        },
+        &client,
+        "tethered",
+        true,
     )
     .await;
 
@@ -392,20 +359,11 @@ async fn a_connection_held_registration_ends_with_its_connection() {
         (NodeKind::Erlang, erl.creation())
     );
     erl.close().await;
-    wait_for(
+    wait_until_unregistered(
         "the ALIVE2 registration to end with its connection",
-        DEADLINE,
-        || {
-            let client = client.clone();
-            async move {
-                client
-                    .lookup("erlish")
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            }
-        },
+        &client,
+        "erlish",
+        true,
     )
     .await;
     server.shutdown().await;
@@ -498,18 +456,7 @@ async fn erlang_requests_are_answered_like_epmd() {
     assert_eq!(raw_request(addr, b"sbar").await, b"");
     assert!(client.port_please("bar").await.unwrap().is_some());
     reg.close().await;
-    wait_for("bar to go", DEADLINE, || {
-        let client = client.clone();
-        async move {
-            client
-                .port_please("bar")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_until_unregistered("bar to go", &client, "bar", false).await;
     let dump = raw_request(addr, b"d").await;
     assert!(
         String::from_utf8_lossy(&dump[4..])
@@ -1001,11 +948,7 @@ async fn an_erlang_request_with_trailing_bytes_is_closed_without_a_reply_as_epmd
     assert!(client.lookup("late").await.unwrap().is_some());
     stream.write_all(b"?").await.unwrap();
     assert_eq!(read_until_closed(&mut stream).await, b"");
-    wait_for("the late registration to be removed", DEADLINE, || {
-        let client = client.clone();
-        async move { client.lookup("late").await.unwrap().is_none().then_some(()) }
-    })
-    .await;
+    wait_until_unregistered("the late registration to be removed", &client, "late", true).await;
     // The same holds for the other Erlang requests.
     assert_eq!(raw_exchange(addr, &[0, 1, b'n', b'?']).await, b"");
     assert_eq!(raw_exchange(addr, b"\0\x05zlate?").await, b"");

@@ -85,17 +85,12 @@ async fn a_real_erl_node_registers_in_our_daemon_and_leaves_with_its_connection(
     );
     // The node dies: its ALIVE2 connection closes and the name goes.
     drop(node);
-    wait_for("the killed node to be unregistered", DEADLINE, || {
-        let client = client.clone();
-        async move {
-            client
-                .lookup("joerl_a")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        }
-    })
+    wait_until_unregistered(
+        "the killed node to be unregistered",
+        &client,
+        "joerl_a",
+        true,
+    )
     .await;
     server.shutdown().await;
 }
@@ -277,18 +272,7 @@ async fn our_daemon_answers_byte_for_byte_like_the_real_epmd() {
     let real_client = EpmdClient::new(real);
     let our_client = EpmdClient::new(ours);
     for client in [&real_client, &our_client] {
-        wait_for("foo to be released", DEADLINE, || {
-            let client = client.clone();
-            async move {
-                client
-                    .port_please("foo")
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            }
-        })
-        .await;
+        wait_until_unregistered("foo to be released", client, "foo", false).await;
     }
     let (real_again, r) = raw_alive2(real, &new).await;
     let (our_again, o) = raw_alive2(ours, &new).await;
@@ -420,18 +404,7 @@ async fn trailing_bytes_after_a_request_are_handled_like_the_real_epmd() {
         held.write_all(b"?").await.unwrap();
         assert_eq!(read_until_closed(&mut held).await, b"", "{addr}");
         let client = EpmdClient::new(addr);
-        wait_for("the registration to be removed", DEADLINE, || {
-            let client = client.clone();
-            async move {
-                client
-                    .port_please("late")
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            }
-        })
-        .await;
+        wait_until_unregistered("the registration to be removed", &client, "late", false).await;
     }
     server.shutdown().await;
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use joerl_epmd::protocol::{JoerlReply, JoerlRequest, RegisterRequest, Request};
-use joerl_epmd::{DistInfo, EpmdServer, ServerConfig};
+use joerl_epmd::{DistInfo, EpmdClient, EpmdServer, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -53,6 +53,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `client`'s daemon no longer knows `name`, asked with joerl's
+/// lookup (`joerl == true`) or Erlang's PORT_PLEASE2 (which the real epmd answers too).
+pub async fn wait_until_unregistered(what: &str, client: &EpmdClient, name: &str, joerl: bool) {
+    wait_for(what, DEADLINE, || {
+        let client = client.clone();
+        async move {
+            let gone = if joerl {
+                client.lookup(name).await.unwrap().is_none()
+            } else {
+                client.port_please(name).await.unwrap().is_none()
+            };
+            gone.then_some(())
+        }
+    })
+    .await
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (for programs that need a port number).
