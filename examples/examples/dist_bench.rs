@@ -138,7 +138,8 @@ impl<'de> Deserialize<'de> for Payload {
 }
 remote_message!(Payload, "dist_bench::Payload");
 
-/// Client -> sink: expect `count` payloads, then report to `reply_to`.
+/// Client -> sink (or counter): expect `count` payloads (numbers), then
+/// report to `reply_to`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Start {
     count: u64,
@@ -160,14 +161,6 @@ remote_message!(Done, "dist_bench::Done");
 #[derive(Debug, Serialize, Deserialize)]
 struct Ping(u64);
 remote_message!(Ping, "dist_bench::Ping");
-
-/// Client -> counter: expect numbers 0..count, reply Ready to `reply_to`.
-#[derive(Debug, Serialize, Deserialize)]
-struct CountStart {
-    count: u64,
-    reply_to: Pid,
-}
-remote_message!(CountStart, "dist_bench::CountStart");
 
 /// Client -> counter: one numbered message.
 #[derive(Debug, Serialize, Deserialize)]
@@ -220,7 +213,7 @@ impl Actor for Counter {
             self.max = Some(self.max.map_or(n, |m| m.max(n)));
             return;
         }
-        if let Some(start) = msg.downcast_ref::<CountStart>() {
+        if let Some(start) = msg.downcast_ref::<Start>() {
             *self = Counter {
                 seen: vec![0; start.count.div_ceil(64) as usize],
                 ..Counter::default()
@@ -629,7 +622,7 @@ async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
         })
     };
     let (counter, inbox, mut rx) = start_named(&node, "counter", target, |reply_to| {
-        Box::new(CountStart { count, reply_to })
+        Box::new(Start { count, reply_to })
     })
     .await?;
     let stats = {
