@@ -163,6 +163,14 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The call could not monitor its server.
+    pub(crate) fn from_link(e: crate::LinkError) -> Self {
+        match e {
+            crate::LinkError::NoRouter(pid) => CallError::Send(SendError::NoRouter(pid)),
+            crate::LinkError::Route(r) => CallError::Send(SendError::Route(r)),
+        }
+    }
+
     pub(crate) fn from_down(reason: ExitReason) -> Self {
         match reason {
             ExitReason::NoProc => CallError::NoProc,

@@ -648,10 +648,7 @@ impl ActorSystem {
         let monitor = self
             .inner
             .monitor(&slot.process, server)
-            .map_err(|e| match e {
-                LinkError::NoRouter(pid) => CallError::Send(SendError::NoRouter(pid)),
-                LinkError::Route(r) => CallError::Send(SendError::Route(r)),
-            })?;
+            .map_err(CallError::from_link)?;
         let call = crate::gen_server::CallRequest {
             reply_to: slot.process.pid,
             tag: monitor.0,
@@ -699,23 +696,11 @@ impl ActorSystem {
             let pid = self.whereis(name).ok_or(CallError::NoProc)?;
             return self.call_raw(pid, request, timeout).await;
         }
-        let Some(router) = self.inner.router.get() else {
-            return Err(CallError::Send(SendError::NoRouter(Pid::new(
-                crate::node_id(node),
-                0,
-                0,
-            ))));
-        };
         let slot = ReplySlot::new(self.inner.clone());
-        let monitor = self.inner.new_ref();
-        slot.process
-            .lock()
-            .relations()
-            .monitoring
-            .insert(monitor, Pid::new(crate::node_id(node), 0, 0));
-        router
-            .monitor_named(slot.process.pid, monitor, name, node)
-            .map_err(|e| CallError::Send(SendError::Route(e)))?;
+        let monitor = self
+            .inner
+            .monitor_named(&slot.process, name, node)
+            .map_err(CallError::from_link)?;
         let call = crate::gen_server::CallRequest {
             reply_to: slot.process.pid,
             tag: monitor.0,

@@ -412,7 +412,7 @@ impl DistributedSystem {
     ) -> Result<R, CallError> {
         let started = tokio::time::Instant::now();
         if node != self.name() {
-            self.inner.connected_creation(node, timeout).await?;
+            self.inner.connect_for_call(node, timeout).await?;
         }
         let left = timeout.saturating_sub(started.elapsed());
         self.inner
@@ -829,22 +829,16 @@ impl NodeInner {
     }
 
     /// Connects (if needed) and returns the peer's creation, as a call error.
-    async fn connected_creation(
+    /// Connects (if needed) before a call, with the call's errors.
+    async fn connect_for_call(
         self: &Arc<Self>,
         node: &str,
         timeout: Duration,
-    ) -> Result<u32, CallError> {
+    ) -> Result<(), CallError> {
         match tokio::time::timeout(timeout, self.connect(node)).await {
-            Err(_) => return Err(CallError::Timeout),
-            Ok(Err(_)) => return Err(CallError::NoConnection),
-            Ok(Ok(())) => {}
-        }
-        let peer = self
-            .peer_by_name(node)
-            .map_err(|_| CallError::NoConnection)?;
-        match &*peer.conn() {
-            ConnState::Up { creation, .. } => Ok(*creation),
-            _ => Err(CallError::NoConnection),
+            Err(_) => Err(CallError::Timeout),
+            Ok(Err(_)) => Err(CallError::NoConnection),
+            Ok(Ok(())) => Ok(()),
         }
     }
 
