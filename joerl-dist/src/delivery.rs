@@ -330,10 +330,11 @@ impl FrameSink for Dispatcher {
                 }
             }
             Frame::Signal { to, signal } => {
-                // A demonitor of a monitor made by name names the node, not the
-                // actor: deliver it to the actor the name resolved to.
+                // A demonitor goes to the actor the monitor is on, as the
+                // bookkeeping recorded it (for a monitor made by name the
+                // demonitor can only name the node, not the actor).
                 let to = match &signal {
-                    joerl_core::Signal::Demonitor { from, monitor } if to.id() == 0 => {
+                    joerl_core::Signal::Demonitor { from, monitor } => {
                         self.peer.book().monitored_by(*from, *monitor).unwrap_or(to)
                     }
                     _ => to,

@@ -178,8 +178,8 @@ impl Bookkeeping {
     }
 
     /// The local actor that the remote `owner` monitors under `monitor`, if
-    /// any: a demonitor of a monitor made by name arrives addressed to the
-    /// node, not the actor, and is delivered there.
+    /// any: where its demonitor goes (one of a monitor made by name arrives
+    /// addressed to the node, not the actor).
     pub(crate) fn monitored_by(&self, owner: Pid, monitor: MonitorRef) -> Option<Pid> {
         self.monitors_in.get(&(owner, monitor)).copied()
     }
