@@ -1,7 +1,5 @@
 //! Node events: connections coming up and going down.
 
-use std::time::Instant;
-
 /// A change in the set of connected nodes, as delivered by
 /// [`DistributedSystem::subscribe`](crate::DistributedSystem::subscribe) (and, as
 /// [`NodeUp`] and [`NodeDown`] messages, to actors that called
@@ -169,8 +167,4 @@ pub struct NodeStats {
     /// Incoming dials refused because both nodes dialed each other at once and
     /// this node's own dial won (the greater name's dial wins).
     pub simultaneous_refused: u64,
-}
-
-pub(crate) fn since(start: Instant) -> u128 {
-    start.elapsed().as_millis()
 }

@@ -24,10 +24,11 @@
 //! `inventory`), `codec` (the only user of bincode), `frame` (the wire frames,
 //! no I/O), [`handshake`] (cookie challenge/response, no I/O), `connection`
 //! (handshake I/O, reader and writer), `wire_signal` (the wire schema of signals
-//! and exit reasons, explicit tags independent of joerl-core's derives), `peer` (one remote node: queue, state,
+//! and exit reasons, explicit tags independent of joerl-core's derives), `link` (the one owner of a peer's connection life cycle:
+//! a state machine with no I/O), `peer` (one remote node: queue, link machine,
 //! link/monitor bookkeeping), `accounting` (exact counts of messages lost with a
-//! connection, no I/O), `node` (the connection life cycle: listen, dial,
-//! reconnect, node-down, shutdown), `router` (sends and signals toward peers),
+//! connection, no I/O), `node` (the I/O the link machines ask for: listen,
+//! dial, install, close, node events, shutdown), `router` (sends and signals toward peers),
 //! `delivery` (what arrives, to local actors, with the full-mailbox policy) and
 //! [`net_kernel`] (name look-ups for other nodes), [`resolve`] (where a node
 //! listens: EPMD on the peer's host, a static table).
@@ -43,6 +44,7 @@ mod error;
 mod events;
 mod frame;
 pub mod handshake;
+mod link;
 pub mod net_kernel;
 mod node;
 mod outqueue;

@@ -4,9 +4,11 @@
 //! a TCP listener, its EPMD registration, and a table of [`Peer`]s keyed by node id.
 //! It installs a router (`router.rs`) in the actor system, so every send, link,
 //! monitor and exit aimed at a Pid of another node reaches a peer's queue, and
-//! hands what arrives on each connection to a dispatcher (`delivery.rs`). This
-//! module owns the connection life cycle: listening, dialing, the handshake
-//! decisions, reconnects, node-down handling and shutdown.
+//! hands what arrives on each connection to a dispatcher (`delivery.rs`). Each
+//! peer's connection life cycle is decided by its link machine (`link.rs`):
+//! this module feeds it events (see [`NodeInner::drive`]) and does the I/O it
+//! asks for: listening, dialing, the handshake, installing and closing
+//! connections, node events and shutdown.
 //!
 //! Connections are made on demand: the first message to a node asks the
 //! resolver (`resolve.rs`: a static table, then the EPMD on the node's own host)
@@ -37,7 +39,23 @@ use crate::events::{
     NodeDown, NodeDownReason, NodeEvent, NodeEvents, NodeStats, NodeUp, PeerStats,
 };
 use crate::frame::{self};
-use crate::peer::{ConnState, Peer, PeerCounters, Status};
+use crate::link::{self, Action, LinkConfig, LinkMachine, Next, Status};
+use crate::peer::{Peer, PeerCounters};
+
+/// A machine action to carry out after its lock, with what was taken for it
+/// under the lock.
+enum Later {
+    /// `Action::Lost`: the queue was dropped (`dropped` frames); deliver the
+    /// failed relations' `signals` and tell the `monitor_node` `owners`.
+    Lost {
+        reason: NodeDownReason,
+        dropped: usize,
+        signals: Vec<(Pid, joerl_core::Signal)>,
+        owners: Vec<Pid>,
+    },
+    /// Any other action.
+    Do(Action),
+}
 
 /// Builds a [`DistributedSystem`] with settings other than the defaults.
 ///
@@ -362,7 +380,7 @@ impl DistributedSystem {
             .unwrap_or_else(|e| e.into_inner())
             .push(owner);
         if !peer.is_up() {
-            self.inner.ensure_dialing(&peer, false);
+            self.inner.ensure_dialing(&peer);
         }
         Ok(())
     }
@@ -782,7 +800,14 @@ impl NodeInner {
         let peer = self
             .peers
             .entry(id)
-            .or_insert_with(|| Arc::new(Peer::new(node.to_string(), self.config.queue_bytes)))
+            .or_insert_with(|| {
+                Arc::new(Peer::new(
+                    node.to_string(),
+                    &self.me.name,
+                    LinkConfig::of(&self.config),
+                    self.config.queue_bytes,
+                ))
+            })
             .clone();
         if peer.name != node {
             return Err(DistError::Handshake {
@@ -810,25 +835,159 @@ impl NodeInner {
         self.peer_by_name(&name).ok()
     }
 
-    /// Starts a dial loop if the peer is idle.
-    pub(crate) fn ensure_dialing(self: &Arc<Self>, peer: &Arc<Peer>, delayed: bool) {
+    /// Asks the peer's link for a dial (it starts one if idle).
+    pub(crate) fn ensure_dialing(self: &Arc<Self>, peer: &Arc<Peer>) {
         if self.is_shutting_down() {
             return;
         }
-        let attempt = {
-            let mut conn = peer.conn();
-            if !matches!(*conn, ConnState::Idle) {
-                return;
-            }
-            let attempt = self.next_id.fetch_add(1, Ordering::Relaxed);
-            *conn = ConnState::Dialing { attempt };
-            attempt
-        };
-        peer.status.send_replace(Status::Connecting);
-        tokio::spawn(dial_loop(self.clone(), peer.clone(), attempt, delayed));
+        self.drive(peer, |m| m.want(false));
     }
 
-    /// Connects (if needed) and returns the peer's creation, as a call error.
+    /// Runs one event of `peer`'s link machine (`event` calls it) and carries
+    /// out the actions it asks for: under the machine's lock those that must
+    /// keep its order (publishing the state for the send path, node events,
+    /// dropping the queue, taking the relations that fail), then the rest.
+    pub(crate) fn drive<R>(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        event: impl FnOnce(&mut LinkMachine) -> R,
+    ) -> R {
+        let mut link = peer.link();
+        let r = event(&mut link);
+        let later = self.act_locked(peer, &mut link);
+        drop(link);
+        self.act(peer, later);
+        r
+    }
+
+    /// The part of the machine's actions carried out under its lock.
+    fn act_locked(&self, peer: &Peer, link: &mut LinkMachine) -> Vec<Later> {
+        let mut later = Vec::new();
+        for action in link.drain() {
+            match action {
+                Action::Publish { up, conn } => peer.publish(up, conn),
+                Action::Emit(event) => self.emit(match event {
+                    link::Event::Up(creation) => NodeEvent::Up {
+                        node: peer.name.clone(),
+                        creation,
+                    },
+                    link::Event::Down(reason) => NodeEvent::Down {
+                        node: peer.name.clone(),
+                        reason,
+                    },
+                }),
+                Action::Lost(reason) => {
+                    // Under the lock, so a connection installed next keeps
+                    // what is queued for it.
+                    let dropped = self.clear_queue(peer);
+                    let signals = peer.book().node_lost();
+                    let owners = std::mem::take(
+                        &mut *peer.node_monitors.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
+                    later.push(Later::Lost {
+                        reason,
+                        dropped,
+                        signals,
+                        owners,
+                    });
+                }
+                other => later.push(Later::Do(other)),
+            }
+        }
+        later
+    }
+
+    /// The part of the machine's actions carried out after its lock.
+    fn act(self: &Arc<Self>, peer: &Arc<Peer>, later: Vec<Later>) {
+        for l in later {
+            match l {
+                Later::Lost {
+                    reason,
+                    dropped,
+                    signals,
+                    owners,
+                } => {
+                    if let NodeDownReason::Unreachable(why) = &reason {
+                        tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %why, dropped, "giving up on the node until the next send");
+                    } else if dropped > 0 && !self.is_shutting_down() {
+                        tracing::warn!(peer = %peer.name, dropped, %reason, "queued frames dropped: no connection will carry them");
+                    }
+                    for (to, sig) in signals {
+                        self.system.deliver_signal(to, sig);
+                    }
+                    for owner in owners {
+                        let msg = NodeDown {
+                            node: peer.name.clone(),
+                            reason: reason.clone(),
+                        };
+                        // Past any mailbox bound: never dropped while the owner lives.
+                        let _ = self
+                            .system
+                            .try_deliver(None, owner, Box::new(msg), usize::MAX);
+                    }
+                }
+                Later::Do(Action::Close {
+                    conn,
+                    reason,
+                    up_for,
+                }) => {
+                    let tasks = {
+                        let mut t = peer.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                        match t.take() {
+                            Some((id, tasks)) if id == conn => tasks,
+                            other => {
+                                *t = other;
+                                Vec::new()
+                            }
+                        }
+                    };
+                    for t in tasks {
+                        t.abort();
+                    }
+                    self.log_closed(peer, &reason, up_for);
+                }
+                Later::Do(Action::Status { seq, status }) => {
+                    peer.status.send_if_modified(|cur| {
+                        if cur.0 >= seq {
+                            return false;
+                        }
+                        *cur = (seq, status);
+                        true
+                    });
+                }
+                Later::Do(Action::StartDialer { dial, delay }) => {
+                    tokio::spawn(dial_loop(self.clone(), peer.clone(), dial, delay));
+                }
+                Later::Do(Action::WakeDialer) => peer.dial_now.notify_one(),
+                Later::Do(Action::Publish { .. } | Action::Emit(_) | Action::Lost(_)) => {
+                    unreachable!("carried out under the lock")
+                }
+            }
+        }
+    }
+
+    fn log_closed(&self, peer: &Peer, reason: &EndReason, up_for: Duration) {
+        match reason {
+            EndReason::Goodbye => {
+                tracing::info!(node = %self.me.name, peer = %peer.name, "connection closed: goodbye")
+            }
+            EndReason::Malformed(_) => {
+                if let Some(suppressed) = MALFORMED_LOG.check() {
+                    tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %reason, suppressed, "closing connection")
+                }
+            }
+            EndReason::Superseded => {}
+            _ if self.is_shutting_down() => {}
+            _ => tracing::warn!(
+                node = %self.me.name,
+                peer = %peer.name,
+                reason = %reason,
+                up_for_ms = up_for.as_millis() as u64,
+                "connection lost"
+            ),
+        }
+    }
+
     /// Connects (if needed) before a call, with the call's errors.
     async fn connect_for_call(
         self: &Arc<Self>,
@@ -847,23 +1006,27 @@ impl NodeInner {
         if peer.is_up() {
             return Ok(());
         }
+        if self.is_shutting_down() {
+            return Err(DistError::ShuttingDown);
+        }
         // Only an attempt that starts after this call counts, never the stale
-        // result of an earlier one; and a dial loop waiting out its backoff
-        // dials now.
+        // result of an earlier one; and a dial waiting out its backoff dials now.
         let mut status = peer.status.subscribe();
-        let before = peer.attempts.load(Ordering::Acquire);
-        self.ensure_dialing(&peer, false);
-        peer.dial_now.notify_one();
-        let wait = status.wait_for(|s| match s {
-            Status::Up => true,
-            Status::Failed { attempt, .. } | Status::Down { attempt, .. } => *attempt > before,
+        let before = self.drive(&peer, |m| {
+            let before = m.attempts();
+            m.want(true);
+            before
+        });
+        let wait = status.wait_for(|(_, s)| match s {
+            Status::Up | Status::Down { .. } => true,
+            Status::Failed { attempt, .. } => *attempt > before,
             Status::Connecting => false,
         });
         let limit = self.config.connect_timeout * 2 + Duration::from_secs(1);
         let outcome = match tokio::time::timeout(limit, wait).await {
             Err(_) => return Err(DistError::Timeout(format!("connecting to {node}"))),
             Ok(Err(_)) => return Err(DistError::ShuttingDown),
-            Ok(Ok(s)) => s.clone(),
+            Ok(Ok(s)) => s.1.clone(),
         };
         match outcome {
             Status::Up => Ok(()),
@@ -873,13 +1036,14 @@ impl NodeInner {
             } => Err(error),
             Status::Down { reason, .. } => Err(DistError::NodeDown {
                 node: node.into(),
-                reason,
+                reason: reason.to_string(),
             }),
             Status::Connecting => unreachable!("waited for a final status"),
         }
     }
 
-    /// Decides whether an incoming connection from `intro` may proceed.
+    /// Decides whether an incoming connection from `intro` may proceed (the
+    /// peer's link decides).
     fn decide_incoming(
         self: &Arc<Self>,
         intro: &crate::handshake::Intro,
@@ -895,94 +1059,23 @@ impl NodeInner {
             } => RefuseReason::NodeIdCollision(s),
             other => RefuseReason::Other(other.to_string()),
         })?;
-        let replace = {
-            let conn = peer.conn();
-            match &*conn {
-                // Our connection to this very incarnation looks up, yet it dials
-                // us: ours is probably half-open. Ask it (`Alive`).
-                ConnState::Up {
-                    creation, conn_id, ..
-                } if *creation == intro.creation => {
-                    return Ok((peer.clone(), connection::Admit::IfHalfOpen(*conn_id)));
-                }
-                ConnState::Up { conn_id, .. } => Some(*conn_id),
-                // Both dialed at once: as in Erlang, the dial of the node with
-                // the greater name wins, so the greater node refuses this one.
-                ConnState::Dialing { .. }
-                    if self.me.name > intro.name && peer.handshaking.load(Ordering::Acquire) =>
-                {
-                    PeerCounters::add(&self.simultaneous_refused, 1);
-                    return Err(RefuseReason::Simultaneous);
-                }
-                _ => None,
-            }
-        };
-        if let Some(old) = replace {
-            self.connection_lost(
-                &peer,
-                old,
-                &EndReason::Replaced("a new incarnation of the node connected".into()),
-                false,
-            );
+        let admit = self.drive(&peer, |m| m.incoming(intro.creation, Instant::now()));
+        if matches!(admit, Err(RefuseReason::Simultaneous)) {
+            PeerCounters::add(&self.simultaneous_refused, 1);
         }
-        Ok((peer, connection::Admit::Yes))
-    }
-
-    /// The dialer confirmed (`Continue(true)`) that it has no connection to us:
-    /// close our old connection `old` to the same incarnation, which was
-    /// half-open. Refused if another connection has taken its place meanwhile.
-    /// The peer is left in a dialing state (not idle) until the new connection
-    /// is installed, so no crossing dial starts in between.
-    fn replace_half_open(
-        self: &Arc<Self>,
-        peer: &Arc<Peer>,
-        old: u64,
-    ) -> Result<(), crate::handshake::RefuseReason> {
-        match &*peer.conn() {
-            ConnState::Up { conn_id, .. } if *conn_id == old => {}
-            ConnState::Up { .. } => return Err(crate::handshake::RefuseReason::AlreadyConnected),
-            _ => {}
-        }
-        self.connection_lost(
-            peer,
-            old,
-            &EndReason::Replaced("the peer dialed again: this connection was half-open".into()),
-            false,
-        );
-        let mut conn = peer.conn();
-        if matches!(*conn, ConnState::Idle) {
-            let attempt = self.next_id.fetch_add(1, Ordering::Relaxed);
-            *conn = ConnState::Dialing { attempt };
-        }
-        Ok(())
-    }
-
-    /// After [`replace_half_open`](Self::replace_half_open) the new connection
-    /// failed: leave the dialing state it set and redial as after any loss.
-    fn reset_after_failed_replace(self: &Arc<Self>, peer: &Arc<Peer>) {
-        {
-            let mut conn = peer.conn();
-            if !matches!(*conn, ConnState::Dialing { .. }) {
-                return;
-            }
-            *conn = ConnState::Idle;
-        }
-        self.ensure_dialing(peer, true);
+        admit.map(|a| (peer, a))
     }
 
     /// Installs an authenticated connection. Returns false (and drops the stream)
-    /// if the peer is already connected. Waits first for the reader of the
-    /// peer's previous connection to stop, so nothing it read is delivered after
-    /// what the new connection brings.
+    /// if the peer's link refuses it (one is up already). Waits first for the
+    /// reader of the peer's previous connection to stop, so nothing it read is
+    /// delivered after what the new connection brings.
     async fn install(self: &Arc<Self>, peer: &Arc<Peer>, stream: TcpStream, creation: u32) -> bool {
         let _installing = peer.install_lock.lock().await;
-        let old_reader = {
-            let conn = peer.conn();
-            if matches!(*conn, ConnState::Up { .. }) || self.is_shutting_down() {
-                return false;
-            }
-            peer.reader.lock().unwrap_or_else(|e| e.into_inner()).take()
-        };
+        if peer.is_up() || self.is_shutting_down() {
+            return false;
+        }
+        let old_reader = peer.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(old) = old_reader {
             old.abort();
             let _ = old.await;
@@ -990,89 +1083,74 @@ impl NodeInner {
         let (read, write) = stream.into_split();
         let write = Arc::new(write);
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut conn = peer.conn();
-            if matches!(*conn, ConnState::Up { .. }) || self.is_shutting_down() {
-                return false;
-            }
-            // The count of the peer's messages read restarts with a new
-            // incarnation; RESUME tells the peer where it stands, ahead of
-            // everything queued while connecting.
-            let received = {
-                let mut rx = peer.rx_creation.lock().unwrap_or_else(|e| e.into_inner());
-                if *rx != Some(creation) {
-                    *rx = Some(creation);
-                    peer.received.store(0, Ordering::Relaxed);
-                }
-                peer.received.load(Ordering::Relaxed)
-            };
-            peer.accounting()
-                .connection_up(creation, peer.queue.pushed_msgs());
-            let mut resume = Vec::with_capacity(13);
-            frame::put_resume(&mut resume, received);
-            peer.queue.prepend(&resume);
-            peer.current_conn.store(conn_id, Ordering::Release);
-            peer.queue.attach(write.clone());
-            let w = {
-                let node = self.clone();
-                let peer = peer.clone();
-                tokio::spawn(async move {
-                    let tick = node.config.tick_interval();
-                    let counters = &peer.counters;
-                    let end = connection::write_loop(
-                        write,
-                        &peer.queue,
-                        tick,
-                        || peer.received.load(Ordering::Relaxed),
-                        |n| PeerCounters::add(&counters.bytes_out, n as u64),
-                    )
-                    .await;
-                    node.connection_lost(&peer, conn_id, &end, true);
-                })
-            };
-            let r = {
-                let node = self.clone();
-                let peer = peer.clone();
-                tokio::spawn(async move {
-                    let mut sink =
-                        crate::delivery::Dispatcher::new(node.clone(), peer.clone(), conn_id);
-                    let counters = &peer.counters;
-                    let end = connection::read_loop(
-                        read,
-                        node.config.max_frame_size,
-                        node.config.tick_timeout,
-                        &mut sink,
-                        |n| {
-                            PeerCounters::add(&counters.bytes_in, n as u64);
-                            peer.heard();
-                        },
-                    )
-                    .await;
-                    let reconnect = !matches!(end, EndReason::Goodbye);
-                    node.connection_lost(&peer, conn_id, &end, reconnect);
-                })
-            };
-            *conn = ConnState::Up {
-                conn_id,
-                creation,
-                tasks: vec![w.abort_handle(), r.abort_handle()],
-                since: Instant::now(),
-            };
-            *peer.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            peer.up.store(true, Ordering::Release);
-            peer.after_loss.store(false, Ordering::Release);
-            peer.heard();
-            // The event first (under the lock, so it precedes this
-            // connection's Down): whoever waits for the status (`connect`)
-            // and then subscribes must not see this connection's Up afterwards.
-            peer.reported_up.store(true, Ordering::Release);
-            self.emit(NodeEvent::Up {
-                node: peer.name.clone(),
-                creation,
-            });
-            // Under the lock too, so a loss right after cannot leave it stale.
-            peer.status.send_replace(Status::Up);
+        let mut link = peer.link();
+        if link.install(conn_id, creation, Instant::now()).is_err() {
+            return false;
         }
+        // Publishes this connection as the current one and reports the node
+        // up (under the lock, so it precedes this connection's down).
+        let later = self.act_locked(peer, &mut link);
+        // The count of the peer's messages read restarts with a new
+        // incarnation; RESUME tells the peer where it stands, ahead of
+        // everything queued while connecting.
+        let received = {
+            let mut rx = peer.rx_creation.lock().unwrap_or_else(|e| e.into_inner());
+            if *rx != Some(creation) {
+                *rx = Some(creation);
+                peer.received.store(0, Ordering::Relaxed);
+            }
+            peer.received.load(Ordering::Relaxed)
+        };
+        peer.accounting()
+            .connection_up(creation, peer.queue.pushed_msgs());
+        let mut resume = Vec::with_capacity(13);
+        frame::put_resume(&mut resume, received);
+        peer.queue.prepend(&resume);
+        peer.queue.attach(write.clone());
+        let w = {
+            let node = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let tick = node.config.tick_interval();
+                let counters = &peer.counters;
+                let end = connection::write_loop(
+                    write,
+                    &peer.queue,
+                    tick,
+                    || peer.received.load(Ordering::Relaxed),
+                    |n| PeerCounters::add(&counters.bytes_out, n as u64),
+                )
+                .await;
+                node.connection_lost(&peer, conn_id, end);
+            })
+        };
+        let r = {
+            let node = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let mut sink =
+                    crate::delivery::Dispatcher::new(node.clone(), peer.clone(), conn_id);
+                let counters = &peer.counters;
+                let end = connection::read_loop(
+                    read,
+                    node.config.max_frame_size,
+                    node.config.tick_timeout,
+                    &mut sink,
+                    |n| {
+                        PeerCounters::add(&counters.bytes_in, n as u64);
+                        peer.heard();
+                    },
+                )
+                .await;
+                node.connection_lost(&peer, conn_id, end);
+            })
+        };
+        *peer.tasks.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((conn_id, vec![w.abort_handle(), r.abort_handle()]));
+        *peer.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        peer.heard();
+        drop(link);
+        self.act(peer, later);
         PeerCounters::add(&peer.counters.connects, 1);
         peer.queue.wake_writer();
         tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
@@ -1095,7 +1173,7 @@ impl NodeInner {
             .unwrap_or_else(|e| e.into_inner());
         self.peers.retain(|id, peer| {
             let unused = Arc::strong_count(peer) == 1
-                && matches!(*peer.conn(), ConnState::Idle)
+                && peer.link().is_idle()
                 && peer.queue.depth() == 0
                 && peer.parked.is_empty()
                 && peer.book().sizes() == (0, 0, 0)
@@ -1140,147 +1218,23 @@ impl NodeInner {
         cleared.frames
     }
 
-    /// Tears down connection `conn_id` of `peer` (if it is still the current one),
-    /// reports the node down, and re-dials if asked to.
+    /// Connection `conn_id` of `peer` ended with `reason` (its link decides
+    /// what follows: node down, redial).
     pub(crate) fn connection_lost(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
         conn_id: u64,
-        reason: &EndReason,
-        reconnect: bool,
+        reason: EndReason,
     ) {
-        let (tasks, since) = {
-            let mut conn = peer.conn();
-            match &mut *conn {
-                ConnState::Up {
-                    conn_id: id,
-                    tasks,
-                    since,
-                    ..
-                } if *id == conn_id => {
-                    let t = std::mem::take(tasks);
-                    let s = *since;
-                    *conn = ConnState::Idle;
-                    peer.up.store(false, Ordering::Release);
-                    // The old reader stops at its next frame, delivering
-                    // nothing after the node-down below.
-                    peer.current_conn.store(0, Ordering::Release);
-                    // Whichever dial comes next (this redial, or one a send
-                    // starts first) is the redial after a loss.
-                    if reconnect {
-                        peer.after_loss.store(true, Ordering::Release);
-                    }
-                    if peer.reported_up.swap(false, Ordering::AcqRel) {
-                        self.emit(NodeEvent::Down {
-                            node: peer.name.clone(),
-                            reason: self.down_reason(reason),
-                        });
-                    }
-                    (t, s)
-                }
-                _ => return,
-            }
-        };
-        for t in tasks {
-            t.abort();
-        }
-        let dropped = self.clear_queue(peer);
-        let text = reason.to_string();
-        match reason {
-            EndReason::Goodbye => {
-                tracing::info!(node = %self.me.name, peer = %peer.name, "peer shut down")
-            }
-            EndReason::Malformed(_) => {
-                if let Some(suppressed) = MALFORMED_LOG.check() {
-                    tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %text, suppressed, "closing connection")
-                }
-            }
-            EndReason::Superseded => {}
-            _ if self.is_shutting_down() => {}
-            _ => tracing::warn!(
-                node = %self.me.name,
-                peer = %peer.name,
-                reason = %text,
-                up_for_ms = crate::events::since(since),
-                "connection lost"
-            ),
-        }
-        if dropped > 0 && !self.is_shutting_down() {
-            tracing::warn!(peer = %peer.name, dropped, "queued frames dropped with the lost connection");
-        }
-        self.node_down(peer, self.down_reason(reason), None);
-        if reconnect && !self.is_shutting_down() {
-            self.ensure_dialing(peer, true);
-        }
-    }
-
-    /// The reason reported for a connection that ended with `end`.
-    fn down_reason(&self, end: &EndReason) -> NodeDownReason {
-        if self.is_shutting_down() {
-            NodeDownReason::ShuttingDown
-        } else {
-            end.node_down_reason()
-        }
-    }
-
-    /// Everything that losing `peer` implies locally (its node event, if it
-    /// was up, has been emitted by `connection_lost`).
-    /// `error`: the dial error that made this node give up, handed to
-    /// whoever waits in `connect`.
-    pub(crate) fn node_down(
-        self: &Arc<Self>,
-        peer: &Arc<Peer>,
-        reason: NodeDownReason,
-        error: Option<DistError>,
-    ) {
-        let signals = peer.book().node_lost();
-        for (to, sig) in signals {
-            self.system.deliver_signal(to, sig);
-        }
-        let owners =
-            std::mem::take(&mut *peer.node_monitors.lock().unwrap_or_else(|e| e.into_inner()));
-        for owner in owners {
-            let msg = NodeDown {
-                node: peer.name.clone(),
-                reason: reason.clone(),
-            };
-            // Past any mailbox bound: never dropped while the owner lives.
-            let _ = self
-                .system
-                .try_deliver(None, owner, Box::new(msg), usize::MAX);
-        }
-        peer.status.send_replace(Status::Down {
-            reason: reason.to_string(),
-            // Ends every wait: the node is down, or gave up dialing.
-            attempt: u64::MAX,
-            error,
+        self.drive(peer, |m| {
+            m.connection_closed(conn_id, reason, Instant::now())
         });
     }
 
-    /// Stops trying to reach a peer that never came up.
-    fn give_up(self: &Arc<Self>, peer: &Arc<Peer>, attempt: u64, error: DistError) {
-        let reason = error.to_string();
-        {
-            let mut conn = peer.conn();
-            if !matches!(*conn, ConnState::Dialing { attempt: a } if a == attempt) {
-                return;
-            }
-            *conn = ConnState::Idle;
-        }
-        let dropped = self.clear_queue(peer);
-        tracing::warn!(
-            node = %self.me.name,
-            peer = %peer.name,
-            %reason,
-            dropped,
-            "giving up on the node until the next send"
-        );
-        self.node_down(peer, NodeDownReason::Unreachable(reason), Some(error));
-    }
-
     async fn dial_once(
-        &self,
-        peer: &Peer,
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        dial: u64,
     ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
         split_node_name(&peer.name)?;
         let addrs = self
@@ -1289,9 +1243,9 @@ impl NodeInner {
             .await?
             .filter(|a| !a.is_empty())
             .ok_or_else(|| DistError::UnknownNode(peer.name.clone()))?;
-        // Stays set through `install` (the dial loop clears it), so the
-        // simultaneous-connect rule sees this dial until it is up.
-        peer.handshaking.store(true, Ordering::Release);
+        // From here to the end of the attempt the simultaneous-connect rule
+        // sees this dial.
+        self.drive(peer, |m| m.handshake_started(dial));
         let mut result = Err(DistError::UnknownNode(peer.name.clone()));
         for addr in addrs {
             result = self.connect_and_handshake(peer, addr).await;
@@ -1299,9 +1253,6 @@ impl NodeInner {
             if !matches!(result, Err(DistError::Unreachable { .. })) {
                 break;
             }
-        }
-        if result.is_err() {
-            peer.handshaking.store(false, Ordering::Release);
         }
         result
     }
@@ -1321,7 +1272,7 @@ impl NodeInner {
                 })?;
         let _ = stream.set_nodelay(true);
         let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name, || {
-            !peer.is_up() && peer.accepting.load(Ordering::Acquire) == 0
+            peer.link().wants_dialed_connection()
         })
         .await
         .map_err(|source| DistError::Handshake {
@@ -1331,22 +1282,22 @@ impl NodeInner {
         Ok((stream, intro))
     }
 
-    pub(crate) fn still_dialing(peer: &Peer, attempt: u64) -> bool {
-        matches!(*peer.conn(), ConnState::Dialing { attempt: a } if a == attempt)
-    }
-
     async fn shutdown(self: &Arc<Self>) {
         if self.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
         tracing::info!(node = %self.me.name, "node shutting down");
         let _ = self.shutdown_tx.send(true);
+        // No link dials or admits from now on, nor redials what ends.
+        let peers: Vec<Arc<Peer>> = self.peers.iter().map(|p| p.clone()).collect();
+        for p in &peers {
+            self.drive(p, |m| m.begin_stop());
+        }
         // Actors first: their links and monitors to other nodes fire with `shutdown`.
         self.system
             .shutdown_with_grace(self.config.shutdown_grace)
             .await;
         // Then say goodbye on every connection and let the writers flush.
-        let peers: Vec<Arc<Peer>> = self.peers.iter().map(|p| p.clone()).collect();
         for p in &peers {
             if p.is_up() {
                 let received = p.received.load(Ordering::Relaxed);
@@ -1363,13 +1314,7 @@ impl NodeInner {
             }
         }
         for p in &peers {
-            let conn_id = match &*p.conn() {
-                ConnState::Up { conn_id, .. } => Some(*conn_id),
-                _ => None,
-            };
-            if let Some(id) = conn_id {
-                self.connection_lost(p, id, &EndReason::Goodbye, false);
-            }
+            self.drive(p, |m| m.stop(Instant::now()));
         }
         let guard = self
             .registration
@@ -1398,7 +1343,7 @@ impl NodeInner {
     }
 
     /// Best-effort synchronous stop, used when the last handle is dropped.
-    fn stop_now(&self) {
+    fn stop_now(self: &Arc<Self>) {
         if self.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -1411,19 +1356,10 @@ impl NodeInner {
         {
             t.abort();
         }
-        for p in self.peers.iter() {
-            if let ConnState::Up { tasks, .. } = &mut *p.conn() {
-                for t in tasks.drain(..) {
-                    t.abort();
-                }
-                // One Down per Up, also when the node stops this way.
-                if p.reported_up.swap(false, Ordering::AcqRel) {
-                    self.emit(NodeEvent::Down {
-                        node: p.name.clone(),
-                        reason: NodeDownReason::ShuttingDown,
-                    });
-                }
-            }
+        // One down per up, also when the node stops this way.
+        let peers: Vec<Arc<Peer>> = self.peers.iter().map(|p| p.clone()).collect();
+        for p in &peers {
+            self.drive(p, |m| m.stop(Instant::now()));
         }
         self.subscribers
             .lock()
@@ -1458,14 +1394,12 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
             let _ = stream.set_nodelay(true);
             let mut stream = stream;
             let chosen = Mutex::new(None);
-            let replaced = AtomicBool::new(false);
             let handshake = connection::accept(
                 &mut stream,
                 &node.me,
                 &node.cookie,
                 |intro| {
                     let (peer, admit) = node.decide_incoming(intro)?;
-                    peer.accepting.fetch_add(1, Ordering::AcqRel);
                     *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
                     Ok(admit)
                 },
@@ -1473,9 +1407,7 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                     let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     match peer {
                         Some(peer) => {
-                            node.replace_half_open(&peer, old)?;
-                            replaced.store(true, Ordering::Release);
-                            Ok(())
+                            node.drive(&peer, |m| m.half_open_confirmed(old, Instant::now()))
                         }
                         None => Ok(()),
                     }
@@ -1509,15 +1441,9 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                     false
                 }
             };
+            // Admitted by the link (which counted it): it ends here.
             if let Some(peer) = &peer {
-                peer.accepting.fetch_sub(1, Ordering::AcqRel);
-            }
-            // A half-open connection was closed for this one, which then did
-            // not come up: the peer is left dialing with no dial loop; redial.
-            if replaced.load(Ordering::Acquire) && !installed {
-                if let Some(peer) = peer {
-                    node.reset_after_failed_replace(&peer);
-                }
+                node.drive(peer, |m| m.accept_ended(installed));
             }
         });
     }
@@ -1529,72 +1455,30 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
-/// Whether a failed redial after the loss of a live connection shows that the
-/// peer is gone (not merely unreachable for a moment): its EPMD no longer lists
-/// it, or nothing listens at its address any more. Then there is nothing to
-/// wait for, and the node gives up at once instead of backing off.
-fn peer_is_gone(e: &DistError) -> bool {
-    match e {
-        DistError::UnknownNode(_) => true,
-        DistError::Unreachable { source, .. } => {
-            source.kind() == std::io::ErrorKind::ConnectionRefused
-        }
-        _ => false,
-    }
-}
-
-/// Dials `peer` until connected, with backoff. `delayed`: wait one backoff
-/// step first (`connect` cuts it short). When this is the first dial after a
-/// live connection was lost (`delayed`, or the peer's `after_loss` flag, set by
-/// `connection_lost` whoever starts the loop), it gives up at once when the
-/// peer is gone (see [`peer_is_gone`]).
-async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed: bool) {
-    let after_loss = peer.after_loss.swap(false, Ordering::AcqRel) || delayed;
-    let mut delay = node.config.reconnect_initial;
-    let mut failures = 0u32;
-    if delayed {
+/// Dial number `dial` of `peer`: attempts until connected, as its link
+/// says (backoff, give up). `delay`: wait this long first (`connect` cuts it
+/// short, as it cuts every backoff short).
+async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, dial: u64, delay: Option<Duration>) {
+    if let Some(delay) = delay {
         tokio::select! {
             _ = tokio::time::sleep(jitter(delay)) => {}
             _ = peer.dial_now.notified() => {}
         }
     }
+    let mut failures = 0u32;
     loop {
-        if node.is_shutting_down() || !NodeInner::still_dialing(&peer, attempt) {
-            return;
-        }
         // Numbered as it starts: `connect` waits for an attempt that started
         // after it was called.
-        let this_attempt = peer.attempts.fetch_add(1, Ordering::AcqRel) + 1;
-        let result = tokio::time::timeout(node.config.connect_timeout, node.dial_once(&peer)).await;
+        let Some(attempt) = node.drive(&peer, |m| m.attempt_started(dial)) else {
+            return;
+        };
+        let result =
+            tokio::time::timeout(node.config.connect_timeout, node.dial_once(&peer, dial)).await;
         let failure: DistError = match result {
             Ok(Ok((stream, intro))) => {
-                if NodeInner::still_dialing(&peer, attempt) || !peer.is_up() {
-                    node.install(&peer, stream, intro.creation).await;
-                }
-                peer.handshaking.store(false, Ordering::Release);
-                return;
-            }
-            Ok(Err(DistError::Handshake {
-                source: HandshakeError::Simultaneous | HandshakeError::AlreadyConnected,
-                ..
-            })) => {
-                // The other direction's connection is (or will be) used: wait for it.
-                let mut status = peer.status.subscribe();
-                let up = status.wait_for(|s| matches!(s, Status::Up));
-                if tokio::time::timeout(node.config.connect_timeout, up)
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-                DistError::Connect {
-                    node: peer.name.clone(),
-                    reason: "the peer's own connection did not come up".into(),
-                }
-            }
-            Ok(Err(e)) if after_loss && peer_is_gone(&e) => {
-                tracing::info!(node = %node.me.name, peer = %peer.name, reason = %e, "the lost peer is gone; not redialing");
-                node.give_up(&peer, attempt, e);
+                // Dropped if a connection came up meanwhile; the link is up
+                // either way, and this dial is over.
+                node.install(&peer, stream, intro.creation).await;
                 return;
             }
             Ok(Err(e)) => e,
@@ -1616,25 +1500,16 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, attempt: u64, delayed:
         } else {
             tracing::debug!(node = %node.me.name, peer = %peer.name, reason = %failure, failures, "cannot connect");
         }
-        if !NodeInner::still_dialing(&peer, attempt) {
-            // Another connection (an incoming one) was installed meanwhile.
-            return;
+        match node.drive(&peer, |m| m.attempt_failed(dial, attempt, failure)) {
+            Next::Stop => return,
+            Next::Retry(wait) => {
+                // Back off, unless `connect` asks for an attempt now.
+                tokio::select! {
+                    _ = tokio::time::sleep(jitter(wait)) => {}
+                    _ = peer.dial_now.notified() => {}
+                }
+            }
         }
-        if failures >= node.config.reconnect_attempts {
-            // The last attempt's error goes with the give-up, to `connect`.
-            node.give_up(&peer, attempt, failure);
-            return;
-        }
-        peer.status.send_replace(Status::Failed {
-            error: failure,
-            attempt: this_attempt,
-        });
-        // Back off, unless `connect` asks for an attempt now.
-        tokio::select! {
-            _ = tokio::time::sleep(jitter(delay)) => {}
-            _ = peer.dial_now.notified() => {}
-        }
-        delay = (delay * 2).min(node.config.reconnect_max);
     }
 }
 
@@ -1673,7 +1548,7 @@ async fn discovery_loop(node: Weak<NodeInner>) {
                     match n.peer_by_name(&full) {
                         Ok(peer) => {
                             if !peer.is_up() {
-                                n.ensure_dialing(&peer, false);
+                                n.ensure_dialing(&peer);
                             }
                         }
                         Err(e) => {

@@ -2,7 +2,9 @@
 //! statistics, and the links and monitors that cross to it.
 //!
 //! A `Peer` outlives its connections: a reconnect installs a new connection in
-//! the same peer, so statistics and the queue persist. The link and monitor
+//! the same peer, so statistics and the queue persist. Its connection life
+//! cycle belongs to its [`LinkMachine`](crate::link::LinkMachine); the peer
+//! only holds what the node publishes from it for the send path. The link and monitor
 //! bookkeeping records every relation between a local actor and an actor on this
 //! peer, so that losing the connection can turn each into a `noconnection` exit
 //! or down, and leave nothing behind.
@@ -16,45 +18,8 @@ use joerl_core::{ExitReason, MonitorRef, Pid, Signal};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::error::DistError;
+use crate::link::{LinkConfig, LinkMachine, Status};
 use crate::outqueue::OutQueue;
-
-/// Connection state of a peer.
-pub(crate) enum ConnState {
-    /// Not connected and not trying.
-    Idle,
-    /// A dial loop (with this attempt number) is trying to connect.
-    Dialing { attempt: u64 },
-    /// Connected.
-    Up {
-        conn_id: u64,
-        creation: u32,
-        tasks: Vec<AbortHandle>,
-        since: Instant,
-    },
-}
-
-/// What waiters on a peer (e.g. `connect`) can observe. `attempt` is the
-/// number of the dial attempt a result belongs to, as counted when it started
-/// (see [`Peer::attempts`]), so a waiter can tell the result of an attempt
-/// made after it started waiting from an older one.
-#[derive(Debug, Clone)]
-pub(crate) enum Status {
-    /// Not connected; a dial may be under way.
-    Connecting,
-    /// Connected.
-    Up,
-    /// Dial attempt number `attempt` failed with `error`.
-    Failed { error: DistError, attempt: u64 },
-    /// Not connected, not trying (the connection was lost, or the node gave
-    /// up dialing, then with the last attempt's `error`). `attempt` is
-    /// `u64::MAX`: it ends every wait.
-    Down {
-        reason: String,
-        attempt: u64,
-        error: Option<DistError>,
-    },
-}
 
 /// Counters of one peer.
 #[derive(Default)]
@@ -214,16 +179,14 @@ pub(crate) struct Peer {
     pub(crate) counters: PeerCounters,
     pub(crate) book: Mutex<Bookkeeping>,
     pub(crate) node_monitors: Mutex<Vec<Pid>>,
-    pub(crate) conn: Mutex<ConnState>,
-    /// Mirrors `conn` being `Up`, for the send path (no lock per message).
-    pub(crate) up: AtomicBool,
-    /// A dial's TCP connect and handshake are in flight (the simultaneous-connect
-    /// tie-break applies only then, not while a dial loop is backing off).
-    pub(crate) handshaking: AtomicBool,
+    /// The owner of the connection life cycle (see `link.rs`). Every
+    /// decision about the connection is made there, under this lock.
+    pub(crate) link: Mutex<LinkMachine>,
+    /// Published from the machine's actions, for the send path (no lock per
+    /// message): a connection is up.
+    up: AtomicBool,
     /// Incoming messages parked for full mailboxes (see `delivery::Parked`).
     pub(crate) parked: std::sync::Arc<crate::delivery::Parked>,
-    /// A NodeEvent::Up was sent and its Down not yet: one Down per Up.
-    pub(crate) reported_up: AtomicBool,
     /// Exact loss counts of the messages sent to this peer.
     pub(crate) accounting: Mutex<crate::accounting::Accounting>,
     /// Messages read from the peer's current incarnation (`rx_creation`), over
@@ -231,9 +194,11 @@ pub(crate) struct Peer {
     pub(crate) received: Padded<AtomicU64>,
     /// The incarnation `received` counts for.
     pub(crate) rx_creation: Mutex<Option<u32>>,
-    /// The connection whose reader may deliver; a superseded reader stops at
-    /// its next frame.
+    /// Published from the machine's actions: the connection whose reader may
+    /// deliver (0: none); a superseded reader stops at its next frame.
     pub(crate) current_conn: Padded<AtomicU64>,
+    /// The reader and writer tasks of the current connection, by its id.
+    pub(crate) tasks: Mutex<Option<(u64, Vec<AbortHandle>)>>,
     /// The reader task of the current (or last) connection: a new connection is
     /// installed only after it has stopped, so no frame of an old connection is
     /// delivered after one of the new.
@@ -241,62 +206,51 @@ pub(crate) struct Peer {
     /// Held through `install`, so two connections installed at once (a dial and
     /// an accept) wait for the old reader one after the other.
     pub(crate) install_lock: tokio::sync::Mutex<()>,
-    /// Incoming connections admitted by the handshake and not yet installed
-    /// (or dropped): a dial asked `Alive` meanwhile declines, since a
-    /// connection is about to be up.
-    pub(crate) accepting: std::sync::atomic::AtomicUsize,
-    /// The connection was lost and a redial is wanted: the next dial loop,
-    /// whoever starts it, applies the after-loss rules (see `dial_loop`).
-    pub(crate) after_loss: AtomicBool,
     /// Sweeps in a row that found the peer unused (see `forget_idle_peers`).
     pub(crate) idle_sweeps: AtomicU64,
     /// When data last arrived, in milliseconds since `epoch`.
     last_heard_ms: AtomicU64,
     epoch: Instant,
-    pub(crate) status: watch::Sender<Status>,
-    /// Dial attempts started so far (each numbered by this count as it starts).
-    pub(crate) attempts: AtomicU64,
+    /// The machine's statuses, for waiters (`connect`), with their order.
+    pub(crate) status: watch::Sender<(u64, Status)>,
     /// Wakes a dial loop that is waiting out its backoff: `connect` dials now.
     pub(crate) dial_now: tokio::sync::Notify,
 }
 
 impl Peer {
-    pub(crate) fn new(name: String, queue_bytes: usize) -> Self {
+    pub(crate) fn new(name: String, me: &str, link: LinkConfig, queue_bytes: usize) -> Self {
         Peer {
+            link: Mutex::new(LinkMachine::new(me, &name, link)),
             name,
             queue: OutQueue::new(queue_bytes),
             counters: PeerCounters::default(),
             book: Mutex::new(Bookkeeping::default()),
             node_monitors: Mutex::new(Vec::new()),
-            conn: Mutex::new(ConnState::Idle),
             up: AtomicBool::new(false),
-            handshaking: AtomicBool::new(false),
             parked: Default::default(),
-            reported_up: AtomicBool::new(false),
             accounting: Mutex::default(),
             received: Padded(AtomicU64::new(0)),
             rx_creation: Mutex::new(None),
             current_conn: Padded(AtomicU64::new(0)),
+            tasks: Mutex::new(None),
             reader: Mutex::new(None),
             install_lock: tokio::sync::Mutex::new(()),
-            accepting: std::sync::atomic::AtomicUsize::new(0),
             idle_sweeps: AtomicU64::new(0),
-            after_loss: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            status: watch::channel(Status::Down {
-                reason: "never connected".into(),
-                attempt: 0,
-                error: None,
-            })
-            .0,
-            attempts: AtomicU64::new(0),
+            status: watch::channel((0, Status::Connecting)).0,
             dial_now: tokio::sync::Notify::new(),
         }
     }
 
-    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, ConnState> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn link(&self) -> std::sync::MutexGuard<'_, LinkMachine> {
+        self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the machine's view for the send path (see `Action::Publish`).
+    pub(crate) fn publish(&self, up: bool, conn: u64) {
+        self.current_conn.store(conn, Ordering::Release);
+        self.up.store(up, Ordering::Release);
     }
 
     pub(crate) fn accounting(&self) -> std::sync::MutexGuard<'_, crate::accounting::Accounting> {

@@ -12,11 +12,10 @@ use std::sync::{Arc, Weak};
 use joerl_core::{Message, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMessage};
 
 use crate::codec;
-use crate::connection::EndReason;
 use crate::frame;
 use crate::node::NodeInner;
 use crate::outqueue::PushError;
-use crate::peer::{ConnState, Peer, PeerCounters};
+use crate::peer::{Peer, PeerCounters};
 
 /// The actor system's router: everything addressed to other nodes.
 pub(crate) struct DistRouter {
@@ -44,7 +43,7 @@ impl DistRouter {
             return Err(RouteError::Closed);
         }
         if !peer.is_up() {
-            node.ensure_dialing(peer, false);
+            node.ensure_dialing(peer);
         }
         let max = node.config.max_frame_size;
         let pushed = peer.queue.push(false, true, |buf| {
@@ -156,7 +155,7 @@ impl Router for DistRouter {
         }
         peer.book().outgoing(to, &signal);
         if !peer.is_up() {
-            node.ensure_dialing(&peer, false);
+            node.ensure_dialing(&peer);
         }
         let max = node.config.max_frame_size;
         match peer
@@ -172,25 +171,10 @@ impl Router for DistRouter {
                 // (which fires noconnection for every link and monitor to it,
                 // this one included) rather than grow the buffer further.
                 tracing::warn!(peer = %peer.name, "outgoing queue over its hard limit; closing the connection");
-                let conn_id = match &*peer.conn() {
-                    ConnState::Up { conn_id, .. } => Some(*conn_id),
-                    _ => None,
-                };
-                match conn_id {
-                    Some(id) => node.connection_lost(&peer, id, &EndReason::NotReading, true),
-                    None => {
-                        // Not connected yet: drop what waits for it; links and
-                        // monitors to it (this one included) fire noconnection.
-                        // Under the connection lock, so a connection installed
-                        // meanwhile keeps its queue.
-                        let conn = peer.conn();
-                        if !matches!(*conn, ConnState::Up { .. }) {
-                            node.clear_queue(&peer);
-                            drop(conn);
-                            node.node_down(&peer, crate::events::NodeDownReason::NotReading, None);
-                        }
-                    }
-                }
+                // Up: the connection closes (and redials); not up: what waits
+                // is dropped. Either way links and monitors to the peer (this
+                // one included) fire noconnection.
+                node.drive(&peer, |m| m.queue_overflow(std::time::Instant::now()));
                 Ok(())
             }
             Err(PushError::Encode(e)) => Err(RouteError::NotSerializable {
@@ -223,7 +207,7 @@ impl Router for DistRouter {
         peer.book()
             .outgoing(target, &Signal::Monitor { from, monitor });
         if !peer.is_up() {
-            node.ensure_dialing(&peer, false);
+            node.ensure_dialing(&peer);
         }
         peer.queue
             .push(true, false, |buf| {

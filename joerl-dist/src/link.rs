@@ -1,0 +1,1052 @@
+//! The one owner of a peer's connection life cycle: a state machine with no I/O.
+//!
+//! Every decision about the link to one peer is made here: whether to dial,
+//! how long to back off, when to give up, whether an incoming connection is
+//! admitted (Erlang's simultaneous-connect rule: the dial of the node with the
+//! greater name wins), which connection is the current one, and when the node
+//! is reported up and down (exactly one down per up). Events go in as method
+//! calls (a dial is wanted, an attempt started or failed, a dialer introduced
+//! itself, a connection was installed or closed, the queue overflowed, the node
+//! is stopping); the resulting [`Action`]s come out of [`LinkMachine::drain`]
+//! and are carried out by the node (`node.rs`), which does the I/O: dialing,
+//! spawning reader and writer, closing sockets, delivering node events.
+//!
+//! Nothing else keeps connection state. The node publishes two values from the
+//! actions for the send path, which must not take a lock per message: whether
+//! the link is up and the id of the current connection (a reader of any other
+//! connection stops at its next frame).
+//!
+//! The machine reads no clock: events that need the time carry it (`now`).
+
+use std::time::{Duration, Instant};
+
+use crate::connection::{Admit, EndReason};
+use crate::error::{DistError, HandshakeError};
+use crate::events::NodeDownReason;
+use crate::handshake::RefuseReason;
+
+/// The settings the machine decides with.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkConfig {
+    /// First delay between dial attempts.
+    pub(crate) reconnect_initial: Duration,
+    /// Longest delay between dial attempts.
+    pub(crate) reconnect_max: Duration,
+    /// Failed attempts in a row after which the machine gives up.
+    pub(crate) reconnect_attempts: u32,
+    /// How long a dial refused because the peer's own dial wins is given to
+    /// come up before this side tries again.
+    pub(crate) crossing_wait: Duration,
+}
+
+impl LinkConfig {
+    /// The settings of a node's configuration.
+    pub(crate) fn of(c: &crate::config::DistConfig) -> Self {
+        LinkConfig {
+            reconnect_initial: c.reconnect_initial,
+            reconnect_max: c.reconnect_max,
+            reconnect_attempts: c.reconnect_attempts.max(1),
+            crossing_wait: c.connect_timeout,
+        }
+    }
+}
+
+/// Where a dial is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting out a backoff (or not started yet).
+    Waiting,
+    /// Asking the resolver where the peer listens.
+    Resolving,
+    /// Connecting and in the handshake: the simultaneous-connect rule applies.
+    Handshaking,
+}
+
+/// The state of the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Not connected and not trying.
+    Idle,
+    /// Dial number `dial` is trying to connect.
+    Dialing {
+        /// Which dial (a dialer task stops when its number is no longer current).
+        dial: u64,
+        /// Where it is.
+        phase: Phase,
+        /// Failed attempts so far.
+        failures: u32,
+        /// The next backoff.
+        delay: Duration,
+        /// This dial follows the loss of a live connection: a peer that is
+        /// gone (see [`peer_is_gone`]) ends it at once.
+        after_loss: bool,
+    },
+    /// An admitted incoming connection is taking the place of the connection
+    /// that was closed for it (a new incarnation, or a half-open one): no dial
+    /// starts until it is installed or has failed.
+    Taking,
+    /// Connection `conn` to incarnation `creation` is up since `since`.
+    Up {
+        /// The connection's id.
+        conn: u64,
+        /// The peer's creation.
+        creation: u32,
+        /// When it came up.
+        since: Instant,
+    },
+    /// The node is stopping: nothing is dialed or admitted any more.
+    Stopped,
+}
+
+/// What waiters on a link (`connect`) can observe. `attempt` is the number of
+/// the dial attempt a result belongs to, as counted when it started, so a
+/// waiter can tell the result of an attempt made after it started waiting from
+/// an older one.
+#[derive(Debug, Clone)]
+pub(crate) enum Status {
+    /// Not connected; a dial may be under way.
+    Connecting,
+    /// Connected.
+    Up,
+    /// Dial attempt number `attempt` failed with `error`.
+    Failed {
+        /// Why.
+        error: DistError,
+        /// Which attempt.
+        attempt: u64,
+    },
+    /// Not connected, not trying (the connection was lost, or the machine gave
+    /// up dialing, then with the last attempt's `error`). Ends every wait.
+    Down {
+        /// Why.
+        reason: NodeDownReason,
+        /// The dial error that made the machine give up, if that was why.
+        error: Option<DistError>,
+    },
+}
+
+/// A node event, without the node's name (the node adds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The peer is up with this creation.
+    Up(u32),
+    /// The peer is down.
+    Down(NodeDownReason),
+}
+
+/// What the node must do, in order.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    /// Publish for the send path: whether the link is up, and the current
+    /// connection (0: none).
+    Publish {
+        /// Up.
+        up: bool,
+        /// The current connection's id.
+        conn: u64,
+    },
+    /// Deliver a node event to subscribers and node watchers.
+    Emit(Event),
+    /// Stop the reader and writer of connection `conn`, which ended with
+    /// `reason` after being up for `up_for`.
+    Close {
+        /// The connection.
+        conn: u64,
+        /// Why it ended.
+        reason: EndReason,
+        /// How long it was up.
+        up_for: Duration,
+    },
+    /// Nothing queued will be carried: drop the queue (counted as lost), turn
+    /// every link and monitor to the peer into `noconnection`, and tell the
+    /// `monitor_node` owners.
+    Lost(NodeDownReason),
+    /// Publish a status to waiters. `seq` orders statuses: one older than the
+    /// published one is ignored (actions may be carried out by two threads).
+    Status {
+        /// Order of the status.
+        seq: u64,
+        /// The status.
+        status: Status,
+    },
+    /// Start a dialer task for dial `dial`, first waiting `delay` if given
+    /// (cut short by [`Action::WakeDialer`]).
+    StartDialer {
+        /// The dial's number.
+        dial: u64,
+        /// A first wait.
+        delay: Option<Duration>,
+    },
+    /// Cut short the wait of the dialer task (a dial is wanted now).
+    WakeDialer,
+}
+
+/// What a dialer does after an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Stop: the dial is no longer current (connected another way, gave up,
+    /// stopped).
+    Stop,
+    /// Wait this long (the node adds jitter), then try again.
+    Retry(Duration),
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct LinkMachine {
+    config: LinkConfig,
+    /// This node's name is greater than the peer's: its dial wins.
+    we_win_crossing: bool,
+    state: State,
+    /// The node is stopping (see [`begin_stop`](Self::begin_stop)).
+    stopping: bool,
+    /// Admitted incoming connections not yet installed or dropped.
+    accepting: usize,
+    /// Dial attempts started so far.
+    attempts: u64,
+    next_dial: u64,
+    status_seq: u64,
+    out: Vec<Action>,
+}
+
+impl LinkMachine {
+    /// The link from `me` to `peer`, idle.
+    pub(crate) fn new(me: &str, peer: &str, config: LinkConfig) -> Self {
+        LinkMachine {
+            config,
+            we_win_crossing: me > peer,
+            state: State::Idle,
+            stopping: false,
+            accepting: 0,
+            attempts: 0,
+            next_dial: 0,
+            status_seq: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// The actions the events so far asked for, in order.
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, Action> {
+        self.out.drain(..)
+    }
+
+    /// The state now.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The current connection, if up.
+    pub(crate) fn current_conn(&self) -> Option<u64> {
+        match self.state {
+            State::Up { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Dial attempts started so far.
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts
+    }
+
+    /// Not connected, not dialing, no incoming connection pending: the peer
+    /// may be forgotten if nothing else uses it.
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle | State::Stopped) && self.accepting == 0
+    }
+
+    /// The answer to a peer's `Alive` question on our dial: go on only if no
+    /// connection is up and none is being admitted.
+    pub(crate) fn wants_dialed_connection(&self) -> bool {
+        !matches!(self.state, State::Up { .. } | State::Stopped) && self.accepting == 0
+    }
+
+    fn status(&mut self, status: Status) {
+        self.status_seq += 1;
+        self.out.push(Action::Status {
+            seq: self.status_seq,
+            status,
+        });
+    }
+
+    fn start_dial(&mut self, delay: Option<Duration>, after_loss: bool) {
+        self.next_dial += 1;
+        let dial = self.next_dial;
+        self.state = State::Dialing {
+            dial,
+            phase: Phase::Waiting,
+            failures: 0,
+            delay: self.config.reconnect_initial,
+            after_loss,
+        };
+        self.status(Status::Connecting);
+        self.out.push(Action::StartDialer { dial, delay });
+    }
+
+    /// A dial is wanted: something was sent to the peer, or a monitor, a
+    /// `connect` (`now`: cut a backoff short) or discovery asked for it.
+    pub(crate) fn want(&mut self, now: bool) {
+        if self.stopping {
+            return;
+        }
+        match self.state {
+            State::Idle => self.start_dial(None, false),
+            State::Dialing {
+                phase: Phase::Waiting,
+                ..
+            } if now => self.out.push(Action::WakeDialer),
+            _ => {}
+        }
+    }
+
+    /// Dial `dial` starts an attempt. Returns its number, or `None` if the
+    /// dial is no longer current (its task ends).
+    pub(crate) fn attempt_started(&mut self, dial: u64) -> Option<u64> {
+        match &mut self.state {
+            State::Dialing { dial: d, phase, .. } if *d == dial => {
+                *phase = Phase::Resolving;
+                self.attempts += 1;
+                Some(self.attempts)
+            }
+            _ => None,
+        }
+    }
+
+    /// Dial `dial` knows where the peer listens and connects.
+    pub(crate) fn handshake_started(&mut self, dial: u64) {
+        if let State::Dialing { dial: d, phase, .. } = &mut self.state {
+            if *d == dial {
+                *phase = Phase::Handshaking;
+            }
+        }
+    }
+
+    /// Attempt `attempt` of dial `dial` failed with `error`.
+    pub(crate) fn attempt_failed(&mut self, dial: u64, attempt: u64, error: DistError) -> Next {
+        let State::Dialing {
+            dial: d,
+            phase,
+            failures,
+            delay,
+            after_loss,
+        } = &mut self.state
+        else {
+            return Next::Stop;
+        };
+        if *d != dial {
+            return Next::Stop;
+        }
+        *phase = Phase::Waiting;
+        *failures += 1;
+        let crossed = matches!(
+            error,
+            DistError::Handshake {
+                source: HandshakeError::Simultaneous | HandshakeError::AlreadyConnected,
+                ..
+            }
+        );
+        if *after_loss && peer_is_gone(&error) {
+            self.give_up(error);
+            return Next::Stop;
+        }
+        if *failures >= self.config.reconnect_attempts {
+            self.give_up(error);
+            return Next::Stop;
+        }
+        if crossed {
+            // The peer's own connection is used (or about to be): give it
+            // time to come up, and tell waiters nothing (it is no failure).
+            return Next::Retry(self.config.crossing_wait);
+        }
+        let wait = *delay;
+        *delay = (*delay * 2).min(self.config.reconnect_max);
+        self.status(Status::Failed { error, attempt });
+        Next::Retry(wait)
+    }
+
+    /// Stops dialing a peer that never came up (or is gone): what waits for
+    /// it is dropped and every relation to it fails with `noconnection`.
+    fn give_up(&mut self, error: DistError) {
+        self.state = State::Idle;
+        let reason = NodeDownReason::Unreachable(error.to_string());
+        self.out.push(Action::Lost(reason.clone()));
+        self.status(Status::Down {
+            reason,
+            error: Some(error),
+        });
+    }
+
+    /// An authenticated dialer of incarnation `creation` asks to connect.
+    /// On `Ok`, the connection counts as being admitted until
+    /// [`accept_ended`](Self::accept_ended).
+    pub(crate) fn incoming(&mut self, creation: u32, now: Instant) -> Result<Admit, RefuseReason> {
+        if self.stopping {
+            return Err(RefuseReason::ShuttingDown);
+        }
+        let admit = match self.state {
+            // Our connection to this very incarnation looks up, yet it dials
+            // us: ours is probably half-open. Ask it.
+            State::Up {
+                creation: c, conn, ..
+            } if c == creation => Admit::IfHalfOpen(conn),
+            // A new incarnation: the old one is dead.
+            State::Up { conn, .. } => {
+                self.close_for_taking(
+                    conn,
+                    EndReason::Replaced("a new incarnation of the node connected".into()),
+                    now,
+                );
+                Admit::Yes
+            }
+            // Both dialed at once: the dial of the node with the greater name
+            // wins, so the greater node refuses the other's.
+            State::Dialing {
+                phase: Phase::Handshaking,
+                ..
+            } if self.we_win_crossing => return Err(RefuseReason::Simultaneous),
+            _ => Admit::Yes,
+        };
+        self.accepting += 1;
+        Ok(admit)
+    }
+
+    /// The dialer confirmed that it has no connection to us: close our
+    /// connection `old` to the same incarnation, which was half-open. Refused
+    /// if another connection has taken its place meanwhile.
+    pub(crate) fn half_open_confirmed(
+        &mut self,
+        old: u64,
+        now: Instant,
+    ) -> Result<(), RefuseReason> {
+        match self.state {
+            State::Up { conn, .. } if conn == old => {
+                self.close_for_taking(
+                    conn,
+                    EndReason::Replaced(
+                        "the peer dialed again: this connection was half-open".into(),
+                    ),
+                    now,
+                );
+                Ok(())
+            }
+            State::Up { .. } => Err(RefuseReason::AlreadyConnected),
+            State::Stopped => Err(RefuseReason::ShuttingDown),
+            // It ended by itself meanwhile (and may be redialing): the
+            // incoming one takes over.
+            _ => {
+                self.state = State::Taking;
+                Ok(())
+            }
+        }
+    }
+
+    fn close_for_taking(&mut self, conn: u64, reason: EndReason, now: Instant) {
+        self.down(conn, reason, now);
+        self.state = State::Taking;
+    }
+
+    /// An admitted incoming connection was installed (`installed`) or dropped.
+    pub(crate) fn accept_ended(&mut self, installed: bool) {
+        self.accepting = self.accepting.saturating_sub(1);
+        // The connection closed for this one did not get a successor: redial
+        // as after any loss.
+        if !installed && self.state == State::Taking && self.accepting == 0 && !self.stopping {
+            self.start_dial(Some(self.config.reconnect_initial), true);
+        }
+    }
+
+    /// An authenticated connection `conn` to incarnation `creation` is to be
+    /// installed. `Err` if one is up already (or the node is stopping): then
+    /// it is dropped.
+    pub(crate) fn install(&mut self, conn: u64, creation: u32, now: Instant) -> Result<(), ()> {
+        if matches!(self.state, State::Up { .. } | State::Stopped) {
+            return Err(());
+        }
+        self.state = State::Up {
+            conn,
+            creation,
+            since: now,
+        };
+        self.out.push(Action::Publish { up: true, conn });
+        self.out.push(Action::Emit(Event::Up(creation)));
+        self.status(Status::Up);
+        Ok(())
+    }
+
+    /// Connection `conn` ended with `reason` (the peer closed it, said
+    /// goodbye, went silent for the tick timeout, sent garbage, ...). Ignored
+    /// if `conn` is not the current connection. Redials unless the peer said
+    /// goodbye or the connection was replaced.
+    pub(crate) fn connection_closed(&mut self, conn: u64, reason: EndReason, now: Instant) {
+        if self.current_conn() != Some(conn) {
+            return;
+        }
+        let redial = !self.stopping
+            && !matches!(
+                reason,
+                EndReason::Goodbye | EndReason::Replaced(_) | EndReason::Superseded
+            );
+        self.down(conn, reason, now);
+        if redial {
+            self.start_dial(Some(self.config.reconnect_initial), true);
+        } else if self.stopping {
+            self.state = State::Stopped;
+        }
+    }
+
+    /// The outgoing queue reached its hard limit: the peer does not read.
+    /// Closes the connection if one is up (and redials); otherwise drops what
+    /// waits and fails every relation to the peer.
+    pub(crate) fn queue_overflow(&mut self, now: Instant) {
+        match self.current_conn() {
+            Some(conn) => self.connection_closed(conn, EndReason::NotReading, now),
+            None => {
+                let reason = NodeDownReason::NotReading;
+                self.out.push(Action::Lost(reason.clone()));
+                self.status(Status::Down {
+                    reason,
+                    error: None,
+                });
+            }
+        }
+    }
+
+    /// The node begins to stop (it still says goodbye on the connection that
+    /// is up): from now on nothing is dialed or admitted, a connection that
+    /// ends is not redialed, and the node is reported down with
+    /// `ShuttingDown`. A dial under way is abandoned.
+    pub(crate) fn begin_stop(&mut self) {
+        self.stopping = true;
+        if !matches!(self.state, State::Up { .. }) {
+            self.state = State::Stopped;
+        }
+    }
+
+    /// The node stops: the connection that is up is closed and reported
+    /// down (`ShuttingDown`).
+    pub(crate) fn stop(&mut self, now: Instant) {
+        self.stopping = true;
+        if let Some(conn) = self.current_conn() {
+            self.down(conn, EndReason::Goodbye, now);
+        }
+        self.state = State::Stopped;
+    }
+
+    /// Leaves the up state of `conn`: close it, report the node down, fail
+    /// what depended on it. The caller sets the next state.
+    fn down(&mut self, conn: u64, reason: EndReason, now: Instant) {
+        let State::Up { since, .. } = self.state else {
+            return;
+        };
+        let down_reason = if self.stopping {
+            NodeDownReason::ShuttingDown
+        } else {
+            reason.node_down_reason()
+        };
+        self.state = State::Idle;
+        self.out.push(Action::Publish { up: false, conn: 0 });
+        self.out
+            .push(Action::Emit(Event::Down(down_reason.clone())));
+        self.out.push(Action::Close {
+            conn,
+            reason,
+            up_for: now.saturating_duration_since(since),
+        });
+        self.out.push(Action::Lost(down_reason.clone()));
+        self.status(Status::Down {
+            reason: down_reason,
+            error: None,
+        });
+    }
+}
+
+/// Whether a failed redial after the loss of a live connection shows that the
+/// peer is gone (not merely unreachable for a moment): its EPMD no longer lists
+/// it, or nothing listens at its address any more. Then there is nothing to
+/// wait for, and the machine gives up at once instead of backing off.
+pub(crate) fn peer_is_gone(e: &DistError) -> bool {
+    match e {
+        DistError::UnknownNode(_) => true,
+        DistError::Unreachable { source, .. } => {
+            source.kind() == std::io::ErrorKind::ConnectionRefused
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The machine fed event sequences; each test checks the states and the
+    //! actions that come out.
+
+    use super::*;
+    use std::sync::Arc;
+
+    fn config() -> LinkConfig {
+        LinkConfig {
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_millis(400),
+            reconnect_attempts: 4,
+            crossing_wait: Duration::from_secs(3),
+        }
+    }
+
+    fn machine(me: &str, peer: &str) -> LinkMachine {
+        LinkMachine::new(me, peer, config())
+    }
+
+    fn actions(m: &mut LinkMachine) -> Vec<Action> {
+        m.drain().collect()
+    }
+
+    fn events(actions: &[Action]) -> Vec<Event> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Emit(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn dialer(actions: &[Action]) -> Option<(u64, Option<Duration>)> {
+        actions.iter().find_map(|a| match a {
+            Action::StartDialer { dial, delay } => Some((*dial, *delay)),
+            _ => None,
+        })
+    }
+
+    fn lost(actions: &[Action]) -> Vec<NodeDownReason> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Lost(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Close { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn last_status(actions: &[Action]) -> Option<Status> {
+        actions.iter().rev().find_map(|a| match a {
+            Action::Status { status, .. } => Some(status.clone()),
+            _ => None,
+        })
+    }
+
+    fn refused_io() -> DistError {
+        DistError::Unreachable {
+            node: "b@h".into(),
+            addr: "127.0.0.1:1".into(),
+            source: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        }
+    }
+
+    fn auth_failed() -> DistError {
+        DistError::Handshake {
+            node: "b@h".into(),
+            source: HandshakeError::AuthenticationFailed,
+        }
+    }
+
+    fn crossed() -> DistError {
+        DistError::Handshake {
+            node: "b@h".into(),
+            source: HandshakeError::Simultaneous,
+        }
+    }
+
+    /// Dials and installs connection `conn` to incarnation `creation`.
+    fn connect(m: &mut LinkMachine, conn: u64, creation: u32, now: Instant) -> u64 {
+        m.want(false);
+        let (dial, delay) = dialer(&actions(m)).expect("a dial starts");
+        assert_eq!(delay, None, "a first dial does not wait");
+        m.attempt_started(dial).expect("current");
+        m.handshake_started(dial);
+        m.install(conn, creation, now).expect("installed");
+        let a = actions(m);
+        assert_eq!(events(&a), vec![Event::Up(creation)]);
+        assert!(matches!(last_status(&a), Some(Status::Up)));
+        dial
+    }
+
+    #[test]
+    fn a_wanted_dial_starts_once_and_connect_wakes_its_backoff() {
+        let mut m = machine("a@h", "b@h");
+        m.want(false);
+        let a = actions(&mut m);
+        let (dial, _) = dialer(&a).unwrap();
+        assert!(matches!(last_status(&a), Some(Status::Connecting)));
+        // More sends while dialing start nothing more.
+        m.want(false);
+        assert!(actions(&mut m).is_empty());
+        assert_eq!(m.attempt_started(dial), Some(1));
+        assert_eq!(
+            m.attempt_failed(dial, 1, refused_io()),
+            Next::Retry(Duration::from_millis(100))
+        );
+        let a = actions(&mut m);
+        assert!(matches!(
+            last_status(&a),
+            Some(Status::Failed { attempt: 1, .. })
+        ));
+        // `connect` during the backoff dials now.
+        m.want(true);
+        assert!(matches!(actions(&mut m)[..], [Action::WakeDialer]));
+        // The backoff doubles up to its cap.
+        assert_eq!(m.attempt_started(dial), Some(2));
+        assert_eq!(
+            m.attempt_failed(dial, 2, refused_io()),
+            Next::Retry(Duration::from_millis(200))
+        );
+        assert_eq!(m.attempt_started(dial), Some(3));
+        assert_eq!(
+            m.attempt_failed(dial, 3, refused_io()),
+            Next::Retry(Duration::from_millis(400))
+        );
+    }
+
+    #[test]
+    fn a_handshake_failure_backs_off_then_gives_up_with_its_error() {
+        let mut m = machine("a@h", "b@h");
+        m.want(false);
+        let (dial, _) = dialer(&actions(&mut m)).unwrap();
+        for n in 1..=3 {
+            assert_eq!(m.attempt_started(dial), Some(n));
+            m.handshake_started(dial);
+            assert!(matches!(
+                m.attempt_failed(dial, n, auth_failed()),
+                Next::Retry(_)
+            ));
+            let a = actions(&mut m);
+            assert!(events(&a).is_empty(), "never up, never down");
+            assert!(lost(&a).is_empty());
+        }
+        assert_eq!(m.attempt_started(dial), Some(4));
+        assert_eq!(m.attempt_failed(dial, 4, auth_failed()), Next::Stop);
+        let a = actions(&mut m);
+        assert!(events(&a).is_empty(), "no node event for a node never up");
+        assert!(matches!(lost(&a)[..], [NodeDownReason::Unreachable(_)]));
+        assert!(matches!(
+            last_status(&a),
+            Some(Status::Down {
+                error: Some(DistError::Handshake {
+                    source: HandshakeError::AuthenticationFailed,
+                    ..
+                }),
+                ..
+            })
+        ));
+        assert_eq!(m.state(), &State::Idle);
+        assert!(m.is_idle());
+        // The dial's task stops; the next send dials again, afresh.
+        assert_eq!(m.attempt_started(dial), None);
+        m.want(false);
+        let (again, _) = dialer(&actions(&mut m)).unwrap();
+        assert_ne!(again, dial);
+    }
+
+    #[test]
+    fn a_tick_timeout_reports_down_once_and_redials_after_a_backoff() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 7, 1, t0);
+        assert!(!m.is_idle());
+        m.connection_closed(
+            7,
+            EndReason::TickTimeout(Duration::from_secs(4)),
+            t0 + Duration::from_secs(9),
+        );
+        let a = actions(&mut m);
+        assert_eq!(
+            events(&a),
+            vec![Event::Down(NodeDownReason::TickTimeout(
+                Duration::from_secs(4)
+            ))]
+        );
+        assert_eq!(closed(&a), vec![7]);
+        assert!(matches!(
+            a.iter().find(|x| matches!(x, Action::Close { .. })),
+            Some(Action::Close { up_for, .. }) if *up_for == Duration::from_secs(9)
+        ));
+        assert_eq!(lost(&a).len(), 1);
+        assert!(matches!(a[0], Action::Publish { up: false, conn: 0 }));
+        let (dial, delay) = dialer(&a).expect("redials");
+        assert_eq!(delay, Some(Duration::from_millis(100)));
+        // The writer's end of the same connection changes nothing more.
+        m.connection_closed(7, EndReason::Closed, t0);
+        assert!(actions(&mut m).is_empty());
+        // A redial finds the node gone (refused): given up at once, no second
+        // down (it was not up).
+        assert_eq!(m.attempt_started(dial), Some(2));
+        assert_eq!(m.attempt_failed(dial, 2, refused_io()), Next::Stop);
+        let a = actions(&mut m);
+        assert!(events(&a).is_empty());
+        assert_eq!(m.state(), &State::Idle);
+    }
+
+    #[test]
+    fn a_goodbye_reports_down_and_does_not_redial() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 3, 1, t0);
+        m.connection_closed(3, EndReason::Goodbye, t0);
+        let a = actions(&mut m);
+        assert_eq!(events(&a), vec![Event::Down(NodeDownReason::Goodbye)]);
+        assert_eq!(dialer(&a), None);
+        assert_eq!(m.state(), &State::Idle);
+    }
+
+    #[test]
+    fn both_dialing_at_once_the_greater_names_dial_wins() {
+        let t0 = Instant::now();
+        // `b@h` > `a@h`.
+        let mut a = machine("a@h", "b@h");
+        let mut b = machine("b@h", "a@h");
+        a.want(false);
+        b.want(false);
+        let (da, _) = dialer(&actions(&mut a)).unwrap();
+        let (db, _) = dialer(&actions(&mut b)).unwrap();
+        a.attempt_started(da).unwrap();
+        b.attempt_started(db).unwrap();
+        a.handshake_started(da);
+        b.handshake_started(db);
+        // Each receives the other's hello.
+        assert_eq!(b.incoming(1, t0), Err(RefuseReason::Simultaneous));
+        assert_eq!(a.incoming(2, t0), Ok(Admit::Yes));
+        // a's dial is refused: it waits for b's connection and tells waiters
+        // nothing.
+        assert_eq!(
+            a.attempt_failed(da, 1, crossed()),
+            Next::Retry(Duration::from_secs(3))
+        );
+        assert!(last_status(&actions(&mut a)).is_none());
+        // b's dial completes on both sides.
+        b.install(10, 1, t0).unwrap();
+        a.install(20, 2, t0).unwrap();
+        a.accept_ended(true);
+        assert_eq!(events(&actions(&mut a)), vec![Event::Up(2)]);
+        assert_eq!(events(&actions(&mut b)), vec![Event::Up(1)]);
+        // a's dial task ends at its next attempt.
+        assert_eq!(a.attempt_started(da), None);
+        assert_eq!(a.current_conn(), Some(20));
+    }
+
+    #[test]
+    fn the_lesser_node_admits_a_crossing_dial_and_the_greater_refuses_only_while_handshaking() {
+        let t0 = Instant::now();
+        let mut b = machine("b@h", "a@h");
+        b.want(false);
+        let (db, _) = dialer(&actions(&mut b)).unwrap();
+        // Backing off (or resolving), not handshaking: a's dial is admitted.
+        assert_eq!(b.incoming(1, t0), Ok(Admit::Yes));
+        assert!(
+            !b.wants_dialed_connection(),
+            "an admitted connection is pending"
+        );
+        b.accept_ended(false);
+        assert!(b.wants_dialed_connection());
+        b.attempt_started(db).unwrap();
+        assert_eq!(b.incoming(1, t0), Ok(Admit::Yes));
+        b.accept_ended(false);
+        b.handshake_started(db);
+        assert_eq!(b.incoming(1, t0), Err(RefuseReason::Simultaneous));
+    }
+
+    #[test]
+    fn a_restarted_peer_dialing_in_replaces_the_old_connection() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 5, 1, t0);
+        // Creation 2 dials in while connection 5 (to creation 1) looks alive.
+        assert_eq!(m.incoming(2, t0), Ok(Admit::Yes));
+        let a = actions(&mut m);
+        assert_eq!(closed(&a), vec![5]);
+        assert!(matches!(
+            events(&a)[..],
+            [Event::Down(NodeDownReason::Replaced(_))]
+        ));
+        assert_eq!(lost(&a).len(), 1, "relations to the old incarnation fail");
+        assert_eq!(dialer(&a), None, "the incoming connection takes over");
+        assert_eq!(m.state(), &State::Taking);
+        // A send meanwhile starts no crossing dial.
+        m.want(false);
+        assert!(actions(&mut m).is_empty());
+        m.install(6, 2, t0).unwrap();
+        m.accept_ended(true);
+        assert_eq!(events(&actions(&mut m)), vec![Event::Up(2)]);
+        assert_eq!(m.current_conn(), Some(6));
+    }
+
+    #[test]
+    fn the_same_incarnation_dialing_in_is_asked_and_a_half_open_connection_replaced() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 5, 1, t0);
+        assert_eq!(m.incoming(1, t0), Ok(Admit::IfHalfOpen(5)));
+        assert!(
+            actions(&mut m).is_empty(),
+            "nothing changes before the answer"
+        );
+        m.half_open_confirmed(5, t0).unwrap();
+        let a = actions(&mut m);
+        assert_eq!(closed(&a), vec![5]);
+        assert_eq!(events(&a).len(), 1);
+        assert_eq!(m.state(), &State::Taking);
+        // The new connection fails before it is installed: redial as after a loss.
+        m.accept_ended(false);
+        let (dial, delay) = dialer(&actions(&mut m)).expect("redials");
+        assert!(delay.is_some());
+        // A gone peer ends that redial at once.
+        m.attempt_started(dial).unwrap();
+        assert_eq!(
+            m.attempt_failed(dial, 1, DistError::UnknownNode("b@h".into())),
+            Next::Stop
+        );
+    }
+
+    #[test]
+    fn a_half_open_answer_after_another_connection_took_over_is_refused() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 5, 1, t0);
+        assert_eq!(m.incoming(1, t0), Ok(Admit::IfHalfOpen(5)));
+        m.connection_closed(5, EndReason::Closed, t0);
+        let _ = actions(&mut m);
+        m.install(8, 1, t0).unwrap();
+        let _ = actions(&mut m);
+        assert_eq!(
+            m.half_open_confirmed(5, t0),
+            Err(RefuseReason::AlreadyConnected)
+        );
+        assert_eq!(m.current_conn(), Some(8));
+    }
+
+    #[test]
+    fn a_second_connection_is_not_installed_while_one_is_up() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 5, 1, t0);
+        assert_eq!(m.install(6, 1, t0), Err(()));
+        assert!(actions(&mut m).is_empty());
+        assert_eq!(m.current_conn(), Some(5));
+    }
+
+    #[test]
+    fn every_up_has_exactly_one_down_over_many_cycles() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        let mut ups = 0;
+        let mut downs = 0;
+        let mut conn = 0;
+        for round in 0..50u32 {
+            m.want(false);
+            let mut a = actions(&mut m);
+            let dial = match dialer(&a) {
+                Some((d, _)) => d,
+                None => panic!("round {round}: no dial in {a:?}"),
+            };
+            m.attempt_started(dial).unwrap();
+            conn += 1;
+            m.install(conn, round, t0).unwrap();
+            a = actions(&mut m);
+            // Every kind of ending, twice over (reader and writer both report).
+            let reason = match round % 4 {
+                0 => EndReason::Closed,
+                1 => EndReason::Goodbye,
+                2 => EndReason::TickTimeout(Duration::from_secs(1)),
+                _ => EndReason::Io("reset".into()),
+            };
+            m.connection_closed(conn, reason.clone(), t0);
+            m.connection_closed(conn, reason, t0);
+            a.extend(actions(&mut m));
+            for e in events(&a) {
+                match e {
+                    Event::Up(_) => ups += 1,
+                    Event::Down(_) => downs += 1,
+                }
+            }
+            // End any redial so the next round starts from idle.
+            if let Some((d, _)) = dialer(&a) {
+                m.attempt_started(d).unwrap();
+                assert_eq!(m.attempt_failed(d, 0, refused_io()), Next::Stop);
+                let _ = actions(&mut m);
+            }
+            assert_eq!(m.state(), &State::Idle, "round {round}");
+        }
+        assert_eq!((ups, downs), (50, 50));
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_connection_or_fails_what_waits() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        m.want(false);
+        let _ = actions(&mut m);
+        m.queue_overflow(t0);
+        let a = actions(&mut m);
+        assert!(events(&a).is_empty());
+        assert!(matches!(lost(&a)[..], [NodeDownReason::NotReading]));
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 5, 1, t0);
+        m.queue_overflow(t0);
+        let a = actions(&mut m);
+        assert_eq!(closed(&a), vec![5]);
+        assert_eq!(events(&a), vec![Event::Down(NodeDownReason::NotReading)]);
+        assert!(dialer(&a).is_some(), "the connection is redialed");
+    }
+
+    #[test]
+    fn stopping_reports_down_as_shutting_down_and_dials_nothing_more() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 5, 1, t0);
+        m.begin_stop();
+        assert!(actions(&mut m).is_empty(), "still up to say goodbye");
+        // The peer closes first, having read our goodbye.
+        m.connection_closed(5, EndReason::Closed, t0);
+        let a = actions(&mut m);
+        assert_eq!(events(&a), vec![Event::Down(NodeDownReason::ShuttingDown)]);
+        assert_eq!(dialer(&a), None);
+        m.want(true);
+        assert!(actions(&mut m).is_empty());
+        assert_eq!(m.incoming(2, t0), Err(RefuseReason::ShuttingDown));
+        m.stop(t0);
+        assert!(actions(&mut m).is_empty(), "one down per up");
+        assert_eq!(m.state(), &State::Stopped);
+
+        // A dial under way is abandoned.
+        let mut m = machine("a@h", "b@h");
+        m.want(false);
+        let (dial, _) = dialer(&actions(&mut m)).unwrap();
+        m.stop(t0);
+        assert_eq!(m.attempt_started(dial), None);
+        assert_eq!(m.install(1, 1, t0), Err(()));
+    }
+
+    #[test]
+    fn statuses_are_numbered_in_order() {
+        let t0 = Instant::now();
+        let mut m = machine("a@h", "b@h");
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let seqs: Vec<u64> = actions(&mut m)
+            .iter()
+            .filter_map(|a| match a {
+                Action::Status { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert!(seqs.len() >= 2);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+}
