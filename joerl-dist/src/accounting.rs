@@ -22,6 +22,11 @@ pub(crate) struct Accounting {
     peer_creation: Option<u32>,
     /// The queue's push count when this session began.
     base: u64,
+    /// The queue's sequence number of the frame before the one the peer
+    /// counts as its first of this session: `seq(n) = seq_base + n`. Moves
+    /// when a loss is settled (the peer's count goes on without the lost
+    /// frames).
+    seq_base: u64,
     /// Messages of this session cleared from the queue before being written.
     unsent: u64,
     /// The queue's push count when the last connection was lost, until the peer
@@ -92,6 +97,7 @@ impl Accounting {
             let lost = self.outstanding(end);
             self.lost_total += lost;
             self.base = end;
+            self.seq_base = end;
             self.unsent = 0;
             self.acked = 0;
             self.lost_session = 0;
@@ -99,6 +105,12 @@ impl Accounting {
         self.peer_creation = Some(creation);
         self.pushed_at_loss = None;
         self.peer_left = false;
+    }
+
+    /// The queue's sequence number of the `n`th data frame the peer has
+    /// read of this session.
+    pub(crate) fn seq(&self, n: u64) -> u64 {
+        self.seq_base + n
     }
 
     /// The peer reported reading `received` of this session's messages in an ACK.
@@ -114,6 +126,9 @@ impl Accounting {
             let lost = self.outstanding(at_loss);
             self.lost_session += lost;
             self.lost_total += lost;
+            // Nothing pushed before the loss is in flight any more: the
+            // peer's next frame is the first pushed after it.
+            self.seq_base = at_loss.saturating_sub(received);
         }
     }
 

@@ -8,6 +8,8 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_MESSAGE_MEMORY: usize = 256 * 1024 * 1024;
 /// Default limit of bytes queued toward one peer before `send` waits: 8 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Default size of the resend buffer toward one peer: 16 MiB.
+pub const DEFAULT_RESEND_WINDOW: usize = 16 * 1024 * 1024;
 /// Default tick timeout: a peer silent this long is declared down.
 pub const DEFAULT_TICK_TIMEOUT: Duration = Duration::from_secs(4);
 /// Default number of messages from other nodes a full mailbox accepts beyond its capacity.
@@ -72,6 +74,17 @@ pub struct DistConfig {
     /// found unused by two sweeps in a row is forgotten (its statistics stay in
     /// the node's totals), so the peer table does not grow with churn.
     pub peer_sweep_interval: Duration,
+    /// How long a cut connection to a live peer may take to be re-made before
+    /// the node is reported down. Within it nothing is lost, duplicated or
+    /// reordered, and no node-down, `noconnection` exit or down is raised (see
+    /// CLUSTERING.md, *Guarantees*). `None` (the default): the tick timeout.
+    /// `Some(Duration::ZERO)`: a cut is a node-down at once, as in Erlang.
+    pub grace_period: Option<Duration>,
+    /// Bytes written to one peer and not yet acknowledged that are kept to be
+    /// replayed after a cut (the resend buffer). When it is full the writer
+    /// waits for the peer's acknowledgements, and senders then wait as for a
+    /// full queue. At least 4 MiB.
+    pub resend_window: usize,
 }
 
 impl Default for DistConfig {
@@ -93,6 +106,8 @@ impl Default for DistConfig {
             epmd_lease: None,
             shutdown_grace: Duration::from_secs(5),
             peer_sweep_interval: Duration::from_secs(30),
+            grace_period: None,
+            resend_window: DEFAULT_RESEND_WINDOW,
         }
     }
 }
@@ -101,5 +116,10 @@ impl DistConfig {
     /// The interval between ticks on an idle connection.
     pub fn tick_interval(&self) -> Duration {
         (self.tick_timeout / 4).max(Duration::from_millis(10))
+    }
+
+    /// The grace period in force (see [`grace_period`](Self::grace_period)).
+    pub fn grace(&self) -> Duration {
+        self.grace_period.unwrap_or(self.tick_timeout)
     }
 }

@@ -20,8 +20,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use crate::codec;
 use crate::error::{FrameError, HandshakeError};
 use crate::frame::{self, Frame, Parsed};
-use crate::handshake::{self, Intro, PROTOCOL_VERSION, Record, RefuseReason, Role};
-use crate::outqueue::OutQueue;
+use crate::handshake::{self, Intro, PROTOCOL_VERSION, Record, RefuseReason, ResumePoint, Role};
+use crate::outqueue::{OutQueue, Take};
 
 /// Largest handshake frame accepted, whatever the configured frame limit.
 const MAX_HANDSHAKE_FRAME: usize = 4096;
@@ -114,16 +114,41 @@ fn refused(reason: RefuseReason) -> HandshakeError {
     }
 }
 
-/// The dialer's side of the handshake. Returns the peer's introduction.
-/// `still_wanted` answers the acceptor's `Alive`: true if this node still has
-/// no connection to the peer.
+/// A completed handshake: the peer's introduction, and where each side said
+/// it stands in their session.
+#[derive(Debug, Clone)]
+pub(crate) struct Shook {
+    /// The peer's introduction.
+    pub(crate) peer: Intro,
+    /// What this node said.
+    pub(crate) mine: ResumePoint,
+    /// What the peer said.
+    pub(crate) theirs: ResumePoint,
+}
+
+/// Reads the other side's `Resume`, the last record of a handshake.
+async fn read_resume(stream: &mut TcpStream) -> Result<ResumePoint, HandshakeError> {
+    match read_record(stream).await? {
+        Record::Resume(point) => Ok(point),
+        Record::Refused(reason) => Err(refused(reason)),
+        other => Err(HandshakeError::Malformed(format!(
+            "expected Resume, got {other:?}"
+        ))),
+    }
+}
+
+/// The dialer's side of the handshake. Returns the peer's introduction and
+/// where it stands in the session with this node. `still_wanted` answers the
+/// acceptor's `Alive`: true if this node still has no connection to the peer.
+/// `resume` says where this node stands, given the peer's creation.
 pub(crate) async fn dial(
     stream: &mut TcpStream,
     me: &LocalIdentity,
     cookie: &[u8],
     expected: &str,
     still_wanted: impl FnOnce() -> bool,
-) -> Result<Intro, HandshakeError> {
+    resume: impl AsyncFnOnce(u32) -> ResumePoint,
+) -> Result<Shook, HandshakeError> {
     let own = handshake::challenge();
     write_record(stream, &Record::Hello(me.intro(own))).await?;
     let peer = match read_record(stream).await? {
@@ -170,22 +195,27 @@ pub(crate) async fn dial(
         )
     };
     match read_record(stream).await? {
-        Record::Proof(p) if verify(&p) => Ok(peer),
+        Record::Proof(p) if verify(&p) => {}
         Record::Alive(p) if verify(&p) => {
             let go_on = still_wanted();
             write_record(stream, &Record::Continue(go_on)).await?;
-            if go_on {
-                Ok(peer)
-            } else {
-                Err(HandshakeError::AlreadyConnected)
+            if !go_on {
+                return Err(HandshakeError::AlreadyConnected);
             }
         }
-        Record::Proof(_) | Record::Alive(_) => Err(HandshakeError::AuthenticationFailed),
-        Record::Refused(reason) => Err(refused(reason)),
-        other => Err(HandshakeError::Malformed(format!(
-            "expected Proof, got {other:?}"
-        ))),
+        Record::Proof(_) | Record::Alive(_) => return Err(HandshakeError::AuthenticationFailed),
+        Record::Refused(reason) => return Err(refused(reason)),
+        other => {
+            return Err(HandshakeError::Malformed(format!(
+                "expected Proof, got {other:?}"
+            )));
+        }
     }
+    // Both sides send their Resume and then read the other's.
+    let mine = resume(peer.creation).await;
+    write_record(stream, &Record::Resume(mine)).await?;
+    let theirs = read_resume(stream).await?;
+    Ok(Shook { peer, mine, theirs })
 }
 
 /// What the acceptor's `decide` says about an authenticated dialer.
@@ -201,14 +231,17 @@ pub(crate) enum Admit {
 /// The acceptor's side. `decide` sees the dialer's introduction once the dialer
 /// has proved it knows the cookie, and may still refuse the connection (for
 /// example when both sides dialed at once); `replace` closes the old connection
-/// when `decide` said [`Admit::IfHalfOpen`] and the dialer confirmed.
+/// when `decide` said [`Admit::IfHalfOpen`] and the dialer confirmed; `resume`
+/// says where this node stands in the session with the dialer's creation.
+/// Returns the dialer's introduction and where it stands.
 pub(crate) async fn accept(
     stream: &mut TcpStream,
     me: &LocalIdentity,
     cookie: &[u8],
     decide: impl FnOnce(&Intro) -> Result<Admit, RefuseReason>,
     replace: impl FnOnce(u64) -> Result<(), RefuseReason>,
-) -> Result<Intro, HandshakeError> {
+    resume: impl AsyncFnOnce(u32) -> ResumePoint,
+) -> Result<Shook, HandshakeError> {
     let peer = match read_record(stream).await {
         Ok(Record::Hello(intro)) => intro,
         Ok(other) => {
@@ -307,7 +340,10 @@ pub(crate) async fn accept(
             }
         }
     }
-    Ok(peer)
+    let mine = resume(peer.creation).await;
+    write_record(stream, &Record::Resume(mine)).await?;
+    let theirs = read_resume(stream).await?;
+    Ok(Shook { peer, mine, theirs })
 }
 
 /// Why a connection ended.
@@ -370,7 +406,7 @@ impl std::fmt::Display for EndReason {
 /// Writes everything the queue collects until an error (or the task is aborted).
 /// Shares the write half with senders' direct writes (see [`OutQueue`]). The
 /// idle tick is an ACK frame carrying `received()`, the count of the peer's
-/// messages this node has read.
+/// data frames this node has read.
 pub(crate) async fn write_loop(
     sink: Arc<OwnedWriteHalf>,
     queue: &OutQueue,
@@ -378,36 +414,47 @@ pub(crate) async fn write_loop(
     received: impl Fn() -> u64,
     on_written: impl Fn(usize),
 ) -> EndReason {
-    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut control: Vec<u8> = Vec::new();
     let mut last_write = tokio::time::Instant::now();
     loop {
-        if queue.take_as(&sink, &mut batch).is_none() {
-            return EndReason::Superseded;
-        }
-        if batch.is_empty() {
-            let deadline = last_write + tick_interval;
-            tokio::select! {
-                _ = queue.wait_for_data() => continue,
-                _ = tokio::time::sleep_until(deadline) => {
-                    // Through the queue, so it is ordered with direct writes.
-                    if !queue.push_control_as(&sink, |b| frame::put_ack(b, received())) {
-                        return EndReason::Superseded;
+        match queue.take_as(&sink, &mut control) {
+            Take::Detached => return EndReason::Superseded,
+            Take::Idle => {
+                let deadline = last_write + tick_interval;
+                tokio::select! {
+                    _ = queue.wait_for_data() => continue,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if !queue.push_control_as(&sink, |b| frame::put_ack(b, received())) {
+                            return EndReason::Superseded;
+                        }
+                        last_write = tokio::time::Instant::now();
+                        continue;
                     }
-                    last_write = tokio::time::Instant::now();
-                    continue;
                 }
             }
-        }
-        if let Err(e) = write_all_shared(&sink, &batch).await {
-            return EndReason::Io(e.to_string());
-        }
-        queue.write_done_as(&sink);
-        on_written(batch.len());
-        last_write = tokio::time::Instant::now();
-        batch.clear();
-        // Do not keep a huge buffer around after one large burst.
-        if batch.capacity() > 4 * 1024 * 1024 {
-            batch.shrink_to(64 * 1024);
+            Take::Write {
+                control: acks,
+                data,
+            } => {
+                // Data first: it may start with the tail of a frame a sender
+                // partly wrote.
+                let mut n = 0;
+                if let Some(data) = data {
+                    if let Err(e) = write_all_shared(&sink, &data).await {
+                        return EndReason::Io(e.to_string());
+                    }
+                    n += data.len();
+                }
+                if acks {
+                    if let Err(e) = write_all_shared(&sink, &control).await {
+                        return EndReason::Io(e.to_string());
+                    }
+                    n += control.len();
+                }
+                queue.write_done_as(&sink);
+                on_written(n);
+                last_write = tokio::time::Instant::now();
+            }
         }
     }
 }

@@ -48,9 +48,11 @@ pub(crate) struct Parked {
     space: Notify,
 }
 
-/// An ACK goes back to the peer after this many of its messages (besides the
-/// one in every idle tick), so its count of unacknowledged messages stays small.
+/// An ACK goes back to the peer after this many of its data frames, or this
+/// many bytes of their bodies, whichever comes first (besides the one in every
+/// idle tick), so what its resend buffer keeps stays small.
 const ACK_EVERY: u64 = 8192;
+const ACK_EVERY_BYTES: usize = 1024 * 1024;
 
 impl Parked {
     /// True when nothing is parked.
@@ -65,8 +67,10 @@ pub(crate) struct Dispatcher {
     peer: Arc<Peer>,
     parked: Arc<Parked>,
     conn_id: u64,
-    /// Messages read since the last ACK this reader sent.
+    /// Data frames read since the last ACK this reader sent.
     since_ack: u64,
+    /// Bytes of message bodies read since the last ACK this reader sent.
+    since_ack_bytes: usize,
     /// The peer's `received` as this reader keeps it (it is the only writer
     /// while its connection is current): a plain store per message, no
     /// read-modify-write.
@@ -84,31 +88,30 @@ impl Dispatcher {
             parked,
             conn_id,
             since_ack: 0,
+            since_ack_bytes: 0,
             received,
         }
     }
 
-    /// Counts one message read from the peer and acknowledges every
-    /// [`ACK_EVERY`]th.
-    fn count_received(&mut self) {
+    /// Counts one data frame (with a body of `bytes`) read from the peer and
+    /// acknowledges every [`ACK_EVERY`]th (or [`ACK_EVERY_BYTES`]).
+    fn count_received(&mut self, bytes: usize) {
         self.received += 1;
         let received = self.received;
         self.peer.received.store(received, Ordering::Relaxed);
         self.since_ack += 1;
-        if self.since_ack >= ACK_EVERY {
+        self.since_ack_bytes += bytes;
+        if self.since_ack >= ACK_EVERY || self.since_ack_bytes >= ACK_EVERY_BYTES {
             self.since_ack = 0;
+            self.since_ack_bytes = 0;
             let peer = &self.peer;
             let conn_id = self.conn_id;
-            // Checked under the queue's lock: a connection lost meanwhile has
-            // cleared the queue (or will), and must not carry this count to
-            // the next connection.
-            let _ = peer.queue.push(true, false, |b| {
-                if peer.current_conn.load(Ordering::Acquire) != conn_id {
-                    return Err(());
-                }
-                crate::frame::put_ack(b, received);
-                Ok(())
-            });
+            // Checked under the queue's lock: a connection lost meanwhile
+            // must not carry this count to the next connection.
+            peer.queue.push_ack(
+                || peer.current_conn.load(Ordering::Acquire) == conn_id,
+                |b| crate::frame::put_ack(b, received),
+            );
         }
     }
 
@@ -292,8 +295,12 @@ impl FrameSink for Dispatcher {
         if self.peer.current_conn.load(Ordering::Acquire) != self.conn_id {
             return Err(EndReason::Superseded);
         }
-        if frame.is_message() {
-            self.count_received();
+        if frame.is_data() {
+            let bytes = match &frame {
+                Frame::Send { body, .. } | Frame::SendNamed { body, .. } => body.len(),
+                _ => 0,
+            };
+            self.count_received(bytes);
         }
         match frame {
             Frame::Send { from, to, body } => {
@@ -363,15 +370,20 @@ impl FrameSink for Dispatcher {
                             reason: joerl_core::ExitReason::NoProc,
                         };
                         let max = self.node.config.max_frame_size;
-                        let _ = self.peer.queue.push(true, false, |b| {
+                        let _ = self.peer.queue.push(true, true, |b| {
                             crate::frame::put_signal(b, from, &down, max)
                         });
                     }
                 }
             }
             Frame::Tick | Frame::Handshake { .. } => {}
-            Frame::Ack(n) => self.peer.accounting().acked(n),
-            Frame::Resume(n) => self.peer.accounting().resumed(n),
+            Frame::Ack(n) => {
+                let mut accounting = self.peer.accounting();
+                accounting.acked(n);
+                // Under the accounting lock (taken before the queue's), so
+                // no new session begins in between.
+                self.peer.queue.acknowledged(accounting.seq(n));
+            }
             Frame::Goodbye(n) => {
                 if let Some(n) = n {
                     self.peer.accounting().goodbye(n);

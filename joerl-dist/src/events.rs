@@ -143,10 +143,14 @@ pub struct PeerStats {
     /// writer's hands, a socket buffer or the network), as the peer's count
     /// said when the next connection came up, or lost with its incarnation.
     pub dropped_out_lost: u64,
-    /// Messages written whose arrival the peer has not acknowledged yet. After
-    /// a connection loss this is what the next connection's RESUME will settle
-    /// (into read or `dropped_out_lost`); while connected it is what is in flight.
+    /// Data frames (messages and signals) written whose arrival the peer has
+    /// not acknowledged yet. After the node went down this is what the next
+    /// connection's handshake will settle (into read or `dropped_out_lost`);
+    /// while connected (or within the grace period of a cut) it is what is in
+    /// flight, kept in the resend buffer.
     pub unacked_out: u64,
+    /// Bytes kept in the resend buffer (written, not yet acknowledged).
+    pub resend_bytes: u64,
     /// Incoming messages dropped because the target did not exist or the body
     /// could not be decoded.
     pub dropped_in: u64,

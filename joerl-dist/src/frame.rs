@@ -9,17 +9,20 @@
 //! tag 5  SIGNAL     to:pid signal (the schema in `wire_signal.rs`)
 //! tag 6  GOODBYE    received:u64 (the peer is shutting down; the connection closes next)
 //! tag 7  ACK        received:u64 (also serves as the idle tick)
-//! tag 8  RESUME     received:u64 (the first frame each side sends on a new connection)
+//! tag 8  (unused: RESUME in protocol 2; the count now ends the handshake)
 //! tag 9  MONITOR_NAMED from:pid monitor:u64 name_len:u8 name
 //!        (a monitor on whatever is registered as `name` on the receiving node)
 //! tags 10-31 are reserved for later control frames (remote spawn, group membership)
 //! ```
 //!
-//! `received` is the number of messages (SEND and SEND_NAMED frames) the
-//! sending side has read from the other side's current incarnation, over every
-//! connection between the two incarnations. It is how a node learns exactly how
-//! many of the messages it wrote never arrived: see `accounting.rs`. GOODBYE
-//! may also be empty (then it carries no count).
+//! SEND, SEND_NAMED, SIGNAL and MONITOR_NAMED are *data frames*: numbered
+//! in order (1, 2, ...) by the sender for each pair of incarnations (a
+//! session), acknowledged, and replayed after a cut (see `outqueue.rs`).
+//! `received` is the number of data frames the sending side has read from the
+//! other side's current incarnation, over every connection between the two
+//! incarnations. It frees the other side's resend buffer, and tells it exactly
+//! how many of the frames it wrote never arrived: see `accounting.rs`.
+//! GOODBYE may also be empty (then it carries no count).
 //!
 //! ```text
 //! ```
@@ -42,7 +45,6 @@ pub(crate) mod tag {
     pub const SIGNAL: u8 = 5;
     pub const GOODBYE: u8 = 6;
     pub const ACK: u8 = 7;
-    pub const RESUME: u8 = 8;
     pub const MONITOR_NAMED: u8 = 9;
 }
 
@@ -78,8 +80,6 @@ pub(crate) enum Frame<'a> {
     Goodbye(Option<u64>),
     /// The peer has read this many of our messages.
     Ack(u64),
-    /// The peer had read this many of our messages when this connection came up.
-    Resume(u64),
     /// `from` monitors (under `monitor`) the actor registered as `name` here.
     MonitorNamed {
         from: Pid,
@@ -89,9 +89,15 @@ pub(crate) enum Frame<'a> {
 }
 
 impl Frame<'_> {
-    /// True for a user message (the frames counted as "received").
-    pub(crate) fn is_message(&self) -> bool {
-        matches!(self, Frame::Send { .. } | Frame::SendNamed { .. })
+    /// True for a data frame (the frames counted as "received").
+    pub(crate) fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Frame::Send { .. }
+                | Frame::SendNamed { .. }
+                | Frame::Signal { .. }
+                | Frame::MonitorNamed { .. }
+        )
     }
 }
 
@@ -185,11 +191,6 @@ fn decode_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             let n = r.u64()?;
             expect_end(r)?;
             Frame::Ack(n)
-        }
-        tag::RESUME => {
-            let n = r.u64()?;
-            expect_end(r)?;
-            Frame::Resume(n)
         }
         tag::MONITOR_NAMED => {
             let from = r.pid()?;
@@ -312,11 +313,6 @@ pub(crate) fn put_ack(out: &mut Vec<u8>, received: u64) {
     put_count(out, tag::ACK, received);
 }
 
-/// Appends a RESUME frame.
-pub(crate) fn put_resume(out: &mut Vec<u8>, received: u64) {
-    put_count(out, tag::RESUME, received);
-}
-
 fn put_count(out: &mut Vec<u8>, tag: u8, n: u64) {
     out.extend_from_slice(&[0, 0, 0, 9, tag]);
     out.extend_from_slice(&n.to_be_bytes());
@@ -382,7 +378,6 @@ mod tests {
         put_tick(&mut out);
         put_goodbye(&mut out, 42);
         put_ack(&mut out, 7);
-        put_resume(&mut out, u64::MAX);
         out.extend_from_slice(&[0, 0, 0, 1, tag::GOODBYE]);
         let (f, n1) = one(&out);
         assert!(matches!(
@@ -411,7 +406,6 @@ mod tests {
         };
         assert!(matches!(next(), Frame::Goodbye(Some(42))));
         assert!(matches!(next(), Frame::Ack(7)));
-        assert!(matches!(next(), Frame::Resume(u64::MAX)));
         assert!(matches!(next(), Frame::Goodbye(None)));
     }
 

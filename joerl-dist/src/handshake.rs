@@ -1,6 +1,6 @@
 //! The connection handshake: records and proofs, no I/O.
 //!
-//! Four HANDSHAKE frames open every connection:
+//! Six HANDSHAKE frames open every connection (seven after `Alive`):
 //!
 //! ```text
 //! dialer   -> acceptor  Hello   { name, node_id, creation, capabilities, challenge_d }
@@ -11,7 +11,16 @@
 //!                    or Refused { AuthenticationFailed | Simultaneous | AlreadyConnected | ... }
 //!                    or Alive  { the acceptor's Proof } (see below), then
 //! dialer   -> acceptor  Continue { bool }
+//! both, at once:        Resume  { kept, received }
 //! ```
+//!
+//! `Resume` ends the handshake: each side says whether it kept the session
+//! with the other's incarnation (it was mending a cut and reported nothing)
+//! and how many of the other's data frames it has read. If both kept it, each
+//! replays what the other has not read and the session goes on; otherwise a
+//! new session starts (and a side that kept the old one reports the node down
+//! first). A side sends its count only once the reader of its previous
+//! connection has stopped, so the count is final.
 //!
 //! `Alive` is the acceptor's answer when it still has a connection up to the very
 //! incarnation that is dialing (Erlang's `alive` status): a dialer only dials
@@ -35,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 /// The handshake protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Capability bits announced in the handshake.
 pub mod capabilities {
@@ -70,6 +79,22 @@ pub enum Record {
     /// The dialer's answer to `Alive`: `true` to replace the acceptor's old
     /// connection with this one, `false` to drop this one.
     Continue(bool),
+    /// Where the sender stands in the session with the other side: the last
+    /// record each side sends (both send theirs, then read the other's).
+    Resume(ResumePoint),
+}
+
+/// What one side tells the other at the end of the handshake, so that a
+/// session cut by a lost connection can be resumed on the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    /// The sender kept the session with the other side's incarnation: it was
+    /// mending a cut to it and has reported nothing.
+    pub kept: bool,
+    /// Data frames (messages and signals) the sender has read from the other
+    /// side's incarnation, over all their connections: the other side replays
+    /// what follows, if both kept the session.
+    pub received: u64,
 }
 
 /// What each side says about itself.

@@ -3,18 +3,31 @@
 //! Every decision about the link to one peer is made here: whether to dial,
 //! how long to back off, when to give up, whether an incoming connection is
 //! admitted (Erlang's simultaneous-connect rule: the dial of the node with the
-//! greater name wins), which connection is the current one, and when the node
-//! is reported up and down (exactly one down per up). Events go in as method
-//! calls (a dial is wanted, an attempt started or failed, a dialer introduced
-//! itself, a connection was installed or closed, the queue overflowed, the node
-//! is stopping); the resulting [`Action`]s come out of [`LinkMachine::drain`]
-//! and are carried out by the node (`node.rs`), which does the I/O: dialing,
-//! spawning reader and writer, closing sockets, delivering node events.
+//! greater name wins), which connection is the current one, whether a lost
+//! connection is resumed within the grace period or the node is reported down,
+//! and when the node is reported up and down (exactly one down per up).
+//! Events go in as method calls (a dial is wanted, an attempt started or
+//! failed, a dialer introduced itself, a connection was installed or closed,
+//! the grace period ran out, the queue overflowed, the node is stopping); the
+//! resulting [`Action`]s come out of [`LinkMachine::drain`] and are carried out
+//! by the node (`node.rs`), which does the I/O: dialing, spawning reader and
+//! writer, closing sockets, replaying unacknowledged frames, delivering node
+//! events.
 //!
 //! Nothing else keeps connection state. The node publishes two values from the
 //! actions for the send path, which must not take a lock per message: whether
-//! the link is up and the id of the current connection (a reader of any other
-//! connection stops at its next frame).
+//! the node is up (connected, or in the grace period of a cut) and the id of
+//! the current connection (a reader of any other connection stops at its next
+//! frame).
+//!
+//! **Grace.** A connection that breaks (closed, reset, silent for the tick
+//! timeout, an I/O error) while the peer may still live is not reported down at
+//! once: the link redials at once and, for the grace period, keeps everything
+//! the peer has not acknowledged. A new connection to the same incarnation on
+//! which both sides say they kept the session resumes it (the node replays
+//! what the peer did not read) and nothing is reported. A refused redial, an
+//! EPMD that no longer lists the peer, a new incarnation, or the end of the
+//! grace period ends it: the node is reported down then, as without grace.
 //!
 //! The machine reads no clock: events that need the time carry it (`now`).
 
@@ -37,6 +50,9 @@ pub(crate) struct LinkConfig {
     /// How long a dial refused because the peer's own dial wins is given to
     /// come up before this side tries again.
     pub(crate) crossing_wait: Duration,
+    /// How long a cut connection may take to be re-made before the node is
+    /// reported down (zero: at once).
+    pub(crate) grace: Duration,
 }
 
 impl LinkConfig {
@@ -47,6 +63,7 @@ impl LinkConfig {
             reconnect_max: c.reconnect_max,
             reconnect_attempts: c.reconnect_attempts.max(1),
             crossing_wait: c.connect_timeout,
+            grace: c.grace(),
         }
     }
 }
@@ -60,6 +77,20 @@ pub(crate) enum Phase {
     Resolving,
     /// Connecting and in the handshake: the simultaneous-connect rule applies.
     Handshaking,
+}
+
+/// A cut connection within its grace period: the node is not reported down,
+/// and what the peer has not acknowledged is kept to be replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Grace {
+    /// Which grace period (its timer names it).
+    pub(crate) id: u64,
+    /// The incarnation of the peer whose session is kept.
+    pub(crate) creation: u32,
+    /// What is reported if the grace period ends without a resume.
+    pub(crate) reason: NodeDownReason,
+    /// When it ends.
+    pub(crate) deadline: Instant,
 }
 
 /// The state of the link.
@@ -80,11 +111,16 @@ pub(crate) enum State {
         /// This dial follows the loss of a live connection: a peer that is
         /// gone (see [`peer_is_gone`]) ends it at once.
         after_loss: bool,
+        /// The cut this dial is to mend, within its grace period.
+        grace: Option<Grace>,
     },
     /// An admitted incoming connection is taking the place of the connection
     /// that was closed for it (a new incarnation, or a half-open one): no dial
     /// starts until it is installed or has failed.
-    Taking,
+    Taking {
+        /// The cut it is to mend (a half-open connection replaced).
+        grace: Option<Grace>,
+    },
     /// Connection `conn` to incarnation `creation` is up since `since`.
     Up {
         /// The connection's id.
@@ -106,7 +142,7 @@ pub(crate) enum State {
 pub(crate) enum Status {
     /// Not connected; a dial may be under way.
     Connecting,
-    /// Connected.
+    /// Connected (or mending a cut within its grace period).
     Up,
     /// Dial attempt number `attempt` failed with `error`.
     Failed {
@@ -137,8 +173,8 @@ pub(crate) enum Event {
 /// What the node must do, in order.
 #[derive(Debug, Clone)]
 pub(crate) enum Action {
-    /// Publish for the send path: whether the link is up, and the current
-    /// connection (0: none).
+    /// Publish for the send path: whether the node is up (connected, or in the
+    /// grace period of a cut), and the current connection (0: none).
     Publish {
         /// Up.
         up: bool,
@@ -148,7 +184,8 @@ pub(crate) enum Action {
     /// Deliver a node event to subscribers and node watchers.
     Emit(Event),
     /// Stop the reader and writer of connection `conn`, which ended with
-    /// `reason` after being up for `up_for`.
+    /// `reason` after being up for `up_for`, and detach it from the queue
+    /// (what is queued and unacknowledged stays).
     Close {
         /// The connection.
         conn: u64,
@@ -157,9 +194,9 @@ pub(crate) enum Action {
         /// How long it was up.
         up_for: Duration,
     },
-    /// Nothing queued will be carried: drop the queue (counted as lost), turn
-    /// every link and monitor to the peer into `noconnection`, and tell the
-    /// `monitor_node` owners.
+    /// Nothing queued or unacknowledged will be carried: drop the queue and
+    /// the resend buffer (counted as lost), turn every link and monitor to
+    /// the peer into `noconnection`, and tell the `monitor_node` owners.
     Lost(NodeDownReason),
     /// Publish a status to waiters. `seq` orders statuses: one older than the
     /// published one is ignored (actions may be carried out by two threads).
@@ -179,6 +216,13 @@ pub(crate) enum Action {
     },
     /// Cut short the wait of the dialer task (a dial is wanted now).
     WakeDialer,
+    /// Call [`LinkMachine::grace_over`] with `grace` after `after`.
+    GraceTimer {
+        /// Which grace period.
+        grace: u64,
+        /// When.
+        after: Duration,
+    },
 }
 
 /// What a dialer does after an attempt failed.
@@ -189,6 +233,27 @@ pub(crate) enum Next {
     Stop,
     /// Wait this long (the node adds jitter), then try again.
     Retry(Duration),
+}
+
+/// How a connection was installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Installed {
+    /// A new session: the node is reported up.
+    Fresh,
+    /// The session of a cut continues: replay what the peer did not read;
+    /// nothing is reported.
+    Resumed,
+}
+
+/// Why an install was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotInstalled {
+    /// A connection is up already (or the node is stopping).
+    AlreadyUp,
+    /// Both sides said they kept the session, but this side's grace ran out
+    /// since: the connection is dropped, so the peer, which resumed, sees a
+    /// cut and learns in the next handshake that the session ended.
+    SessionEnded,
 }
 
 /// See the module documentation.
@@ -202,9 +267,14 @@ pub(crate) struct LinkMachine {
     stopping: bool,
     /// Admitted incoming connections not yet installed or dropped.
     accepting: usize,
+    /// A resolver has found where the peer listens (so a resolver that no
+    /// longer finds it says it is gone, not merely that this node cannot
+    /// look it up).
+    listed: bool,
     /// Dial attempts started so far.
     attempts: u64,
     next_dial: u64,
+    next_grace: u64,
     status_seq: u64,
     out: Vec<Action>,
 }
@@ -218,8 +288,10 @@ impl LinkMachine {
             state: State::Idle,
             stopping: false,
             accepting: 0,
+            listed: false,
             attempts: 0,
             next_dial: 0,
+            next_grace: 0,
             status_seq: 0,
             out: Vec::new(),
         }
@@ -261,6 +333,26 @@ impl LinkMachine {
         !matches!(self.state, State::Up { .. } | State::Stopped) && self.accepting == 0
     }
 
+    /// Whether this side keeps the session with incarnation `creation` of
+    /// the peer (it is mending a cut to it), as told in the handshake.
+    pub(crate) fn keeps_session(&self, creation: u32) -> bool {
+        self.grace().is_some_and(|g| g.creation == creation)
+    }
+
+    fn grace(&self) -> Option<&Grace> {
+        match &self.state {
+            State::Dialing { grace, .. } | State::Taking { grace } => grace.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn take_grace(&mut self) -> Option<Grace> {
+        match &mut self.state {
+            State::Dialing { grace, .. } | State::Taking { grace } => grace.take(),
+            _ => None,
+        }
+    }
+
     fn status(&mut self, status: Status) {
         self.status_seq += 1;
         self.out.push(Action::Status {
@@ -269,17 +361,22 @@ impl LinkMachine {
         });
     }
 
-    fn start_dial(&mut self, delay: Option<Duration>, after_loss: bool) {
+    fn start_dial(&mut self, delay: Option<Duration>, after_loss: bool, grace: Option<Grace>) {
         self.next_dial += 1;
         let dial = self.next_dial;
+        let in_grace = grace.is_some();
         self.state = State::Dialing {
             dial,
             phase: Phase::Waiting,
             failures: 0,
             delay: self.config.reconnect_initial,
             after_loss,
+            grace,
         };
-        self.status(Status::Connecting);
+        // While mending a cut the node is still up for waiters.
+        if !in_grace {
+            self.status(Status::Connecting);
+        }
         self.out.push(Action::StartDialer { dial, delay });
     }
 
@@ -290,7 +387,7 @@ impl LinkMachine {
             return;
         }
         match self.state {
-            State::Idle => self.start_dial(None, false),
+            State::Idle => self.start_dial(None, false, None),
             State::Dialing {
                 phase: Phase::Waiting,
                 ..
@@ -314,6 +411,7 @@ impl LinkMachine {
 
     /// Dial `dial` knows where the peer listens and connects.
     pub(crate) fn handshake_started(&mut self, dial: u64) {
+        self.listed = true;
         if let State::Dialing { dial: d, phase, .. } = &mut self.state {
             if *d == dial {
                 *phase = Phase::Handshaking;
@@ -329,6 +427,7 @@ impl LinkMachine {
             failures,
             delay,
             after_loss,
+            grace,
         } = &mut self.state
         else {
             return Next::Stop;
@@ -345,11 +444,13 @@ impl LinkMachine {
                 ..
             }
         );
-        if *after_loss && peer_is_gone(&error) {
-            self.give_up(error);
-            return Next::Stop;
-        }
-        if *failures >= self.config.reconnect_attempts {
+        // A peer that is dialing us in the meantime is not gone: its
+        // connection may mend the cut.
+        let mending = grace.is_some() && self.accepting > 0;
+        let gone = (*after_loss || grace.is_some())
+            && peer_is_gone(&error)
+            && (self.listed || !matches!(error, DistError::UnknownNode(_)));
+        if !mending && (gone || *failures >= self.config.reconnect_attempts) {
             self.give_up(error);
             return Next::Stop;
         }
@@ -360,20 +461,62 @@ impl LinkMachine {
         }
         let wait = *delay;
         *delay = (*delay * 2).min(self.config.reconnect_max);
-        self.status(Status::Failed { error, attempt });
+        if grace.is_none() {
+            self.status(Status::Failed { error, attempt });
+        }
         Next::Retry(wait)
     }
 
-    /// Stops dialing a peer that never came up (or is gone): what waits for
-    /// it is dropped and every relation to it fails with `noconnection`.
+    /// Stops dialing a peer that never came up, is gone, or could not be
+    /// reached again within the grace period: what waits for it is dropped
+    /// and every relation to it fails with `noconnection`.
     fn give_up(&mut self, error: DistError) {
+        let reason = match self.take_grace() {
+            // The cut is reported as what it was; the give-up adds no down.
+            Some(g) => {
+                self.end_grace(g.reason.clone());
+                g.reason
+            }
+            None => {
+                let reason = NodeDownReason::Unreachable(error.to_string());
+                self.out.push(Action::Lost(reason.clone()));
+                reason
+            }
+        };
         self.state = State::Idle;
-        let reason = NodeDownReason::Unreachable(error.to_string());
-        self.out.push(Action::Lost(reason.clone()));
         self.status(Status::Down {
             reason,
             error: Some(error),
         });
+    }
+
+    /// The grace period `id` ran out (its timer fired at `now`): if the cut
+    /// it was for is still not mended, the node is reported down, and the
+    /// dial goes on as after any loss.
+    pub(crate) fn grace_over(&mut self, id: u64, now: Instant) {
+        match self.grace() {
+            Some(g) if g.id == id && now >= g.deadline => {}
+            _ => return,
+        }
+        let g = self.take_grace().expect("checked");
+        self.end_grace(g.reason.clone());
+        self.status(Status::Down {
+            reason: g.reason,
+            error: None,
+        });
+    }
+
+    /// Reports the node down at the end of a grace period (the grace is
+    /// already taken out of the state).
+    fn end_grace(&mut self, reason: NodeDownReason) {
+        let reason = if self.stopping {
+            NodeDownReason::ShuttingDown
+        } else {
+            reason
+        };
+        self.out.push(Action::Publish { up: false, conn: 0 });
+        self.out.push(Action::Emit(Event::Down(reason.clone())));
+        self.out.push(Action::Lost(reason));
     }
 
     /// An authenticated dialer of incarnation `creation` asks to connect.
@@ -383,7 +526,16 @@ impl LinkMachine {
         if self.stopping {
             return Err(RefuseReason::ShuttingDown);
         }
+        // A new incarnation while mending a cut to the old one: the old one
+        // is dead.
+        if self.grace().is_some_and(|g| g.creation != creation) {
+            self.take_grace();
+            self.end_grace(NodeDownReason::Replaced(
+                "a new incarnation of the node connected".into(),
+            ));
+        }
         let admit = match self.state {
+            State::Stopped => return Err(RefuseReason::ShuttingDown),
             // Our connection to this very incarnation looks up, yet it dials
             // us: ours is probably half-open. Ask it.
             State::Up {
@@ -391,11 +543,12 @@ impl LinkMachine {
             } if c == creation => Admit::IfHalfOpen(conn),
             // A new incarnation: the old one is dead.
             State::Up { conn, .. } => {
-                self.close_for_taking(
+                self.down(
                     conn,
                     EndReason::Replaced("a new incarnation of the node connected".into()),
                     now,
                 );
+                self.state = State::Taking { grace: None };
                 Admit::Yes
             }
             // Both dialed at once: the dial of the node with the greater name
@@ -411,8 +564,10 @@ impl LinkMachine {
     }
 
     /// The dialer confirmed that it has no connection to us: close our
-    /// connection `old` to the same incarnation, which was half-open. Refused
-    /// if another connection has taken its place meanwhile.
+    /// connection `old` to the same incarnation, which was half-open (a cut
+    /// this side had not noticed: the session is kept, within a grace
+    /// period, for the new connection to resume). Refused if another
+    /// connection has taken its place meanwhile.
     pub(crate) fn half_open_confirmed(
         &mut self,
         old: u64,
@@ -420,13 +575,22 @@ impl LinkMachine {
     ) -> Result<(), RefuseReason> {
         match self.state {
             State::Up { conn, .. } if conn == old => {
-                self.close_for_taking(
-                    conn,
-                    EndReason::Replaced(
-                        "the peer dialed again: this connection was half-open".into(),
-                    ),
-                    now,
+                let reason = EndReason::Replaced(
+                    "the peer dialed again: this connection was half-open".into(),
                 );
+                match self.cut(conn, reason, now, true) {
+                    Some(grace) => self.state = State::Taking { grace: Some(grace) },
+                    None => {
+                        self.down(
+                            conn,
+                            EndReason::Replaced(
+                                "the peer dialed again: this connection was half-open".into(),
+                            ),
+                            now,
+                        );
+                        self.state = State::Taking { grace: None };
+                    }
+                }
                 Ok(())
             }
             State::Up { .. } => Err(RefuseReason::AlreadyConnected),
@@ -434,33 +598,58 @@ impl LinkMachine {
             // It ended by itself meanwhile (and may be redialing): the
             // incoming one takes over.
             _ => {
-                self.state = State::Taking;
+                let grace = self.take_grace();
+                self.state = State::Taking { grace };
                 Ok(())
             }
         }
-    }
-
-    fn close_for_taking(&mut self, conn: u64, reason: EndReason, now: Instant) {
-        self.down(conn, reason, now);
-        self.state = State::Taking;
     }
 
     /// An admitted incoming connection was installed (`installed`) or dropped.
     pub(crate) fn accept_ended(&mut self, installed: bool) {
         self.accepting = self.accepting.saturating_sub(1);
         // The connection closed for this one did not get a successor: redial
-        // as after any loss.
-        if !installed && self.state == State::Taking && self.accepting == 0 && !self.stopping {
-            self.start_dial(Some(self.config.reconnect_initial), true);
+        // as after any loss (still mending the cut, if it is one).
+        if !installed
+            && matches!(self.state, State::Taking { .. })
+            && self.accepting == 0
+            && !self.stopping
+        {
+            let grace = self.take_grace();
+            let delay = if grace.is_some() {
+                None
+            } else {
+                Some(self.config.reconnect_initial)
+            };
+            self.start_dial(delay, true, grace);
         }
     }
 
     /// An authenticated connection `conn` to incarnation `creation` is to be
-    /// installed. `Err` if one is up already (or the node is stopping): then
-    /// it is dropped.
-    pub(crate) fn install(&mut self, conn: u64, creation: u32, now: Instant) -> Result<(), ()> {
+    /// installed; `both_kept`: both sides said in the handshake that they
+    /// kept the session (each was mending a cut to the other). Then the
+    /// session resumes, unless this side's grace ran out since it said so:
+    /// the connection is refused (the peer resumed and sees it drop, and the
+    /// next handshake tells it the session ended). Otherwise any cut being
+    /// mended ends (the node is reported down) and a new session starts
+    /// (reported up).
+    pub(crate) fn install(
+        &mut self,
+        conn: u64,
+        creation: u32,
+        both_kept: bool,
+        now: Instant,
+    ) -> Result<Installed, NotInstalled> {
         if matches!(self.state, State::Up { .. } | State::Stopped) {
-            return Err(());
+            return Err(NotInstalled::AlreadyUp);
+        }
+        if both_kept && !self.keeps_session(creation) {
+            return Err(NotInstalled::SessionEnded);
+        }
+        if let Some(g) = self.take_grace() {
+            if !both_kept {
+                self.end_grace(g.reason);
+            }
         }
         self.state = State::Up {
             conn,
@@ -468,15 +657,20 @@ impl LinkMachine {
             since: now,
         };
         self.out.push(Action::Publish { up: true, conn });
+        if both_kept {
+            return Ok(Installed::Resumed);
+        }
         self.out.push(Action::Emit(Event::Up(creation)));
         self.status(Status::Up);
-        Ok(())
+        Ok(Installed::Fresh)
     }
 
     /// Connection `conn` ended with `reason` (the peer closed it, said
     /// goodbye, went silent for the tick timeout, sent garbage, ...). Ignored
-    /// if `conn` is not the current connection. Redials unless the peer said
-    /// goodbye or the connection was replaced.
+    /// if `conn` is not the current connection. A cut (closed, reset, silent,
+    /// an I/O error) is mended within the grace period; otherwise the node is
+    /// reported down, and redialed unless the peer said goodbye or the
+    /// connection was replaced.
     pub(crate) fn connection_closed(&mut self, conn: u64, reason: EndReason, now: Instant) {
         if self.current_conn() != Some(conn) {
             return;
@@ -486,37 +680,88 @@ impl LinkMachine {
                 reason,
                 EndReason::Goodbye | EndReason::Replaced(_) | EndReason::Superseded
             );
+        if redial {
+            if let Some(grace) = self.cut(conn, reason.clone(), now, false) {
+                self.start_dial(None, true, Some(grace));
+                return;
+            }
+        }
         self.down(conn, reason, now);
         if redial {
-            self.start_dial(Some(self.config.reconnect_initial), true);
+            self.start_dial(Some(self.config.reconnect_initial), true, None);
         } else if self.stopping {
             self.state = State::Stopped;
         }
+    }
+
+    /// If `reason` is a cut that may be mended (and grace is on), closes `conn`
+    /// without reporting anything and returns the grace period begun; the
+    /// caller sets the next state. `replaced`: closed for an incoming
+    /// connection of the same incarnation (a half-open one).
+    fn cut(&mut self, conn: u64, reason: EndReason, now: Instant, replaced: bool) -> Option<Grace> {
+        let State::Up {
+            creation, since, ..
+        } = self.state
+        else {
+            return None;
+        };
+        let mendable = replaced
+            || matches!(
+                reason,
+                EndReason::Closed | EndReason::Io(_) | EndReason::TickTimeout(_)
+            );
+        if !mendable || self.stopping || self.config.grace.is_zero() {
+            return None;
+        }
+        self.next_grace += 1;
+        let grace = Grace {
+            id: self.next_grace,
+            creation,
+            reason: reason.node_down_reason(),
+            deadline: now + self.config.grace,
+        };
+        self.state = State::Idle;
+        self.out.push(Action::Publish { up: true, conn: 0 });
+        self.out.push(Action::Close {
+            conn,
+            reason,
+            up_for: now.saturating_duration_since(since),
+        });
+        self.out.push(Action::GraceTimer {
+            grace: grace.id,
+            after: self.config.grace,
+        });
+        Some(grace)
     }
 
     /// The outgoing queue reached its hard limit: the peer does not read.
     /// Closes the connection if one is up (and redials); otherwise drops what
     /// waits and fails every relation to the peer.
     pub(crate) fn queue_overflow(&mut self, now: Instant) {
-        match self.current_conn() {
-            Some(conn) => self.connection_closed(conn, EndReason::NotReading, now),
-            None => {
-                let reason = NodeDownReason::NotReading;
-                self.out.push(Action::Lost(reason.clone()));
-                self.status(Status::Down {
-                    reason,
-                    error: None,
-                });
-            }
+        if let Some(conn) = self.current_conn() {
+            self.connection_closed(conn, EndReason::NotReading, now);
+            return;
         }
+        let reason = NodeDownReason::NotReading;
+        match self.take_grace() {
+            Some(_) => self.end_grace(reason.clone()),
+            None => self.out.push(Action::Lost(reason.clone())),
+        }
+        self.status(Status::Down {
+            reason,
+            error: None,
+        });
     }
 
     /// The node begins to stop (it still says goodbye on the connection that
     /// is up): from now on nothing is dialed or admitted, a connection that
-    /// ends is not redialed, and the node is reported down with
+    /// ends is not redialed or mended, and the node is reported down with
     /// `ShuttingDown`. A dial under way is abandoned.
     pub(crate) fn begin_stop(&mut self) {
         self.stopping = true;
+        if self.take_grace().is_some() {
+            self.end_grace(NodeDownReason::ShuttingDown);
+        }
         if !matches!(self.state, State::Up { .. }) {
             self.state = State::Stopped;
         }
@@ -525,7 +770,7 @@ impl LinkMachine {
     /// The node stops: the connection that is up is closed and reported
     /// down (`ShuttingDown`).
     pub(crate) fn stop(&mut self, now: Instant) {
-        self.stopping = true;
+        self.begin_stop();
         if let Some(conn) = self.current_conn() {
             self.down(conn, EndReason::Goodbye, now);
         }
@@ -562,8 +807,9 @@ impl LinkMachine {
 
 /// Whether a failed redial after the loss of a live connection shows that the
 /// peer is gone (not merely unreachable for a moment): its EPMD no longer lists
-/// it, or nothing listens at its address any more. Then there is nothing to
-/// wait for, and the machine gives up at once instead of backing off.
+/// it (the machine counts that only if a resolver found it before), or nothing
+/// listens at its address any more. Then there is nothing to wait for, and the
+/// machine gives up at once instead of backing off.
 pub(crate) fn peer_is_gone(e: &DistError) -> bool {
     match e {
         DistError::UnknownNode(_) => true,
@@ -588,6 +834,7 @@ mod tests {
             reconnect_max: Duration::from_millis(400),
             reconnect_attempts: 4,
             crossing_wait: Duration::from_secs(3),
+            grace: Duration::ZERO,
         }
     }
 
@@ -672,7 +919,7 @@ mod tests {
         assert_eq!(delay, None, "a first dial does not wait");
         m.attempt_started(dial).expect("current");
         m.handshake_started(dial);
-        m.install(conn, creation, now).expect("installed");
+        m.install(conn, creation, false, now).expect("installed");
         let a = actions(m);
         assert_eq!(events(&a), vec![Event::Up(creation)]);
         assert!(matches!(last_status(&a), Some(Status::Up)));
@@ -831,8 +1078,8 @@ mod tests {
         );
         assert!(last_status(&actions(&mut a)).is_none());
         // b's dial completes on both sides.
-        b.install(10, 1, t0).unwrap();
-        a.install(20, 2, t0).unwrap();
+        b.install(10, 1, false, t0).unwrap();
+        a.install(20, 2, false, t0).unwrap();
         a.accept_ended(true);
         assert_eq!(events(&actions(&mut a)), vec![Event::Up(2)]);
         assert_eq!(events(&actions(&mut b)), vec![Event::Up(1)]);
@@ -877,11 +1124,11 @@ mod tests {
         ));
         assert_eq!(lost(&a).len(), 1, "relations to the old incarnation fail");
         assert_eq!(dialer(&a), None, "the incoming connection takes over");
-        assert_eq!(m.state(), &State::Taking);
+        assert_eq!(m.state(), &State::Taking { grace: None });
         // A send meanwhile starts no crossing dial.
         m.want(false);
         assert!(actions(&mut m).is_empty());
-        m.install(6, 2, t0).unwrap();
+        m.install(6, 2, false, t0).unwrap();
         m.accept_ended(true);
         assert_eq!(events(&actions(&mut m)), vec![Event::Up(2)]);
         assert_eq!(m.current_conn(), Some(6));
@@ -901,7 +1148,7 @@ mod tests {
         let a = actions(&mut m);
         assert_eq!(closed(&a), vec![5]);
         assert_eq!(events(&a).len(), 1);
-        assert_eq!(m.state(), &State::Taking);
+        assert_eq!(m.state(), &State::Taking { grace: None });
         // The new connection fails before it is installed: redial as after a loss.
         m.accept_ended(false);
         let (dial, delay) = dialer(&actions(&mut m)).expect("redials");
@@ -922,7 +1169,7 @@ mod tests {
         assert_eq!(m.incoming(1, t0), Ok(Admit::IfHalfOpen(5)));
         m.connection_closed(5, EndReason::Closed, t0);
         let _ = actions(&mut m);
-        m.install(8, 1, t0).unwrap();
+        m.install(8, 1, false, t0).unwrap();
         let _ = actions(&mut m);
         assert_eq!(
             m.half_open_confirmed(5, t0),
@@ -936,7 +1183,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = machine("a@h", "b@h");
         connect(&mut m, 5, 1, t0);
-        assert_eq!(m.install(6, 1, t0), Err(()));
+        assert_eq!(m.install(6, 1, false, t0), Err(NotInstalled::AlreadyUp));
         assert!(actions(&mut m).is_empty());
         assert_eq!(m.current_conn(), Some(5));
     }
@@ -957,7 +1204,7 @@ mod tests {
             };
             m.attempt_started(dial).unwrap();
             conn += 1;
-            m.install(conn, round, t0).unwrap();
+            m.install(conn, round, false, t0).unwrap();
             a = actions(&mut m);
             // Every kind of ending, twice over (reader and writer both report).
             let reason = match round % 4 {
@@ -1030,7 +1277,7 @@ mod tests {
         let (dial, _) = dialer(&actions(&mut m)).unwrap();
         m.stop(t0);
         assert_eq!(m.attempt_started(dial), None);
-        assert_eq!(m.install(1, 1, t0), Err(()));
+        assert_eq!(m.install(1, 1, false, t0), Err(NotInstalled::AlreadyUp));
     }
 
     #[test]

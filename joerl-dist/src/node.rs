@@ -39,8 +39,12 @@ use crate::events::{
     NodeDown, NodeDownReason, NodeEvent, NodeEvents, NodeStats, NodeUp, PeerStats,
 };
 use crate::frame::{self};
-use crate::link::{self, Action, LinkConfig, LinkMachine, Next, Status};
+use crate::link::{self, Action, Installed, LinkMachine, Next, Status};
 use crate::peer::{Peer, PeerCounters};
+
+/// A dialed and authenticated connection: the stream, the peer's
+/// introduction, and where the peer stands in the session with this node.
+type Dialed = (TcpStream, connection::Shook);
 
 /// A machine action to carry out after its lock, with what was taken for it
 /// under the lock.
@@ -216,6 +220,21 @@ impl NodeBuilder {
     /// [`DistConfig::peer_sweep_interval`]).
     pub fn peer_sweep_interval(mut self, every: Duration) -> Self {
         self.config.peer_sweep_interval = every;
+        self
+    }
+
+    /// How long a cut connection to a live peer may take to be re-made
+    /// before the node is reported down (see [`DistConfig::grace_period`]).
+    /// `Duration::ZERO`: at once, as in Erlang. Default: the tick timeout.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.config.grace_period = Some(grace);
+        self
+    }
+
+    /// Bytes kept for resending toward one peer until acknowledged (see
+    /// [`DistConfig::resend_window`]).
+    pub fn resend_window(mut self, bytes: usize) -> Self {
+        self.config.resend_window = bytes;
         self
     }
 
@@ -503,6 +522,7 @@ fn peer_stats(p: &Peer) -> PeerStats {
         dropped_out_unsent: loss.unsent,
         dropped_out_lost: loss.lost,
         unacked_out: loss.unacked,
+        resend_bytes: p.queue.unacknowledged_bytes() as u64,
         dropped_in: get(&c.dropped_in),
         unknown_types: get(&c.unknown_types),
     }
@@ -521,6 +541,7 @@ fn add_stats(t: &mut PeerStats, s: &PeerStats) {
     t.dropped_out_unsent += s.dropped_out_unsent;
     t.dropped_out_lost += s.dropped_out_lost;
     t.unacked_out += s.unacked_out;
+    t.resend_bytes += s.resend_bytes;
     t.dropped_in += s.dropped_in;
     t.unknown_types += s.unknown_types;
 }
@@ -800,14 +821,7 @@ impl NodeInner {
         let peer = self
             .peers
             .entry(id)
-            .or_insert_with(|| {
-                Arc::new(Peer::new(
-                    node.to_string(),
-                    &self.me.name,
-                    LinkConfig::of(&self.config),
-                    self.config.queue_bytes,
-                ))
-            })
+            .or_insert_with(|| Arc::new(Peer::new(node.to_string(), &self.me.name, &self.config)))
             .clone();
         if peer.name != node {
             return Err(DistError::Handshake {
@@ -891,6 +905,12 @@ impl NodeInner {
                         owners,
                     });
                 }
+                Action::Close { .. } => {
+                    // Under the lock: a connection installed next attaches
+                    // after this.
+                    peer.queue.detach();
+                    later.push(Later::Do(action));
+                }
                 other => later.push(Later::Do(other)),
             }
         }
@@ -959,10 +979,43 @@ impl NodeInner {
                     tokio::spawn(dial_loop(self.clone(), peer.clone(), dial, delay));
                 }
                 Later::Do(Action::WakeDialer) => peer.dial_now.notify_one(),
+                Later::Do(Action::GraceTimer { grace, after }) => {
+                    let node = Arc::downgrade(self);
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        if let Some(node) = node.upgrade() {
+                            node.drive(&peer, |m| m.grace_over(grace, Instant::now()));
+                        }
+                    });
+                }
                 Later::Do(Action::Publish { .. } | Action::Emit(_) | Action::Lost(_)) => {
                     unreachable!("carried out under the lock")
                 }
             }
+        }
+    }
+
+    /// Where this node stands in the session with incarnation `creation` of
+    /// `peer`, for the end of a handshake: whether it kept the session (its
+    /// link is mending a cut to that incarnation) and how many of the peer's
+    /// data frames it has read. Waits first for the readers of earlier
+    /// connections to stop, so the count is final (if they do not stop in
+    /// time, the session is not offered for resuming).
+    async fn resume_point(&self, peer: &Peer, creation: u32) -> crate::handshake::ResumePoint {
+        let mut readers = peer.readers.subscribe();
+        let stopped =
+            tokio::time::timeout(self.config.connect_timeout, readers.wait_for(|n| *n == 0))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        let counted = *peer.rx_creation.lock().unwrap_or_else(|e| e.into_inner()) == Some(creation);
+        crate::handshake::ResumePoint {
+            kept: stopped && peer.link().keeps_session(creation),
+            received: if counted {
+                peer.received.load(Ordering::Relaxed)
+            } else {
+                0
+            },
         }
     }
 
@@ -1066,13 +1119,22 @@ impl NodeInner {
         admit.map(|a| (peer, a))
     }
 
-    /// Installs an authenticated connection. Returns false (and drops the stream)
-    /// if the peer's link refuses it (one is up already). Waits first for the
-    /// reader of the peer's previous connection to stop, so nothing it read is
-    /// delivered after what the new connection brings.
-    async fn install(self: &Arc<Self>, peer: &Arc<Peer>, stream: TcpStream, creation: u32) -> bool {
+    /// Installs an authenticated connection to the peer, with what each side
+    /// said of their session in the handshake (`shook`). Returns
+    /// false (and drops the stream) if the peer's link refuses it (one is up
+    /// already). Waits first for the reader of the peer's previous connection
+    /// to stop, so nothing it read is delivered after what the new connection
+    /// brings. A resumed session first replays what the peer has not read.
+    async fn install(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        stream: TcpStream,
+        shook: &connection::Shook,
+    ) -> bool {
+        let creation = shook.peer.creation;
+        let theirs = shook.theirs;
         let _installing = peer.install_lock.lock().await;
-        if peer.is_up() || self.is_shutting_down() {
+        if peer.current_conn.load(Ordering::Acquire) != 0 || self.is_shutting_down() {
             return false;
         }
         let old_reader = peer.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -1084,28 +1146,45 @@ impl NodeInner {
         let write = Arc::new(write);
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut link = peer.link();
-        if link.install(conn_id, creation, Instant::now()).is_err() {
-            return false;
-        }
+        let kind = match link.install(
+            conn_id,
+            creation,
+            shook.mine.kept && theirs.kept,
+            Instant::now(),
+        ) {
+            Ok(kind) => kind,
+            Err(why) => {
+                tracing::debug!(node = %self.me.name, peer = %peer.name, ?why, "connection not installed");
+                return false;
+            }
+        };
         // Publishes this connection as the current one and reports the node
-        // up (under the lock, so it precedes this connection's down).
+        // up, or down and up (under the lock, so it precedes this
+        // connection's down).
         let later = self.act_locked(peer, &mut link);
-        // The count of the peer's messages read restarts with a new
-        // incarnation; RESUME tells the peer where it stands, ahead of
-        // everything queued while connecting.
-        let received = {
+        // The count of the peer's data frames read restarts with a new
+        // incarnation.
+        {
             let mut rx = peer.rx_creation.lock().unwrap_or_else(|e| e.into_inner());
             if *rx != Some(creation) {
                 *rx = Some(creation);
                 peer.received.store(0, Ordering::Relaxed);
             }
-            peer.received.load(Ordering::Relaxed)
+        }
+        let replayed = {
+            let mut accounting = peer.accounting();
+            accounting.connection_up(creation, peer.queue.pushed_msgs());
+            match kind {
+                Installed::Resumed => {
+                    accounting.acked(theirs.received);
+                    peer.queue.replay(accounting.seq(theirs.received))
+                }
+                Installed::Fresh => {
+                    accounting.resumed(theirs.received);
+                    0
+                }
+            }
         };
-        peer.accounting()
-            .connection_up(creation, peer.queue.pushed_msgs());
-        let mut resume = Vec::with_capacity(13);
-        frame::put_resume(&mut resume, received);
-        peer.queue.prepend(&resume);
         peer.queue.attach(write.clone());
         let w = {
             let node = self.clone();
@@ -1127,7 +1206,9 @@ impl NodeInner {
         let r = {
             let node = self.clone();
             let peer = peer.clone();
+            let guard = crate::peer::ReaderGuard::new(peer.clone());
             tokio::spawn(async move {
+                let _running = guard;
                 let mut sink =
                     crate::delivery::Dispatcher::new(node.clone(), peer.clone(), conn_id);
                 let counters = &peer.counters;
@@ -1153,7 +1234,14 @@ impl NodeInner {
         self.act(peer, later);
         PeerCounters::add(&peer.counters.connects, 1);
         peer.queue.wake_writer();
-        tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up");
+        match kind {
+            Installed::Fresh => {
+                tracing::info!(node = %self.me.name, peer = %peer.name, creation, "connection up")
+            }
+            Installed::Resumed => {
+                tracing::info!(node = %self.me.name, peer = %peer.name, creation, replayed, "connection resumed")
+            }
+        }
         true
     }
 
@@ -1231,11 +1319,7 @@ impl NodeInner {
         });
     }
 
-    async fn dial_once(
-        self: &Arc<Self>,
-        peer: &Arc<Peer>,
-        dial: u64,
-    ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
+    async fn dial_once(self: &Arc<Self>, peer: &Arc<Peer>, dial: u64) -> Result<Dialed, DistError> {
         split_node_name(&peer.name)?;
         let addrs = self
             .resolver
@@ -1261,7 +1345,7 @@ impl NodeInner {
         &self,
         peer: &Peer,
         addr: SocketAddr,
-    ) -> Result<(TcpStream, crate::handshake::Intro), DistError> {
+    ) -> Result<Dialed, DistError> {
         let mut stream =
             TcpStream::connect(addr)
                 .await
@@ -1271,15 +1355,20 @@ impl NodeInner {
                     source: Arc::new(source),
                 })?;
         let _ = stream.set_nodelay(true);
-        let intro = connection::dial(&mut stream, &self.me, &self.cookie, &peer.name, || {
-            peer.link().wants_dialed_connection()
-        })
+        let shook = connection::dial(
+            &mut stream,
+            &self.me,
+            &self.cookie,
+            &peer.name,
+            || peer.link().wants_dialed_connection(),
+            async |creation| self.resume_point(peer, creation).await,
+        )
         .await
         .map_err(|source| DistError::Handshake {
             node: peer.name.clone(),
             source,
         })?;
-        Ok((stream, intro))
+        Ok((stream, shook))
     }
 
     async fn shutdown(self: &Arc<Self>) {
@@ -1412,14 +1501,24 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                         None => Ok(()),
                     }
                 },
+                async |creation| {
+                    let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    match peer {
+                        Some(peer) => node.resume_point(&peer, creation).await,
+                        None => crate::handshake::ResumePoint {
+                            kept: false,
+                            received: 0,
+                        },
+                    }
+                },
             );
             let outcome = tokio::time::timeout(node.config.connect_timeout, handshake).await;
             let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
             let installed = match (outcome, peer.as_ref()) {
-                (Ok(Ok(intro)), Some(peer)) => {
-                    let installed = node.install(peer, stream, intro.creation).await;
+                (Ok(Ok(shook)), Some(peer)) => {
+                    let installed = node.install(peer, stream, &shook).await;
                     if !installed {
-                        tracing::debug!(peer = %intro.name, "incoming connection dropped: already connected");
+                        tracing::debug!(peer = %shook.peer.name, "incoming connection dropped");
                     }
                     installed
                 }
@@ -1475,10 +1574,10 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, dial: u64, delay: Opti
         let result =
             tokio::time::timeout(node.config.connect_timeout, node.dial_once(&peer, dial)).await;
         let failure: DistError = match result {
-            Ok(Ok((stream, intro))) => {
+            Ok(Ok((stream, shook))) => {
                 // Dropped if a connection came up meanwhile; the link is up
                 // either way, and this dial is over.
-                node.install(&peer, stream, intro.creation).await;
+                node.install(&peer, stream, &shook).await;
                 return;
             }
             Ok(Err(e)) => e,
@@ -1641,9 +1740,19 @@ mod tests {
             node_id: joerl_core::node_id(name),
             creation: 7,
         };
-        connection::dial(&mut stream, &me, b"k", node.name(), || true)
-            .await
-            .expect("handshake");
+        connection::dial(
+            &mut stream,
+            &me,
+            b"k",
+            node.name(),
+            || true,
+            async |_| crate::handshake::ResumePoint {
+                kept: false,
+                received: 0,
+            },
+        )
+        .await
+        .expect("handshake");
         stream
     }
 

@@ -203,6 +203,10 @@ pub(crate) struct Peer {
     /// installed only after it has stopped, so no frame of an old connection is
     /// delivered after one of the new.
     pub(crate) reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Reader tasks running (of this and earlier connections): a handshake
+    /// tells the peer how much it has read only when no reader of an earlier
+    /// connection runs any more, so the count is final.
+    pub(crate) readers: watch::Sender<usize>,
     /// Held through `install`, so two connections installed at once (a dial and
     /// an accept) wait for the old reader one after the other.
     pub(crate) install_lock: tokio::sync::Mutex<()>,
@@ -218,11 +222,12 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(name: String, me: &str, link: LinkConfig, queue_bytes: usize) -> Self {
+    pub(crate) fn new(name: String, me: &str, config: &crate::config::DistConfig) -> Self {
         Peer {
-            link: Mutex::new(LinkMachine::new(me, &name, link)),
+            link: Mutex::new(LinkMachine::new(me, &name, LinkConfig::of(config))),
             name,
-            queue: OutQueue::new(queue_bytes),
+            queue: OutQueue::new(config.queue_bytes, config.resend_window),
+            readers: watch::channel(0).0,
             counters: PeerCounters::default(),
             book: Mutex::new(Bookkeeping::default()),
             node_monitors: Mutex::new(Vec::new()),
@@ -280,6 +285,24 @@ impl Peer {
         }
         let now = self.epoch.elapsed().as_millis() as u64;
         Some(std::time::Duration::from_millis(now.saturating_sub(at)))
+    }
+}
+
+/// Counts a reader task in [`Peer::readers`] for as long as it lives
+/// (dropped when the task ends or is aborted).
+pub(crate) struct ReaderGuard(pub(crate) std::sync::Arc<Peer>);
+
+impl ReaderGuard {
+    /// Counts a reader of `peer`.
+    pub(crate) fn new(peer: std::sync::Arc<Peer>) -> Self {
+        peer.readers.send_modify(|n| *n += 1);
+        ReaderGuard(peer)
+    }
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.readers.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -160,7 +160,7 @@ impl Router for DistRouter {
         let max = node.config.max_frame_size;
         match peer
             .queue
-            .push(true, false, |buf| frame::put_signal(buf, to, &signal, max))
+            .push(true, true, |buf| frame::put_signal(buf, to, &signal, max))
         {
             Ok(direct) => {
                 PeerCounters::add(&peer.counters.bytes_out, direct as u64);
@@ -210,7 +210,7 @@ impl Router for DistRouter {
             node.ensure_dialing(&peer);
         }
         peer.queue
-            .push(true, false, |buf| {
+            .push(true, true, |buf| {
                 frame::put_monitor_named(buf, from, monitor.0, name)
             })
             .map(|_| ())
