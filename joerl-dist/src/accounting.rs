@@ -1,13 +1,15 @@
-//! Exact counts of the messages this node sent to a peer that never arrived.
-//! No I/O: the peer's connection code feeds it events.
+//! Exact counts of the data frames (messages and signals) this node sent to a
+//! peer that never arrived. No I/O: the peer's connection code feeds it events.
 //!
-//! Both sides count the messages (SEND and SEND_NAMED frames) of one pair of
-//! incarnations, a *session*, across all of its connections: the sender counts
-//! what it pushed into its queue, the receiver what it read. The receiver reports
-//! its count in ACK frames (periodically and as the idle tick), in the RESUME frame
-//! that opens every new connection, and in GOODBYE. When a connection is lost the
+//! Both sides count the data frames (SEND, SEND_NAMED, SIGNAL, MONITOR_NAMED)
+//! of one pair of incarnations, a *session*, across all of its connections: the
+//! sender counts what it pushed into its queue, the receiver what it read. The
+//! receiver reports its count in ACK frames (periodically and as the idle
+//! tick), in the `Resume` record that ends every handshake, and in GOODBYE. A
+//! cut mended within the grace period loses nothing (the queue replays what
+//! the peer did not read) and is no loss here. When the node goes down the
 //! sender knows exactly what it never wrote (the frames cleared from its queue,
-//! `unsent`); the RESUME of the next connection of the same session tells it how
+//! `unsent`); the `Resume` of the next connection of the same session tells it how
 //! many of the rest the receiver read, so what was written but never read
 //! (`lost`) is known exactly as well, wherever it was lost: in the writer's
 //! hands, in a socket buffer, or in the network. If the peer comes back as a new
@@ -15,7 +17,7 @@
 //! it; a peer that never comes back leaves its unacknowledged messages in
 //! `unacked` (their fate is unknown to anyone alive).
 
-/// See the module documentation. Counts are of messages, not frames.
+/// See the module documentation. Counts are of data frames, not of other frames.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Accounting {
     /// The peer incarnation of the current session (`None` before the first connection).
@@ -118,7 +120,8 @@ impl Accounting {
         self.acked = self.acked.max(received);
     }
 
-    /// The peer's RESUME on a new connection: it had read `received` messages
+    /// The peer's `Resume` on a new connection of a new session (not a resumed
+    /// one): it had read `received` messages
     /// when the connection came up, which settles the last loss exactly.
     pub(crate) fn resumed(&mut self, received: u64) {
         self.acked(received);
@@ -199,7 +202,7 @@ mod tests {
         let mut a = Accounting::default();
         a.connection_up(1, 0);
         a.connection_lost(50, 0);
-        a.connection_up(1, 60); // came up, but was cut before the peer's RESUME arrived
+        a.connection_up(1, 60); // came up, but was cut before the peer's count arrived
         a.connection_lost(60, 0);
         a.connection_up(1, 60);
         a.resumed(45);

@@ -1296,4 +1296,221 @@ mod tests {
         assert!(seqs.len() >= 2);
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     }
+
+    fn graceful() -> LinkMachine {
+        LinkMachine::new(
+            "a@h",
+            "b@h",
+            LinkConfig {
+                grace: Duration::from_secs(4),
+                ..config()
+            },
+        )
+    }
+
+    fn grace_timer(actions: &[Action]) -> Option<(u64, Duration)> {
+        actions.iter().find_map(|a| match a {
+            Action::GraceTimer { grace, after } => Some((*grace, *after)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_cut_is_mended_silently_when_both_sides_kept_the_session() {
+        let t0 = Instant::now();
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let a = actions(&mut m);
+        assert!(events(&a).is_empty(), "no node-down for a cut");
+        assert!(lost(&a).is_empty(), "nothing fails, nothing is dropped");
+        assert_eq!(closed(&a), vec![5]);
+        assert!(matches!(a[0], Action::Publish { up: true, conn: 0 }));
+        assert!(last_status(&a).is_none(), "waiters still see it up");
+        let (dial, delay) = dialer(&a).expect("redials");
+        assert_eq!(delay, None, "at once");
+        let (id, after) = grace_timer(&a).expect("a grace period begins");
+        assert_eq!(after, Duration::from_secs(4));
+        assert!(m.keeps_session(1));
+        assert!(!m.keeps_session(2));
+        // A redial that times out (the network is silent) backs off; still
+        // nothing is reported.
+        m.attempt_started(dial).unwrap();
+        assert!(matches!(
+            m.attempt_failed(dial, 2, DistError::Timeout("slow".into())),
+            Next::Retry(_)
+        ));
+        assert!(actions(&mut m).is_empty());
+        m.attempt_started(dial).unwrap();
+        assert_eq!(m.install(6, 1, true, t0), Ok(Installed::Resumed));
+        let a = actions(&mut m);
+        assert!(events(&a).is_empty(), "a resume reports nothing");
+        assert!(matches!(a[..], [Action::Publish { up: true, conn: 6 }]));
+        // The timer of the mended cut changes nothing.
+        m.grace_over(id, t0 + Duration::from_secs(5));
+        assert!(actions(&mut m).is_empty());
+        assert_eq!(m.current_conn(), Some(6));
+    }
+
+    #[test]
+    fn a_cut_not_mended_within_the_grace_period_is_one_node_down() {
+        let t0 = Instant::now();
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::TickTimeout(Duration::from_secs(4)), t0);
+        let a = actions(&mut m);
+        let (id, _) = grace_timer(&a).unwrap();
+        let (dial, _) = dialer(&a).unwrap();
+        // Too early: nothing.
+        m.grace_over(id, t0 + Duration::from_secs(1));
+        assert!(actions(&mut m).is_empty());
+        m.grace_over(id, t0 + Duration::from_secs(4));
+        let a = actions(&mut m);
+        assert_eq!(
+            events(&a),
+            vec![Event::Down(NodeDownReason::TickTimeout(
+                Duration::from_secs(4)
+            ))]
+        );
+        assert_eq!(lost(&a).len(), 1);
+        assert!(matches!(last_status(&a), Some(Status::Down { .. })));
+        // The dial goes on; the next connection is a new session, reported up.
+        assert!(!m.keeps_session(1));
+        m.attempt_started(dial).unwrap();
+        assert_eq!(m.install(6, 1, false, t0), Ok(Installed::Fresh));
+        assert_eq!(events(&actions(&mut m)), vec![Event::Up(1)]);
+    }
+
+    #[test]
+    fn a_gone_peer_or_a_new_incarnation_ends_the_grace_period_at_once() {
+        let t0 = Instant::now();
+        // Refused: nothing listens there any more (kill -9).
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let (dial, _) = dialer(&actions(&mut m)).unwrap();
+        m.attempt_started(dial).unwrap();
+        assert_eq!(m.attempt_failed(dial, 2, refused_io()), Next::Stop);
+        let a = actions(&mut m);
+        assert_eq!(
+            events(&a),
+            vec![Event::Down(NodeDownReason::ConnectionClosed)]
+        );
+        assert_eq!(lost(&a).len(), 1, "one loss, not one per cause");
+        assert!(matches!(
+            last_status(&a),
+            Some(Status::Down { error: Some(_), .. })
+        ));
+        assert_eq!(m.state(), &State::Idle);
+
+        // A new incarnation dials in.
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let _ = actions(&mut m);
+        assert_eq!(m.incoming(2, t0), Ok(Admit::Yes));
+        let a = actions(&mut m);
+        assert!(matches!(
+            events(&a)[..],
+            [Event::Down(NodeDownReason::Replaced(_))]
+        ));
+        assert_eq!(m.install(6, 2, false, t0), Ok(Installed::Fresh));
+        assert_eq!(events(&actions(&mut m)), vec![Event::Up(2)]);
+    }
+
+    #[test]
+    fn a_peer_this_node_never_found_is_not_gone_when_it_cannot_find_it() {
+        let t0 = Instant::now();
+        let mut m = graceful();
+        // Connected by the peer's dial: this node never resolved it.
+        assert_eq!(m.incoming(1, t0), Ok(Admit::Yes));
+        m.install(5, 1, false, t0).unwrap();
+        m.accept_ended(true);
+        let _ = actions(&mut m);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let (dial, _) = dialer(&actions(&mut m)).unwrap();
+        m.attempt_started(dial).unwrap();
+        assert!(matches!(
+            m.attempt_failed(dial, 1, DistError::UnknownNode("b@h".into())),
+            Next::Retry(_)
+        ));
+        assert!(actions(&mut m).is_empty(), "still mending");
+        // The peer's own redial mends it.
+        assert_eq!(m.incoming(1, t0), Ok(Admit::Yes));
+        assert_eq!(m.install(6, 1, true, t0), Ok(Installed::Resumed));
+        m.accept_ended(true);
+        assert!(events(&actions(&mut m)).is_empty());
+    }
+
+    #[test]
+    fn a_resume_this_side_can_no_longer_honour_is_refused_and_a_one_sided_one_is_fresh() {
+        let t0 = Instant::now();
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let a = actions(&mut m);
+        let (id, _) = grace_timer(&a).unwrap();
+        // Both said they kept it, then this side's grace ran out.
+        m.grace_over(id, t0 + Duration::from_secs(4));
+        let _ = actions(&mut m);
+        assert_eq!(m.install(6, 1, true, t0), Err(NotInstalled::SessionEnded));
+        // Only one side kept it: a new session, and the cut is reported.
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Io("reset".into()), t0);
+        let _ = actions(&mut m);
+        assert_eq!(m.install(6, 1, false, t0), Ok(Installed::Fresh));
+        assert_eq!(
+            events(&actions(&mut m)),
+            vec![
+                Event::Down(NodeDownReason::Io("reset".into())),
+                Event::Up(1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_half_open_connection_replaced_keeps_the_session() {
+        let t0 = Instant::now();
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        assert_eq!(m.incoming(1, t0), Ok(Admit::IfHalfOpen(5)));
+        m.half_open_confirmed(5, t0).unwrap();
+        let a = actions(&mut m);
+        assert_eq!(closed(&a), vec![5]);
+        assert!(events(&a).is_empty());
+        assert!(m.keeps_session(1));
+        assert_eq!(m.install(6, 1, true, t0), Ok(Installed::Resumed));
+        m.accept_ended(true);
+        assert!(events(&actions(&mut m)).is_empty());
+    }
+
+    #[test]
+    fn goodbye_garbage_and_stopping_are_no_cuts_to_mend() {
+        let t0 = Instant::now();
+        for reason in [
+            EndReason::Goodbye,
+            EndReason::NotReading,
+            EndReason::Malformed(crate::error::FrameError::BadName),
+        ] {
+            let mut m = graceful();
+            connect(&mut m, 5, 1, t0);
+            m.connection_closed(5, reason.clone(), t0);
+            let a = actions(&mut m);
+            assert_eq!(events(&a).len(), 1, "{reason:?} is reported at once");
+            assert!(grace_timer(&a).is_none());
+        }
+        // Stopping while a cut is mended reports it, as a shutdown.
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let _ = actions(&mut m);
+        m.begin_stop();
+        assert_eq!(
+            events(&actions(&mut m)),
+            vec![Event::Down(NodeDownReason::ShuttingDown)]
+        );
+        m.stop(t0);
+        assert!(actions(&mut m).is_empty());
+    }
 }

@@ -133,6 +133,18 @@ impl Proxy {
         }
     }
 
+    /// Resets every proxied connection: the target side gets an RST (the
+    /// socket is closed with a zero linger), the client side a FIN.
+    pub fn cut_reset(&self) {
+        for s in self.held.lock().unwrap().drain(..) {
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+        for p in self.pipes.lock().unwrap().drain(..) {
+            p.abort();
+        }
+    }
+
     /// A half-open cut: the client side of every proxied connection is closed,
     /// the target side stays open and silent (as if the client's host vanished
     /// and only the client noticed).
