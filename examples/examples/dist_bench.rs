@@ -10,6 +10,9 @@
 //! cargo run --release --example dist_bench -- rtt --name bench_cli --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369 --count 100000
 //! cargo run --release --example dist_bench -- watch --name bench_w --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369
 //! cargo run --release --example dist_bench -- cuts --name bench_c --target bench_srv@127.0.0.1 --epmd 127.0.0.1:4369 --count 1000000 --cuts 10
+//! # TLS: make certificates once, then add the three flags to every mode (serve too)
+//! cargo run --release --example dist_bench -- gen-certs --dir certs --names srv,cli
+//! cargo run --release --example dist_bench -- serve --name bench_srv --epmd 127.0.0.1:4369 --tls-cert certs/srv.pem --tls-key certs/srv.key --tls-ca certs/ca.pem
 //! ```
 //!
 //! Each client mode prints exactly one result line, last:
@@ -102,6 +105,45 @@ enum Mode {
         #[arg(long, default_value_t = 10)]
         cuts: u64,
     },
+    /// Writes a CA and node certificates for the --tls-* flags:
+    /// DIR/ca.pem, and DIR/NAME.pem and DIR/NAME.key for each name.
+    GenCerts {
+        /// Where to write them (created if missing).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Comma-separated names, one certificate each.
+        #[arg(long, value_delimiter = ',', required = true)]
+        names: Vec<String>,
+        /// Hosts (DNS names or IPs) the certificates are valid for besides
+        /// localhost, 127.0.0.1 and ::1.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+    },
+}
+
+/// Writes the files of `gen-certs`.
+fn gen_certs(dir: &std::path::Path, names: &[String], hosts: &[String]) -> Result<()> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let certs = joerl_dist::transport::generate_certs(&names, &hosts)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |file: &str, text: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("ca.pem", &certs.ca)?;
+    for (name, cert, key) in &certs.nodes {
+        write(&format!("{name}.pem"), cert)?;
+        write(&format!("{name}.key"), key)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(format!("{name}.key"));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    println!("gen-certs dir={} names={}", dir.display(), names.join(","));
+    Ok(())
 }
 
 /// A payload whose bytes are shared between sends (cloning is a reference count)
@@ -277,7 +319,7 @@ impl Actor for Inbox {
 
 async fn start_node(c: &Common) -> Result<DistributedSystem> {
     c.node
-        .builder_on(c.name.clone(), c.listen)
+        .builder_on(c.name.clone(), c.listen)?
         .start()
         .await
         .context("cannot start the node")
@@ -325,6 +367,7 @@ async fn main() -> Result<()> {
             count,
             cuts,
         } => cut_run(common, &full_name(&target), count, cuts).await,
+        Mode::GenCerts { dir, names, hosts } => gen_certs(&dir, &names, &hosts),
     }
 }
 
@@ -600,13 +643,15 @@ async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
     // Redial at once after a cut, and keep the queue small so the producer
     // is paced by the connection (not far ahead of it): then K cuts, each on a
     // live connection, fit into one run.
-    let mut builder = joerl_dist::NodeBuilder::new(c.name.clone(), c.listen, private.local_addr())
+    let builder = joerl_dist::NodeBuilder::new(c.name.clone(), c.listen, private.local_addr())
         .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(100))
         .queue_bytes(1024 * 1024);
-    if let Some(cookie) = &c.node.cookie {
-        builder = builder.cookie(cookie.clone());
-    }
-    let node = builder.start().await.context("cannot start the node")?;
+    let node = c
+        .node
+        .apply(builder)?
+        .start()
+        .await
+        .context("cannot start the node")?;
     connect(&node, target).await?;
     let mut events = node.subscribe();
     let downs = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -52,7 +52,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let builder = args
         .node_opts
-        .builder(args.node.clone(), args.port)
+        .builder(args.node.clone(), args.port)?
         .auto_discovery(true)
         .discovery_interval(Duration::from_millis(500));
     let node = builder.start().await.context("cannot start the node")?;

@@ -52,7 +52,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let builder = args
         .node_opts
-        .builder(args.name.clone(), args.port)
+        .builder(args.name.clone(), args.port)?
         .auto_discovery(true)
         .discovery_interval(Duration::from_millis(500));
     let node = builder.start().await.context("cannot start the node")?;

@@ -53,7 +53,7 @@ impl Actor for Printer {
 async fn main() -> Result<()> {
     init_logging();
     let args = Args::parse();
-    let builder = args.node_opts.builder(args.name.clone(), args.port);
+    let builder = args.node_opts.builder(args.name.clone(), args.port)?;
     let node = builder.start().await.context("cannot start the node")?;
     let printer = node.spawn(Printer);
     node.register("printer", printer)?;

@@ -97,7 +97,7 @@ async fn main() -> Result<()> {
         Role::Server => ("pong_server", 0),
         Role::Client => ("ping_client", 0),
     };
-    let builder = args.node_opts.builder(name, port);
+    let builder = args.node_opts.builder(name, port)?;
     let node = builder.start().await.context("cannot start the node")?;
     match args.role {
         Role::Server => {

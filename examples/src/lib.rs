@@ -19,7 +19,8 @@ pub fn init_logging_at(level: &str) {
         .try_init();
 }
 
-/// The command-line options every node example shares: where EPMD is, and the cookie.
+/// The command-line options every node example shares: where EPMD is, the
+/// cookie, and TLS.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeOptions {
     /// EPMD address.
@@ -28,25 +29,52 @@ pub struct NodeOptions {
     /// Cookie (default: JOERL_COOKIE, else ~/.joerl.cookie).
     #[arg(long)]
     pub cookie: Option<String>,
+    /// TLS: this node's certificate (PEM). With --tls-key and --tls-ca, every
+    /// connection is TLS with mutual authentication (`dist_bench gen-certs`
+    /// makes a set).
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS: this node's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// TLS: the CA certificate every node's certificate is signed by (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
     /// A node builder for `name` listening on 127.0.0.1:`port`, with these options.
-    pub fn builder(&self, name: impl Into<String>, port: u16) -> joerl_dist::NodeBuilder {
+    pub fn builder(
+        &self,
+        name: impl Into<String>,
+        port: u16,
+    ) -> anyhow::Result<joerl_dist::NodeBuilder> {
         self.builder_on(name, ([127, 0, 0, 1], port).into())
     }
 
-    /// A node builder for `name` listening on `listen`, with these options.
+    /// A node builder for `name` listening on `listen`, with these options
+    /// (an error if the TLS files cannot be used).
     pub fn builder_on(
         &self,
         name: impl Into<String>,
         listen: std::net::SocketAddr,
-    ) -> joerl_dist::NodeBuilder {
-        let b = joerl_dist::NodeBuilder::new(name, listen, self.epmd);
-        match &self.cookie {
-            Some(c) => b.cookie(c.clone()),
-            None => b,
+    ) -> anyhow::Result<joerl_dist::NodeBuilder> {
+        self.apply(joerl_dist::NodeBuilder::new(name, listen, self.epmd))
+    }
+
+    /// Applies the cookie and TLS options to `builder`.
+    pub fn apply(
+        &self,
+        builder: joerl_dist::NodeBuilder,
+    ) -> anyhow::Result<joerl_dist::NodeBuilder> {
+        let mut b = builder;
+        if let Some(c) = &self.cookie {
+            b = b.cookie(c.clone());
         }
+        if let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            b = b.tls(joerl_dist::TlsConfig::from_pem_files(cert, key, ca)?);
+        }
+        Ok(b)
     }
 }
 

@@ -24,11 +24,11 @@ pub(crate) struct Accounting {
     peer_creation: Option<u32>,
     /// The queue's push count when this session began.
     base: u64,
-    /// The queue's sequence number of the frame before the one the peer
-    /// counts as its first of this session: `seq(n) = seq_base + n`. Moves
-    /// when a loss is settled (the peer's count goes on without the lost
-    /// frames).
-    seq_base: u64,
+    /// Maps the peer's count to the queue's sequence numbers: the `n`th data
+    /// frame the peer read is the queue's `n + seq_offset`th. Set by each
+    /// connection that starts a new session or follows a loss (see
+    /// [`map_counts`](Self::map_counts)); a resumed session keeps it.
+    seq_offset: i64,
     /// Messages of this session cleared from the queue before being written.
     unsent: u64,
     /// The queue's push count when the last connection was lost, until the peer
@@ -99,7 +99,6 @@ impl Accounting {
             let lost = self.outstanding(end);
             self.lost_total += lost;
             self.base = end;
-            self.seq_base = end;
             self.unsent = 0;
             self.acked = 0;
             self.lost_session = 0;
@@ -112,7 +111,17 @@ impl Accounting {
     /// The queue's sequence number of the `n`th data frame the peer has
     /// read of this session.
     pub(crate) fn seq(&self, n: u64) -> u64 {
-        self.seq_base + n
+        (n as i64).saturating_add(self.seq_offset).max(0) as u64
+    }
+
+    /// A connection that does not resume a session came up: the peer has
+    /// read `received` of our frames, and the next one it reads is the one
+    /// after the queue's sequence number `taken` (everything up to `taken`
+    /// was written to an earlier connection, or dropped). Holds whatever the
+    /// peer's count is: for example a peer that kept counting while this
+    /// node forgot it.
+    pub(crate) fn map_counts(&mut self, taken: u64, received: u64) {
+        self.seq_offset = taken as i64 - received as i64;
     }
 
     /// The peer reported reading `received` of this session's messages in an ACK.
@@ -129,9 +138,6 @@ impl Accounting {
             let lost = self.outstanding(at_loss);
             self.lost_session += lost;
             self.lost_total += lost;
-            // Nothing pushed before the loss is in flight any more: the
-            // peer's next frame is the first pushed after it.
-            self.seq_base = at_loss.saturating_sub(received);
         }
     }
 
@@ -282,5 +288,26 @@ mod tests {
                 unacked: 8
             }
         );
+    }
+
+    #[test]
+    fn counts_map_to_sequence_numbers_whatever_the_peer_counted_before() {
+        let mut a = Accounting::default();
+        // First connection: nothing taken, the peer read nothing.
+        a.connection_up(1, 0);
+        a.map_counts(0, 0);
+        assert_eq!(a.seq(5), 5);
+        // This node forgot the peer, which kept counting (1,000 read).
+        let mut a = Accounting::default();
+        a.connection_up(1, 0);
+        a.map_counts(0, 1_000);
+        assert_eq!(a.seq(1_000), 0);
+        assert_eq!(a.seq(1_007), 7);
+        // 40 frames dropped before the first connection came up.
+        let mut a = Accounting::default();
+        a.connection_lost(40, 40);
+        a.connection_up(1, 40);
+        a.map_counts(40, 0);
+        assert_eq!(a.seq(1), 41);
     }
 }

@@ -1,5 +1,5 @@
-//! One node-to-node TCP connection: the handshake exchange, then a writer task
-//! and a reader task.
+//! One node-to-node connection (TCP or TLS, see `transport.rs`): the
+//! handshake exchange, then a writer task and a reader task.
 //!
 //! The writer owns the write half. It sleeps until the peer's [`OutQueue`] has
 //! bytes, swaps them all out and writes them with one call (TCP_NODELAY is on, so
@@ -9,19 +9,18 @@
 //! hands each to the node. If nothing at all arrives for the tick timeout, the
 //! peer is declared down.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::codec;
 use crate::error::{FrameError, HandshakeError};
 use crate::frame::{self, Frame, Parsed};
 use crate::handshake::{self, Intro, PROTOCOL_VERSION, Record, RefuseReason, ResumePoint, Role};
-use crate::outqueue::{OutQueue, Take};
+use crate::outqueue::{OutQueue, Sink, Take};
+use crate::transport::{ReadSide, WriteSide};
 
 /// Largest handshake frame accepted, whatever the configured frame limit.
 const MAX_HANDSHAKE_FRAME: usize = 4096;
@@ -46,7 +45,14 @@ impl LocalIdentity {
     }
 }
 
-async fn write_record(stream: &mut TcpStream, record: &Record) -> Result<(), HandshakeError> {
+/// A connection's byte stream during the handshake.
+pub(crate) trait HandshakeStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> HandshakeStream for S {}
+
+async fn write_record(
+    stream: &mut impl HandshakeStream,
+    record: &Record,
+) -> Result<(), HandshakeError> {
     let mut body = Vec::new();
     codec::encode_into(record, &mut body).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
     let mut out = Vec::with_capacity(body.len() + 8);
@@ -55,12 +61,16 @@ async fn write_record(stream: &mut TcpStream, record: &Record) -> Result<(), Han
     stream
         .write_all(&out)
         .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))?;
+    stream
+        .flush()
+        .await
         .map_err(|e| HandshakeError::Io(e.to_string()))
 }
 
 /// Reads one handshake record. A record of another protocol version is reported
 /// as a version mismatch.
-async fn read_record(stream: &mut TcpStream) -> Result<Record, HandshakeError> {
+async fn read_record(stream: &mut impl HandshakeStream) -> Result<Record, HandshakeError> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -69,6 +79,13 @@ async fn read_record(stream: &mut TcpStream) -> Result<Record, HandshakeError> {
             HandshakeError::Io(e.to_string())
         }
     })?;
+    // A TLS record where a frame should be: the peer wants TLS (no frame of
+    // ours is 350 MiB or more long).
+    if crate::transport::looks_like_tls(len[0]) && len[1] == 3 {
+        return Err(HandshakeError::Tls(
+            "the peer speaks TLS and this node does not: start every node with TLS, or none".into(),
+        ));
+    }
     let n = u32::from_be_bytes(len) as usize;
     if n == 0 || n > MAX_HANDSHAKE_FRAME {
         return Err(HandshakeError::Malformed(format!(
@@ -122,12 +139,14 @@ pub(crate) struct Shook {
     pub(crate) peer: Intro,
     /// What this node said.
     pub(crate) mine: ResumePoint,
+    /// Where this node's link stood when it said it (see `LinkMachine::epoch`).
+    pub(crate) said_at: u64,
     /// What the peer said.
     pub(crate) theirs: ResumePoint,
 }
 
 /// Reads the other side's `Resume`, the last record of a handshake.
-async fn read_resume(stream: &mut TcpStream) -> Result<ResumePoint, HandshakeError> {
+async fn read_resume(stream: &mut impl HandshakeStream) -> Result<ResumePoint, HandshakeError> {
     match read_record(stream).await? {
         Record::Resume(point) => Ok(point),
         Record::Refused(reason) => Err(refused(reason)),
@@ -140,14 +159,15 @@ async fn read_resume(stream: &mut TcpStream) -> Result<ResumePoint, HandshakeErr
 /// The dialer's side of the handshake. Returns the peer's introduction and
 /// where it stands in the session with this node. `still_wanted` answers the
 /// acceptor's `Alive`: true if this node still has no connection to the peer.
-/// `resume` says where this node stands, given the peer's creation.
+/// `resume` says where this node stands, given the peer's creation (and
+/// where its link stood then).
 pub(crate) async fn dial(
-    stream: &mut TcpStream,
+    stream: &mut impl HandshakeStream,
     me: &LocalIdentity,
     cookie: &[u8],
     expected: &str,
     still_wanted: impl FnOnce() -> bool,
-    resume: impl AsyncFnOnce(u32) -> ResumePoint,
+    resume: impl AsyncFnOnce(u32) -> (ResumePoint, u64),
 ) -> Result<Shook, HandshakeError> {
     let own = handshake::challenge();
     write_record(stream, &Record::Hello(me.intro(own))).await?;
@@ -212,10 +232,15 @@ pub(crate) async fn dial(
         }
     }
     // Both sides send their Resume and then read the other's.
-    let mine = resume(peer.creation).await;
+    let (mine, said_at) = resume(peer.creation).await;
     write_record(stream, &Record::Resume(mine)).await?;
     let theirs = read_resume(stream).await?;
-    Ok(Shook { peer, mine, theirs })
+    Ok(Shook {
+        peer,
+        mine,
+        said_at,
+        theirs,
+    })
 }
 
 /// What the acceptor's `decide` says about an authenticated dialer.
@@ -235,12 +260,12 @@ pub(crate) enum Admit {
 /// says where this node stands in the session with the dialer's creation.
 /// Returns the dialer's introduction and where it stands.
 pub(crate) async fn accept(
-    stream: &mut TcpStream,
+    stream: &mut impl HandshakeStream,
     me: &LocalIdentity,
     cookie: &[u8],
     decide: impl FnOnce(&Intro) -> Result<Admit, RefuseReason>,
     replace: impl FnOnce(u64) -> Result<(), RefuseReason>,
-    resume: impl AsyncFnOnce(u32) -> ResumePoint,
+    resume: impl AsyncFnOnce(u32) -> (ResumePoint, u64),
 ) -> Result<Shook, HandshakeError> {
     let peer = match read_record(stream).await {
         Ok(Record::Hello(intro)) => intro,
@@ -340,10 +365,15 @@ pub(crate) async fn accept(
             }
         }
     }
-    let mine = resume(peer.creation).await;
+    let (mine, said_at) = resume(peer.creation).await;
     write_record(stream, &Record::Resume(mine)).await?;
     let theirs = read_resume(stream).await?;
-    Ok(Shook { peer, mine, theirs })
+    Ok(Shook {
+        peer,
+        mine,
+        said_at,
+        theirs,
+    })
 }
 
 /// Why a connection ended.
@@ -404,11 +434,13 @@ impl std::fmt::Display for EndReason {
 }
 
 /// Writes everything the queue collects until an error (or the task is aborted).
-/// Shares the write half with senders' direct writes (see [`OutQueue`]). The
-/// idle tick is an ACK frame carrying `received()`, the count of the peer's
-/// data frames this node has read.
+/// A TCP write half is shared with senders' direct writes (see [`OutQueue`]);
+/// a TLS stream is the writer's alone. The idle tick is an ACK frame carrying
+/// `received()`, the count of the peer's data frames this node has read.
+/// `sink` is how the queue knows this connection.
 pub(crate) async fn write_loop(
-    sink: Arc<OwnedWriteHalf>,
+    mut side: WriteSide,
+    sink: Sink,
     queue: &OutQueue,
     tick_interval: Duration,
     received: impl Fn() -> u64,
@@ -440,22 +472,34 @@ pub(crate) async fn write_loop(
                 // partly wrote.
                 let mut n = 0;
                 if let Some(data) = data {
-                    if let Err(e) = write_all_shared(&sink, &data).await {
+                    if let Err(e) = write_all(&mut side, &data).await {
                         return EndReason::Io(e.to_string());
                     }
                     n += data.len();
                 }
                 if acks {
-                    if let Err(e) = write_all_shared(&sink, &control).await {
+                    if let Err(e) = write_all(&mut side, &control).await {
                         return EndReason::Io(e.to_string());
                     }
                     n += control.len();
+                }
+                if let WriteSide::Tls(w) = &mut side {
+                    if let Err(e) = w.flush().await {
+                        return EndReason::Io(e.to_string());
+                    }
                 }
                 queue.write_done_as(&sink);
                 on_written(n);
                 last_write = tokio::time::Instant::now();
             }
         }
+    }
+}
+
+async fn write_all(side: &mut WriteSide, buf: &[u8]) -> std::io::Result<()> {
+    match side {
+        WriteSide::Tcp(w) => write_all_shared(w, buf).await,
+        WriteSide::Tls(w) => w.write_all(buf).await,
     }
 }
 
@@ -485,7 +529,7 @@ pub(crate) trait FrameSink {
 
 /// Reads and dispatches frames until the connection ends.
 pub(crate) async fn read_loop<S: FrameSink>(
-    mut source: OwnedReadHalf,
+    mut source: ReadSide,
     max_frame: usize,
     tick_timeout: Duration,
     sink: &mut S,

@@ -49,7 +49,7 @@ pub(crate) struct Parked {
 }
 
 /// An ACK goes back to the peer after this many of its data frames, or this
-/// many bytes of their bodies, whichever comes first (besides the one in every
+/// many bytes of them (bodies plus 32 a frame), whichever comes first (besides the one in every
 /// idle tick), so what its resend buffer keeps stays small.
 const ACK_EVERY: u64 = 8192;
 const ACK_EVERY_BYTES: usize = 1024 * 1024;
@@ -296,10 +296,12 @@ impl FrameSink for Dispatcher {
             return Err(EndReason::Superseded);
         }
         if frame.is_data() {
-            let bytes = match &frame {
-                Frame::Send { body, .. } | Frame::SendNamed { body, .. } => body.len(),
-                _ => 0,
-            };
+            // Bodies, plus a frame's usual overhead (signals have no body).
+            let bytes = 32
+                + match &frame {
+                    Frame::Send { body, .. } | Frame::SendNamed { body, .. } => body.len(),
+                    _ => 0,
+                };
             self.count_received(bytes);
         }
         match frame {

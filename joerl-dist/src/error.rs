@@ -109,6 +109,10 @@ pub enum HandshakeError {
     /// The connection failed during the handshake.
     #[error("i/o error during handshake: {0}")]
     Io(String),
+    /// TLS failed: a certificate the CA did not sign, or a peer that speaks
+    /// TLS when this node does not (or the other way round).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Errors of [`DistributedSystem`](crate::DistributedSystem) operations.

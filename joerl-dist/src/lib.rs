@@ -31,7 +31,8 @@
 //! dial, install, close, node events, shutdown), `router` (sends and signals toward peers),
 //! `delivery` (what arrives, to local actors, with the full-mailbox policy) and
 //! [`net_kernel`] (name look-ups for other nodes), [`resolve`] (where a node
-//! listens: EPMD on the peer's host, a static table).
+//! listens: EPMD on the peer's host, a static table), [`transport`] (TCP, or
+//! TLS with mutual authentication).
 #![warn(missing_docs)]
 
 mod accounting;
@@ -52,12 +53,14 @@ mod peer;
 pub mod registry;
 pub mod resolve;
 mod router;
+pub mod transport;
 mod wire_signal;
 
 pub use config::DistConfig;
 pub use error::{CodecError, DistError, FrameError, HandshakeError};
 pub use events::{NodeDown, NodeDownReason, NodeEvent, NodeEvents, NodeStats, NodeUp, PeerStats};
 pub use node::{DistributedSystem, NODE_NAME_KEY, NodeBuilder, joerl_node_name};
+pub use transport::{TlsConfig, TlsError};
 
 /// Re-exported so that [`remote_message!`] works without a direct dependency.
 #[doc(hidden)]

@@ -89,8 +89,6 @@ pub(crate) struct Grace {
     pub(crate) creation: u32,
     /// What is reported if the grace period ends without a resume.
     pub(crate) reason: NodeDownReason,
-    /// When it ends.
-    pub(crate) deadline: Instant,
 }
 
 /// The state of the link.
@@ -250,10 +248,11 @@ pub(crate) enum Installed {
 pub(crate) enum NotInstalled {
     /// A connection is up already (or the node is stopping).
     AlreadyUp,
-    /// Both sides said they kept the session, but this side's grace ran out
-    /// since: the connection is dropped, so the peer, which resumed, sees a
-    /// cut and learns in the next handshake that the session ended.
-    SessionEnded,
+    /// What this side told the peer in the handshake may be stale (its epoch
+    /// changed since: for example its grace ran out, or another connection
+    /// came and went): the connection is dropped, so the peer, if it
+    /// installed it, sees a cut and learns the truth in the next handshake.
+    Stale,
 }
 
 /// See the module documentation.
@@ -265,6 +264,10 @@ pub(crate) struct LinkMachine {
     state: State,
     /// The node is stopping (see [`begin_stop`](Self::begin_stop)).
     stopping: bool,
+    /// Counts the changes a handshake's resume point depends on (a
+    /// connection installed, a cut begun or ended): an install whose
+    /// handshake saw another epoch is refused (see [`epoch`](Self::epoch)).
+    epoch: u64,
     /// Admitted incoming connections not yet installed or dropped.
     accepting: usize,
     /// A resolver has found where the peer listens (so a resolver that no
@@ -287,6 +290,7 @@ impl LinkMachine {
             we_win_crossing: me > peer,
             state: State::Idle,
             stopping: false,
+            epoch: 0,
             accepting: 0,
             listed: false,
             attempts: 0,
@@ -331,6 +335,13 @@ impl LinkMachine {
     /// connection is up and none is being admitted.
     pub(crate) fn wants_dialed_connection(&self) -> bool {
         !matches!(self.state, State::Up { .. } | State::Stopped) && self.accepting == 0
+    }
+
+    /// The epoch now: a handshake records it with what it tells the peer
+    /// (whether the session is kept, how much was read), and its install is
+    /// refused if the epoch changed since, because what it told may be stale.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether this side keeps the session with incarnation `creation` of
@@ -490,14 +501,15 @@ impl LinkMachine {
         });
     }
 
-    /// The grace period `id` ran out (its timer fired at `now`): if the cut
-    /// it was for is still not mended, the node is reported down, and the
-    /// dial goes on as after any loss.
-    pub(crate) fn grace_over(&mut self, id: u64, now: Instant) {
+    /// The grace period `id` ran out (its timer fired): if the cut it was
+    /// for is still not mended, the node is reported down, and the dial goes
+    /// on as after any loss.
+    pub(crate) fn grace_over(&mut self, id: u64) {
         match self.grace() {
-            Some(g) if g.id == id && now >= g.deadline => {}
+            Some(g) if g.id == id => {}
             _ => return,
         }
+        self.epoch += 1;
         let g = self.take_grace().expect("checked");
         self.end_grace(g.reason.clone());
         self.status(Status::Down {
@@ -509,6 +521,7 @@ impl LinkMachine {
     /// Reports the node down at the end of a grace period (the grace is
     /// already taken out of the state).
     fn end_grace(&mut self, reason: NodeDownReason) {
+        self.epoch += 1;
         let reason = if self.stopping {
             NodeDownReason::ShuttingDown
         } else {
@@ -627,25 +640,29 @@ impl LinkMachine {
 
     /// An authenticated connection `conn` to incarnation `creation` is to be
     /// installed; `both_kept`: both sides said in the handshake that they
-    /// kept the session (each was mending a cut to the other). Then the
-    /// session resumes, unless this side's grace ran out since it said so:
-    /// the connection is refused (the peer resumed and sees it drop, and the
-    /// next handshake tells it the session ended). Otherwise any cut being
-    /// mended ends (the node is reported down) and a new session starts
-    /// (reported up).
+    /// kept the session (each was mending a cut to the other); `epoch`: the
+    /// epoch when this side said what it said. If the epoch changed since
+    /// (another connection came or went, a cut began or its grace ran out),
+    /// what this side told the peer may be stale: the connection is refused
+    /// (the peer, if it installed it, sees a cut, and the next handshake
+    /// tells it the truth). Otherwise, with `both_kept`, the session resumes;
+    /// without, any cut being mended ends (the node is reported down) and a
+    /// new session starts (reported up).
     pub(crate) fn install(
         &mut self,
         conn: u64,
         creation: u32,
         both_kept: bool,
+        epoch: u64,
         now: Instant,
     ) -> Result<Installed, NotInstalled> {
         if matches!(self.state, State::Up { .. } | State::Stopped) {
             return Err(NotInstalled::AlreadyUp);
         }
-        if both_kept && !self.keeps_session(creation) {
-            return Err(NotInstalled::SessionEnded);
+        if epoch != self.epoch || (both_kept && !self.keeps_session(creation)) {
+            return Err(NotInstalled::Stale);
         }
+        self.epoch += 1;
         if let Some(g) = self.take_grace() {
             if !both_kept {
                 self.end_grace(g.reason);
@@ -714,11 +731,11 @@ impl LinkMachine {
             return None;
         }
         self.next_grace += 1;
+        self.epoch += 1;
         let grace = Grace {
             id: self.next_grace,
             creation,
             reason: reason.node_down_reason(),
-            deadline: now + self.config.grace,
         };
         self.state = State::Idle;
         self.out.push(Action::Publish { up: true, conn: 0 });
@@ -919,7 +936,8 @@ mod tests {
         assert_eq!(delay, None, "a first dial does not wait");
         m.attempt_started(dial).expect("current");
         m.handshake_started(dial);
-        m.install(conn, creation, false, now).expect("installed");
+        m.install(conn, creation, false, m.epoch(), now)
+            .expect("installed");
         let a = actions(m);
         assert_eq!(events(&a), vec![Event::Up(creation)]);
         assert!(matches!(last_status(&a), Some(Status::Up)));
@@ -1078,8 +1096,8 @@ mod tests {
         );
         assert!(last_status(&actions(&mut a)).is_none());
         // b's dial completes on both sides.
-        b.install(10, 1, false, t0).unwrap();
-        a.install(20, 2, false, t0).unwrap();
+        b.install(10, 1, false, b.epoch(), t0).unwrap();
+        a.install(20, 2, false, a.epoch(), t0).unwrap();
         a.accept_ended(true);
         assert_eq!(events(&actions(&mut a)), vec![Event::Up(2)]);
         assert_eq!(events(&actions(&mut b)), vec![Event::Up(1)]);
@@ -1128,7 +1146,7 @@ mod tests {
         // A send meanwhile starts no crossing dial.
         m.want(false);
         assert!(actions(&mut m).is_empty());
-        m.install(6, 2, false, t0).unwrap();
+        m.install(6, 2, false, m.epoch(), t0).unwrap();
         m.accept_ended(true);
         assert_eq!(events(&actions(&mut m)), vec![Event::Up(2)]);
         assert_eq!(m.current_conn(), Some(6));
@@ -1169,7 +1187,7 @@ mod tests {
         assert_eq!(m.incoming(1, t0), Ok(Admit::IfHalfOpen(5)));
         m.connection_closed(5, EndReason::Closed, t0);
         let _ = actions(&mut m);
-        m.install(8, 1, false, t0).unwrap();
+        m.install(8, 1, false, m.epoch(), t0).unwrap();
         let _ = actions(&mut m);
         assert_eq!(
             m.half_open_confirmed(5, t0),
@@ -1183,7 +1201,10 @@ mod tests {
         let t0 = Instant::now();
         let mut m = machine("a@h", "b@h");
         connect(&mut m, 5, 1, t0);
-        assert_eq!(m.install(6, 1, false, t0), Err(NotInstalled::AlreadyUp));
+        assert_eq!(
+            m.install(6, 1, false, m.epoch(), t0),
+            Err(NotInstalled::AlreadyUp)
+        );
         assert!(actions(&mut m).is_empty());
         assert_eq!(m.current_conn(), Some(5));
     }
@@ -1204,7 +1225,7 @@ mod tests {
             };
             m.attempt_started(dial).unwrap();
             conn += 1;
-            m.install(conn, round, false, t0).unwrap();
+            m.install(conn, round, false, m.epoch(), t0).unwrap();
             a = actions(&mut m);
             // Every kind of ending, twice over (reader and writer both report).
             let reason = match round % 4 {
@@ -1277,7 +1298,10 @@ mod tests {
         let (dial, _) = dialer(&actions(&mut m)).unwrap();
         m.stop(t0);
         assert_eq!(m.attempt_started(dial), None);
-        assert_eq!(m.install(1, 1, false, t0), Err(NotInstalled::AlreadyUp));
+        assert_eq!(
+            m.install(1, 1, false, m.epoch(), t0),
+            Err(NotInstalled::AlreadyUp)
+        );
     }
 
     #[test]
@@ -1342,12 +1366,12 @@ mod tests {
         ));
         assert!(actions(&mut m).is_empty());
         m.attempt_started(dial).unwrap();
-        assert_eq!(m.install(6, 1, true, t0), Ok(Installed::Resumed));
+        assert_eq!(m.install(6, 1, true, m.epoch(), t0), Ok(Installed::Resumed));
         let a = actions(&mut m);
         assert!(events(&a).is_empty(), "a resume reports nothing");
         assert!(matches!(a[..], [Action::Publish { up: true, conn: 6 }]));
         // The timer of the mended cut changes nothing.
-        m.grace_over(id, t0 + Duration::from_secs(5));
+        m.grace_over(id);
         assert!(actions(&mut m).is_empty());
         assert_eq!(m.current_conn(), Some(6));
     }
@@ -1361,10 +1385,10 @@ mod tests {
         let a = actions(&mut m);
         let (id, _) = grace_timer(&a).unwrap();
         let (dial, _) = dialer(&a).unwrap();
-        // Too early: nothing.
-        m.grace_over(id, t0 + Duration::from_secs(1));
+        // Another grace period's timer: nothing.
+        m.grace_over(id + 1);
         assert!(actions(&mut m).is_empty());
-        m.grace_over(id, t0 + Duration::from_secs(4));
+        m.grace_over(id);
         let a = actions(&mut m);
         assert_eq!(
             events(&a),
@@ -1377,7 +1401,7 @@ mod tests {
         // The dial goes on; the next connection is a new session, reported up.
         assert!(!m.keeps_session(1));
         m.attempt_started(dial).unwrap();
-        assert_eq!(m.install(6, 1, false, t0), Ok(Installed::Fresh));
+        assert_eq!(m.install(6, 1, false, m.epoch(), t0), Ok(Installed::Fresh));
         assert_eq!(events(&actions(&mut m)), vec![Event::Up(1)]);
     }
 
@@ -1414,7 +1438,7 @@ mod tests {
             events(&a)[..],
             [Event::Down(NodeDownReason::Replaced(_))]
         ));
-        assert_eq!(m.install(6, 2, false, t0), Ok(Installed::Fresh));
+        assert_eq!(m.install(6, 2, false, m.epoch(), t0), Ok(Installed::Fresh));
         assert_eq!(events(&actions(&mut m)), vec![Event::Up(2)]);
     }
 
@@ -1424,7 +1448,7 @@ mod tests {
         let mut m = graceful();
         // Connected by the peer's dial: this node never resolved it.
         assert_eq!(m.incoming(1, t0), Ok(Admit::Yes));
-        m.install(5, 1, false, t0).unwrap();
+        m.install(5, 1, false, m.epoch(), t0).unwrap();
         m.accept_ended(true);
         let _ = actions(&mut m);
         m.connection_closed(5, EndReason::Closed, t0);
@@ -1437,7 +1461,7 @@ mod tests {
         assert!(actions(&mut m).is_empty(), "still mending");
         // The peer's own redial mends it.
         assert_eq!(m.incoming(1, t0), Ok(Admit::Yes));
-        assert_eq!(m.install(6, 1, true, t0), Ok(Installed::Resumed));
+        assert_eq!(m.install(6, 1, true, m.epoch(), t0), Ok(Installed::Resumed));
         m.accept_ended(true);
         assert!(events(&actions(&mut m)).is_empty());
     }
@@ -1451,15 +1475,32 @@ mod tests {
         let a = actions(&mut m);
         let (id, _) = grace_timer(&a).unwrap();
         // Both said they kept it, then this side's grace ran out.
-        m.grace_over(id, t0 + Duration::from_secs(4));
+        let said_at = m.epoch();
+        assert!(m.keeps_session(1));
+        m.grace_over(id);
         let _ = actions(&mut m);
-        assert_eq!(m.install(6, 1, true, t0), Err(NotInstalled::SessionEnded));
+        assert_eq!(m.install(6, 1, true, said_at, t0), Err(NotInstalled::Stale));
+        // What a handshake said before another connection came and went is
+        // stale too, even though the session is kept again.
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let _ = actions(&mut m);
+        let said_at = m.epoch();
+        assert_eq!(m.incoming(1, t0), Ok(Admit::Yes));
+        assert_eq!(m.install(6, 1, true, m.epoch(), t0), Ok(Installed::Resumed));
+        m.accept_ended(true);
+        m.connection_closed(6, EndReason::Closed, t0);
+        let _ = actions(&mut m);
+        assert!(m.keeps_session(1));
+        assert_eq!(m.install(7, 1, true, said_at, t0), Err(NotInstalled::Stale));
+        assert_eq!(m.install(7, 1, true, m.epoch(), t0), Ok(Installed::Resumed));
         // Only one side kept it: a new session, and the cut is reported.
         let mut m = graceful();
         connect(&mut m, 5, 1, t0);
         m.connection_closed(5, EndReason::Io("reset".into()), t0);
         let _ = actions(&mut m);
-        assert_eq!(m.install(6, 1, false, t0), Ok(Installed::Fresh));
+        assert_eq!(m.install(6, 1, false, m.epoch(), t0), Ok(Installed::Fresh));
         assert_eq!(
             events(&actions(&mut m)),
             vec![
@@ -1480,7 +1521,7 @@ mod tests {
         assert_eq!(closed(&a), vec![5]);
         assert!(events(&a).is_empty());
         assert!(m.keeps_session(1));
-        assert_eq!(m.install(6, 1, true, t0), Ok(Installed::Resumed));
+        assert_eq!(m.install(6, 1, true, m.epoch(), t0), Ok(Installed::Resumed));
         m.accept_ended(true);
         assert!(events(&actions(&mut m)).is_empty());
     }

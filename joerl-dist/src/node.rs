@@ -44,7 +44,7 @@ use crate::peer::{Peer, PeerCounters};
 
 /// A dialed and authenticated connection: the stream, the peer's
 /// introduction, and where the peer stands in the session with this node.
-type Dialed = (TcpStream, connection::Shook);
+type Dialed = (crate::transport::Stream, connection::Shook);
 
 /// A machine action to carry out after its lock, with what was taken for it
 /// under the lock.
@@ -84,6 +84,7 @@ pub struct NodeBuilder {
     resolver: ResolverSlot,
     static_peers: crate::resolve::StaticResolver,
     peer_epmd_port: Option<u16>,
+    transport: crate::transport::Transport,
 }
 
 /// A resolver set on the builder (opaque in `Debug`).
@@ -109,6 +110,7 @@ impl NodeBuilder {
             resolver: ResolverSlot::default(),
             static_peers: crate::resolve::StaticResolver::new(),
             peer_epmd_port: None,
+            transport: crate::transport::Transport::Tcp,
         }
     }
 
@@ -131,6 +133,15 @@ impl NodeBuilder {
     /// host in `name@host`. Default: the port of this node's own EPMD.
     pub fn peer_epmd_port(mut self, port: u16) -> Self {
         self.peer_epmd_port = Some(port);
+        self
+    }
+
+    /// Connections travel over TLS with mutual authentication (see
+    /// [`TlsConfig`](crate::TlsConfig)); the cookie handshake still runs
+    /// inside. Such a node refuses plain-TCP peers, and plain nodes refuse it.
+    /// Default: plain TCP.
+    pub fn tls(mut self, tls: crate::TlsConfig) -> Self {
+        self.transport = crate::transport::Transport::Tls(tls);
         self
     }
 
@@ -616,6 +627,8 @@ pub(crate) struct NodeInner {
     pub(crate) epmd: EpmdClient,
     /// Where peers listen (see `resolve.rs`).
     resolver: Arc<dyn crate::resolve::Resolver>,
+    /// TCP or TLS (see `transport.rs`).
+    transport: crate::transport::Transport,
     local_addr: SocketAddr,
     pub(crate) peers: DashMap<u32, Arc<Peer>, FxBuildHasher>,
     registration: Mutex<Option<RegistrationGuard>>,
@@ -726,6 +739,7 @@ impl NodeInner {
             config: b.config,
             epmd,
             resolver,
+            transport: b.transport.clone(),
             local_addr,
             peers: DashMap::with_hasher(FxBuildHasher::default()),
             registration: Mutex::new(Some(guard)),
@@ -985,7 +999,7 @@ impl NodeInner {
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;
                         if let Some(node) = node.upgrade() {
-                            node.drive(&peer, |m| m.grace_over(grace, Instant::now()));
+                            node.drive(&peer, |m| m.grace_over(grace));
                         }
                     });
                 }
@@ -999,24 +1013,34 @@ impl NodeInner {
     /// Where this node stands in the session with incarnation `creation` of
     /// `peer`, for the end of a handshake: whether it kept the session (its
     /// link is mending a cut to that incarnation) and how many of the peer's
-    /// data frames it has read. Waits first for the readers of earlier
-    /// connections to stop, so the count is final (if they do not stop in
-    /// time, the session is not offered for resuming).
-    async fn resume_point(&self, peer: &Peer, creation: u32) -> crate::handshake::ResumePoint {
+    /// data frames it has read, with the link's epoch at that moment (the
+    /// install is refused if it changed since). Waits first for the readers
+    /// of earlier connections to stop, so the count is final; if they do not
+    /// stop in time, the epoch returned matches none and the install is refused.
+    async fn resume_point(
+        &self,
+        peer: &Peer,
+        creation: u32,
+    ) -> (crate::handshake::ResumePoint, u64) {
         let mut readers = peer.readers.subscribe();
         let stopped =
             tokio::time::timeout(self.config.connect_timeout, readers.wait_for(|n| *n == 0))
                 .await
                 .is_ok_and(|r| r.is_ok());
         let counted = *peer.rx_creation.lock().unwrap_or_else(|e| e.into_inner()) == Some(creation);
-        crate::handshake::ResumePoint {
-            kept: stopped && peer.link().keeps_session(creation),
+        let (kept, epoch) = {
+            let link = peer.link();
+            (link.keeps_session(creation), link.epoch())
+        };
+        let point = crate::handshake::ResumePoint {
+            kept: stopped && kept,
             received: if counted {
                 peer.received.load(Ordering::Relaxed)
             } else {
                 0
             },
-        }
+        };
+        (point, if stopped { epoch } else { u64::MAX })
     }
 
     fn log_closed(&self, peer: &Peer, reason: &EndReason, up_for: Duration) {
@@ -1128,7 +1152,7 @@ impl NodeInner {
     async fn install(
         self: &Arc<Self>,
         peer: &Arc<Peer>,
-        stream: TcpStream,
+        stream: crate::transport::Stream,
         shook: &connection::Shook,
     ) -> bool {
         let creation = shook.peer.creation;
@@ -1142,14 +1166,18 @@ impl NodeInner {
             old.abort();
             let _ = old.await;
         }
-        let (read, write) = stream.into_split();
-        let write = Arc::new(write);
+        let (read, write) = stream.split();
+        let sink = match &write {
+            crate::transport::WriteSide::Tcp(w) => crate::outqueue::Sink::Direct(w.clone()),
+            crate::transport::WriteSide::Tls(_) => crate::outqueue::Sink::writer(),
+        };
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut link = peer.link();
         let kind = match link.install(
             conn_id,
             creation,
             shook.mine.kept && theirs.kept,
+            shook.said_at,
             Instant::now(),
         ) {
             Ok(kind) => kind,
@@ -1181,11 +1209,12 @@ impl NodeInner {
                 }
                 Installed::Fresh => {
                     accounting.resumed(theirs.received);
+                    accounting.map_counts(peer.queue.taken_seq(), theirs.received);
                     0
                 }
             }
         };
-        peer.queue.attach(write.clone());
+        peer.queue.attach(sink.clone());
         let w = {
             let node = self.clone();
             let peer = peer.clone();
@@ -1194,6 +1223,7 @@ impl NodeInner {
                 let counters = &peer.counters;
                 let end = connection::write_loop(
                     write,
+                    sink,
                     &peer.queue,
                     tick,
                     || peer.received.load(Ordering::Relaxed),
@@ -1346,15 +1376,23 @@ impl NodeInner {
         peer: &Peer,
         addr: SocketAddr,
     ) -> Result<Dialed, DistError> {
-        let mut stream =
-            TcpStream::connect(addr)
-                .await
-                .map_err(|source| DistError::Unreachable {
-                    node: peer.name.clone(),
-                    addr: addr.to_string(),
-                    source: Arc::new(source),
-                })?;
-        let _ = stream.set_nodelay(true);
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| DistError::Unreachable {
+                node: peer.name.clone(),
+                addr: addr.to_string(),
+                source: Arc::new(source),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let handshake_error = |source| DistError::Handshake {
+            node: peer.name.clone(),
+            source,
+        };
+        let mut stream = self
+            .transport
+            .connect(tcp, &peer.name)
+            .await
+            .map_err(handshake_error)?;
         let shook = connection::dial(
             &mut stream,
             &self.me,
@@ -1364,10 +1402,7 @@ impl NodeInner {
             async |creation| self.resume_point(peer, creation).await,
         )
         .await
-        .map_err(|source| DistError::Handshake {
-            node: peer.name.clone(),
-            source,
-        })?;
+        .map_err(handshake_error)?;
         Ok((stream, shook))
     }
 
@@ -1481,41 +1516,48 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
         let node = node.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let mut stream = stream;
             let chosen = Mutex::new(None);
-            let handshake = connection::accept(
-                &mut stream,
-                &node.me,
-                &node.cookie,
-                |intro| {
-                    let (peer, admit) = node.decide_incoming(intro)?;
-                    *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
-                    Ok(admit)
-                },
-                |old| {
-                    let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    match peer {
-                        Some(peer) => {
-                            node.drive(&peer, |m| m.half_open_confirmed(old, Instant::now()))
+            let handshake = async {
+                let mut stream = node.transport.accept(stream).await?;
+                let shook = connection::accept(
+                    &mut stream,
+                    &node.me,
+                    &node.cookie,
+                    |intro| {
+                        let (peer, admit) = node.decide_incoming(intro)?;
+                        *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
+                        Ok(admit)
+                    },
+                    |old| {
+                        let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        match peer {
+                            Some(peer) => {
+                                node.drive(&peer, |m| m.half_open_confirmed(old, Instant::now()))
+                            }
+                            None => Ok(()),
                         }
-                        None => Ok(()),
-                    }
-                },
-                async |creation| {
-                    let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    match peer {
-                        Some(peer) => node.resume_point(&peer, creation).await,
-                        None => crate::handshake::ResumePoint {
-                            kept: false,
-                            received: 0,
-                        },
-                    }
-                },
-            );
+                    },
+                    async |creation| {
+                        let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        match peer {
+                            Some(peer) => node.resume_point(&peer, creation).await,
+                            None => (
+                                crate::handshake::ResumePoint {
+                                    kept: false,
+                                    received: 0,
+                                },
+                                u64::MAX,
+                            ),
+                        }
+                    },
+                )
+                .await?;
+                Ok::<_, HandshakeError>((stream, shook))
+            };
             let outcome = tokio::time::timeout(node.config.connect_timeout, handshake).await;
             let peer = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
             let installed = match (outcome, peer.as_ref()) {
-                (Ok(Ok(shook)), Some(peer)) => {
+                (Ok(Ok((stream, shook))), Some(peer)) => {
                     let installed = node.install(peer, stream, &shook).await;
                     if !installed {
                         tracing::debug!(peer = %shook.peer.name, "incoming connection dropped");
@@ -1575,10 +1617,16 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, dial: u64, delay: Opti
             tokio::time::timeout(node.config.connect_timeout, node.dial_once(&peer, dial)).await;
         let failure: DistError = match result {
             Ok(Ok((stream, shook))) => {
-                // Dropped if a connection came up meanwhile; the link is up
-                // either way, and this dial is over.
-                node.install(&peer, stream, &shook).await;
-                return;
+                if node.install(&peer, stream, &shook).await {
+                    return;
+                }
+                // Not installed: another connection is up (then this dial
+                // is over), or what the handshake said is stale (then it
+                // counts as a failed attempt, and the dial goes on).
+                DistError::Connect {
+                    node: peer.name.clone(),
+                    reason: "the new connection was not installed: another came up, or the session changed during the handshake".into(),
+                }
             }
             Ok(Err(e)) => e,
             Err(_) => DistError::Timeout(format!(
@@ -1746,9 +1794,14 @@ mod tests {
             b"k",
             node.name(),
             || true,
-            async |_| crate::handshake::ResumePoint {
-                kept: false,
-                received: 0,
+            async |_| {
+                (
+                    crate::handshake::ResumePoint {
+                        kept: false,
+                        received: 0,
+                    },
+                    0,
+                )
             },
         )
         .await

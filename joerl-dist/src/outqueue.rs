@@ -66,10 +66,35 @@ struct Buf {
     spare: Vec<Vec<u8>>,
     /// The writer has taken bytes and not finished writing them.
     writer_busy: bool,
-    /// The connection's write half while a connection is up.
-    sink: Option<Arc<OwnedWriteHalf>>,
+    /// The connection attached while a connection is up.
+    sink: Option<Sink>,
     /// When the last frame was pushed.
     last_push: Option<Instant>,
+}
+
+/// The connection attached to the queue, as the queue knows it.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// A TCP write half, shared with the writer: senders may write to it
+    /// directly.
+    Direct(Arc<OwnedWriteHalf>),
+    /// A writer task's own stream (TLS): only its identity is known here.
+    Writer(Arc<()>),
+}
+
+impl Sink {
+    /// A sink of its own for a writer that owns its stream.
+    pub(crate) fn writer() -> Self {
+        Sink::Writer(Arc::new(()))
+    }
+
+    fn same(&self, other: &Sink) -> bool {
+        match (self, other) {
+            (Sink::Direct(a), Sink::Direct(b)) => Arc::ptr_eq(a, b),
+            (Sink::Writer(a), Sink::Writer(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Bytes written in one go and kept until acknowledged.
@@ -205,8 +230,8 @@ impl OutQueue {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Attaches a new connection's write half (the writer task holds another).
-    pub(crate) fn attach(&self, sink: Arc<OwnedWriteHalf>) {
+    /// Attaches a new connection (its writer task holds the same sink).
+    pub(crate) fn attach(&self, sink: Sink) {
         let mut buf = self.lock();
         buf.sink = Some(sink);
         buf.writer_busy = false;
@@ -257,7 +282,7 @@ impl OutQueue {
             .is_none_or(|t| now.duration_since(t) > DIRECT_WRITE_AFTER_IDLE);
         buf.last_push = Some(now);
         if was_empty && idle && !buf.writer_busy && buf.resend_bytes < self.window {
-            if let Some(sink) = buf.sink.clone() {
+            if let Some(Sink::Direct(sink)) = buf.sink.clone() {
                 match sink.try_write(&buf.bytes) {
                     Ok(0) => {}
                     Ok(n) if n == buf.bytes.len() => {
@@ -385,9 +410,9 @@ impl OutQueue {
         }
     }
 
-    /// True if `writer` is the write half of the connection now attached.
-    fn owns(buf: &Buf, writer: &Arc<OwnedWriteHalf>) -> bool {
-        buf.sink.as_ref().is_some_and(|s| Arc::ptr_eq(s, writer))
+    /// True if `writer` is the sink of the connection now attached.
+    fn owns(buf: &Buf, writer: &Sink) -> bool {
+        buf.sink.as_ref().is_some_and(|s| s.same(writer))
     }
 
     /// For the writer of the connection whose write half is `writer`: what to
@@ -396,7 +421,7 @@ impl OutQueue {
     /// [`Take::Detached`] (and nothing taken) if that connection is no longer
     /// the attached one, so a writer that outlives its connection for a moment
     /// cannot take what the next connection should carry.
-    pub(crate) fn take_as(&self, writer: &Arc<OwnedWriteHalf>, control: &mut Vec<u8>) -> Take {
+    pub(crate) fn take_as(&self, writer: &Sink, control: &mut Vec<u8>) -> Take {
         let mut buf = self.lock();
         if !Self::owns(&buf, writer) {
             return Take::Detached;
@@ -425,6 +450,12 @@ impl OutQueue {
         if was_full && now_free {
             self.writer.notify_one();
         }
+    }
+
+    /// The sequence number of the last data frame handed to a socket or
+    /// dropped: a new session's first frame is the one after it.
+    pub(crate) fn taken_seq(&self) -> u64 {
+        self.lock().taken_seq
     }
 
     /// Bytes written and not yet acknowledged.
@@ -470,11 +501,7 @@ impl OutQueue {
 
     /// Appends an ACK frame (`encode` writes it) for the writer `writer`, if
     /// its connection is still the attached one. Returns false otherwise.
-    pub(crate) fn push_control_as(
-        &self,
-        writer: &Arc<OwnedWriteHalf>,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) -> bool {
+    pub(crate) fn push_control_as(&self, writer: &Sink, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
         self.push_control(|buf| Self::owns(buf, writer), encode)
     }
 
@@ -515,7 +542,7 @@ impl OutQueue {
 
     /// Writer side: the bytes `writer` took last are all written (ignored if
     /// its connection is no longer the attached one).
-    pub(crate) fn write_done_as(&self, writer: &Arc<OwnedWriteHalf>) {
+    pub(crate) fn write_done_as(&self, writer: &Sink) {
         let mut buf = self.lock();
         if Self::owns(&buf, writer) {
             buf.writer_busy = false;
