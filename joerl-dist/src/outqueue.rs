@@ -112,7 +112,8 @@ struct Chunk {
     direct: bool,
 }
 
-/// Largest chunk a direct write is appended to, and largest buffer kept spare.
+/// Largest frame a sender writes itself, and largest chunk direct writes are
+/// appended to; largest buffer kept spare.
 const MAX_DIRECT_CHUNK: usize = 64 * 1024;
 const MAX_SPARE_CAPACITY: usize = 4 * 1024 * 1024;
 const MAX_SPARES: usize = 32;
@@ -281,7 +282,14 @@ impl OutQueue {
             .last_push
             .is_none_or(|t| now.duration_since(t) > DIRECT_WRITE_AFTER_IDLE);
         buf.last_push = Some(now);
-        if was_empty && idle && !buf.writer_busy && buf.resend_bytes < self.window {
+        // Only a small frame: a large one goes to the writer, whose chunk
+        // keeps it for resending without a copy.
+        if was_empty
+            && idle
+            && !buf.writer_busy
+            && buf.resend_bytes < self.window
+            && buf.bytes.len() <= MAX_DIRECT_CHUNK
+        {
             if let Some(Sink::Direct(sink)) = buf.sink.clone() {
                 match sink.try_write(&buf.bytes) {
                     Ok(0) => {}
@@ -313,10 +321,10 @@ impl OutQueue {
         Ok(0)
     }
 
-    /// Keeps the frame a sender is writing itself (all of `buf.bytes`, of
-    /// which the socket took `written` bytes) in the resend buffer, appended
-    /// to the last chunk if that one also holds direct writes. Leaves in
-    /// `buf.bytes` what the socket did not take.
+    /// Keeps the (small) frame a sender is writing itself (all of
+    /// `buf.bytes`, of which the socket took `written` bytes) in the resend
+    /// buffer, appended to the last chunk if that one also holds direct
+    /// writes. Leaves in `buf.bytes` what the socket did not take.
     fn keep_direct(buf: &mut Buf, written: usize) {
         let first_seq = buf.taken_seq + 1;
         buf.taken_seq = buf.pushed_msgs;
@@ -331,17 +339,10 @@ impl OutQueue {
                 }
             }
         }
-        // A small frame is copied (the queue keeps its buffer); a large one
-        // is moved, leaving the queue a copy of what the socket did not take.
-        let bytes = if buf.bytes.len() <= MAX_DIRECT_CHUNK {
-            let mut bytes = buf.spare.pop().unwrap_or_default();
-            bytes.extend_from_slice(&buf.bytes);
-            buf.bytes.drain(..written);
-            bytes
-        } else {
-            let tail = buf.bytes[written..].to_vec();
-            std::mem::replace(&mut buf.bytes, tail)
-        };
+        // Copied: the queue keeps its buffer.
+        let mut bytes = buf.spare.pop().unwrap_or_default();
+        bytes.extend_from_slice(&buf.bytes);
+        buf.bytes.drain(..written);
         let last_seq = buf.taken_seq;
         buf.resend.push_back(Chunk {
             bytes: Arc::new(bytes),
@@ -376,10 +377,11 @@ impl OutQueue {
         // whatever the window.
         let data =
             if !buf.bytes.is_empty() && (buf.resend_bytes < self.window || buf.partial_head > 0) {
+                let capacity = buf.bytes.capacity().max(64 * 1024);
                 let fresh = buf
                     .spare
                     .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(64 * 1024));
+                    .unwrap_or_else(|| Vec::with_capacity(capacity));
                 let bytes = Arc::new(std::mem::replace(&mut buf.bytes, fresh));
                 let first_seq = buf.taken_seq + 1;
                 buf.taken_seq = buf.pushed_msgs;

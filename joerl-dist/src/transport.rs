@@ -220,6 +220,11 @@ pub(crate) enum Transport {
     Tls(TlsConfig),
 }
 
+/// Bytes of encrypted records rustls may hold before the socket takes them
+/// (its default is 64 KiB): a writer's large batch is encrypted in one go
+/// and leaves in large writes.
+const TLS_BUFFER: usize = 4 * 1024 * 1024;
+
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// The first byte of a TLS alert record.
@@ -243,7 +248,10 @@ impl Transport {
         tokio_rustls::TlsConnector::from(tls.client.clone())
             .connect(server_name, tcp)
             .await
-            .map(|s| Stream::TlsClient(Box::new(s)))
+            .map(|mut s| {
+                s.get_mut().1.set_buffer_limit(Some(TLS_BUFFER));
+                Stream::TlsClient(Box::new(s))
+            })
             .map_err(|e| {
                 HandshakeError::Tls(format!(
                     "{e} (does the peer run with TLS, with a certificate of the same CA for {host}?)"
@@ -267,7 +275,10 @@ impl Transport {
             Transport::Tls(tls) => tokio_rustls::TlsAcceptor::from(tls.server.clone())
                 .accept(tcp)
                 .await
-                .map(|s| Stream::TlsServer(Box::new(s)))
+                .map(|mut s| {
+                    s.get_mut().1.set_buffer_limit(Some(TLS_BUFFER));
+                    Stream::TlsServer(Box::new(s))
+                })
                 .map_err(|e| {
                     let hint = match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
                         Some(rustls::Error::InvalidMessage(_)) => {
