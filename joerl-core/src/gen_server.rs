@@ -140,6 +140,13 @@ pub enum CallError {
     /// The connection to the server's node was lost during the call.
     #[error("the server's node is not connected (noconnection)")]
     NoConnection,
+    /// The server's node could not be reached before the call was made; the
+    /// cause is the distribution layer's error (with joerl-dist, a
+    /// `joerl_dist::DistError`: wrong cookie, not registered, unreachable
+    /// with the I/O error, refused, bad name, ...), found with
+    /// `std::error::Error::source` or by downcasting it.
+    #[error("the server's node cannot be reached: {0}")]
+    Unreachable(std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The server exited during the call with this reason.
     #[error("the server exited during the call: {0}")]
     Exit(ExitReason),

@@ -450,8 +450,9 @@ impl DistributedSystem {
     /// `gen_server:call({Name, Node}, Request)`) in one round trip: a monitor
     /// by name and the request travel together and the remote node resolves
     /// the name for both (see [`ActorSystem::call_named`]). `NoProc` if nothing
-    /// is registered under the name; `NoConnection` at once if the node cannot
-    /// be reached. Connects first if needed.
+    /// is registered under the name; [`CallError::Unreachable`] at once, with
+    /// the [`DistError`] that says why, if the node cannot be reached.
+    /// Connects first if needed.
     pub async fn call_named<Q: std::any::Any + Send, R: std::any::Any + Send>(
         &self,
         (name, node): (&str, &str),
@@ -1073,7 +1074,7 @@ impl NodeInner {
     ) -> Result<(), CallError> {
         match tokio::time::timeout(timeout, self.connect(node)).await {
             Err(_) => Err(CallError::Timeout),
-            Ok(Err(_)) => Err(CallError::NoConnection),
+            Ok(Err(e)) => Err(CallError::Unreachable(Arc::new(e))),
             Ok(Ok(())) => Ok(()),
         }
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use joerl_dist::{
-    Actor, ActorContext, DistError, HandshakeError, Message, NodeBuilder, NodeEvent, Pid,
-    SendError, remote_message,
+    Actor, ActorContext, CallError, DistError, HandshakeError, Message, NodeBuilder, NodeEvent,
+    Pid, SendError, remote_message,
 };
 use serde::{Deserialize, Serialize};
 
@@ -958,4 +958,50 @@ async fn dropping_the_last_handle_reports_every_connected_node_down_and_ends_the
         ]
     );
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_an_unreachable_node_says_why() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("callcause_a", epmd.local_addr()).await;
+    let cause = |err: CallError| -> DistError {
+        match err {
+            CallError::Unreachable(e) => e
+                .downcast_ref::<DistError>()
+                .cloned()
+                .expect("the cause is a DistError"),
+            other => panic!("not Unreachable: {other:?}"),
+        }
+    };
+    let call = |node: &'static str| {
+        let a = a.clone();
+        async move {
+            a.call_named::<_, u64>(("srv", node), 1u64, DEADLINE)
+                .await
+                .unwrap_err()
+        }
+    };
+    assert!(matches!(
+        cause(call("nobody@127.0.0.1").await),
+        DistError::UnknownNode(_)
+    ));
+    assert!(matches!(
+        cause(call("pz@not a host").await),
+        DistError::InvalidNodeName(_)
+    ));
+    let c = builder("callcause_c", epmd.local_addr())
+        .cookie("another-cookie")
+        .start()
+        .await
+        .unwrap();
+    assert!(matches!(
+        cause(call("callcause_c@127.0.0.1").await),
+        DistError::Handshake {
+            source: HandshakeError::AuthenticationFailed,
+            ..
+        }
+    ));
+    a.shutdown().await;
+    c.shutdown().await;
 }
