@@ -225,6 +225,14 @@ pub(crate) enum Transport {
 /// and leaves in large writes.
 const TLS_BUFFER: usize = 4 * 1024 * 1024;
 
+/// The socket under TLS, read through a buffer: rustls asks for at most 4 KiB
+/// a read, which would be a system call each.
+type TlsIo = tokio::io::BufReader<TcpStream>;
+
+fn buffered(tcp: TcpStream) -> TlsIo {
+    tokio::io::BufReader::with_capacity(256 * 1024, tcp)
+}
+
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// The first byte of a TLS alert record.
@@ -246,7 +254,7 @@ impl Transport {
             HandshakeError::Tls(format!("{host} is not a host name TLS can verify: {e}"))
         })?;
         tokio_rustls::TlsConnector::from(tls.client.clone())
-            .connect(server_name, tcp)
+            .connect(server_name, buffered(tcp))
             .await
             .map(|mut s| {
                 s.get_mut().1.set_buffer_limit(Some(TLS_BUFFER));
@@ -273,7 +281,7 @@ impl Transport {
                 Ok(Stream::Tcp(tcp))
             }
             Transport::Tls(tls) => tokio_rustls::TlsAcceptor::from(tls.server.clone())
-                .accept(tcp)
+                .accept(buffered(tcp))
                 .await
                 .map(|mut s| {
                     s.get_mut().1.set_buffer_limit(Some(TLS_BUFFER));
@@ -306,9 +314,9 @@ pub(crate) enum Stream {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS, this node dialed.
-    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    TlsClient(Box<tokio_rustls::client::TlsStream<TlsIo>>),
     /// TLS, this node accepted.
-    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    TlsServer(Box<tokio_rustls::server::TlsStream<TlsIo>>),
 }
 
 impl AsyncRead for Stream {
