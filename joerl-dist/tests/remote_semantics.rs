@@ -890,3 +890,87 @@ async fn messages_between_processes_arrive_in_send_order() {
     assert_eq!(verdict, Report::InOrder { count: N });
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stopped_and_continued_mid_stream_loses_and_reorders_nothing() {
+    init_tracing();
+    let epmd = epmd().await;
+    let child = ChildNode::start("stop_b", epmd.local_addr());
+    // a gives up on the silent connection quickly, and mends it once the
+    // child runs again.
+    let a = builder("stop_a", epmd.local_addr())
+        .tick_timeout(Duration::from_millis(800))
+        .grace_period(Duration::from_secs(60))
+        .connect_timeout(Duration::from_millis(500))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .reconnect_attempts(10_000)
+        .start()
+        .await
+        .unwrap();
+    let mut events = a.subscribe();
+    let ctl = ctl(&a, &child).await;
+    let (fwd, mut obs) = forward();
+    let observer = a.spawn(fwd);
+    const N: u64 = 300_000;
+    let checker = match a
+        .call::<_, CtlReply>(ctl, CtlReq::OrderCheck { observer, count: N }, T)
+        .await
+        .unwrap()
+    {
+        CtlReply::Spawned(p) => p,
+        other => panic!("{other:?}"),
+    };
+    a.spawn(SeqSender {
+        to: checker,
+        count: N,
+    });
+    let sent = |a: &DistributedSystem| {
+        a.stats()
+            .peers
+            .iter()
+            .find(|p| p.node == child.name)
+            .map_or(0, |p| p.msgs_out)
+    };
+    wait_until("a third of the stream is out", || sent(&a) >= N / 3).await;
+    let pid = child.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // Stopped for longer than a's tick timeout: a cuts the connection.
+    wait_until("a has heard nothing for twice its tick timeout", || {
+        a.last_heard(&child.name)
+            .is_some_and(|d| d > Duration::from_millis(1600))
+    })
+    .await;
+    signal("-CONT");
+    let verdict = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        loop {
+            let (msg, _) = obs.recv().await.expect("observer alive");
+            if let Ok(r) = msg.downcast::<Report>() {
+                return *r;
+            }
+        }
+    })
+    .await
+    .expect("all messages within 2 minutes");
+    assert_eq!(verdict, Report::InOrder { count: N });
+    while let Some(event) = events.try_recv() {
+        assert!(
+            !matches!(event, joerl_dist::NodeEvent::Down { .. }),
+            "no node-down for a peer that was only stopped: {event:?}"
+        );
+    }
+    let s = a.stats().total;
+    assert!(
+        s.reconnects >= 1,
+        "the connection was cut and mended: {s:?}"
+    );
+    assert_eq!(s.dropped_out, 0, "{s:?}");
+    a.shutdown().await;
+}
