@@ -27,8 +27,9 @@
 //! and exit reasons, explicit tags independent of joerl-core's derives), `link` (the one owner of a peer's connection life cycle:
 //! a state machine with no I/O), `peer` (one remote node: queue, link machine,
 //! link/monitor bookkeeping), `accounting` (exact counts of messages lost with a
-//! connection, no I/O), `node` (the I/O the link machines ask for: listen,
-//! dial, install, close, node events, shutdown), `router` (sends and signals toward peers),
+//! connection, no I/O), `node_table` (what is known of other nodes: name, id,
+//! creation, address, how learned), `node` (the I/O the link machines ask
+//! for: listen, dial, install, close, node events, shutdown), `router` (sends and signals toward peers),
 //! `delivery` (what arrives, to local actors, with the full-mailbox policy) and
 //! [`net_kernel`] (name look-ups for other nodes), [`resolve`] (where a node
 //! listens: EPMD on the peer's host, a static table), [`transport`] (TCP, or
@@ -48,6 +49,7 @@ pub mod handshake;
 mod link;
 pub mod net_kernel;
 mod node;
+mod node_table;
 mod outqueue;
 mod peer;
 pub mod registry;
@@ -60,6 +62,7 @@ pub use config::DistConfig;
 pub use error::{CodecError, DistError, FrameError, HandshakeError};
 pub use events::{NodeDown, NodeDownReason, NodeEvent, NodeEvents, NodeStats, NodeUp, PeerStats};
 pub use node::{DistributedSystem, NODE_NAME_KEY, NodeBuilder, joerl_node_name};
+pub use node_table::{Learned, NodeInfo};
 pub use transport::{TlsConfig, TlsError};
 
 /// Re-exported so that [`remote_message!`] works without a direct dependency.

@@ -40,6 +40,7 @@ use crate::events::{
 };
 use crate::frame::{self};
 use crate::link::{self, Action, Installed, LinkMachine, Next, Status};
+use crate::node_table::{Learned, NodeInfo};
 use crate::peer::{Peer, PeerCounters};
 
 /// A dialed and authenticated connection: the stream, the peer's
@@ -363,6 +364,24 @@ impl DistributedSystem {
         v
     }
 
+    /// What this node knows of the other nodes it has a peer for now (name,
+    /// id, creation, the address it dialed them at, how it learned of them,
+    /// whether connected), sorted by name. Nodes that went down and are used
+    /// by nothing are forgotten after a while (see
+    /// [`peer_sweep_interval`](NodeBuilder::peer_sweep_interval)).
+    pub fn known_nodes(&self) -> Vec<NodeInfo> {
+        let mut known = self.inner.table.known();
+        for n in &mut known {
+            n.connected = self.inner.peers.get(&n.node_id).is_some_and(|p| p.is_up());
+        }
+        known
+    }
+
+    /// What this node knows of `node` (see [`known_nodes`](Self::known_nodes)).
+    pub fn node_info(&self, node: &str) -> Option<NodeInfo> {
+        self.known_nodes().into_iter().find(|n| n.name == node)
+    }
+
     /// Subscribes to node-up and node-down events (for code outside actors;
     /// actors use [`monitor_nodes`](Self::monitor_nodes)). Lossless: a slow
     /// subscriber misses nothing (the queue is unbounded, so keep reading it).
@@ -404,7 +423,7 @@ impl DistributedSystem {
     /// Erlang's `monitor_node(Node, true)`: when `node` goes down (or cannot be
     /// reached), `owner` receives one [`NodeDown`] message. Connects if needed.
     pub fn monitor_node(&self, owner: Pid, node: &str) -> Result<(), DistError> {
-        let peer = self.inner.peer_by_name(node)?;
+        let peer = self.inner.peer_by_name(node, Learned::Named)?;
         peer.node_monitors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -645,17 +664,13 @@ pub(crate) struct NodeInner {
     refused_incoming: AtomicU64,
     /// Summed statistics of the peers forgotten so far.
     retired: Mutex<PeerStats>,
-    /// Node id -> name of forgotten peers, so a Pid of one still finds it
-    /// (bounded: cleared when it reaches `MAX_FORGOTTEN_NAMES`).
-    forgotten_names: Mutex<std::collections::HashMap<u32, String>>,
+    /// What is known of other nodes, apart from queues and sockets; keeps
+    /// the names of forgotten peers, so a Pid of one still finds it.
+    table: crate::node_table::NodeTable,
     /// Incoming dials refused because this node was dialing the same peer
     /// and its own dial wins.
     simultaneous_refused: AtomicU64,
 }
-
-/// Most names of forgotten peers remembered (a Pid of a node forgotten longer
-/// ago is resolved through EPMD like one of a node never seen).
-const MAX_FORGOTTEN_NAMES: usize = 65_536;
 
 /// Log lines about refused incoming connections, per second.
 static REFUSED_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
@@ -752,7 +767,7 @@ impl NodeInner {
             tasks: Mutex::new(Vec::new()),
             refused_incoming: AtomicU64::new(0),
             retired: Mutex::new(PeerStats::default()),
-            forgotten_names: Mutex::new(std::collections::HashMap::new()),
+            table: crate::node_table::NodeTable::default(),
             simultaneous_refused: AtomicU64::new(0),
         });
         inner
@@ -823,8 +838,9 @@ impl NodeInner {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// The peer for a full node name, created if new.
-    pub(crate) fn peer_by_name(&self, node: &str) -> Result<Arc<Peer>, DistError> {
+    /// The peer for a full node name, created if new (then entered in the
+    /// node table as learned `how`).
+    pub(crate) fn peer_by_name(&self, node: &str, how: Learned) -> Result<Arc<Peer>, DistError> {
         split_node_name(node)?;
         if node == self.me.name {
             return Err(DistError::Connect {
@@ -833,11 +849,15 @@ impl NodeInner {
             });
         }
         let id = joerl_core::node_id(node);
-        let peer = self
-            .peers
-            .entry(id)
-            .or_insert_with(|| Arc::new(Peer::new(node.to_string(), &self.me.name, &self.config)))
-            .clone();
+        let peer = match self.peers.entry(id) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(e) => {
+                let peer = Arc::new(Peer::new(node.to_string(), &self.me.name, &self.config));
+                // Under the table's entry lock: a sweep cannot forget it first.
+                self.table.learn(id, node, how);
+                e.insert(peer).clone()
+            }
+        };
         if peer.name != node {
             return Err(DistError::Handshake {
                 node: node.into(),
@@ -855,13 +875,8 @@ impl NodeInner {
         if let Some(p) = self.peers.get(&id) {
             return Some(p.clone());
         }
-        let name = self
-            .forgotten_names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()?;
-        self.peer_by_name(&name).ok()
+        let name = self.table.forgotten_name(id)?;
+        self.peer_by_name(&name, Learned::ByPid).ok()
     }
 
     /// Asks the peer's link for a dial (it starts one if idle).
@@ -1080,7 +1095,7 @@ impl NodeInner {
     }
 
     async fn connect(self: &Arc<Self>, node: &str) -> Result<(), DistError> {
-        let peer = self.peer_by_name(node)?;
+        let peer = self.peer_by_name(node, Learned::Named)?;
         if peer.is_up() {
             return Ok(());
         }
@@ -1130,13 +1145,15 @@ impl NodeInner {
         if self.is_shutting_down() {
             return Err(RefuseReason::ShuttingDown);
         }
-        let peer = self.peer_by_name(&intro.name).map_err(|e| match e {
-            DistError::Handshake {
-                source: HandshakeError::NodeIdCollision(s),
-                ..
-            } => RefuseReason::NodeIdCollision(s),
-            other => RefuseReason::Other(other.to_string()),
-        })?;
+        let peer = self
+            .peer_by_name(&intro.name, Learned::Accepted)
+            .map_err(|e| match e {
+                DistError::Handshake {
+                    source: HandshakeError::NodeIdCollision(s),
+                    ..
+                } => RefuseReason::NodeIdCollision(s),
+                other => RefuseReason::Other(other.to_string()),
+            })?;
         let admit = self.drive(&peer, |m| m.incoming(intro.creation, Instant::now()));
         if matches!(admit, Err(RefuseReason::Simultaneous)) {
             PeerCounters::add(&self.simultaneous_refused, 1);
@@ -1200,6 +1217,8 @@ impl NodeInner {
                 peer.received.store(0, Ordering::Relaxed);
             }
         }
+        self.table
+            .connected(joerl_core::node_id(&peer.name), creation);
         let replayed = {
             let mut accounting = peer.accounting();
             accounting.connection_up(creation, peer.queue.pushed_msgs());
@@ -1286,10 +1305,7 @@ impl NodeInner {
         let mut forgotten = Vec::new();
         // Held across the removal (see `stats`).
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        let mut names = self
-            .forgotten_names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut ids = Vec::new();
         self.peers.retain(|id, peer| {
             let unused = Arc::strong_count(peer) == 1
                 && peer.link().is_idle()
@@ -1309,12 +1325,10 @@ impl NodeInner {
                 return true;
             }
             forgotten.push(peer_stats(peer));
-            if names.len() >= MAX_FORGOTTEN_NAMES {
-                names.clear();
-            }
-            names.insert(*id, peer.name.clone());
+            ids.push(*id);
             false
         });
+        self.table.forget(&ids);
         if !forgotten.is_empty() {
             for s in &forgotten {
                 add_stats(&mut retired, s);
@@ -1404,6 +1418,7 @@ impl NodeInner {
         )
         .await
         .map_err(handshake_error)?;
+        self.table.dialed(joerl_core::node_id(&peer.name), addr);
         Ok((stream, shook))
     }
 
@@ -1693,7 +1708,7 @@ async fn discovery_loop(node: Weak<NodeInner>) {
                     let Some(full) = joerl_node_name(&info) else {
                         continue;
                     };
-                    match n.peer_by_name(&full) {
+                    match n.peer_by_name(&full, Learned::Discovered) {
                         Ok(peer) => {
                             if !peer.is_up() {
                                 n.ensure_dialing(&peer);

@@ -14,6 +14,7 @@ use joerl_core::{Message, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMe
 use crate::codec;
 use crate::frame;
 use crate::node::NodeInner;
+use crate::node_table::Learned;
 use crate::outqueue::PushError;
 use crate::peer::{Peer, PeerCounters};
 
@@ -87,12 +88,12 @@ impl Router for DistRouter {
         msg: Message,
     ) -> Result<(), RouteError> {
         let node = self.node()?;
-        let peer = node
-            .peer_by_name(node_name)
-            .map_err(|e| RouteError::Unreachable {
-                node: node_name.to_string(),
-                reason: e.to_string(),
-            })?;
+        let peer =
+            node.peer_by_name(node_name, Learned::Named)
+                .map_err(|e| RouteError::Unreachable {
+                    node: node_name.to_string(),
+                    reason: e.to_string(),
+                })?;
         self.push_message(&node, &peer, msg, |buf| {
             frame::begin_send_named(buf, from, name)
         })
@@ -104,7 +105,7 @@ impl Router for DistRouter {
             .upgrade()
             .and_then(|n| match (node_id, node_name) {
                 (Some(id), _) => n.peer_by_id(id),
-                (None, Some(name)) => n.peer_by_name(name).ok(),
+                (None, Some(name)) => n.peer_by_name(name, Learned::ByPid).ok(),
                 _ => None,
             });
         Box::pin(async move {
@@ -133,7 +134,7 @@ impl Router for DistRouter {
                     continue;
                 };
                 if joerl_core::node_id(&full) == node_id {
-                    let _ = n.peer_by_name(&full);
+                    let _ = n.peer_by_name(&full, Learned::ByPid);
                     return;
                 }
             }
@@ -196,7 +197,7 @@ impl Router for DistRouter {
             reason,
         };
         let peer = node
-            .peer_by_name(node_name)
+            .peer_by_name(node_name, Learned::Named)
             .map_err(|e| unreachable(e.to_string()))?;
         if node.is_shutting_down() {
             return Err(RouteError::Closed);

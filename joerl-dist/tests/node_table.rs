@@ -45,6 +45,10 @@ async fn a_thousand_nodes_that_came_and_went_leave_the_table_empty() {
         a.stats().peers.is_empty()
     })
     .await;
+    assert!(
+        a.known_nodes().is_empty(),
+        "the node table forgets them too"
+    );
     let stats = a.stats();
     assert_eq!(stats.total.msgs_out, CYCLES, "forgotten peers still count");
     assert_eq!(stats.total.dropped_out, 0);
@@ -91,4 +95,34 @@ async fn a_peer_with_a_monitor_or_a_connection_is_kept() {
     assert_eq!(a.stats().peers[0].node, b.name());
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_table_says_how_each_node_was_learned_and_where_it_listens() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("info_a", epmd.local_addr()).await;
+    let b = node("info_b", epmd.local_addr()).await;
+    a.connect(b.name()).await.unwrap();
+    wait_until("b has the connection", || {
+        b.nodes().contains(&a.name().to_string())
+    })
+    .await;
+    let on_a = a.node_info(b.name()).expect("a knows b");
+    assert_eq!(on_a.learned, joerl_dist::Learned::Named);
+    assert_eq!(on_a.addr, Some(b.local_addr()), "where a dialed b");
+    assert_eq!(on_a.creation, Some(b.creation()));
+    assert_eq!(on_a.node_id, joerl_dist::core::node_id(b.name()));
+    assert!(on_a.connected);
+    let on_b = b.node_info(a.name()).expect("b knows a");
+    assert_eq!(on_b.learned, joerl_dist::Learned::Accepted);
+    assert_eq!(on_b.addr, None, "b never dialed a");
+    assert_eq!(on_b.creation, Some(a.creation()));
+    assert_eq!(b.known_nodes().len(), 1);
+    b.shutdown().await;
+    wait_until("a sees b down", || {
+        a.node_info(b.name()).is_some_and(|n| !n.connected)
+    })
+    .await;
+    a.shutdown().await;
 }
