@@ -558,6 +558,44 @@ async fn timers_fire_and_cancel() {
     assert!(!t1.cancel(), "a fired timer cannot be cancelled");
 }
 
+/// Time is the subject: on tokio's paused clock a timer's message arrives
+/// exactly when its delay has passed, never before, and a cancelled timer's
+/// never, however far the clock goes.
+#[tokio::test(start_paused = true)]
+async fn timers_keep_their_time_on_a_paused_clock() {
+    let system = ActorSystem::new();
+    let (p, mut rx) = probe(false);
+    let pid = system.spawn(p);
+    expect(&mut rx, "started", |s| matches!(s, Seen::Started(_))).await;
+    let start = tokio::time::Instant::now();
+    let _due = system.send_after(pid, Box::new("due".to_string()), Duration::from_secs(30));
+    let cancelled = system.send_after(
+        pid,
+        Box::new("cancelled".to_string()),
+        Duration::from_secs(10),
+    );
+    assert!(cancelled.cancel());
+    // Just before the delay: nothing.
+    tokio::time::sleep(Duration::from_millis(29_999)).await;
+    assert!(rx.try_recv().is_err(), "nothing before 30 s");
+    let seen = expect(&mut rx, "the timer's message", |s| {
+        matches!(s, Seen::Text(_, _))
+    })
+    .await;
+    assert!(
+        matches!(seen, Seen::Text(ref t, _) if t == "due"),
+        "{seen:?}"
+    );
+    let at = start.elapsed();
+    assert!(
+        at >= Duration::from_secs(30) && at < Duration::from_millis(30_010),
+        "at {at:?}"
+    );
+    // Two hours later, still nothing from the cancelled one.
+    tokio::time::sleep(Duration::from_secs(7200)).await;
+    assert!(rx.try_recv().is_err(), "a cancelled timer never fires");
+}
+
 #[test]
 fn many_timers_do_not_use_threads() {
     let rt = tokio::runtime::Builder::new_multi_thread()
