@@ -145,6 +145,24 @@ pub(crate) struct Shook {
     pub(crate) theirs: ResumePoint,
 }
 
+/// The end of either side's handshake: send this side's `Resume`, then read
+/// the other's.
+async fn exchange_resume(
+    stream: &mut impl HandshakeStream,
+    peer: Intro,
+    resume: impl AsyncFnOnce(u32) -> (ResumePoint, u64),
+) -> Result<Shook, HandshakeError> {
+    let (mine, said_at) = resume(peer.creation).await;
+    write_record(stream, &Record::Resume(mine)).await?;
+    let theirs = read_resume(stream).await?;
+    Ok(Shook {
+        peer,
+        mine,
+        said_at,
+        theirs,
+    })
+}
+
 /// Reads the other side's `Resume`, the last record of a handshake.
 async fn read_resume(stream: &mut impl HandshakeStream) -> Result<ResumePoint, HandshakeError> {
     match read_record(stream).await? {
@@ -231,16 +249,7 @@ pub(crate) async fn dial(
             )));
         }
     }
-    // Both sides send their Resume and then read the other's.
-    let (mine, said_at) = resume(peer.creation).await;
-    write_record(stream, &Record::Resume(mine)).await?;
-    let theirs = read_resume(stream).await?;
-    Ok(Shook {
-        peer,
-        mine,
-        said_at,
-        theirs,
-    })
+    exchange_resume(stream, peer, resume).await
 }
 
 /// What the acceptor's `decide` says about an authenticated dialer.
@@ -365,15 +374,7 @@ pub(crate) async fn accept(
             }
         }
     }
-    let (mine, said_at) = resume(peer.creation).await;
-    write_record(stream, &Record::Resume(mine)).await?;
-    let theirs = read_resume(stream).await?;
-    Ok(Shook {
-        peer,
-        mine,
-        said_at,
-        theirs,
-    })
+    exchange_resume(stream, peer, resume).await
 }
 
 /// Why a connection ended.

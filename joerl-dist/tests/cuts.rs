@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use joerl_dist::{
-    Actor, ActorContext, DistributedSystem, Message, NodeBuilder, NodeEvent, NodeEvents,
-    remote_message,
+    Actor, ActorContext, Message, NodeBuilder, NodeEvent, NodeEvents, remote_message,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,44 +43,9 @@ impl Actor for Counter {
     }
 }
 
-struct Pair {
-    a: DistributedSystem,
-    b: DistributedSystem,
-    proxy: Proxy,
-    _epmd_a: joerl_epmd::EpmdServer,
-    _epmd_b: joerl_epmd::EpmdServer,
-    _registration: joerl_epmd::RegistrationGuard,
-}
-
-async fn pair(prefix: &str, tune: impl Fn(NodeBuilder) -> NodeBuilder) -> Pair {
-    let epmd_a = epmd().await;
-    let epmd_b = epmd().await;
-    let a = tune(builder(&format!("{prefix}_a"), epmd_a.local_addr()))
-        .start()
-        .await
-        .unwrap();
-    let b_name = format!("{prefix}_b");
-    let b = tune(builder(&b_name, epmd_b.local_addr()))
-        .start()
-        .await
-        .unwrap();
-    let proxy = Proxy::start(b.local_addr()).await;
-    let registration = joerl_epmd::EpmdClient::new(epmd_a.local_addr())
-        .register(
-            joerl_epmd::Registration::new(&b_name, proxy.addr.port())
-                .host("127.0.0.1")
-                .metadata(joerl_dist::NODE_NAME_KEY, b.name()),
-        )
-        .await
-        .unwrap();
-    Pair {
-        a,
-        b,
-        proxy,
-        _epmd_a: epmd_a,
-        _epmd_b: epmd_b,
-        _registration: registration,
-    }
+/// A small queue, so the sender is paced by the connection.
+fn tune_small(n: NodeBuilder) -> NodeBuilder {
+    n.queue_bytes(256 * 1024)
 }
 
 /// Asserts that no node-down was reported on `events`.
@@ -155,14 +119,14 @@ async fn stream_through_cuts(pair: Pair, cut: impl AsyncFn(&Proxy)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_with_a_fin_lose_nothing() {
     init_tracing();
-    let pair = pair("fin", |n| n.queue_bytes(256 * 1024)).await;
+    let pair = pair("fin", tune_small, tune_small).await;
     stream_through_cuts(pair, async |p: &Proxy| p.cut()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_with_an_rst_lose_nothing() {
     init_tracing();
-    let pair = pair("rst", |n| n.queue_bytes(256 * 1024)).await;
+    let pair = pair("rst", tune_small, tune_small).await;
     stream_through_cuts(pair, async |p: &Proxy| p.cut_reset()).await;
 }
 
@@ -171,14 +135,14 @@ async fn silent_cuts_past_the_tick_timeout_lose_nothing() {
     init_tracing();
     // Both sides time the silent connection out after 500 ms, then have 15 s
     // to mend it; the network comes back after 1.5 s.
-    let pair = pair("silent", |n| {
+    let tune = |n: NodeBuilder| {
         n.queue_bytes(256 * 1024)
             .tick_timeout(Duration::from_millis(500))
             .grace_period(Duration::from_secs(15))
             .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200))
             .connect_timeout(Duration::from_millis(500))
-    })
-    .await;
+    };
+    let pair = pair("silent", tune, tune).await;
     stream_through_cuts(pair, async |p: &Proxy| {
         p.freeze(true);
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -192,14 +156,14 @@ async fn silent_cuts_past_the_tick_timeout_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_longer_than_the_grace_period_is_one_node_down_then_one_up() {
     init_tracing();
-    let pair = pair("long", |n| {
+    let tune = |n: NodeBuilder| {
         n.tick_timeout(Duration::from_millis(500))
             .grace_period(Duration::from_millis(800))
             .connect_timeout(Duration::from_millis(300))
             .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(100))
             .reconnect_attempts(1000)
-    })
-    .await;
+    };
+    let pair = pair("long", tune, tune).await;
     let (a, b, proxy) = (&pair.a, &pair.b, &pair.proxy);
     a.connect(b.name()).await.unwrap();
     let mut events = a.subscribe();

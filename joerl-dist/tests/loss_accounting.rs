@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use joerl_dist::{
-    Actor, ActorContext, DistributedSystem, Message, NodeBuilder, PeerStats, remote_message,
-};
+use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, PeerStats, remote_message};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -36,51 +34,6 @@ impl Actor for Counter {
             self.last = Some(n.0);
             self.count.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-struct Pair {
-    a: DistributedSystem,
-    b: DistributedSystem,
-    proxy: Proxy,
-    _epmd_a: joerl_epmd::EpmdServer,
-    _epmd_b: joerl_epmd::EpmdServer,
-    _registration: joerl_epmd::RegistrationGuard,
-}
-
-/// Nodes a and b, with a's connections to b through a proxy.
-async fn pair(
-    prefix: &str,
-    tune_a: impl FnOnce(NodeBuilder) -> NodeBuilder,
-    tune_b: impl FnOnce(NodeBuilder) -> NodeBuilder,
-) -> Pair {
-    let epmd_a = epmd().await;
-    let epmd_b = epmd().await;
-    let a = tune_a(builder(&format!("{prefix}_a"), epmd_a.local_addr()))
-        .start()
-        .await
-        .unwrap();
-    let b_name = format!("{prefix}_b");
-    let b = tune_b(builder(&b_name, epmd_b.local_addr()))
-        .start()
-        .await
-        .unwrap();
-    let proxy = Proxy::start(b.local_addr()).await;
-    let registration = joerl_epmd::EpmdClient::new(epmd_a.local_addr())
-        .register(
-            joerl_epmd::Registration::new(&b_name, proxy.addr.port())
-                .host("127.0.0.1")
-                .metadata(joerl_dist::NODE_NAME_KEY, b.name()),
-        )
-        .await
-        .unwrap();
-    Pair {
-        a,
-        b,
-        proxy,
-        _epmd_a: epmd_a,
-        _epmd_b: epmd_b,
-        _registration: registration,
     }
 }
 

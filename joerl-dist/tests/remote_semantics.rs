@@ -363,6 +363,39 @@ impl Drop for ChildNode {
 
 const T: Duration = Duration::from_secs(15);
 
+/// Starts an order checker for `count` numbered messages on the child behind
+/// `ctl` and a sender of them on `a`; the returned future resolves to the
+/// checker's verdict (within 2 minutes).
+async fn stream_in_order(
+    a: &DistributedSystem,
+    ctl: Pid,
+    count: u64,
+) -> impl std::future::Future<Output = Report> {
+    let (fwd, mut obs) = forward();
+    let observer = a.spawn(fwd);
+    let checker = match a
+        .call::<_, CtlReply>(ctl, CtlReq::OrderCheck { observer, count }, T)
+        .await
+        .unwrap()
+    {
+        CtlReply::Spawned(p) => p,
+        other => panic!("{other:?}"),
+    };
+    a.spawn(SeqSender { to: checker, count });
+    async move {
+        tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                let (msg, _) = obs.recv().await.expect("observer alive");
+                if let Ok(r) = msg.downcast::<Report>() {
+                    return *r;
+                }
+            }
+        })
+        .await
+        .expect("all messages within 2 minutes")
+    }
+}
+
 /// Connects to a child and resolves its control server's Pid by name.
 async fn ctl(node: &DistributedSystem, child: &ChildNode) -> Pid {
     node.whereis_remote("ctl", &child.name, T)
@@ -862,32 +895,9 @@ async fn messages_between_processes_arrive_in_send_order() {
     let child = ChildNode::start("order_b", epmd.local_addr());
     let a = node("order_a", epmd.local_addr()).await;
     let ctl = ctl(&a, &child).await;
-    let (fwd, mut obs) = forward();
-    let observer = a.spawn(fwd);
     const N: u64 = 200_000;
-    let checker = match a
-        .call::<_, CtlReply>(ctl, CtlReq::OrderCheck { observer, count: N }, T)
-        .await
-        .unwrap()
-    {
-        CtlReply::Spawned(p) => p,
-        other => panic!("{other:?}"),
-    };
-    a.spawn(SeqSender {
-        to: checker,
-        count: N,
-    });
-    let verdict = tokio::time::timeout(std::time::Duration::from_secs(120), async {
-        loop {
-            let (msg, _) = obs.recv().await.expect("observer alive");
-            if let Ok(r) = msg.downcast::<Report>() {
-                return *r;
-            }
-        }
-    })
-    .await
-    .expect("all messages within 2 minutes");
-    assert_eq!(verdict, Report::InOrder { count: N });
+    let verdict = stream_in_order(&a, ctl, N).await;
+    assert_eq!(verdict.await, Report::InOrder { count: N });
     a.shutdown().await;
 }
 
@@ -909,21 +919,8 @@ async fn a_peer_stopped_and_continued_mid_stream_loses_and_reorders_nothing() {
         .unwrap();
     let mut events = a.subscribe();
     let ctl = ctl(&a, &child).await;
-    let (fwd, mut obs) = forward();
-    let observer = a.spawn(fwd);
     const N: u64 = 300_000;
-    let checker = match a
-        .call::<_, CtlReply>(ctl, CtlReq::OrderCheck { observer, count: N }, T)
-        .await
-        .unwrap()
-    {
-        CtlReply::Spawned(p) => p,
-        other => panic!("{other:?}"),
-    };
-    a.spawn(SeqSender {
-        to: checker,
-        count: N,
-    });
+    let verdict = stream_in_order(&a, ctl, N).await;
     let sent = |a: &DistributedSystem| {
         a.stats()
             .peers
@@ -949,17 +946,7 @@ async fn a_peer_stopped_and_continued_mid_stream_loses_and_reorders_nothing() {
     })
     .await;
     signal("-CONT");
-    let verdict = tokio::time::timeout(std::time::Duration::from_secs(120), async {
-        loop {
-            let (msg, _) = obs.recv().await.expect("observer alive");
-            if let Ok(r) = msg.downcast::<Report>() {
-                return *r;
-            }
-        }
-    })
-    .await
-    .expect("all messages within 2 minutes");
-    assert_eq!(verdict, Report::InOrder { count: N });
+    assert_eq!(verdict.await, Report::InOrder { count: N });
     while let Some(event) = events.try_recv() {
         assert!(
             !matches!(event, joerl_dist::NodeEvent::Down { .. }),

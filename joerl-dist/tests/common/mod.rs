@@ -258,3 +258,51 @@ impl Drop for GateProxy {
         self.accept.abort();
     }
 }
+
+/// Nodes a and b, each with its own EPMD; a finds b in its EPMD at a proxy's
+/// port (b cannot find a), so every connection between them goes through the
+/// proxy, which a test can cut.
+pub struct Pair {
+    pub a: DistributedSystem,
+    pub b: DistributedSystem,
+    pub proxy: Proxy,
+    _epmd_a: joerl_epmd::EpmdServer,
+    _epmd_b: joerl_epmd::EpmdServer,
+    _registration: joerl_epmd::RegistrationGuard,
+}
+
+/// A [`Pair`] named `PREFIX_a` and `PREFIX_b`, their builders tuned.
+pub async fn pair(
+    prefix: &str,
+    tune_a: impl FnOnce(NodeBuilder) -> NodeBuilder,
+    tune_b: impl FnOnce(NodeBuilder) -> NodeBuilder,
+) -> Pair {
+    let epmd_a = epmd().await;
+    let epmd_b = epmd().await;
+    let a = tune_a(builder(&format!("{prefix}_a"), epmd_a.local_addr()))
+        .start()
+        .await
+        .unwrap();
+    let b_name = format!("{prefix}_b");
+    let b = tune_b(builder(&b_name, epmd_b.local_addr()))
+        .start()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(b.local_addr()).await;
+    let registration = joerl_epmd::EpmdClient::new(epmd_a.local_addr())
+        .register(
+            joerl_epmd::Registration::new(&b_name, proxy.addr.port())
+                .host("127.0.0.1")
+                .metadata(joerl_dist::NODE_NAME_KEY, b.name()),
+        )
+        .await
+        .unwrap();
+    Pair {
+        a,
+        b,
+        proxy,
+        _epmd_a: epmd_a,
+        _epmd_b: epmd_b,
+        _registration: registration,
+    }
+}
