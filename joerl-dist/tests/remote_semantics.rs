@@ -39,6 +39,8 @@ enum Report {
         pid: Pid,
         reason: ExitReason,
     },
+    /// A worker's answer to `WorkerCmd::Ping`.
+    Pong,
     /// An order checker saw all `count` numbers in order.
     InOrder {
         count: u64,
@@ -63,6 +65,11 @@ enum WorkerCmd {
     Monitor(Pid),
     Stop(ExitReason),
     Exit(Pid, ExitReason),
+    /// Answer `Report::Pong` to the observer: every signal that reached the
+    /// worker before this message has been applied (signals go first).
+    Ping,
+    /// Send the command to that Pid (after whatever this worker sent before).
+    Forward(Pid, Box<WorkerCmd>),
 }
 remote_message!(WorkerCmd, "test::WorkerCmd");
 
@@ -141,6 +148,12 @@ impl Actor for Worker {
                 }
                 WorkerCmd::Stop(r) => ctx.stop(r),
                 WorkerCmd::Exit(p, r) => ctx.exit(p, r).unwrap(),
+                WorkerCmd::Ping => {
+                    let _ = ctx.send(self.observer, Box::new(Report::Pong)).await;
+                }
+                WorkerCmd::Forward(to, cmd) => {
+                    let _ = ctx.send(to, Box::new(*cmd)).await;
+                }
             }
         }
     }
@@ -851,7 +864,7 @@ async fn graceful_shutdown_is_seen_at_once_with_shutdown_reasons() {
     let mut child = ChildNode::start("leaving", epmd.local_addr());
     let a = node("staying", epmd.local_addr()).await;
     let ctl = ctl(&a, &child).await;
-    let (fwd, _obs) = forward();
+    let (fwd, mut obs) = forward();
     let observer = a.spawn(fwd);
     let remote = spawn_worker(&a, ctl, observer, false).await;
     let (local, mut lrx) = local_worker(&a, false);
@@ -862,6 +875,17 @@ async fn graceful_shutdown_is_seen_at_once_with_shutdown_reasons() {
         a.remote_relations(&child.name).map(|r| r.1) == Some(1)
     })
     .await;
+    // The local worker's monitor signal goes out before its ping, on the same
+    // connection: once the remote worker answers, the monitor is in place
+    // (else a shutdown racing it answers the monitor with noproc, as Erlang
+    // would).
+    a.send(
+        local,
+        Box::new(WorkerCmd::Forward(remote, Box::new(WorkerCmd::Ping))),
+    )
+    .await
+    .unwrap();
+    expect_report(&mut obs, Report::Pong).await;
     let mut events = a.subscribe();
     let start = std::time::Instant::now();
     child.shutdown();
