@@ -649,19 +649,9 @@ impl ActorSystem {
             .inner
             .monitor(&slot.process, server)
             .map_err(CallError::from_link)?;
-        let call = crate::gen_server::CallRequest {
-            reply_to: slot.process.pid,
-            tag: monitor.0,
-            request,
-        };
-        match self
-            .send_from(Some(slot.process.pid), server, Box::new(call))
-            .await
-        {
-            Ok(()) | Err(SendError::NoProc(_)) => {}
-            Err(e) => return Err(CallError::Send(e)),
-        }
-        slot.finish_call(monitor, timeout).await
+        let call = slot.request(monitor, request);
+        let sent = self.send_from(Some(slot.process.pid), server, call).await;
+        slot.sent_then_finish(sent, monitor, timeout).await
     }
 
     /// Calls the gen_server registered as `name` on the node named `node`
@@ -701,19 +691,11 @@ impl ActorSystem {
             .inner
             .monitor_named(&slot.process, name, node)
             .map_err(CallError::from_link)?;
-        let call = crate::gen_server::CallRequest {
-            reply_to: slot.process.pid,
-            tag: monitor.0,
-            request,
-        };
-        match self
-            .send_to_node_from(Some(slot.process.pid), name, node, Box::new(call))
-            .await
-        {
-            Ok(()) | Err(SendError::NoProc(_)) => {}
-            Err(e) => return Err(CallError::Send(e)),
-        }
-        slot.finish_call(monitor, timeout).await
+        let call = slot.request(monitor, request);
+        let sent = self
+            .send_to_node_from(Some(slot.process.pid), name, node, call)
+            .await;
+        slot.sent_then_finish(sent, monitor, timeout).await
     }
 
     /// Sends a cast (an asynchronous request without reply) to the gen_server `server`.
@@ -1134,6 +1116,31 @@ struct ReplySlot {
 }
 
 impl ReplySlot {
+    /// The call request carrying `request`, answered to this slot under
+    /// `monitor`'s tag.
+    fn request(&self, monitor: MonitorRef, request: Message) -> Message {
+        Box::new(crate::gen_server::CallRequest {
+            reply_to: self.process.pid,
+            tag: monitor.0,
+            request,
+        })
+    }
+
+    /// After the request was sent (`sent`): waits for the reply or the down.
+    /// A server that does not exist is not an error here: the monitor's down
+    /// (`noproc`) answers the call.
+    async fn sent_then_finish(
+        &self,
+        sent: Result<(), SendError>,
+        monitor: MonitorRef,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        match sent {
+            Ok(()) | Err(SendError::NoProc(_)) => self.finish_call(monitor, timeout).await,
+            Err(e) => Err(CallError::Send(e)),
+        }
+    }
+
     fn new(inner: Arc<Inner>) -> Self {
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let pid = Pid::new(inner.node, id, inner.creation);
