@@ -457,6 +457,7 @@ pub(crate) async fn write_loop(
                 tokio::select! {
                     _ = queue.wait_for_data() => continue,
                     _ = tokio::time::sleep_until(deadline) => {
+                        queue.release_spares();
                         if !queue.push_control_as(&sink, |b| frame::put_ack(b, received())) {
                             return EndReason::Superseded;
                         }

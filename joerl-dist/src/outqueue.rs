@@ -62,8 +62,12 @@ struct Buf {
     /// The sequence number of the last data frame handed to a socket (or
     /// dropped): where the next chunk's numbering starts.
     taken_seq: u64,
-    /// Emptied buffers of acknowledged chunks, for the next swaps.
+    /// Emptied buffers of acknowledged chunks, for the next swaps: reusing
+    /// them spares the allocator (a freed multi-megabyte buffer is given back
+    /// to the kernel, and every page of the next one faults in again).
     spare: Vec<Vec<u8>>,
+    /// Capacity of the buffers in `spare`, at most the resend `window`.
+    spare_bytes: usize,
     /// The writer has taken bytes and not finished writing them.
     writer_busy: bool,
     /// The connection attached while a connection is up.
@@ -113,9 +117,10 @@ struct Chunk {
 }
 
 /// Largest frame a sender writes itself, and largest chunk direct writes are
-/// appended to; largest buffer kept spare.
+/// appended to.
 const MAX_DIRECT_CHUNK: usize = 64 * 1024;
-const MAX_SPARE_CAPACITY: usize = 4 * 1024 * 1024;
+/// Most buffers kept spare (their capacity is bounded apart, by the resend
+/// window).
 const MAX_SPARES: usize = 32;
 
 /// What the writer gets from [`OutQueue::take_as`].
@@ -212,6 +217,7 @@ impl OutQueue {
                 resend_bytes: 0,
                 taken_seq: 0,
                 spare: Vec::new(),
+                spare_bytes: 0,
                 writer_busy: false,
                 sink: None,
                 last_push: None,
@@ -340,7 +346,7 @@ impl OutQueue {
             }
         }
         // Copied: the queue keeps its buffer.
-        let mut bytes = buf.spare.pop().unwrap_or_default();
+        let mut bytes = Self::take_spare(buf).unwrap_or_default();
         bytes.extend_from_slice(&buf.bytes);
         buf.bytes.drain(..written);
         let last_seq = buf.taken_seq;
@@ -378,10 +384,7 @@ impl OutQueue {
         let data =
             if !buf.bytes.is_empty() && (buf.resend_bytes < self.window || buf.partial_head > 0) {
                 let capacity = buf.bytes.capacity().max(64 * 1024);
-                let fresh = buf
-                    .spare
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(capacity));
+                let fresh = Self::take_spare(buf).unwrap_or_else(|| Vec::with_capacity(capacity));
                 let bytes = Arc::new(std::mem::replace(&mut buf.bytes, fresh));
                 let first_seq = buf.taken_seq + 1;
                 buf.taken_seq = buf.pushed_msgs;
@@ -440,11 +443,8 @@ impl OutQueue {
         while buf.resend.front().is_some_and(|c| c.last_seq <= upto) {
             let chunk = buf.resend.pop_front().expect("checked");
             buf.resend_bytes -= chunk.bytes.len();
-            if let Ok(mut bytes) = Arc::try_unwrap(chunk.bytes) {
-                if bytes.capacity() <= MAX_SPARE_CAPACITY && buf.spare.len() < MAX_SPARES {
-                    bytes.clear();
-                    buf.spare.push(bytes);
-                }
+            if let Ok(bytes) = Arc::try_unwrap(chunk.bytes) {
+                self.keep_spare(&mut buf, bytes);
             }
         }
         let now_free = buf.resend_bytes < self.window;
@@ -452,6 +452,35 @@ impl OutQueue {
         if was_full && now_free {
             self.writer.notify_one();
         }
+    }
+
+    /// Keeps an emptied buffer for the next swap, if the spares stay within
+    /// `window` bytes (the most the resend buffer itself may hold).
+    fn keep_spare(&self, buf: &mut Buf, mut bytes: Vec<u8>) {
+        let capacity = bytes.capacity();
+        if buf.spare.len() < MAX_SPARES && buf.spare_bytes + capacity <= self.window {
+            bytes.clear();
+            buf.spare_bytes += capacity;
+            buf.spare.push(bytes);
+        }
+    }
+
+    /// The largest spare buffer: the queue's buffer then rarely grows (a
+    /// growing buffer is a fresh allocation and a copy).
+    fn take_spare(buf: &mut Buf) -> Option<Vec<u8>> {
+        let largest = (0..buf.spare.len()).max_by_key(|&i| buf.spare[i].capacity())?;
+        let bytes = buf.spare.swap_remove(largest);
+        buf.spare_bytes -= bytes.capacity();
+        Some(bytes)
+    }
+
+    /// Frees the spare buffers: the writer calls it when the connection has
+    /// been idle for a tick, so an idle peer holds no memory for a burst
+    /// long past.
+    pub(crate) fn release_spares(&self) {
+        let mut buf = self.lock();
+        buf.spare = Vec::new();
+        buf.spare_bytes = 0;
     }
 
     /// The sequence number of the last data frame handed to a socket or
@@ -575,7 +604,8 @@ impl OutQueue {
         buf.partial_head = 0;
         buf.resend.clear();
         buf.resend_bytes = 0;
-        buf.spare.clear();
+        buf.spare = Vec::new();
+        buf.spare_bytes = 0;
         buf.taken_seq = buf.pushed_msgs;
         let frames = std::mem::take(&mut buf.frames);
         let pushed_msgs = buf.pushed_msgs;
@@ -808,6 +838,54 @@ mod tests {
         assert!(q.unacknowledged_bytes() > 0, "7 is not acknowledged");
         q.acknowledged(7);
         assert_eq!(q.unacknowledged_bytes(), 0);
+    }
+
+    #[test]
+    fn acknowledged_buffers_are_reused_within_the_window_and_freed_when_idle() {
+        let window = 16 * 1024 * 1024;
+        let q = OutQueue::new(8 * 1024 * 1024, window);
+        let big = vec![7u8; 1024 * 1024];
+        let push_big = |q: &OutQueue| {
+            q.push::<()>(false, true, |b| {
+                let start = crate::frame::begin_send(b, None, joerl_core::Pid::new(1, 2, 3));
+                b.extend_from_slice(&big);
+                crate::frame::finish(b, start, 64 << 20).unwrap();
+                Ok(())
+            })
+            .ok()
+            .unwrap();
+        };
+        let mut out = Vec::new();
+        let mut acked = 0;
+        for round in 0..20 {
+            // Three frames at once make a buffer larger than any one frame.
+            for _ in 0..3 {
+                push_big(&q);
+            }
+            out.clear();
+            assert_eq!(q.take(&mut out), 3, "round {round}");
+            acked += 3;
+            q.acknowledged(acked);
+            let buf = q.lock();
+            assert!(
+                buf.spare_bytes <= window,
+                "round {round}: {}",
+                buf.spare_bytes
+            );
+            assert_eq!(
+                buf.spare_bytes,
+                buf.spare.iter().map(Vec::capacity).sum::<usize>()
+            );
+            if round > 0 {
+                // The buffer swapped in for the next frames is a spare as
+                // large as the one written: it does not grow again.
+                assert!(buf.bytes.capacity() >= 3 * big.len(), "round {round}");
+                assert!(!buf.spare.is_empty(), "round {round}");
+            }
+        }
+        q.release_spares();
+        assert_eq!(q.lock().spare_bytes, 0);
+        assert!(q.lock().spare.is_empty());
     }
 
     #[test]
