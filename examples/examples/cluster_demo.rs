@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
-use joerl_dist::gen_server::spawn_server;
+use joerl_dist::gen_server::{ServerRef, spawn_server_with};
 use joerl_dist::{
     Actor, ActorContext, DistributedSystem, DownMessage, ExitReason, Message, NodeBuilder,
-    NodeEvent, Pid, remote_message,
+    NodeEvent, Pid, SpawnOptions, remote_message,
 };
 use joerl_epmd::{EpmdServer, ServerConfig};
 use joerl_examples::{Greeting, Reply, Request, Service, init_logging_at, until_stopped};
@@ -155,13 +155,13 @@ async fn start_node(name: &str, epmd: std::net::SocketAddr) -> Result<Distribute
 /// A member node: service, greeter, watcher; runs until stopped.
 async fn member(name: String, epmd: std::net::SocketAddr) -> Result<()> {
     let node = start_node(&name, epmd).await?;
-    let service = spawn_server(
+    spawn_server_with(
         &node,
         Service {
             node: node.name().to_string(),
         },
-    );
-    node.register("service", service)?;
+        SpawnOptions::new().name("service"),
+    )?;
     let greeter = node.spawn(Greeter {
         node: node.name().to_string(),
     });
@@ -281,11 +281,13 @@ async fn demo() -> Result<()> {
 
     // Remote calls, by {name, node}.
     let t = Duration::from_secs(5);
-    let sum: Reply = node
-        .call_named(("service", &alpha.name), Request::SumSquares(100), t)
+    let on_alpha = ServerRef::<Service>::new(("service", alpha.name.as_str()));
+    let on_beta = ServerRef::<Service>::new(("service", beta.name.as_str()));
+    let sum = node
+        .call_timeout(&on_alpha, Request::SumSquares(100), t)
         .await?;
-    let echo: Reply = node
-        .call_named(("service", &beta.name), Request::Echo("ping".into()), t)
+    let echo = node
+        .call_timeout(&on_beta, Request::Echo("ping".into()), t)
         .await?;
     println!("4. remote calls: sum of squares on alpha = {sum:?}, echo on beta = {echo:?}");
     ensure!(sum == Reply::Number(338_350));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use joerl_core::gen_server::{CallResponse, GenServer, ReplyTo, spawn_server};
+use joerl_core::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request, spawn_server};
 use joerl_core::supervisor::{
     ChildSpec, Strategy, SupervisorSpec, spawn_supervisor, which_children,
 };
@@ -21,26 +21,42 @@ use tokio::sync::mpsc;
 #[derive(Default)]
 struct Store(std::collections::HashMap<String, String>);
 
-enum StoreReq {
-    Put(String, String),
-    Get(String),
+/// Stores a value; the reply is the value it replaced.
+struct Put(String, String);
+impl Request for Put {
+    type Reply = Option<String>;
+}
+
+/// Looks a value up.
+struct Get(String);
+impl Request for Get {
+    type Reply = Option<String>;
 }
 
 impl GenServer for Store {
-    type Call = StoreReq;
-    type Reply = Option<String>;
-    type Cast = ();
+    type Calls = (Put, Get);
+    type Casts = ();
+}
 
+impl HandleCall<Put> for Store {
     async fn handle_call(
         &mut self,
-        req: StoreReq,
-        _from: ReplyTo,
+        Put(k, v): Put,
+        _from: ReplyTo<Option<String>>,
         _ctx: &mut ActorContext,
     ) -> CallResponse<Option<String>> {
-        match req {
-            StoreReq::Put(k, v) => CallResponse::Reply(self.0.insert(k, v)),
-            StoreReq::Get(k) => CallResponse::Reply(self.0.get(&k).cloned()),
-        }
+        CallResponse::Reply(self.0.insert(k, v))
+    }
+}
+
+impl HandleCall<Get> for Store {
+    async fn handle_call(
+        &mut self,
+        Get(k): Get,
+        _from: ReplyTo<Option<String>>,
+        _ctx: &mut ActorContext,
+    ) -> CallResponse<Option<String>> {
+        CallResponse::Reply(self.0.get(&k).cloned())
     }
 }
 
@@ -95,11 +111,9 @@ async fn tour() -> Result<()> {
     // gen_server call
     let store = spawn_server(&system, Store::default());
     system
-        .call::<_, Option<String>>(store, StoreReq::Put("lang".into(), "rust".into()), timeout)
+        .call(&store, Put("lang".into(), "rust".into()))
         .await?;
-    let got: Option<String> = system
-        .call(store, StoreReq::Get("lang".into()), timeout)
-        .await?;
+    let got = system.call(&store, Get("lang".into())).await?;
     println!("call: get(lang) = {got:?}");
 
     // monitor sees a crash

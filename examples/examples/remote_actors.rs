@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
-use joerl_dist::gen_server::spawn_server;
-use joerl_dist::{DistributedSystem, NodeBuilder};
+use joerl_dist::gen_server::{ServerRef, spawn_server_with};
+use joerl_dist::{DistributedSystem, NodeBuilder, SpawnOptions};
 use joerl_epmd::{EpmdServer, ServerConfig};
 use joerl_examples::{Reply, Request, Service, init_logging, until_stopped};
 
@@ -47,13 +47,13 @@ async fn demo() -> Result<()> {
     let echo_node = start("echo_node", epmd.local_addr()).await?;
     let compute_node = start("compute_node", epmd.local_addr()).await?;
     for n in [&echo_node, &compute_node] {
-        let service = spawn_server(
+        spawn_server_with(
             n,
             Service {
                 node: n.name().to_string(),
             },
-        );
-        n.register("service", service)?;
+            SpawnOptions::new().name("service"),
+        )?;
     }
     let t = Duration::from_secs(5);
 
@@ -66,13 +66,13 @@ async fn demo() -> Result<()> {
         compute_node.name()
     );
 
-    let r: Reply = client
-        .call(echo, Request::Echo("hello across nodes".into()), t)
+    let (echo, compute) = (ServerRef::<Service>::new(echo), ServerRef::new(compute));
+    let r = client
+        .call_timeout(&echo, Request::Echo("hello across nodes".into()), t)
         .await?;
     // Or by {name, node}, like gen_server:call({service, Node}, Request):
-    let who: Reply = client
-        .call_named(("service", compute_node.name()), Request::WhoAreYou, t)
-        .await?;
+    let by_name = ServerRef::<Service>::new(("service", compute_node.name()));
+    let who = client.call_timeout(&by_name, Request::WhoAreYou, t).await?;
     println!(
         "{{service, {}}} says it runs on {who:?}",
         compute_node.name()
@@ -80,16 +80,19 @@ async fn demo() -> Result<()> {
     println!("echo reply: {r:?}");
     ensure!(r == Reply::Echo("hello across nodes".into()));
 
-    let r: Reply = client.call(compute, Request::SumSquares(1000), t).await?;
+    let r = client
+        .call_timeout(&compute, Request::SumSquares(1000), t)
+        .await?;
     println!("compute reply: sum of squares 1..=1000 = {r:?}");
     ensure!(r == Reply::Number(333_833_500));
 
     // Many requests in flight at once, to both nodes.
     let mut calls = Vec::new();
     for i in 1..=20u64 {
-        let (c, target) = (client.clone(), if i % 2 == 0 { echo } else { compute });
+        let c = client.clone();
+        let target = if i % 2 == 0 { &echo } else { &compute }.clone();
         calls.push(tokio::spawn(async move {
-            c.call::<_, Reply>(target, Request::SumSquares(i), t).await
+            c.call_timeout(&target, Request::SumSquares(i), t).await
         }));
     }
     let mut total = 0;

@@ -187,15 +187,20 @@ pub struct Service {
     pub node: String,
 }
 
-impl joerl_dist::gen_server::GenServer for Service {
-    type Call = Request;
+impl joerl_dist::gen_server::Request for Request {
     type Reply = Reply;
-    type Cast = ();
+}
 
+impl joerl_dist::gen_server::GenServer for Service {
+    type Calls = (Request,);
+    type Casts = ();
+}
+
+impl joerl_dist::gen_server::HandleCall<Request> for Service {
     async fn handle_call(
         &mut self,
         request: Request,
-        _from: joerl_dist::gen_server::ReplyTo,
+        _from: joerl_dist::gen_server::ReplyTo<Reply>,
         _ctx: &mut joerl_dist::ActorContext,
     ) -> joerl_dist::gen_server::CallResponse<Reply> {
         use joerl_dist::gen_server::CallResponse;

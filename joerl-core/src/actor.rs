@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::gen_server::{DEFAULT_CALL_TIMEOUT, HandleCall, HandleCast, Request, ServerRef};
 use crate::message::{Envelope, IntoMessage, NO_SENDER};
 use crate::process::{Process, Ready};
 use crate::system::ActorSystem;
@@ -208,14 +209,42 @@ impl ActorContext {
             .send_after_from(Some(self.pid()), to, msg, delay)
     }
 
-    /// Calls a gen_server (see [`crate::gen_server`]) and waits for its reply.
-    pub async fn call<Q: std::any::Any + Send, R: std::any::Any + Send>(
+    /// Calls the gen_server `server` (see [`crate::gen_server`]) and waits up
+    /// to 5 s for its reply, of the request's reply type; the server sees this
+    /// actor as its caller.
+    pub async fn call<S, Q>(&self, server: &ServerRef<S>, request: Q) -> Result<Q::Reply, CallError>
+    where
+        S: HandleCall<Q>,
+        Q: Request,
+    {
+        self.system
+            .call_from(Some(self.pid()), server, request, DEFAULT_CALL_TIMEOUT)
+            .await
+    }
+
+    /// [`call`](Self::call) with a timeout of its own.
+    pub async fn call_timeout<S, Q>(
         &self,
-        server: Pid,
+        server: &ServerRef<S>,
         request: Q,
         timeout: Duration,
-    ) -> Result<R, CallError> {
-        self.system.call(server, request, timeout).await
+    ) -> Result<Q::Reply, CallError>
+    where
+        S: HandleCall<Q>,
+        Q: Request,
+    {
+        self.system
+            .call_from(Some(self.pid()), server, request, timeout)
+            .await
+    }
+
+    /// Sends a cast to the gen_server `server`, from this actor.
+    pub async fn cast<S, C>(&self, server: &ServerRef<S>, msg: C) -> Result<(), SendError>
+    where
+        S: HandleCast<C>,
+        C: Send + 'static,
+    {
+        self.system.cast_from(Some(self.pid()), server, msg).await
     }
 }
 

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod actor;
+mod dest;
 mod error;
 pub mod fxhash;
 pub mod gen_server;
@@ -44,12 +45,13 @@ mod system;
 mod timer;
 
 pub use actor::{Actor, ActorContext};
+pub use dest::Dest;
 pub use error::{LinkError, RegisterError, SendError, SpawnError, StartError};
 pub use gen_server::CallError;
 pub use message::{DownMessage, ExitMessage, IntoMessage, Message, MonitorRef, UnsentMessage};
 pub use pid::{LOCAL_NODE, ParsePidError, Pid, node_id};
 pub use reason::ExitReason;
-pub use router::{ReadyFuture, RouteError, Router};
+pub use router::{ConnectFuture, ReadyFuture, RouteError, Router};
 pub use signal::Signal;
 pub use system::{
     ActorSystem, DEFAULT_MAILBOX_CAPACITY, DEFAULT_SHUTDOWN_GRACE, NodeIdentity, SpawnOptions,

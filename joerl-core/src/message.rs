@@ -35,6 +35,18 @@ impl IntoMessage for Message {
     }
 }
 
+/// `value` as a [`Message`] and the name of its type; a value that already is
+/// a [`Message`] is passed through as it is (its type unknown here), not boxed
+/// a second time.
+pub(crate) fn into_message<M: Any + Send>(value: M) -> (Message, Option<&'static str>) {
+    let mut slot = Some(value);
+    if let Some(msg) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Message>>() {
+        return (msg.take().expect("just filled"), None);
+    }
+    let value = slot.expect("not taken");
+    (Box::new(value), Some(std::any::type_name::<M>()))
+}
+
 /// A message handed back by a send that did not happen (for example a full
 /// mailbox), so the caller can retry it. Take it back with
 /// [`into_inner`](UnsentMessage::into_inner).

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::{Message, Pid, Signal, UnsentMessage};
 
@@ -74,6 +75,11 @@ impl std::error::Error for RouteError {}
 /// A boxed future returned by [`Router::ready`].
 pub type ReadyFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// A boxed future returned by [`Router::connect`]: `Err` carries why the node
+/// cannot be reached.
+pub type ConnectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), Arc<dyn std::error::Error + Send + Sync>>> + Send + 'a>>;
+
 /// Carries messages and signals to actors on other nodes.
 ///
 /// Implementations must never drop a signal silently: when a `Link` or `Monitor`
@@ -137,6 +143,16 @@ pub trait Router: Send + Sync + 'static {
     fn resolve(&self, node: u32) -> ReadyFuture<'_> {
         let _ = node;
         Box::pin(async {})
+    }
+
+    /// Connects to the node named `node` if it is not connected yet, and
+    /// says why it cannot be reached otherwise (the distribution layer's own
+    /// error, kept as the cause). Awaited by a call to `{name, node}` before it
+    /// monitors the name, so the call fails with that cause at once instead of
+    /// a bare `noconnection`. The default says yes.
+    fn connect(&self, node: &str) -> ConnectFuture<'_> {
+        let _ = node;
+        Box::pin(async { Ok(()) })
     }
 
     /// True if `node` (a node id) is currently connected. Used for `is_alive` of

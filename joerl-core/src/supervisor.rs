@@ -17,7 +17,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::gen_server::{CallResponse, GenServer, GenServerActor, ReplyTo};
+use crate::gen_server::{
+    CallResponse, GenServer, GenServerActor, HandleCall, ReplyTo, Request, ServerRef,
+};
 use crate::{
     Actor, ActorContext, ActorSystem, ExitMessage, ExitReason, Message, Pid, SpawnOptions,
 };
@@ -50,19 +52,31 @@ pub type StartFuture = Pin<Box<dyn Future<Output = Result<Pid, String>> + Send>>
 /// A function that starts one child and returns its Pid.
 pub type StartFn = Arc<dyn Fn(ActorSystem) -> StartFuture + Send + Sync>;
 
+/// Starts a local child with the spawn options the supervisor chooses (its
+/// registered name).
+type LocalStartFn = Arc<dyn Fn(ActorSystem, SpawnOptions) -> StartFuture + Send + Sync>;
+
+#[derive(Clone)]
+enum Start {
+    Local(LocalStartFn),
+    Custom(StartFn),
+}
+
 /// How to start, restart and stop one child.
 #[derive(Clone)]
 pub struct ChildSpec {
     id: String,
-    start: StartFn,
+    start: Start,
     restart: Restart,
     shutdown: Duration,
+    name: Option<String>,
 }
 
 impl std::fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChildSpec")
             .field("id", &self.id)
+            .field("name", &self.name)
             .field("restart", &self.restart)
             .field("shutdown", &self.shutdown)
             .finish()
@@ -79,15 +93,32 @@ impl ChildSpec {
         F: Fn() -> A + Send + Sync + 'static,
     {
         let factory = Arc::new(factory);
-        Self::from_fn(id, move |system: ActorSystem| {
+        let start: LocalStartFn = Arc::new(move |system: ActorSystem, opts: SpawnOptions| {
             let factory = factory.clone();
             Box::pin(async move {
                 system
-                    .start(factory(), SpawnOptions::new())
+                    .start(factory(), opts)
                     .await
                     .map_err(|e| e.to_string())
             }) as StartFuture
-        })
+        });
+        ChildSpec {
+            id: id.into(),
+            start: Start::Local(start),
+            restart: Restart::Permanent,
+            shutdown: Duration::from_secs(5),
+            name: None,
+        }
+    }
+
+    /// A permanent gen_server child made by `factory` on every start (see
+    /// [`new`](Self::new)).
+    pub fn server<G, F>(id: impl Into<String>, factory: F) -> Self
+    where
+        G: GenServer,
+        F: Fn() -> G + Send + Sync + 'static,
+    {
+        Self::new(id, move || GenServerActor(factory()))
     }
 
     /// A permanent child started by an arbitrary function returning its Pid (for
@@ -98,10 +129,23 @@ impl ChildSpec {
     {
         ChildSpec {
             id: id.into(),
-            start: Arc::new(start),
+            start: Start::Custom(Arc::new(start)),
             restart: Restart::Permanent,
             shutdown: Duration::from_secs(5),
+            name: None,
         }
+    }
+
+    /// Registers the child as `name` on every start, so the name (and
+    /// `{name, node}` from other nodes) reaches whichever incarnation is
+    /// running. A child made by [`new`](Self::new) or [`server`](Self::server)
+    /// is spawned with the name, so it is never running unnamed; one started
+    /// by [`from_fn`](Self::from_fn) is registered as soon as its function
+    /// returns, and must be a local actor. A name another actor holds makes
+    /// the start fail.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Sets the restart type.
@@ -157,14 +201,16 @@ impl SupervisorSpec {
     }
 }
 
-/// Requests a supervisor answers through `call`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SupervisorRequest {
-    /// Lists the children: reply is `Vec<ChildInfo>`.
-    WhichChildren,
+/// Lists a supervisor's children (OTP's `which_children`); see
+/// [`which_children`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhichChildren;
+
+impl Request for WhichChildren {
+    type Reply = Vec<ChildInfo>;
 }
 
-/// One child as reported by [`SupervisorRequest::WhichChildren`].
+/// One child as reported by [`WhichChildren`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildInfo {
     /// The child's id.
@@ -224,20 +270,33 @@ pub async fn which_children(
     supervisor: Pid,
 ) -> Result<Vec<ChildInfo>, crate::CallError> {
     system
-        .call(
-            supervisor,
-            SupervisorRequest::WhichChildren,
-            Duration::from_secs(5),
-        )
+        .call(&ServerRef::<Supervisor>::new(supervisor), WhichChildren)
         .await
 }
 
 impl Supervisor {
     async fn start_child(&mut self, index: usize, ctx: &mut ActorContext) -> Result<(), String> {
         let spec = self.children[index].spec.clone();
-        let pid = (spec.start)(ctx.system().clone())
-            .await
-            .map_err(|e| format!("child {:?} failed to start: {e}", spec.id))?;
+        let failed = |e: String| format!("child {:?} failed to start: {e}", spec.id);
+        let pid = match &spec.start {
+            Start::Local(start) => {
+                let mut opts = SpawnOptions::new();
+                if let Some(name) = &spec.name {
+                    opts = opts.name(name.clone());
+                }
+                start(ctx.system().clone(), opts).await.map_err(failed)?
+            }
+            Start::Custom(start) => {
+                let pid = start(ctx.system().clone()).await.map_err(failed)?;
+                if let Some(name) = &spec.name {
+                    if let Err(e) = ctx.system().register(name, pid) {
+                        ctx.system().stop_and_wait(pid, spec.shutdown).await;
+                        return Err(failed(e.to_string()));
+                    }
+                }
+                pid
+            }
+        };
         ctx.link(pid)
             .map_err(|e| format!("cannot link child {:?}: {e}", spec.id))?;
         self.children[index].pid = Some(pid);
@@ -352,9 +411,8 @@ impl Supervisor {
 }
 
 impl GenServer for Supervisor {
-    type Call = SupervisorRequest;
-    type Reply = Vec<ChildInfo>;
-    type Cast = ();
+    type Calls = (WhichChildren,);
+    type Casts = ();
 
     async fn init(&mut self, ctx: &mut ActorContext) {
         for i in 0..self.children.len() {
@@ -364,25 +422,6 @@ impl GenServer for Supervisor {
                 ctx.stop(ExitReason::Custom(e));
                 return;
             }
-        }
-    }
-
-    async fn handle_call(
-        &mut self,
-        request: SupervisorRequest,
-        _from: ReplyTo,
-        _ctx: &mut ActorContext,
-    ) -> CallResponse<Vec<ChildInfo>> {
-        match request {
-            SupervisorRequest::WhichChildren => CallResponse::Reply(
-                self.children
-                    .iter()
-                    .map(|c| ChildInfo {
-                        id: c.spec.id.clone(),
-                        pid: c.pid,
-                    })
-                    .collect(),
-            ),
         }
     }
 
@@ -404,5 +443,24 @@ impl GenServer for Supervisor {
 
     async fn terminate(&mut self, _reason: &ExitReason, ctx: &mut ActorContext) {
         self.terminate_all(ctx).await;
+    }
+}
+
+impl HandleCall<WhichChildren> for Supervisor {
+    async fn handle_call(
+        &mut self,
+        _request: WhichChildren,
+        _from: ReplyTo<Vec<ChildInfo>>,
+        _ctx: &mut ActorContext,
+    ) -> CallResponse<Vec<ChildInfo>> {
+        CallResponse::Reply(
+            self.children
+                .iter()
+                .map(|c| ChildInfo {
+                    id: c.spec.id.clone(),
+                    pid: c.pid,
+                })
+                .collect(),
+        )
     }
 }

@@ -6,7 +6,7 @@
 //! other Pid goes to the installed [`Router`], or fails with a clear error when
 //! there is none.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -17,13 +17,16 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::actor::{ActorContext, run_actor};
+use crate::gen_server::{
+    CallSet, DEFAULT_CALL_TIMEOUT, HandleCall, HandleCast, Request, ServerRef,
+};
 use crate::message::Envelope;
 use crate::message::IntoMessage;
 use crate::process::{Process, PushError};
 use crate::timer::TimerRef;
 use crate::{
-    Actor, CallError, ExitReason, LinkError, Message, MonitorRef, Pid, RegisterError, RouteError,
-    Router, SendError, Signal, SpawnError, StartError, UnsentMessage,
+    Actor, CallError, Dest, ExitReason, LinkError, Message, MonitorRef, Pid, RegisterError,
+    RouteError, Router, SendError, Signal, SpawnError, StartError, UnsentMessage,
 };
 
 /// Default capacity of a user mailbox, in messages.
@@ -613,26 +616,125 @@ impl ActorSystem {
         })
     }
 
-    /// Calls the gen_server `server` with `request` and waits up to `timeout` for
-    /// its reply of type `R`. Built like Erlang's gen_server:call: a monitor on the
-    /// server, a request message carrying a reply address, and a timeout; so it
-    /// works the same when `server` is on another node. Pass the request value
-    /// itself, not a boxed [`Message`].
-    pub async fn call<Q: Any + Send, R: Any + Send>(
+    /// Calls the gen_server `server` with `request` and waits up to
+    /// [`DEFAULT_CALL_TIMEOUT`](crate::gen_server::DEFAULT_CALL_TIMEOUT) (5 s)
+    /// for its reply, of the request's reply type. Built like Erlang's
+    /// gen_server:call: a monitor on the server, a request message carrying a
+    /// reply address, and a timeout; so it works the same when `server` is on
+    /// another node or named (`{name, node}` is resolved by that node, in the
+    /// same round trip). The server sees the call's reply address as its
+    /// caller; call from an actor ([`ActorContext::call`](crate::ActorContext::call))
+    /// for the server to see the actor.
+    pub async fn call<S, Q>(&self, server: &ServerRef<S>, request: Q) -> Result<Q::Reply, CallError>
+    where
+        S: HandleCall<Q>,
+        Q: Request,
+    {
+        self.call_from(None, server, request, DEFAULT_CALL_TIMEOUT)
+            .await
+    }
+
+    /// [`call`](Self::call) with a timeout of its own.
+    pub async fn call_timeout<S, Q>(
         &self,
-        server: Pid,
+        server: &ServerRef<S>,
         request: Q,
         timeout: Duration,
-    ) -> Result<R, CallError> {
-        let reply = self.call_raw(server, Box::new(request), timeout).await?;
+    ) -> Result<Q::Reply, CallError>
+    where
+        S: HandleCall<Q>,
+        Q: Request,
+    {
+        self.call_from(None, server, request, timeout).await
+    }
+
+    /// A typed call whose server sees `caller` as the calling actor.
+    pub(crate) async fn call_from<S, Q>(
+        &self,
+        caller: Option<Pid>,
+        server: &ServerRef<S>,
+        request: Q,
+        timeout: Duration,
+    ) -> Result<Q::Reply, CallError>
+    where
+        S: HandleCall<Q>,
+        Q: Request,
+    {
+        if !<S::Calls as CallSet<S>>::accepts(TypeId::of::<Q>()) {
+            return Err(CallError::NotInCalls {
+                server: std::any::type_name::<S>(),
+                request: std::any::type_name::<Q>(),
+            });
+        }
+        let reply = self
+            .call_dest(caller, server.dest(), request, timeout)
+            .await?;
         typed_reply(reply)
     }
 
-    /// Like [`call`](Self::call) with an already boxed request and an untyped reply.
+    /// An untyped call: `request` (a value, or a [`Message`] as it is) to the
+    /// server at `server` (a Pid, a name, or `(name, node)`), and the reply as
+    /// a [`Message`], for code that forwards requests it does not know the type
+    /// of. Prefer [`call`](Self::call).
     pub async fn call_raw(
         &self,
+        server: impl Into<Dest>,
+        request: impl Any + Send,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        self.call_dest(None, &server.into(), request, timeout).await
+    }
+
+    /// A call to `dest` on behalf of `caller`.
+    pub(crate) async fn call_dest<Q: Any + Send>(
+        &self,
+        caller: Option<Pid>,
+        dest: &Dest,
+        request: Q,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        let (name, node) = match dest {
+            Dest::Pid(pid) => return self.call_pid(caller, *pid, request, timeout).await,
+            Dest::Name(name) => {
+                let pid = self.whereis(name).ok_or(CallError::NoProc)?;
+                return self.call_pid(caller, pid, request, timeout).await;
+            }
+            Dest::Remote { name, node } => (name, node),
+        };
+        if self.inner.node_name.as_deref() == Some(node.as_str()) {
+            let pid = self.whereis(name).ok_or(CallError::NoProc)?;
+            return self.call_pid(caller, pid, request, timeout).await;
+        }
+        let started = tokio::time::Instant::now();
+        if let Some(router) = self.inner.router.get() {
+            match tokio::time::timeout(timeout, router.connect(node)).await {
+                Err(_) => return Err(CallError::Timeout),
+                Ok(Err(cause)) => return Err(CallError::Unreachable(cause)),
+                Ok(Ok(())) => {}
+            }
+        }
+        let timeout = timeout.saturating_sub(started.elapsed());
+        // In one round trip: a monitor by name and the request travel
+        // together, the remote node resolves the name for both, and the reply
+        // (or a down: noproc if nothing is registered under the name,
+        // noconnection if the node is lost) comes back.
+        let slot = ReplySlot::new(self.inner.clone());
+        let monitor = self
+            .inner
+            .monitor_named(&slot.process, name, node)
+            .map_err(CallError::from_link)?;
+        let call = slot.request(caller, monitor, request);
+        let sent = self
+            .send_to_node_from(Some(slot.process.pid), name, node, call)
+            .await;
+        slot.sent_then_finish(sent, monitor, timeout).await
+    }
+
+    async fn call_pid<Q: Any + Send>(
+        &self,
+        caller: Option<Pid>,
         server: Pid,
-        request: Message,
+        request: Q,
         timeout: Duration,
     ) -> Result<Message, CallError> {
         if let (Target::Remote, Some(router)) =
@@ -649,61 +751,53 @@ impl ActorSystem {
             .inner
             .monitor(&slot.process, server)
             .map_err(CallError::from_link)?;
-        let call = slot.request(monitor, request);
+        let call = slot.request(caller, monitor, request);
         let sent = self.send_from(Some(slot.process.pid), server, call).await;
         slot.sent_then_finish(sent, monitor, timeout).await
     }
 
-    /// Calls the gen_server registered as `name` on the node named `node`
-    /// (Erlang's `gen_server:call({Name, Node}, Request)`), in one round trip:
-    /// a monitor by name and the request travel together, the remote node
-    /// resolves the name for both, and the reply (or a down: `NoProc` if
-    /// nothing is registered under the name, `NoConnection` if the node is
-    /// lost) comes back. On this node's own name it is a local call.
-    pub async fn call_named<Q: Any + Send, R: Any + Send>(
-        &self,
-        name: &str,
-        node: &str,
-        request: Q,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
-        let reply = self
-            .call_named_raw(name, node, Box::new(request), timeout)
-            .await?;
-        typed_reply(reply)
+    /// Sends a cast (an asynchronous request without reply) to the gen_server
+    /// `server`.
+    pub async fn cast<S, C>(&self, server: &ServerRef<S>, msg: C) -> Result<(), SendError>
+    where
+        S: HandleCast<C>,
+        C: Send + 'static,
+    {
+        self.cast_from(None, server, msg).await
     }
 
-    /// Like [`call_named`](Self::call_named) with an already boxed request and an
-    /// untyped reply.
-    pub async fn call_named_raw(
+    pub(crate) async fn cast_from<S, C>(
         &self,
-        name: &str,
-        node: &str,
-        request: Message,
-        timeout: Duration,
-    ) -> Result<Message, CallError> {
-        if self.inner.node_name.as_deref() == Some(node) {
-            let pid = self.whereis(name).ok_or(CallError::NoProc)?;
-            return self.call_raw(pid, request, timeout).await;
+        from: Option<Pid>,
+        server: &ServerRef<S>,
+        msg: C,
+    ) -> Result<(), SendError>
+    where
+        S: HandleCast<C>,
+        C: Send + 'static,
+    {
+        let cast = crate::gen_server::cast_request(msg);
+        self.send_dest(from, server.dest(), cast, None).await
+    }
+
+    /// Sends `msg` to `dest` (a Pid, a local name, or `{name, node}`).
+    pub(crate) async fn send_dest(
+        &self,
+        from: Option<Pid>,
+        dest: &Dest,
+        msg: Message,
+        type_name: Option<&'static str>,
+    ) -> Result<(), SendError> {
+        match dest {
+            Dest::Pid(pid) => self.send_message(from, *pid, msg, type_name).await,
+            Dest::Name(name) => {
+                let pid = self
+                    .whereis(name)
+                    .ok_or_else(|| SendError::NameNotRegistered(name.clone()))?;
+                self.send_message(from, pid, msg, type_name).await
+            }
+            Dest::Remote { name, node } => self.send_to_node_from(from, name, node, msg).await,
         }
-        let slot = ReplySlot::new(self.inner.clone());
-        let monitor = self
-            .inner
-            .monitor_named(&slot.process, name, node)
-            .map_err(CallError::from_link)?;
-        let call = slot.request(monitor, request);
-        let sent = self
-            .send_to_node_from(Some(slot.process.pid), name, node, call)
-            .await;
-        slot.sent_then_finish(sent, monitor, timeout).await
-    }
-
-    /// Sends a cast (an asynchronous request without reply) to the gen_server `server`.
-    pub async fn cast<M: Any + Send>(&self, server: Pid, msg: M) -> Result<(), SendError> {
-        let cast = crate::gen_server::CastRequest {
-            request: Box::new(msg),
-        };
-        self.send(server, Box::new(cast)).await
     }
 
     /// Stops every actor and waits until all are gone: each gets a `shutdown` exit
@@ -1117,13 +1211,15 @@ struct ReplySlot {
 
 impl ReplySlot {
     /// The call request carrying `request`, answered to this slot under
-    /// `monitor`'s tag.
-    fn request(&self, monitor: MonitorRef, request: Message) -> Message {
-        Box::new(crate::gen_server::CallRequest {
-            reply_to: self.process.pid,
-            tag: monitor.0,
-            request,
-        })
+    /// `monitor`'s tag; the server sees `caller` (or this slot) as its caller.
+    fn request<Q: Any + Send>(
+        &self,
+        caller: Option<Pid>,
+        monitor: MonitorRef,
+        request: Q,
+    ) -> Message {
+        let pid = self.process.pid;
+        crate::gen_server::call_request(caller.unwrap_or(pid), pid, monitor.0, request)
     }
 
     /// After the request was sent (`sent`): waits for the reply or the down.
@@ -1159,6 +1255,9 @@ impl ReplySlot {
         match tokio::time::timeout(timeout, self.wait_reply(monitor)).await {
             Ok(Ok(reply)) => match reply.downcast::<crate::gen_server::ReplyLost>() {
                 Ok(lost) => Err(CallError::ReplyLost(lost.reason)),
+                Err(reply) if reply.is::<crate::gen_server::BadRequest>() => {
+                    Err(CallError::BadRequest)
+                }
                 Err(reply) => Ok(reply),
             },
             Ok(Err(e)) => Err(e),
@@ -1228,7 +1327,6 @@ impl Drop for ReplySlot {
 fn typed_reply<R: Any + Send>(reply: Message) -> Result<R, CallError> {
     match reply.downcast::<R>() {
         Ok(r) => Ok(*r),
-        Err(other) if other.is::<crate::gen_server::BadRequest>() => Err(CallError::BadRequest),
         Err(_) => Err(CallError::UnexpectedReply {
             expected: std::any::type_name::<R>(),
         }),

@@ -347,3 +347,41 @@ async fn system_shutdown_stops_supervision_tree() {
     // Nothing was restarted during shutdown.
     assert_eq!((starts(&log, "a"), starts(&log, "b")), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_child_name_follows_the_child_across_three_restarts() {
+    let system = ActorSystem::new();
+    let log: Log = Arc::default();
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(10, Duration::from_secs(60))
+        .child(worker("jobs", &log).name("jobs"));
+    let sup = spawn_supervisor(&system, spec);
+    let mut pid = pid_of(&system, sup, "jobs").await;
+    for round in 0..3 {
+        assert_eq!(system.whereis("jobs"), Some(pid), "round {round}");
+        // Crash the child through its name: the name reaches the running one.
+        system
+            .send_named("jobs", Box::new(ExitReason::Custom("crash".into())))
+            .await
+            .unwrap();
+        pid = wait_restarted(&system, sup, "jobs", pid).await;
+    }
+    assert_eq!(system.whereis("jobs"), Some(pid));
+    assert_eq!(starts(&log, "jobs"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_name_held_by_another_actor_fails_the_start() {
+    let system = ActorSystem::new();
+    let log: Log = Arc::default();
+    let squatter = system.spawn(Worker {
+        id: "squatter".into(),
+        log: log.clone(),
+    });
+    system.register("jobs", squatter).unwrap();
+    let spec = SupervisorSpec::new(Strategy::OneForOne).child(worker("jobs", &log).name("jobs"));
+    let sup = spawn_supervisor(&system, spec);
+    wait_until("supervisor gave up", || !system.is_alive(sup)).await;
+    assert_eq!(system.whereis("jobs"), Some(squatter));
+    assert_eq!(starts(&log, "jobs"), 0);
+}

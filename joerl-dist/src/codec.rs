@@ -114,6 +114,9 @@ const KIND_PLAIN: u8 = 0;
 const KIND_CALL: u8 = 1;
 const KIND_REPLY: u8 = 2;
 const KIND_CAST: u8 = 3;
+/// A call that also names its caller (KIND_CALL is still read, from nodes
+/// that do not send this: its caller is taken to be its reply address).
+const KIND_CALL_FROM: u8 = 4;
 
 /// Writes a Pid as 16 big-endian bytes.
 pub(crate) fn put_pid(out: &mut Vec<u8>, pid: Pid) {
@@ -194,19 +197,20 @@ fn encode_message_inner(msg: &Message, out: &mut Vec<u8>, outer: bool) -> Result
     let any: &(dyn Any + Send) = &**msg;
     if outer {
         if let Some(call) = any.downcast_ref::<CallRequest>() {
-            out.push(KIND_CALL);
+            out.push(KIND_CALL_FROM);
+            put_pid(out, call.caller);
             put_pid(out, call.reply_to);
             out.extend_from_slice(&call.tag.to_be_bytes());
-            return encode_message_inner(&call.request, out, false);
+            return encode_inner_named(&call.request, call.request_type, out);
         }
         if let Some(reply) = any.downcast_ref::<CallReply>() {
             out.push(KIND_REPLY);
             out.extend_from_slice(&reply.tag.to_be_bytes());
-            return encode_message_inner(&reply.reply, out, false);
+            return encode_inner_named(&reply.reply, reply.reply_type, out);
         }
         if let Some(cast) = any.downcast_ref::<CastRequest>() {
             out.push(KIND_CAST);
-            return encode_message_inner(&cast.request, out, false);
+            return encode_inner_named(&cast.request, cast.request_type, out);
         }
     }
     let (entry, wire_id) = tables()
@@ -217,33 +221,60 @@ fn encode_message_inner(msg: &Message, out: &mut Vec<u8>, outer: bool) -> Result
     (entry.encode)(any, out)
 }
 
+/// The value inside a call, reply or cast, whose Rust type's name is known:
+/// an unregistered type is named in the error.
+fn encode_inner_named(
+    msg: &Message,
+    type_name: &'static str,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    match encode_message_inner(msg, out, false) {
+        Err(CodecError::Unregistered(_)) => Err(CodecError::UnregisteredNamed(type_name)),
+        other => other,
+    }
+}
+
 /// Decodes a message body produced by [`encode_message`], letting the user's
 /// value claim at most `max_memory` bytes (see [`decode_exact`]).
 pub(crate) fn decode_message(body: &[u8], max_memory: usize) -> Result<Message, CodecError> {
     let mut r = Reader::new(body);
     match r.u8()? {
         KIND_PLAIN => decode_plain(r, max_memory),
-        KIND_CALL => {
+        kind @ (KIND_CALL | KIND_CALL_FROM) => {
+            let caller = if kind == KIND_CALL_FROM {
+                Some(r.pid()?)
+            } else {
+                None
+            };
             let reply_to = r.pid()?;
             let tag = r.u64()?;
             expect_plain(&mut r)?;
-            let request = decode_plain(r, max_memory)?;
+            let (request, request_type) = decode_plain_named(r, max_memory)?;
             Ok(Box::new(CallRequest {
+                caller: caller.unwrap_or(reply_to),
                 reply_to,
                 tag,
                 request,
+                request_type,
             }))
         }
         KIND_REPLY => {
             let tag = r.u64()?;
             expect_plain(&mut r)?;
-            let reply = decode_plain(r, max_memory)?;
-            Ok(Box::new(CallReply { tag, reply }))
+            let (reply, reply_type) = decode_plain_named(r, max_memory)?;
+            Ok(Box::new(CallReply {
+                tag,
+                reply,
+                reply_type,
+            }))
         }
         KIND_CAST => {
             expect_plain(&mut r)?;
-            let request = decode_plain(r, max_memory)?;
-            Ok(Box::new(CastRequest { request }))
+            let (request, request_type) = decode_plain_named(r, max_memory)?;
+            Ok(Box::new(CastRequest {
+                request,
+                request_type,
+            }))
         }
         other => Err(CodecError::UnknownKind(other)),
     }
@@ -262,9 +293,13 @@ pub(crate) fn lost_call(body: &[u8], error: &CodecError) -> Option<LostCall> {
                 reply: Box::new(ReplyLost {
                     reason: format!("the reply could not be decoded: {error}"),
                 }),
+                reply_type: std::any::type_name::<ReplyLost>(),
             })))
         }
-        KIND_CALL => {
+        kind @ (KIND_CALL | KIND_CALL_FROM) => {
+            if kind == KIND_CALL_FROM {
+                r.pid().ok()?;
+            }
             let reply_to = r.pid().ok()?;
             let tag = r.u64().ok()?;
             Some(LostCall::Request {
@@ -276,6 +311,7 @@ pub(crate) fn lost_call(body: &[u8], error: &CodecError) -> Option<LostCall> {
                             "the request could not be decoded on the server's node: {error}"
                         ),
                     }),
+                    reply_type: std::any::type_name::<ReplyLost>(),
                 }),
             })
         }
@@ -303,12 +339,20 @@ fn expect_plain(r: &mut Reader<'_>) -> Result<(), CodecError> {
     }
 }
 
-fn decode_plain(mut r: Reader<'_>, max_memory: usize) -> Result<Message, CodecError> {
+fn decode_plain(r: Reader<'_>, max_memory: usize) -> Result<Message, CodecError> {
+    decode_plain_named(r, max_memory).map(|(msg, _)| msg)
+}
+
+/// A plain value and its Rust type's name.
+fn decode_plain_named(
+    mut r: Reader<'_>,
+    max_memory: usize,
+) -> Result<(Message, &'static str), CodecError> {
     let wire_id = r.u64()?;
     let entry = tables()
         .by_wire(wire_id)
         .ok_or(CodecError::UnknownWireId(wire_id))?;
-    (entry.decode)(r.rest(), max_memory)
+    Ok(((entry.decode)(r.rest(), max_memory)?, (entry.type_name)()))
 }
 
 #[cfg(test)]
@@ -323,9 +367,11 @@ mod tests {
         assert_eq!(*back.downcast::<String>().unwrap(), "hi");
 
         let call: Message = Box::new(CallRequest {
+            caller: Pid::new(1, 7, 3),
             reply_to: Pid::new(1, 2, 3),
             tag: 99,
             request: Box::new(42u64),
+            request_type: "u64",
         });
         buf.clear();
         encode_message(&call, &mut buf).unwrap();
@@ -333,12 +379,16 @@ mod tests {
             .unwrap()
             .downcast::<CallRequest>()
             .unwrap();
-        assert_eq!((back.reply_to, back.tag), (Pid::new(1, 2, 3), 99));
+        assert_eq!(
+            (back.caller, back.reply_to, back.tag),
+            (Pid::new(1, 7, 3), Pid::new(1, 2, 3), 99)
+        );
         assert_eq!(*back.request.downcast::<u64>().unwrap(), 42);
 
         let reply: Message = Box::new(CallReply {
             tag: 5,
             reply: Box::new(true),
+            reply_type: "bool",
         });
         buf.clear();
         encode_message(&reply, &mut buf).unwrap();
@@ -348,6 +398,26 @@ mod tests {
             .unwrap();
         assert_eq!(back.tag, 5);
         assert!(*back.reply.downcast::<bool>().unwrap());
+    }
+
+    #[test]
+    fn an_unregistered_request_or_reply_is_named_by_its_type() {
+        struct NotRegistered;
+        let call: Message = Box::new(CallRequest {
+            caller: Pid::new(1, 7, 3),
+            reply_to: Pid::new(1, 2, 3),
+            tag: 1,
+            request: Box::new(NotRegistered),
+            request_type: "my::NotRegistered",
+        });
+        let mut buf = Vec::new();
+        let err = encode_message(&call, &mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            CodecError::UnregisteredNamed("my::NotRegistered")
+        ));
+        assert!(err.to_string().contains("remote_server!"), "{err}");
+        assert!(buf.is_empty());
     }
 
     #[test]

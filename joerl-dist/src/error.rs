@@ -10,6 +10,12 @@ pub enum CodecError {
         "message type {0:?} is not registered for sending to other nodes; add joerl_dist::remote_message!(YourType, \"your::Name\") next to the type"
     )]
     Unregistered(TypeId),
+    /// A call's request, a call's reply or a cast (whose Rust type is named)
+    /// is not registered for the wire.
+    #[error(
+        "{0} is not registered for sending to other nodes; add joerl_dist::remote_message!({0}, \"your::Name\") next to the type, or joerl_dist::remote_server!(YourServer) for all of a server's calls, replies and casts"
+    )]
+    UnregisteredNamed(&'static str),
     /// The registry entry was asked to encode a value of another type.
     #[error("internal error: registry entry for {0} got a value of another type")]
     TypeMismatch(&'static str),

@@ -70,7 +70,7 @@ pub use transport::{TlsConfig, TlsError};
 pub use inventory;
 
 pub use joerl_core::{
-    self as core, Actor, ActorContext, ActorSystem, CallError, DownMessage, ExitMessage,
+    self as core, Actor, ActorContext, ActorSystem, CallError, Dest, DownMessage, ExitMessage,
     ExitReason, Message, MonitorRef, Pid, SendError, SpawnOptions, gen_server, supervisor,
 };
 

@@ -2,7 +2,7 @@
 //! [`NET_KERNEL_NAME`], answering name look-ups for other nodes
 //! (`whereis_remote`), which reach it by name like any named server.
 
-use joerl_core::gen_server::{CallResponse, GenServer, ReplyTo};
+use joerl_core::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request};
 use joerl_core::{ActorContext, Pid};
 use serde::{Deserialize, Serialize};
 
@@ -23,14 +23,19 @@ crate::remote_message!(WhereIsReply, "joerl::WhereIsReply");
 pub(crate) struct NetKernel;
 
 impl GenServer for NetKernel {
-    type Call = WhereIs;
-    type Reply = WhereIsReply;
-    type Cast = ();
+    type Calls = (WhereIs,);
+    type Casts = ();
+}
 
+impl Request for WhereIs {
+    type Reply = WhereIsReply;
+}
+
+impl HandleCall<WhereIs> for NetKernel {
     async fn handle_call(
         &mut self,
         req: WhereIs,
-        _from: ReplyTo,
+        _from: ReplyTo<WhereIsReply>,
         ctx: &mut ActorContext,
     ) -> CallResponse<WhereIsReply> {
         CallResponse::Reply(WhereIsReply(ctx.system().whereis(&req.0)))

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use joerl_core::fxhash::FxBuildHasher;
+use joerl_core::gen_server::ServerRef;
 use joerl_core::{ActorSystem, CallError, NodeIdentity, Pid, SendError};
 use joerl_epmd::{EpmdClient, NodeKind, Registration, RegistrationGuard};
 use tokio::net::{TcpListener, TcpStream};
@@ -455,38 +456,20 @@ impl DistributedSystem {
         if node == self.name() {
             return Ok(self.whereis(name));
         }
-        let reply: crate::net_kernel::WhereIsReply = self
-            .call_named(
-                (crate::net_kernel::NET_KERNEL_NAME, node),
+        let kernel = ServerRef::<crate::net_kernel::NetKernel>::new((
+            crate::net_kernel::NET_KERNEL_NAME,
+            node,
+        ));
+        let reply = self
+            .inner
+            .system
+            .call_timeout(
+                &kernel,
                 crate::net_kernel::WhereIs(name.to_string()),
                 timeout,
             )
             .await?;
         Ok(reply.0)
-    }
-
-    /// Calls the gen_server registered as `name` on `node` (Erlang's
-    /// `gen_server:call({Name, Node}, Request)`) in one round trip: a monitor
-    /// by name and the request travel together and the remote node resolves
-    /// the name for both (see [`ActorSystem::call_named`]). `NoProc` if nothing
-    /// is registered under the name; [`CallError::Unreachable`] at once, with
-    /// the [`DistError`] that says why, if the node cannot be reached.
-    /// Connects first if needed.
-    pub async fn call_named<Q: std::any::Any + Send, R: std::any::Any + Send>(
-        &self,
-        (name, node): (&str, &str),
-        request: Q,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
-        let started = tokio::time::Instant::now();
-        if node != self.name() {
-            self.inner.connect_for_call(node, timeout).await?;
-        }
-        let left = timeout.saturating_sub(started.elapsed());
-        self.inner
-            .system
-            .call_named(name, node, request, left)
-            .await
     }
 
     /// Statistics per peer and in total.
@@ -776,11 +759,11 @@ impl NodeInner {
                 &inner,
             ))));
         // Peers reach the net kernel by its registered name.
-        let kernel =
-            joerl_core::gen_server::spawn_server(&inner.system, crate::net_kernel::NetKernel);
-        let _ = inner
-            .system
-            .register(crate::net_kernel::NET_KERNEL_NAME, kernel);
+        let _ = joerl_core::gen_server::spawn_server_with(
+            &inner.system,
+            crate::net_kernel::NetKernel,
+            joerl_core::SpawnOptions::new().name(crate::net_kernel::NET_KERNEL_NAME),
+        );
         let accept = tokio::spawn(accept_loop(inner.clone(), listener));
         inner.track(accept.abort_handle());
         if inner.config.auto_discovery {
@@ -1082,19 +1065,7 @@ impl NodeInner {
     }
 
     /// Connects (if needed) before a call, with the call's errors.
-    async fn connect_for_call(
-        self: &Arc<Self>,
-        node: &str,
-        timeout: Duration,
-    ) -> Result<(), CallError> {
-        match tokio::time::timeout(timeout, self.connect(node)).await {
-            Err(_) => Err(CallError::Timeout),
-            Ok(Err(e)) => Err(CallError::Unreachable(Arc::new(e))),
-            Ok(Ok(())) => Ok(()),
-        }
-    }
-
-    async fn connect(self: &Arc<Self>, node: &str) -> Result<(), DistError> {
+    pub(crate) async fn connect(self: &Arc<Self>, node: &str) -> Result<(), DistError> {
         let peer = self.peer_by_name(node, Learned::Named)?;
         if peer.is_up() {
             return Ok(());

@@ -92,6 +92,121 @@ macro_rules! remote_message {
     };
 }
 
+/// The message types of one gen_server, registered by
+/// [`remote_server!`](crate::remote_server); not meant to be built by hand.
+pub struct RemoteServerTypes {
+    /// `std::any::type_name` of the server, for error messages.
+    pub server: fn() -> &'static str,
+    /// Appends the registrations of the server's requests, their replies and
+    /// its casts.
+    pub types: fn(&mut Vec<RemoteMessageType>),
+}
+
+inventory::collect!(RemoteServerTypes);
+
+/// A tuple of [`Request`](joerl_core::gen_server::Request) types (a server's
+/// `type Calls`) whose requests and replies can cross nodes. Implemented for
+/// tuples of up to twelve serde types.
+pub trait RemoteCalls {
+    /// Appends a registration for each request and each reply type, named by
+    /// its Rust type path.
+    fn collect(out: &mut Vec<RemoteMessageType>);
+}
+
+/// A tuple of cast types (a server's `type Casts`) that can cross nodes.
+pub trait RemoteCasts {
+    /// Appends a registration for each cast type, named by its Rust type path.
+    fn collect(out: &mut Vec<RemoteMessageType>);
+}
+
+macro_rules! remote_sets {
+    ($($t:ident),*) => {
+        impl<$($t),*> RemoteCalls for ($($t,)*)
+        where
+            $($t: joerl_core::gen_server::Request + Serialize + DeserializeOwned,
+              $t::Reply: Serialize + DeserializeOwned,)*
+        {
+            #[allow(unused_variables)]
+            fn collect(out: &mut Vec<RemoteMessageType>) {
+                $(
+                    out.push(RemoteMessageType::of::<$t>(std::any::type_name::<$t>()));
+                    out.push(RemoteMessageType::of::<$t::Reply>(
+                        std::any::type_name::<$t::Reply>(),
+                    ));
+                )*
+            }
+        }
+
+        impl<$($t),*> RemoteCasts for ($($t,)*)
+        where
+            $($t: Serialize + DeserializeOwned + Send + 'static,)*
+        {
+            #[allow(unused_variables)]
+            fn collect(out: &mut Vec<RemoteMessageType>) {
+                $(out.push(RemoteMessageType::of::<$t>(std::any::type_name::<$t>()));)*
+            }
+        }
+    };
+}
+
+remote_sets!();
+remote_sets!(A);
+remote_sets!(A, B);
+remote_sets!(A, B, C);
+remote_sets!(A, B, C, D);
+remote_sets!(A, B, C, D, E);
+remote_sets!(A, B, C, D, E, F);
+remote_sets!(A, B, C, D, E, F, G);
+remote_sets!(A, B, C, D, E, F, G, H);
+remote_sets!(A, B, C, D, E, F, G, H, I);
+remote_sets!(A, B, C, D, E, F, G, H, I, J);
+remote_sets!(A, B, C, D, E, F, G, H, I, J, K);
+remote_sets!(A, B, C, D, E, F, G, H, I, J, K, L);
+
+/// Registers everything a gen_server sends and receives for other nodes, in
+/// one line next to the server: each request of its `type Calls`, each
+/// request's reply type, and each cast of its `type Casts`. They are named on
+/// the wire by their Rust type paths (`std::any::type_name`), so both nodes
+/// must build them from the same crate versions; a type also registered with
+/// [`remote_message!`](crate::remote_message) keeps that name.
+///
+/// ```
+/// use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request};
+/// use joerl_dist::ActorContext;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct GetJob;
+/// impl Request for GetJob { type Reply = Option<u64>; }
+///
+/// struct Jobs(Vec<u64>);
+/// impl GenServer for Jobs { type Calls = (GetJob,); type Casts = (); }
+/// impl HandleCall<GetJob> for Jobs {
+///     async fn handle_call(&mut self, _: GetJob, _: ReplyTo<Option<u64>>, _: &mut ActorContext) -> CallResponse<Option<u64>> {
+///         CallResponse::Reply(self.0.pop())
+///     }
+/// }
+/// joerl_dist::remote_server!(Jobs);
+///
+/// assert!(joerl_dist::registry::is_registered::<GetJob>());
+/// assert!(joerl_dist::registry::is_registered::<Option<u64>>());
+/// ```
+#[macro_export]
+macro_rules! remote_server {
+    ($server:ty) => {
+        $crate::inventory::submit! {
+            $crate::registry::RemoteServerTypes {
+                server: ::std::any::type_name::<$server>,
+                types: |out| {
+                    <<$server as $crate::gen_server::GenServer>::Calls
+                        as $crate::registry::RemoteCalls>::collect(out);
+                    <<$server as $crate::gen_server::GenServer>::Casts
+                        as $crate::registry::RemoteCasts>::collect(out);
+                },
+            }
+        }
+    };
+}
+
 /// The wire id of a registered name: 64-bit FNV-1a of its UTF-8 bytes.
 pub const fn wire_id(name: &str) -> u64 {
     let bytes = name.as_bytes();
@@ -140,7 +255,26 @@ pub(crate) fn tables() -> &'static Tables {
         let mut by_wire: HashMap<u64, &'static RemoteMessageType, FxBuildHasher> =
             HashMap::with_hasher(FxBuildHasher::default());
         let mut conflicts = Vec::new();
+        // Explicit names first; a server's types only where no explicit
+        // registration (nor another server) gave the type a name already.
+        let mut explicit: std::collections::HashSet<TypeId> = std::collections::HashSet::new();
         for entry in inventory::iter::<RemoteMessageType> {
+            explicit.insert((entry.type_id)());
+        }
+        let mut derived = Vec::new();
+        for server in inventory::iter::<RemoteServerTypes> {
+            (server.types)(&mut derived);
+        }
+        let mut seen = explicit;
+        let derived: Vec<&'static RemoteMessageType> = derived
+            .into_iter()
+            .filter(|e| seen.insert((e.type_id)()))
+            .map(|e| &*Box::leak(Box::new(e)))
+            .collect();
+        let entries = inventory::iter::<RemoteMessageType>
+            .into_iter()
+            .chain(derived);
+        for entry in entries {
             let id = wire_id(entry.name);
             match by_wire.get(&id) {
                 Some(existing) if (existing.type_id)() == (entry.type_id)() => continue,

@@ -227,4 +227,18 @@ impl Router for DistRouter {
             .and_then(|n| n.peer_by_id(node_id))
             .is_some_and(|p| p.is_up())
     }
+
+    fn connect(&self, node: &str) -> joerl_core::ConnectFuture<'_> {
+        let inner = self.node.upgrade();
+        let node = node.to_string();
+        Box::pin(async move {
+            let Some(inner) = inner else {
+                return Err(Arc::new(crate::DistError::ShuttingDown) as Arc<_>);
+            };
+            inner
+                .connect(&node)
+                .await
+                .map_err(|e| Arc::new(e) as Arc<dyn std::error::Error + Send + Sync>)
+        })
+    }
 }

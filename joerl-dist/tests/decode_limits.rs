@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use joerl_dist::gen_server::{CallResponse, GenServer, ReplyTo, spawn_server};
+use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request, spawn_server};
 use joerl_dist::{ActorContext, CallError, remote_message};
 use serde::{Deserialize, Serialize};
 
@@ -80,20 +80,34 @@ async fn compact_messages_of_every_size_arrive() {
 /// Replies with `n` small numbers.
 struct NumberServer;
 
-impl GenServer for NumberServer {
-    type Call = u64;
-    type Reply = Numbers;
-    type Cast = ();
+/// Asks [`NumberServer`] for this many numbers.
+#[derive(Debug, Serialize, Deserialize)]
+struct HowMany(u64);
 
+impl Request for HowMany {
+    type Reply = Numbers;
+}
+
+impl Request for Numbers {
+    type Reply = u64;
+}
+
+impl GenServer for NumberServer {
+    type Calls = (HowMany,);
+    type Casts = ();
+}
+
+impl HandleCall<HowMany> for NumberServer {
     async fn handle_call(
         &mut self,
-        n: u64,
-        _from: ReplyTo,
+        HowMany(n): HowMany,
+        _from: ReplyTo<Numbers>,
         _ctx: &mut ActorContext,
     ) -> CallResponse<Numbers> {
         CallResponse::Reply(numbers(n as usize))
     }
 }
+joerl_dist::remote_server!(NumberServer);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compact_call_replies_of_every_size_arrive() {
@@ -103,7 +117,10 @@ async fn compact_call_replies_of_every_size_arrive() {
     let b = node("dlc_b", epmd.local_addr()).await;
     let server = spawn_server(&b, NumberServer);
     for &n in COUNTS {
-        let reply: Numbers = a.call(server, n as u64, DEADLINE).await.unwrap();
+        let reply = a
+            .call_timeout(&server, HowMany(n as u64), DEADLINE)
+            .await
+            .unwrap();
         assert_eq!(reply, numbers(n), "reply of {n} small values");
     }
     a.shutdown().await;
@@ -136,7 +153,7 @@ async fn a_message_over_the_memory_limit_is_dropped_counted_and_the_connection_s
     let started = std::time::Instant::now();
     let long = Duration::from_secs(120);
     let err = b
-        .call::<u64, Numbers>(server, 20_000, long)
+        .call_timeout(&server, HowMany(20_000), long)
         .await
         .unwrap_err();
     assert!(
@@ -144,7 +161,10 @@ async fn a_message_over_the_memory_limit_is_dropped_counted_and_the_connection_s
         "{err:?}"
     );
     assert!(started.elapsed() < long / 2, "not a timeout");
-    let ok: Numbers = b.call(server, 10u64, DEADLINE).await.unwrap();
+    let ok = b
+        .call_timeout(&server, HowMany(10), DEADLINE)
+        .await
+        .unwrap();
     assert_eq!(ok, numbers(10));
 
     // A call whose request is over the server node's limit fails at once too:
@@ -152,7 +172,7 @@ async fn a_message_over_the_memory_limit_is_dropped_counted_and_the_connection_s
     let counter = spawn_server(&b, LenServer);
     let started = std::time::Instant::now();
     let err = a
-        .call::<Numbers, u64>(counter, numbers(20_000), long)
+        .call_timeout(&counter, numbers(20_000), long)
         .await
         .unwrap_err();
     assert!(
@@ -160,7 +180,10 @@ async fn a_message_over_the_memory_limit_is_dropped_counted_and_the_connection_s
         "{err:?}"
     );
     assert!(started.elapsed() < long / 2, "not a timeout");
-    let n: u64 = a.call(counter, numbers(100), DEADLINE).await.unwrap();
+    let n = a
+        .call_timeout(&counter, numbers(100), DEADLINE)
+        .await
+        .unwrap();
     assert_eq!(n, 100);
     a.shutdown().await;
     b.shutdown().await;
@@ -170,14 +193,15 @@ async fn a_message_over_the_memory_limit_is_dropped_counted_and_the_connection_s
 struct LenServer;
 
 impl GenServer for LenServer {
-    type Call = Numbers;
-    type Reply = u64;
-    type Cast = ();
+    type Calls = (Numbers,);
+    type Casts = ();
+}
 
+impl HandleCall<Numbers> for LenServer {
     async fn handle_call(
         &mut self,
         n: Numbers,
-        _from: ReplyTo,
+        _from: ReplyTo<u64>,
         _ctx: &mut ActorContext,
     ) -> CallResponse<u64> {
         CallResponse::Reply(n.0.len() as u64)

@@ -13,13 +13,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use joerl_dist::gen_server::{CallResponse, GenServer, ReplyTo, spawn_server};
+use joerl_dist::gen_server::{
+    CallResponse, GenServer, HandleCall, ReplyTo, Request, ServerRef, spawn_server_with,
+};
 use joerl_dist::supervisor::{
     ChildSpec, Strategy, SupervisorSpec, spawn_supervisor, which_children,
 };
 use joerl_dist::{
     Actor, ActorContext, CallError, DistributedSystem, DownMessage, ExitMessage, ExitReason,
-    Message, NodeDown, Pid, remote_message,
+    Message, NodeDown, Pid, SpawnOptions, remote_message,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -223,14 +225,20 @@ impl Actor for SeqSender {
 
 struct Ctl;
 
-impl GenServer for Ctl {
-    type Call = CtlReq;
+impl Request for CtlReq {
     type Reply = CtlReply;
-    type Cast = ();
+}
+
+impl GenServer for Ctl {
+    type Calls = (CtlReq,);
+    type Casts = ();
+}
+
+impl HandleCall<CtlReq> for Ctl {
     async fn handle_call(
         &mut self,
         req: CtlReq,
-        from: ReplyTo,
+        from: ReplyTo<CtlReply>,
         ctx: &mut ActorContext,
     ) -> CallResponse<CtlReply> {
         match req {
@@ -277,8 +285,7 @@ fn child_node() {
             .start()
             .await
             .expect("child node starts");
-        let ctl = spawn_server(&node, Ctl);
-        node.register("ctl", ctl).unwrap();
+        spawn_server_with(&node, Ctl, SpawnOptions::new().name("ctl")).unwrap();
         println!("\nJOERL_READY {}", node.name());
         // Run until killed, or until stdin closes (the parent is gone).
         let _ = tokio::task::spawn_blocking(|| {
@@ -387,7 +394,11 @@ async fn stream_in_order(
     let (fwd, mut obs) = forward();
     let observer = a.spawn(fwd);
     let checker = match a
-        .call::<_, CtlReply>(ctl, CtlReq::OrderCheck { observer, count }, T)
+        .call_timeout(
+            &ServerRef::<Ctl>::new(ctl),
+            CtlReq::OrderCheck { observer, count },
+            T,
+        )
         .await
         .unwrap()
     {
@@ -419,7 +430,11 @@ async fn ctl(node: &DistributedSystem, child: &ChildNode) -> Pid {
 
 async fn spawn_worker(node: &DistributedSystem, ctl: Pid, observer: Pid, trap: bool) -> Pid {
     match node
-        .call::<_, CtlReply>(ctl, CtlReq::Spawn { observer, trap }, T)
+        .call_timeout(
+            &ServerRef::<Ctl>::new(ctl),
+            CtlReq::Spawn { observer, trap },
+            T,
+        )
         .await
         .unwrap()
     {
@@ -635,7 +650,7 @@ async fn remote_calls_succeed_time_out_and_fail_with_noconnection() {
     let a = node("call_a", epmd.local_addr()).await;
     let ctl = ctl(&a, &child).await;
     match a
-        .call::<_, CtlReply>(ctl, CtlReq::Add(2, 3), T)
+        .call_timeout(&ServerRef::<Ctl>::new(ctl), CtlReq::Add(2, 3), T)
         .await
         .unwrap()
     {
@@ -643,15 +658,23 @@ async fn remote_calls_succeed_time_out_and_fail_with_noconnection() {
         other => panic!("{other:?}"),
     }
     let err = a
-        .call::<_, CtlReply>(ctl, CtlReq::Slow(5_000), Duration::from_millis(200))
+        .call_timeout(
+            &ServerRef::<Ctl>::new(ctl),
+            CtlReq::Slow(5_000),
+            Duration::from_millis(200),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, CallError::Timeout), "{err:?}");
     // A call in flight when the node dies fails promptly with noconnection.
     let a2 = a.clone();
     let pending = tokio::spawn(async move {
-        a2.call::<_, CtlReply>(ctl, CtlReq::Slow(60_000), Duration::from_secs(60))
-            .await
+        a2.call_timeout(
+            &ServerRef::<Ctl>::new(ctl),
+            CtlReq::Slow(60_000),
+            Duration::from_secs(60),
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let killed_at = std::time::Instant::now();
@@ -806,8 +829,8 @@ async fn supervisor_on_a_restarts_its_child_on_b() {
         .child(ChildSpec::from_fn("remote_worker", move |system| {
             Box::pin(async move {
                 match system
-                    .call::<_, CtlReply>(
-                        ctl,
+                    .call_timeout(
+                        &ServerRef::<Ctl>::new(ctl),
                         CtlReq::Spawn {
                             observer,
                             trap: false,

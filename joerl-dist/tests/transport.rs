@@ -792,19 +792,94 @@ async fn peers_are_found_at_their_own_hosts_epmd_or_in_a_static_table() {
 /// Doubles what it is called with.
 struct Doubler;
 
-impl joerl_dist::gen_server::GenServer for Doubler {
-    type Call = u64;
-    type Reply = u64;
-    type Cast = ();
+/// Asks [`Doubler`] to double a number.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Double(u64);
 
+impl joerl_dist::gen_server::Request for Double {
+    type Reply = u64;
+}
+
+/// Asks a server which Pid called it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct WhoCalls;
+
+impl joerl_dist::gen_server::Request for WhoCalls {
+    type Reply = Pid;
+}
+
+impl joerl_dist::gen_server::GenServer for Doubler {
+    type Calls = (Double, WhoCalls);
+    type Casts = ();
+}
+
+impl joerl_dist::gen_server::HandleCall<Double> for Doubler {
     async fn handle_call(
         &mut self,
-        n: u64,
-        _from: joerl_dist::gen_server::ReplyTo,
+        Double(n): Double,
+        _from: joerl_dist::gen_server::ReplyTo<u64>,
         _ctx: &mut ActorContext,
     ) -> joerl_dist::gen_server::CallResponse<u64> {
         joerl_dist::gen_server::CallResponse::Reply(n * 2)
     }
+}
+
+impl joerl_dist::gen_server::HandleCall<WhoCalls> for Doubler {
+    async fn handle_call(
+        &mut self,
+        _: WhoCalls,
+        from: joerl_dist::gen_server::ReplyTo<Pid>,
+        _ctx: &mut ActorContext,
+    ) -> joerl_dist::gen_server::CallResponse<Pid> {
+        joerl_dist::gen_server::CallResponse::Reply(from.caller())
+    }
+}
+joerl_dist::remote_server!(Doubler);
+
+fn doubler_at(node: &str) -> joerl_dist::gen_server::ServerRef<Doubler> {
+    joerl_dist::gen_server::ServerRef::new(("doubler", node))
+}
+
+/// Calls the doubler on `node` by name from inside an actor, on every
+/// message, and reports (itself, who the server saw).
+struct RemoteCaller {
+    node: String,
+    out: tokio::sync::mpsc::UnboundedSender<(Pid, Result<Pid, CallError>)>,
+}
+
+impl Actor for RemoteCaller {
+    async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
+        let seen = ctx.call(&doubler_at(&self.node), WhoCalls).await;
+        let _ = self.out.send((ctx.pid(), seen));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_calls_by_name_on_another_node_and_the_server_sees_that_actor() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("caller_a", epmd.local_addr()).await;
+    let b = node("caller_b", epmd.local_addr()).await;
+    joerl_dist::gen_server::spawn_server_with(
+        &b,
+        Doubler,
+        joerl_dist::SpawnOptions::new().name("doubler"),
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // The actor's node has never talked to b: the call connects first.
+    let caller = a.spawn(RemoteCaller {
+        node: b.name().to_string(),
+        out: tx,
+    });
+    a.send(caller, Box::new(())).await.unwrap();
+    let (me, seen) = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.unwrap(), me, "the server saw the calling actor");
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,8 +888,12 @@ async fn a_call_by_name_is_one_round_trip_and_leaves_no_monitor_behind() {
     let epmd = epmd().await;
     let a = node("byname_a", epmd.local_addr()).await;
     let b = node("byname_b", epmd.local_addr()).await;
-    let server = joerl_dist::gen_server::spawn_server(&b, Doubler);
-    b.register("doubler", server).unwrap();
+    let server = joerl_dist::gen_server::spawn_server_with(
+        &b,
+        Doubler,
+        joerl_dist::SpawnOptions::new().name("doubler"),
+    )
+    .unwrap();
     a.connect(b.name()).await.unwrap();
     let in_before = |n: &joerl_dist::DistributedSystem, peer: &str| {
         n.stats()
@@ -825,8 +904,8 @@ async fn a_call_by_name_is_one_round_trip_and_leaves_no_monitor_behind() {
     };
     for i in 0..50u64 {
         let before = in_before(&b, a.name());
-        let r: u64 = a
-            .call_named(("doubler", b.name()), i, DEADLINE)
+        let r = a
+            .call_timeout(&doubler_at(b.name()), Double(i), DEADLINE)
             .await
             .unwrap();
         assert_eq!(r, 2 * i);
@@ -841,8 +920,9 @@ async fn a_call_by_name_is_one_round_trip_and_leaves_no_monitor_behind() {
     })
     .await;
     // Nothing registered: noproc at once.
+    let nobody = joerl_dist::gen_server::ServerRef::<Doubler>::new(("nobody", b.name()));
     let err = a
-        .call_named::<u64, u64>(("nobody", b.name()), 1, DEADLINE)
+        .call_timeout(&nobody, Double(1), DEADLINE)
         .await
         .unwrap_err();
     assert!(matches!(err, joerl_dist::CallError::NoProc), "{err:?}");
@@ -851,7 +931,7 @@ async fn a_call_by_name_is_one_round_trip_and_leaves_no_monitor_behind() {
         a.whereis_remote("doubler", b.name(), DEADLINE)
             .await
             .unwrap(),
-        Some(server)
+        server.pid()
     );
     a.shutdown().await;
     b.shutdown().await;
@@ -977,9 +1057,8 @@ async fn a_call_to_an_unreachable_node_says_why() {
     let call = |node: &'static str| {
         let a = a.clone();
         async move {
-            a.call_named::<_, u64>(("srv", node), 1u64, DEADLINE)
-                .await
-                .unwrap_err()
+            let srv = joerl_dist::gen_server::ServerRef::<Doubler>::new(("srv", node));
+            a.call_timeout(&srv, Double(1), DEADLINE).await.unwrap_err()
         }
     };
     assert!(matches!(
@@ -1004,4 +1083,99 @@ async fn a_call_to_an_unreachable_node_says_why() {
     ));
     a.shutdown().await;
     c.shutdown().await;
+}
+
+/// A server whose request crosses nodes but whose reply type is registered
+/// nowhere.
+struct Unsendable;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct AskUnsendable;
+joerl_dist::remote_message!(AskUnsendable, "test::transport::AskUnsendable");
+
+/// Never registered for the wire.
+#[derive(Debug)]
+struct LocalOnly;
+
+impl joerl_dist::gen_server::Request for AskUnsendable {
+    type Reply = LocalOnly;
+}
+
+/// Never registered either, as a request.
+#[derive(Debug)]
+struct UnregisteredRequest;
+
+impl joerl_dist::gen_server::Request for UnregisteredRequest {
+    type Reply = u64;
+}
+
+impl joerl_dist::gen_server::GenServer for Unsendable {
+    type Calls = (AskUnsendable, UnregisteredRequest);
+    type Casts = ();
+}
+
+impl joerl_dist::gen_server::HandleCall<AskUnsendable> for Unsendable {
+    async fn handle_call(
+        &mut self,
+        _: AskUnsendable,
+        _from: joerl_dist::gen_server::ReplyTo<LocalOnly>,
+        _ctx: &mut ActorContext,
+    ) -> joerl_dist::gen_server::CallResponse<LocalOnly> {
+        joerl_dist::gen_server::CallResponse::Reply(LocalOnly)
+    }
+}
+
+impl joerl_dist::gen_server::HandleCall<UnregisteredRequest> for Unsendable {
+    async fn handle_call(
+        &mut self,
+        _: UnregisteredRequest,
+        _from: joerl_dist::gen_server::ReplyTo<u64>,
+        _ctx: &mut ActorContext,
+    ) -> joerl_dist::gen_server::CallResponse<u64> {
+        joerl_dist::gen_server::CallResponse::Reply(1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_request_or_reply_types_fail_the_call_at_once_and_name_the_type() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("unreg_a", epmd.local_addr()).await;
+    let b = node("unreg_b", epmd.local_addr()).await;
+    joerl_dist::gen_server::spawn_server_with(
+        &b,
+        Unsendable,
+        joerl_dist::SpawnOptions::new().name("unsendable"),
+    )
+    .unwrap();
+    let server = joerl_dist::gen_server::ServerRef::<Unsendable>::new(("unsendable", b.name()));
+    let long = Duration::from_secs(120);
+    // The reply cannot leave b: b answers with the reason instead.
+    let started = std::time::Instant::now();
+    let err = a
+        .call_timeout(&server, AskUnsendable, long)
+        .await
+        .unwrap_err();
+    match &err {
+        CallError::ReplyLost(reason) => {
+            assert!(reason.contains("LocalOnly"), "{reason}");
+            assert!(reason.contains("remote_message!"), "{reason}");
+        }
+        other => panic!("expected ReplyLost, got {other:?}"),
+    }
+    assert!(started.elapsed() < long / 4, "not a timeout");
+    // The request cannot leave a: the call fails before anything is sent.
+    let started = std::time::Instant::now();
+    let err = a
+        .call_timeout(&server, UnregisteredRequest, long)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, CallError::Send(_)) && text.contains("UnregisteredRequest"),
+        "{text}"
+    );
+    assert!(started.elapsed() < long / 4, "not a timeout");
+    a.shutdown().await;
+    b.shutdown().await;
 }
