@@ -72,7 +72,7 @@ impl Actor for Greeter {
                 from_node: self.node.clone(),
                 text: format!("hi {}, {} here", g.from_node, self.node),
             };
-            let _ = ctx.send(from, Box::new(reply)).await;
+            let _ = ctx.send(from, reply).await;
         }
     }
 }
@@ -130,7 +130,7 @@ impl Actor for Watcher {
 impl Watcher {
     async fn report(&self, ctx: &ActorContext, text: String) {
         if let Some(to) = self.report_to {
-            let _ = ctx.send(to, Box::new(Saw(text))).await;
+            let _ = ctx.send(to, Saw(text)).await;
         }
     }
 }
@@ -266,7 +266,7 @@ async fn demo() -> Result<()> {
         node.send_from(
             Some(inbox),
             node.whereis_or_remote("greeter", target).await?,
-            Box::new(hello),
+            hello,
         )
         .await?;
     }
@@ -306,9 +306,9 @@ async fn demo() -> Result<()> {
     node.send_from(
         Some(inbox),
         node.whereis_or_remote("watcher", &alpha.name).await?,
-        Box::new(WatchService {
+        WatchService {
             node: beta.name.clone(),
-        }),
+        },
     )
     .await?;
     let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())

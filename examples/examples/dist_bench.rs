@@ -260,14 +260,14 @@ impl Actor for Counter {
                 seen: vec![0; start.count.div_ceil(64) as usize],
                 ..Counter::default()
             };
-            let _ = ctx.send(start.reply_to, Box::new(Ready(ctx.pid()))).await;
+            let _ = ctx.send(start.reply_to, Ready(ctx.pid())).await;
         } else if let Some(report) = msg.downcast_ref::<CountReport>() {
             let result = CountResult {
                 received: self.received,
                 duplicated: self.duplicated,
                 reordered: self.reordered,
             };
-            let _ = ctx.send(report.reply_to, Box::new(result)).await;
+            let _ = ctx.send(report.reply_to, result).await;
         }
     }
 }
@@ -284,7 +284,7 @@ impl Actor for Sink {
             self.seen += 1;
             if self.seen == self.expected {
                 if let Some(to) = self.reply_to.take() {
-                    let _ = ctx.send(to, Box::new(Done(self.seen))).await;
+                    let _ = ctx.send(to, Done(self.seen)).await;
                 }
             }
             return;
@@ -293,7 +293,7 @@ impl Actor for Sink {
             self.expected = start.count;
             self.seen = 0;
             self.reply_to = Some(start.reply_to);
-            let _ = ctx.send(start.reply_to, Box::new(Ready(ctx.pid()))).await;
+            let _ = ctx.send(start.reply_to, Ready(ctx.pid())).await;
         }
     }
 }
@@ -438,7 +438,7 @@ async fn start_named(
 )> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let inbox = node.spawn(Inbox(tx));
-    node.send_named((name, target), start(inbox)).await?;
+    node.send((name, target), start(inbox)).await?;
     let (msg, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .with_context(|| format!("{name} did not answer within 10 s"))?
@@ -462,9 +462,7 @@ async fn throughput(c: Common, target: &str, count: u64, size: usize) -> Result<
     let sender = node.system().clone();
     let producer = tokio::spawn(async move {
         for _ in 0..count {
-            sender
-                .send_from(Some(inbox), sink, Box::new(payload.clone()))
-                .await?;
+            sender.send_from(Some(inbox), sink, payload.clone()).await?;
         }
         anyhow::Ok(())
     });
@@ -498,9 +496,7 @@ struct Pinger {
 impl Actor for Pinger {
     async fn started(&mut self, ctx: &mut ActorContext) {
         self.sent_at = Instant::now();
-        let _ = ctx
-            .send_to_node("echo", &self.target, Box::new(Ping(0)))
-            .await;
+        let _ = ctx.send(("echo", &self.target), Ping(0)).await;
     }
 
     async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
@@ -523,7 +519,7 @@ impl Actor for Pinger {
         }
         let echo = self.echo.expect("echo replied");
         self.sent_at = Instant::now();
-        let _ = ctx.send(echo, Box::new(Ping(self.remaining))).await;
+        let _ = ctx.send(echo, Ping(self.remaining)).await;
     }
 }
 
@@ -685,7 +681,7 @@ async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
         let node = node.clone();
         tokio::spawn(async move {
             for i in 0..count {
-                node.send(counter, Box::new(Numbered(i))).await?;
+                node.send(counter, Numbered(i)).await?;
             }
             anyhow::Ok(())
         })
@@ -722,8 +718,7 @@ async fn cut_run(c: Common, target: &str, count: u64, cuts: u64) -> Result<()> {
         },
     )
     .await?;
-    node.send(counter, Box::new(CountReport { reply_to: inbox }))
-        .await?;
+    node.send(counter, CountReport { reply_to: inbox }).await?;
     let (msg, _) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
         .await
         .context("the counter did not report within 60 s")?

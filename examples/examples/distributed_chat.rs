@@ -83,7 +83,7 @@ async fn main() -> Result<()> {
                 }
                 for peer in node.nodes() {
                     let msg = ChatLine { from: args.node.clone(), text: text.clone() };
-                    if let Err(e) = node.send_named(("chat", &peer), Box::new(msg)).await {
+                    if let Err(e) = node.send(("chat", &peer), msg).await {
                         println!("*** could not reach {peer}: {e}");
                     }
                 }

@@ -71,7 +71,7 @@ async fn main() -> Result<()> {
                 n += 1;
                 for peer in node.nodes() {
                     let g = Greeting { from_node: node.name().to_string(), text: format!("beat {n}") };
-                    let _ = node.send_named(("member", &peer), Box::new(g)).await;
+                    let _ = node.send(("member", &peer), g).await;
                 }
             }
             ev = events.recv() => {

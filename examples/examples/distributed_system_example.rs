@@ -108,11 +108,7 @@ async fn greet_new_peers(
             from_node: node.name().to_string(),
             text: format!("hello from {}", node.name()),
         };
-        if node
-            .send_named(("printer", &peer), Box::new(hello))
-            .await
-            .is_ok()
-        {
+        if node.send(("printer", &peer), hello).await.is_ok() {
             greeted.insert(peer);
         }
     }

@@ -99,7 +99,7 @@ async fn throughput(count: u64) -> Result<()> {
     // The sender runs as a task on the runtime, like an actor would.
     let producer = tokio::spawn(async move {
         for i in 0..count {
-            sender.send(sink, Box::new(i)).await.expect("sink alive");
+            sender.send(sink, i).await.expect("sink alive");
         }
     });
     rx.await.context("sink stopped early")?;
@@ -119,7 +119,7 @@ struct Ponger;
 impl Actor for Ponger {
     async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
         if let Some(from) = ctx.sender() {
-            let _ = ctx.send(from, Box::new(())).await;
+            let _ = ctx.send(from, ()).await;
         }
     }
 }
@@ -136,7 +136,7 @@ struct Pinger {
 impl Actor for Pinger {
     async fn started(&mut self, ctx: &mut ActorContext) {
         self.sent_at = Instant::now();
-        let _ = ctx.send(self.ponger, Box::new(())).await;
+        let _ = ctx.send(self.ponger, ()).await;
     }
 
     async fn handle_message(&mut self, _msg: Message, ctx: &mut ActorContext) {
@@ -151,7 +151,7 @@ impl Actor for Pinger {
             return;
         }
         self.sent_at = Instant::now();
-        let _ = ctx.send(self.ponger, Box::new(())).await;
+        let _ = ctx.send(self.ponger, ()).await;
     }
 }
 

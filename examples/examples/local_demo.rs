@@ -122,7 +122,7 @@ async fn tour() -> Result<()> {
     system
         .start(Watcher(tx, fragile), Default::default())
         .await?;
-    system.send(fragile, Box::new("crash")).await?;
+    system.send(fragile, "crash").await?;
     let down = tokio::time::timeout(timeout, rx.recv())
         .await?
         .context("watcher stopped")?;
@@ -139,7 +139,7 @@ async fn tour() -> Result<()> {
     let before = which_children(&system, sup).await?[0]
         .pid
         .context("child running")?;
-    system.send(before, Box::new("crash")).await?;
+    system.send(before, "crash").await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let after = loop {
         if let Some(pid) = which_children(&system, sup).await?[0].pid {

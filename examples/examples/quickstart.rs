@@ -33,7 +33,7 @@ impl Actor for Greeter {
             let reply = Hello {
                 text: format!("hello back, {from}"),
             };
-            let _ = ctx.send(from, Box::new(reply)).await;
+            let _ = ctx.send(from, reply).await;
         }
     }
 }
@@ -47,9 +47,7 @@ impl Actor for Listener {
         let hello = Hello {
             text: "hi from a".into(),
         };
-        ctx.send_to_node("greeter", "b@127.0.0.1", Box::new(hello))
-            .await
-            .unwrap();
+        ctx.send(("greeter", "b@127.0.0.1"), hello).await.unwrap();
     }
 
     async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {

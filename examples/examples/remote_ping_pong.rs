@@ -44,7 +44,7 @@ impl Actor for PongActor {
     async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
         if let (Ok(ping), Some(from)) = (msg.downcast::<Ping>(), ctx.sender()) {
             println!("ping {} from {from}", ping.0);
-            let _ = ctx.send(from, Box::new(Pong(ping.0))).await;
+            let _ = ctx.send(from, Pong(ping.0)).await;
         }
     }
 }
@@ -60,10 +60,7 @@ struct PingActor {
 impl Actor for PingActor {
     async fn started(&mut self, ctx: &mut ActorContext) {
         self.sent_at = Instant::now();
-        if let Err(e) = ctx
-            .send_to_node("pong", "pong_server@127.0.0.1", Box::new(Ping(1)))
-            .await
-        {
+        if let Err(e) = ctx.send(("pong", "pong_server@127.0.0.1"), Ping(1)).await {
             println!("cannot reach the server: {e}");
             ctx.stop(joerl_dist::ExitReason::custom("server unreachable"));
         }
@@ -85,7 +82,7 @@ impl Actor for PingActor {
         self.sent_at = Instant::now();
         // After the first answer we know the server's Pid: it is the sender.
         let server = ctx.sender().expect("pong has a sender");
-        let _ = ctx.send(server, Box::new(Ping(pong.0 + 1))).await;
+        let _ = ctx.send(server, Ping(pong.0 + 1)).await;
     }
 }
 

@@ -8,6 +8,7 @@
 //! handler waits on something that never comes, and a panicking handler becomes
 //! an exit with [`ExitReason::Panic`] instead of taking the runtime down.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -16,12 +17,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use crate::gen_server::{DEFAULT_CALL_TIMEOUT, HandleCall, HandleCast, Request, ServerRef};
-use crate::message::{Envelope, IntoMessage, NO_SENDER};
+use crate::message::{Envelope, NO_SENDER};
 use crate::process::{Process, Ready};
 use crate::system::ActorSystem;
 use crate::timer::TimerRef;
 use crate::{
-    CallError, DownMessage, ExitMessage, ExitReason, LinkError, Message, MonitorRef, Pid,
+    CallError, Dest, DownMessage, ExitMessage, ExitReason, LinkError, Message, MonitorRef, Pid,
     SendError, Signal, SpawnOptions,
 };
 
@@ -107,35 +108,17 @@ impl ActorContext {
         &self.system
     }
 
-    /// Sends `msg` to `to` (local or remote), waiting while its mailbox is full.
-    /// The receiver sees this actor as the sender.
-    pub async fn send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
+    /// Sends `msg` to `to` (a Pid, a name registered on this node, or
+    /// `(name, node)`), waiting while its mailbox is full. Pass the value
+    /// itself; a [`Message`] is passed on as it is. The receiver sees this
+    /// actor as the sender.
+    pub async fn send(&self, to: impl Into<Dest>, msg: impl Any + Send) -> Result<(), SendError> {
         self.system.send_from(Some(self.pid()), to, msg).await
     }
 
     /// Sends without waiting; a full mailbox gives [`SendError::Full`].
-    pub fn try_send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
+    pub fn try_send(&self, to: impl Into<Dest>, msg: impl Any + Send) -> Result<(), SendError> {
         self.system.try_send_from(Some(self.pid()), to, msg)
-    }
-
-    /// Sends to the actor registered as `name` on this node.
-    pub async fn send_named(&self, name: &str, msg: impl IntoMessage) -> Result<(), SendError> {
-        self.system
-            .send_named_from(Some(self.pid()), name, msg)
-            .await
-    }
-
-    /// Sends to the actor registered as `name` on the node named `node`
-    /// (Erlang's `{Name, Node} ! Msg`).
-    pub async fn send_to_node(
-        &self,
-        name: &str,
-        node: &str,
-        msg: impl IntoMessage,
-    ) -> Result<(), SendError> {
-        self.system
-            .send_to_node_from(Some(self.pid()), name, node, msg)
-            .await
     }
 
     /// Spawns an actor that is not linked to this one.
@@ -164,19 +147,22 @@ impl ActorContext {
         self.system.inner.unlink(&self.process, pid)
     }
 
-    /// Monitors `pid`: when it exits, this actor receives a [`DownMessage`] with the
-    /// returned reference. An unknown or dead Pid gives a down with `noproc` at once.
-    pub fn monitor(&self, pid: Pid) -> Result<MonitorRef, LinkError> {
-        self.system.inner.monitor(&self.process, pid)
-    }
-
-    /// Monitors whatever actor is registered as `name` on the node named `node`
-    /// (Erlang's `monitor(process, {Name, Node})`), resolved there in the same
-    /// step: a [`DownMessage`](crate::DownMessage) with `noproc` comes at once
-    /// if nothing is registered, with `noconnection` if the node is lost. On
-    /// this node's own name it monitors the local registration.
-    pub fn monitor_named(&self, name: &str, node: &str) -> Result<MonitorRef, LinkError> {
-        self.system.inner.monitor_named(&self.process, name, node)
+    /// Monitors `target` (a Pid, a name registered on this node, or `(name,
+    /// node)`): when it exits, this actor receives a [`DownMessage`] with the
+    /// returned reference. An unknown or dead Pid, or a name nothing is
+    /// registered under, gives a down with `noproc` at once. A name is
+    /// resolved once, when the monitor is set (by the named node for `(name,
+    /// node)`, in the same step): the monitor then follows that actor, as
+    /// Erlang's `monitor(process, {Name, Node})` does; the down names it, and
+    /// comes with `noconnection` if its node is lost.
+    pub fn monitor(&self, target: impl Into<Dest>) -> Result<MonitorRef, LinkError> {
+        match target.into() {
+            Dest::Pid(pid) => self.system.inner.monitor(&self.process, pid),
+            Dest::Name(name) => self.system.inner.monitor_local_name(&self.process, &name),
+            Dest::Remote { name, node } => {
+                self.system.inner.monitor_named(&self.process, &name, &node)
+            }
+        }
     }
 
     /// Removes a monitor. A down message for it that has not reached the actor's
@@ -204,9 +190,14 @@ impl ActorContext {
     }
 
     /// Sends `msg` to `to` after `delay`, as if this actor sent it then.
-    pub fn send_after(&self, to: Pid, msg: Message, delay: Duration) -> TimerRef {
+    pub fn send_after(
+        &self,
+        to: impl Into<Dest>,
+        msg: impl Any + Send,
+        delay: Duration,
+    ) -> TimerRef {
         self.system
-            .send_after_from(Some(self.pid()), to, msg, delay)
+            .send_after_from(Some(self.pid()), to.into(), msg, delay)
     }
 
     /// Calls the gen_server `server` (see [`crate::gen_server`]) and waits up

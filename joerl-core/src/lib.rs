@@ -23,7 +23,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let system = ActorSystem::new();
 //! let echo = system.spawn(Echo);
-//! system.send(echo, Box::new("hello")).await.unwrap();
+//! system.send(echo, "hello").await.unwrap();
 //! system.shutdown().await;
 //! # }
 //! ```
@@ -48,7 +48,7 @@ pub use actor::{Actor, ActorContext};
 pub use dest::Dest;
 pub use error::{LinkError, RegisterError, SendError, SpawnError, StartError};
 pub use gen_server::CallError;
-pub use message::{DownMessage, ExitMessage, IntoMessage, Message, MonitorRef, UnsentMessage};
+pub use message::{DownMessage, ExitMessage, Message, MonitorRef, UnsentMessage};
 pub use pid::{LOCAL_NODE, ParsePidError, Pid, node_id};
 pub use reason::ExitReason;
 pub use router::{ConnectFuture, ReadyFuture, RouteError, Router};

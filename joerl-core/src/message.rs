@@ -5,7 +5,7 @@
 //! node are delivered as their concrete type too, so the receiving code is the
 //! same for local and remote senders.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,36 +14,19 @@ use crate::{ExitReason, Pid};
 /// A message: any value that can cross threads, boxed.
 pub type Message = Box<dyn Any + Send>;
 
-/// What the send functions accept: a `Box` of a concrete type (the usual
-/// `Box::new(value)`), or an already type-erased [`Message`]. For a concrete
-/// type the type's name is kept, so that an error about the message (for
-/// example a type that is not registered for other nodes) can name it.
-pub trait IntoMessage {
-    /// The message and, when known, the name of its type.
-    fn into_message(self) -> (Message, Option<&'static str>);
-}
-
-impl<T: Any + Send> IntoMessage for Box<T> {
-    fn into_message(self) -> (Message, Option<&'static str>) {
-        (self, Some(std::any::type_name::<T>()))
-    }
-}
-
-impl IntoMessage for Message {
-    fn into_message(self) -> (Message, Option<&'static str>) {
-        (self, None)
-    }
-}
-
 /// `value` as a [`Message`] and the name of its type; a value that already is
 /// a [`Message`] is passed through as it is (its type unknown here), not boxed
 /// a second time.
 pub(crate) fn into_message<M: Any + Send>(value: M) -> (Message, Option<&'static str>) {
-    let mut slot = Some(value);
-    if let Some(msg) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Message>>() {
-        return (msg.take().expect("just filled"), None);
+    // Decided at compile time for each `M`.
+    if TypeId::of::<M>() == TypeId::of::<Message>() {
+        let mut slot = Some(value);
+        let msg = (&mut slot as &mut dyn Any)
+            .downcast_mut::<Option<Message>>()
+            .and_then(Option::take)
+            .expect("M is Message");
+        return (msg, None);
     }
-    let value = slot.expect("not taken");
     (Box::new(value), Some(std::any::type_name::<M>()))
 }
 

@@ -21,7 +21,7 @@ use crate::gen_server::{
     CallSet, DEFAULT_CALL_TIMEOUT, HandleCall, HandleCast, Request, ServerRef,
 };
 use crate::message::Envelope;
-use crate::message::IntoMessage;
+use crate::message::into_message;
 use crate::process::{Process, PushError};
 use crate::timer::TimerRef;
 use crate::{
@@ -309,15 +309,20 @@ impl ActorSystem {
         Ok(pid)
     }
 
-    /// Sends `msg` to `to`, waiting while the mailbox (or, for a remote Pid, the
-    /// outgoing queue to its node) is full. The message has no sender. Pass
-    /// `Box::new(value)` (or a [`Message`]).
-    pub async fn send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
+    /// Sends `msg` to `to`: a Pid (local or remote), a name registered on
+    /// this node, or `(name, node)` (Erlang's `{Name, Node} ! Msg`, looked up
+    /// by that node), waiting while the mailbox (or, for another node, the
+    /// outgoing queue to it) is full. Pass the value itself (`send(pid,
+    /// Ping(1))`); a [`Message`] (an already boxed value, for code that
+    /// forwards what it received) is passed on as it is. The message has no
+    /// sender; from an actor, use [`ActorContext::send`](crate::ActorContext::send).
+    pub async fn send(&self, to: impl Into<Dest>, msg: impl Any + Send) -> Result<(), SendError> {
         self.send_from(None, to, msg).await
     }
 
-    /// Sends without waiting; a full mailbox gives [`SendError::Full`] with the message.
-    pub fn try_send(&self, to: Pid, msg: impl IntoMessage) -> Result<(), SendError> {
+    /// Sends without waiting; a full mailbox (or queue) gives
+    /// [`SendError::Full`] with the message.
+    pub fn try_send(&self, to: impl Into<Dest>, msg: impl Any + Send) -> Result<(), SendError> {
         self.try_send_from(None, to, msg)
     }
 
@@ -326,11 +331,17 @@ impl ActorSystem {
     pub async fn send_from(
         &self,
         from: Option<Pid>,
-        to: Pid,
-        msg: impl IntoMessage,
+        to: impl Into<Dest>,
+        msg: impl Any + Send,
     ) -> Result<(), SendError> {
-        let (msg, type_name) = msg.into_message();
-        self.send_message(from, to, msg, type_name).await
+        let (msg, type_name) = into_message(msg);
+        match to.into() {
+            // The hot path: a small future, as if names did not exist.
+            Dest::Pid(pid) => self.send_message(from, pid, msg, type_name).await,
+            // A name is looked up, and a named send to another node has a
+            // future of its own: kept out of the Pid path's.
+            dest => Box::pin(self.send_dest(from, &dest, msg, type_name)).await,
+        }
     }
 
     async fn send_message(
@@ -376,10 +387,46 @@ impl ActorSystem {
     pub fn try_send_from(
         &self,
         from: Option<Pid>,
-        to: Pid,
-        msg: impl IntoMessage,
+        to: impl Into<Dest>,
+        msg: impl Any + Send,
     ) -> Result<(), SendError> {
-        let (msg, type_name) = msg.into_message();
+        let (msg, type_name) = into_message(msg);
+        match to.into() {
+            Dest::Pid(pid) => self.try_send_pid(from, pid, msg, type_name),
+            Dest::Name(name) => {
+                let pid = self
+                    .whereis(&name)
+                    .ok_or(SendError::NameNotRegistered(name))?;
+                self.try_send_pid(from, pid, msg, type_name)
+            }
+            Dest::Remote { name, node } => {
+                if self.inner.node_name.as_deref() == Some(node.as_str()) {
+                    let pid = self
+                        .whereis(&name)
+                        .ok_or(SendError::NameNotRegistered(name))?;
+                    return self.try_send_pid(from, pid, msg, type_name);
+                }
+                let router = self
+                    .inner
+                    .router
+                    .get()
+                    .ok_or(SendError::NoRouterForNode(node.clone()))?;
+                match router.try_send_named(from, &name, &node, msg) {
+                    Ok(()) => Ok(()),
+                    Err(RouteError::Full(m)) => Err(SendError::Full(m)),
+                    Err(e) => Err(route_error(e, type_name)),
+                }
+            }
+        }
+    }
+
+    fn try_send_pid(
+        &self,
+        from: Option<Pid>,
+        to: Pid,
+        msg: Message,
+        type_name: Option<&'static str>,
+    ) -> Result<(), SendError> {
         match self.inner.classify(to) {
             Target::Local => {
                 let Some(process) = self.inner.processes.get(&to.id()) else {
@@ -426,45 +473,15 @@ impl ActorSystem {
         }
     }
 
-    /// Sends to the actor registered as `name` on this node.
-    pub async fn send_named(&self, name: &str, msg: impl IntoMessage) -> Result<(), SendError> {
-        self.send_named_from(None, name, msg).await
-    }
-
-    /// Like [`send_named`](Self::send_named), with an explicit sender.
-    pub async fn send_named_from(
-        &self,
-        from: Option<Pid>,
-        name: &str,
-        msg: impl IntoMessage,
-    ) -> Result<(), SendError> {
-        let (msg, type_name) = msg.into_message();
-        let pid = self
-            .whereis(name)
-            .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
-        self.send_message(from, pid, msg, type_name).await
-    }
-
-    /// Sends to the actor registered as `name` on the node named `node`
-    /// (Erlang's `{Name, Node} ! Msg`). If `node` is this node, it is a local named send.
-    pub async fn send_to_node(
-        &self,
-        name: &str,
-        node: &str,
-        msg: impl IntoMessage,
-    ) -> Result<(), SendError> {
-        self.send_to_node_from(None, name, node, msg).await
-    }
-
-    /// Like [`send_to_node`](Self::send_to_node), with an explicit sender.
-    pub async fn send_to_node_from(
+    /// Sends to the actor registered as `name` on the node named `node`.
+    async fn send_to_node_from(
         &self,
         from: Option<Pid>,
         name: &str,
         node: &str,
-        msg: impl IntoMessage,
+        msg: Message,
+        type_name: Option<&'static str>,
     ) -> Result<(), SendError> {
-        let (msg, type_name) = msg.into_message();
         if self.inner.node_name.as_deref() == Some(node) {
             let pid = self
                 .whereis(name)
@@ -594,22 +611,28 @@ impl ActorSystem {
 
     /// Sends `msg` to `to` after `delay`. Timers run on the tokio timer wheel (no
     /// thread per timer). Cancel with [`TimerRef::cancel`].
-    pub fn send_after(&self, to: Pid, msg: Message, delay: Duration) -> TimerRef {
-        self.send_after_from(None, to, msg, delay)
+    pub fn send_after(
+        &self,
+        to: impl Into<Dest>,
+        msg: impl Any + Send,
+        delay: Duration,
+    ) -> TimerRef {
+        self.send_after_from(None, to.into(), msg, delay)
     }
 
     pub(crate) fn send_after_from(
         &self,
         from: Option<Pid>,
-        to: Pid,
-        msg: Message,
+        to: Dest,
+        msg: impl Any + Send,
         delay: Duration,
     ) -> TimerRef {
+        let (msg, type_name) = into_message(msg);
         let weak = Arc::downgrade(&self.inner);
         TimerRef::start(&self.inner.runtime, delay, async move {
             if let Some(inner) = weak.upgrade() {
                 let system = ActorSystem::internal(inner);
-                if let Err(e) = system.send_from(from, to, msg).await {
+                if let Err(e) = system.send_dest(from, &to, msg, type_name).await {
                     tracing::debug!(%to, error = %e, "timer message not delivered");
                 }
             }
@@ -725,7 +748,7 @@ impl ActorSystem {
             .map_err(CallError::from_link)?;
         let call = slot.request(caller, monitor, request);
         let sent = self
-            .send_to_node_from(Some(slot.process.pid), name, node, call)
+            .send_to_node_from(Some(slot.process.pid), name, node, call, None)
             .await;
         slot.sent_then_finish(sent, monitor, timeout).await
     }
@@ -796,7 +819,10 @@ impl ActorSystem {
                     .ok_or_else(|| SendError::NameNotRegistered(name.clone()))?;
                 self.send_message(from, pid, msg, type_name).await
             }
-            Dest::Remote { name, node } => self.send_to_node_from(from, name, node, msg).await,
+            Dest::Remote { name, node } => {
+                self.send_to_node_from(from, name, node, msg, type_name)
+                    .await
+            }
         }
     }
 
@@ -1030,7 +1056,34 @@ impl Inner {
         Ok(monitor)
     }
 
-    /// See [`ActorContext::monitor_named`](crate::ActorContext::monitor_named).
+    /// See [`ActorContext::monitor`](crate::ActorContext::monitor) with `(name, node)`.
+    /// Monitors whatever actor is registered here as `name`; nothing
+    /// registered gives a down with `noproc` at once (Erlang's
+    /// `monitor(process, Name)`).
+    pub(crate) fn monitor_local_name(
+        &self,
+        me: &Process,
+        name: &str,
+    ) -> Result<MonitorRef, LinkError> {
+        match self.names.get(name).map(|p| *p) {
+            Some(pid) => self.monitor(me, pid),
+            None => {
+                let monitor = self.new_ref();
+                let nobody = Pid::new(self.node, 0, 0);
+                me.lock().relations().monitoring.insert(monitor, nobody);
+                self.refuse_signal(
+                    nobody,
+                    Signal::Monitor {
+                        from: me.pid,
+                        monitor,
+                    },
+                    ExitReason::NoProc,
+                );
+                Ok(monitor)
+            }
+        }
+    }
+
     pub(crate) fn monitor_named(
         &self,
         me: &Process,
@@ -1038,24 +1091,7 @@ impl Inner {
         node: &str,
     ) -> Result<MonitorRef, LinkError> {
         if self.node_name.as_deref() == Some(node) {
-            return match self.names.get(name).map(|p| *p) {
-                Some(pid) => self.monitor(me, pid),
-                None => {
-                    // Nothing registered: the down comes at once.
-                    let monitor = self.new_ref();
-                    let nobody = Pid::new(crate::node_id(node), 0, 0);
-                    me.lock().relations().monitoring.insert(monitor, nobody);
-                    self.refuse_signal(
-                        nobody,
-                        Signal::Monitor {
-                            from: me.pid,
-                            monitor,
-                        },
-                        ExitReason::NoProc,
-                    );
-                    Ok(monitor)
-                }
-            };
+            return self.monitor_local_name(me, name);
         }
         let placeholder = Pid::new(crate::node_id(node), 0, 0);
         let Some(router) = self.router.get() else {

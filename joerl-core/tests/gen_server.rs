@@ -106,7 +106,7 @@ async fn call_cast_and_info() {
     assert_eq!(system.call_timeout(&s, Req::Add(2), T).await.unwrap(), 2);
     system.cast(&s, 5i64).await.unwrap();
     system
-        .send(s.pid().unwrap(), Box::new("info".to_string()))
+        .send(s.pid().unwrap(), "info".to_string())
         .await
         .unwrap();
     // Messages from one sender are handled in order, so the call sees both.
@@ -256,7 +256,7 @@ async fn the_server_sees_the_calling_actor_as_its_caller() {
         server: s.clone(),
         report: tx,
     });
-    system.send(caller, Box::new(())).await.unwrap();
+    system.send(caller, ()).await.unwrap();
     let (me, seen) = rx.recv().await.unwrap();
     assert_eq!(seen, me, "the server saw its reply slot, not the caller");
     // Outside any actor, the caller is the call's own reply address: a live

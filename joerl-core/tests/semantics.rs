@@ -16,13 +16,13 @@ async fn linked_actor_dies_with_the_same_reason() {
     let (b, mut brx) = probe(false);
     let a = system.spawn(a);
     let b = system.spawn(b);
-    system.send(a, Box::new(Cmd::Link(b))).await.unwrap();
+    system.send(a, Cmd::Link(b)).await.unwrap();
     wait_until("link established", || {
         system.relation_counts(b) == Some((1, 0, 0))
     })
     .await;
     system
-        .send(a, Box::new(Cmd::Stop(ExitReason::custom("boom"))))
+        .send(a, Cmd::Stop(ExitReason::custom("boom")))
         .await
         .unwrap();
     expect(
@@ -48,13 +48,13 @@ async fn trapping_actor_gets_exit_message_instead() {
     let a = system.spawn(a);
     let b = system.spawn(b);
     expect(&mut brx, "b started", |s| matches!(s, Seen::Started(_))).await;
-    system.send(a, Box::new(Cmd::Link(b))).await.unwrap();
+    system.send(a, Cmd::Link(b)).await.unwrap();
     wait_until("link established", || {
         system.relation_counts(b) == Some((1, 0, 0))
     })
     .await;
     system
-        .send(a, Box::new(Cmd::Stop(ExitReason::custom("boom"))))
+        .send(a, Cmd::Stop(ExitReason::custom("boom")))
         .await
         .unwrap();
     expect(&mut arx, "a stopped", |s| matches!(s, Seen::Stopped(..))).await;
@@ -81,15 +81,12 @@ async fn normal_exit_does_not_kill_linked_actors() {
     let (b, mut brx) = probe(false);
     let a = system.spawn(a);
     let b = system.spawn(b);
-    system.send(a, Box::new(Cmd::Link(b))).await.unwrap();
+    system.send(a, Cmd::Link(b)).await.unwrap();
     wait_until("link established", || {
         system.relation_counts(b) == Some((1, 0, 0))
     })
     .await;
-    system
-        .send(a, Box::new(Cmd::Stop(ExitReason::Normal)))
-        .await
-        .unwrap();
+    system.send(a, Cmd::Stop(ExitReason::Normal)).await.unwrap();
     expect(&mut arx, "a stopped", |s| matches!(s, Seen::Stopped(..))).await;
     wait_until("b's link to a removed", || {
         system.relation_counts(b) == Some((0, 0, 0))
@@ -102,10 +99,7 @@ async fn normal_exit_does_not_kill_linked_actors() {
     assert!(system.is_alive(b));
     // A plain exit(pid, normal) from someone else is ignored too.
     system.exit(b, ExitReason::Normal).unwrap();
-    system
-        .send(b, Box::new("still here".to_string()))
-        .await
-        .unwrap();
+    system.send(b, "still here".to_string()).await.unwrap();
     expect(
         &mut brx,
         "b answers",
@@ -126,14 +120,11 @@ async fn kill_is_untrappable_and_links_see_killed() {
         matches!(s, Seen::Started(_))
     })
     .await;
-    system
-        .send(watcher, Box::new(Cmd::Link(victim)))
-        .await
-        .unwrap();
+    system.send(watcher, Cmd::Link(victim)).await.unwrap();
     wait_until("link", || system.relation_counts(victim) == Some((1, 0, 0))).await;
     // The victim is busy in a long handler; kill must still stop it.
     system
-        .send(victim, Box::new(Cmd::Sleep(Duration::from_secs(3600))))
+        .send(victim, Cmd::Sleep(Duration::from_secs(3600)))
         .await
         .unwrap();
     system.exit(victim, ExitReason::Kill).unwrap();
@@ -177,7 +168,7 @@ async fn untrapped_exit_signal_stops_an_actor_even_inside_a_handler() {
     let (p, mut rx) = probe(false);
     let p = system.spawn(p);
     system
-        .send(p, Box::new(Cmd::Sleep(Duration::from_secs(3600))))
+        .send(p, Cmd::Sleep(Duration::from_secs(3600)))
         .await
         .unwrap();
     system.exit(p, ExitReason::custom("stop now")).unwrap();
@@ -197,7 +188,7 @@ async fn monitor_of_dead_or_unknown_pid_fires_noproc_at_once() {
     let (short, mut srx) = probe(false);
     let short = system.spawn(short);
     system
-        .send(short, Box::new(Cmd::Stop(ExitReason::Normal)))
+        .send(short, Cmd::Stop(ExitReason::Normal))
         .await
         .unwrap();
     expect(&mut srx, "short stopped", |s| {
@@ -208,10 +199,7 @@ async fn monitor_of_dead_or_unknown_pid_fires_noproc_at_once() {
     let unknown = Pid::new(system.node_id(), 999_999, system.creation());
     let stale = Pid::new(system.node_id(), 1, system.creation() + 1);
     for target in [short, unknown, stale] {
-        system
-            .send(w, Box::new(Cmd::Monitor(target)))
-            .await
-            .unwrap();
+        system.send(w, Cmd::Monitor(target)).await.unwrap();
         let seen = expect(&mut wrx, "down", |s| matches!(s, Seen::Down(_))).await;
         let Seen::Down(d) = seen else { unreachable!() };
         assert_eq!(d.pid, target);
@@ -226,14 +214,14 @@ async fn monitor_reports_exit_reason_and_demonitor_cleans_up() {
     let (t, mut trx) = probe(false);
     let w = system.spawn(w);
     let t = system.spawn(t);
-    system.send(w, Box::new(Cmd::Monitor(t))).await.unwrap();
+    system.send(w, Cmd::Monitor(t)).await.unwrap();
     wait_until("monitor registered", || {
         system.relation_counts(t) == Some((0, 1, 0))
     })
     .await;
     assert_eq!(system.relation_counts(w), Some((0, 0, 1)));
     system
-        .send(t, Box::new(Cmd::Stop(ExitReason::custom("bye"))))
+        .send(t, Cmd::Stop(ExitReason::custom("bye")))
         .await
         .unwrap();
     expect(&mut trx, "t stopped", |s| matches!(s, Seen::Stopped(..))).await;
@@ -262,13 +250,13 @@ async fn panic_becomes_exit_reason_seen_by_links_and_monitors() {
     let linked = system.spawn(linked);
     let mon = system.spawn(mon);
     let bad = system.spawn(Panicker);
-    system.send(linked, Box::new(Cmd::Link(bad))).await.unwrap();
-    system.send(mon, Box::new(Cmd::Monitor(bad))).await.unwrap();
+    system.send(linked, Cmd::Link(bad)).await.unwrap();
+    system.send(mon, Cmd::Monitor(bad)).await.unwrap();
     wait_until("link and monitor", || {
         system.relation_counts(bad) == Some((1, 1, 0))
     })
     .await;
-    system.send(bad, Box::new(1u8)).await.unwrap();
+    system.send(bad, 1u8).await.unwrap();
     let Seen::Exit(e) = expect(&mut lrx, "exit", |s| matches!(s, Seen::Exit(_))).await else {
         unreachable!()
     };
@@ -280,7 +268,7 @@ async fn panic_becomes_exit_reason_seen_by_links_and_monitors() {
     // The runtime keeps going.
     let (p, mut prx) = probe(false);
     let p = system.spawn(p);
-    system.send(p, Box::new("alive".to_string())).await.unwrap();
+    system.send(p, "alive".to_string()).await.unwrap();
     expect(
         &mut prx,
         "new actor works",
@@ -295,7 +283,7 @@ async fn link_to_dead_pid_gives_noproc_exit() {
     let (w, mut wrx) = probe(true);
     let w = system.spawn(w);
     let unknown = Pid::new(system.node_id(), 424_242, system.creation());
-    system.send(w, Box::new(Cmd::Link(unknown))).await.unwrap();
+    system.send(w, Cmd::Link(unknown)).await.unwrap();
     let Seen::Exit(e) = expect(&mut wrx, "exit", |s| matches!(s, Seen::Exit(_))).await else {
         unreachable!()
     };
@@ -309,12 +297,12 @@ async fn unlink_stops_propagation() {
     let (b, mut brx) = probe(false);
     let a = system.spawn(a);
     let b = system.spawn(b);
-    system.send(a, Box::new(Cmd::Link(b))).await.unwrap();
+    system.send(a, Cmd::Link(b)).await.unwrap();
     wait_until("linked", || system.relation_counts(b) == Some((1, 0, 0))).await;
-    system.send(a, Box::new(Cmd::Unlink(b))).await.unwrap();
+    system.send(a, Cmd::Unlink(b)).await.unwrap();
     wait_until("unlinked", || system.relation_counts(b) == Some((0, 0, 0))).await;
     system
-        .send(a, Box::new(Cmd::Stop(ExitReason::custom("x"))))
+        .send(a, Cmd::Stop(ExitReason::custom("x")))
         .await
         .unwrap();
     expect(&mut arx, "a stopped", |s| matches!(s, Seen::Stopped(..))).await;
@@ -332,13 +320,10 @@ async fn sender_is_visible_to_the_receiver() {
     let (b, mut brx) = probe(false);
     let a = system.spawn(a);
     let b = system.spawn(b);
-    system
-        .send(a, Box::new(Cmd::Forward(b, "hi".into())))
-        .await
-        .unwrap();
+    system.send(a, Cmd::Forward(b, "hi".into())).await.unwrap();
     let seen = expect(&mut brx, "text", |s| matches!(s, Seen::Text(..))).await;
     assert_eq!(seen, Seen::Text("hi".into(), Some(a)));
-    system.send(b, Box::new("anon".to_string())).await.unwrap();
+    system.send(b, "anon".to_string()).await.unwrap();
     let seen = expect(
         &mut brx,
         "text",
@@ -372,18 +357,18 @@ async fn bounded_mailbox_try_send_full_and_send_waits() {
         .unwrap();
     // The first message is taken into the handler (blocked on the gate); the
     // rest fill the mailbox.
-    system.send(pid, Box::new(0u32)).await.unwrap();
+    system.send(pid, 0u32).await.unwrap();
     wait_until("first message taken", || system.mailbox_len(pid) == Some(0)).await;
     for i in 1..=4u32 {
-        system.try_send(pid, Box::new(i)).unwrap();
+        system.try_send(pid, i).unwrap();
     }
-    match system.try_send(pid, Box::new(5u32)) {
+    match system.try_send(pid, 5u32) {
         Err(SendError::Full(m)) => assert_eq!(*m.into_inner().downcast::<u32>().unwrap(), 5),
         other => panic!("expected Full, got {other:?}"),
     }
     // A waiting send completes once the actor makes room.
     let sys2 = system.clone();
-    let waiting = tokio::spawn(async move { sys2.send(pid, Box::new(5u32)).await });
+    let waiting = tokio::spawn(async move { sys2.send(pid, 5u32).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         !waiting.is_finished(),
@@ -408,16 +393,16 @@ async fn signals_bypass_a_full_mailbox() {
     let pid = system
         .spawn_with(Gated(gate_rx, tx), SpawnOptions::new().capacity(1))
         .unwrap();
-    system.send(pid, Box::new(0u32)).await.unwrap();
+    system.send(pid, 0u32).await.unwrap();
     wait_until("first taken", || system.mailbox_len(pid) == Some(0)).await;
-    system.try_send(pid, Box::new(1u32)).unwrap();
+    system.try_send(pid, 1u32).unwrap();
     assert!(matches!(
-        system.try_send(pid, Box::new(2u32)),
+        system.try_send(pid, 2u32),
         Err(SendError::Full(_))
     ));
     let (w, mut wrx) = probe(false);
     let w = system.spawn(w);
-    system.send(w, Box::new(Cmd::Monitor(pid))).await.unwrap();
+    system.send(w, Cmd::Monitor(pid)).await.unwrap();
     wait_until("monitor set despite full mailbox", || {
         system.relation_counts(pid) == Some((0, 1, 0))
     })
@@ -442,10 +427,7 @@ async fn names_register_send_and_vanish_on_exit() {
         system.spawn_with(other, SpawnOptions::new().name("worker")),
         Err(joerl_core::SpawnError::NameTaken(_))
     ));
-    system
-        .send_named("worker", Box::new("by name".to_string()))
-        .await
-        .unwrap();
+    system.send("worker", "by name".to_string()).await.unwrap();
     expect(
         &mut rx,
         "named message",
@@ -462,7 +444,7 @@ async fn names_register_send_and_vanish_on_exit() {
     system.exit(pid, ExitReason::Kill).unwrap();
     wait_until("name removed on exit", || system.whereis("again").is_none()).await;
     assert!(matches!(
-        system.send_named("again", Box::new(1u8)).await,
+        system.send("again", 1u8).await,
         Err(SendError::NameNotRegistered(_))
     ));
 }
@@ -472,11 +454,11 @@ async fn send_to_dead_pid_is_noproc_and_remote_without_router_is_clear_error() {
     let system = ActorSystem::new();
     let dead = Pid::new(system.node_id(), 77_777, system.creation());
     assert!(matches!(
-        system.send(dead, Box::new(1u8)).await,
+        system.send(dead, 1u8).await,
         Err(SendError::NoProc(_))
     ));
     let remote = Pid::new(joerl_core::node_id("other@host"), 1, 1);
-    let err = system.send(remote, Box::new(1u8)).await.unwrap_err();
+    let err = system.send(remote, 1u8).await.unwrap_err();
     assert!(matches!(err, SendError::NoRouter(p) if p == remote));
     assert!(err.to_string().contains("no distribution router"), "{err}");
     assert!(matches!(
@@ -484,9 +466,7 @@ async fn send_to_dead_pid_is_noproc_and_remote_without_router_is_clear_error() {
         Err(LinkError::NoRouter(_))
     ));
     assert!(matches!(
-        system
-            .send_to_node("name", "other@host", Box::new(1u8))
-            .await,
+        system.send(("name", "other@host"), 1u8).await,
         Err(SendError::NoRouterForNode(_))
     ));
     let (w, _wrx) = probe(false);
@@ -536,16 +516,8 @@ async fn timers_fire_and_cancel() {
     let system = ActorSystem::new();
     let (p, mut rx) = probe(false);
     let pid = system.spawn(p);
-    let t1 = system.send_after(
-        pid,
-        Box::new("later".to_string()),
-        Duration::from_millis(20),
-    );
-    let t2 = system.send_after(
-        pid,
-        Box::new("never".to_string()),
-        Duration::from_secs(3600),
-    );
+    let t1 = system.send_after(pid, "later".to_string(), Duration::from_millis(20));
+    let t2 = system.send_after(pid, "never".to_string(), Duration::from_secs(3600));
     assert!(t2.cancel(), "a pending timer cancels");
     assert!(!t2.cancel(), "a second cancel reports nothing to cancel");
     expect(
@@ -568,12 +540,8 @@ async fn timers_keep_their_time_on_a_paused_clock() {
     let pid = system.spawn(p);
     expect(&mut rx, "started", |s| matches!(s, Seen::Started(_))).await;
     let start = tokio::time::Instant::now();
-    let _due = system.send_after(pid, Box::new("due".to_string()), Duration::from_secs(30));
-    let cancelled = system.send_after(
-        pid,
-        Box::new("cancelled".to_string()),
-        Duration::from_secs(10),
-    );
+    let _due = system.send_after(pid, "due".to_string(), Duration::from_secs(30));
+    let cancelled = system.send_after(pid, "cancelled".to_string(), Duration::from_secs(10));
     assert!(cancelled.cancel());
     // Just before the delay: nothing.
     tokio::time::sleep(Duration::from_millis(29_999)).await;
@@ -608,7 +576,7 @@ fn many_timers_do_not_use_threads() {
         let (p, _rx) = probe(false);
         let pid = system.spawn(p);
         let timers: Vec<_> = (0..10_000)
-            .map(|_| system.send_after(pid, Box::new(()), Duration::from_secs(3600)))
+            .map(|_| system.send_after(pid, (), Duration::from_secs(3600)))
             .collect();
         let threads = std::fs::read_dir("/proc/self/task")
             .map(|d| d.count())
@@ -675,7 +643,7 @@ impl Actor for Blocker {
 async fn kill_queued_with_shutdown_skips_the_stopped_hook_and_shutdown_finishes() {
     let system = ActorSystem::new();
     let pid = system.spawn(Blocker);
-    system.send(pid, Box::new(())).await.unwrap();
+    system.send(pid, ()).await.unwrap();
     wait_until("handler running", || system.mailbox_len(pid) == Some(0)).await;
     // Both the shutdown signal and, after the grace, the kill are queued while
     // the handler blocks; the kill must win.

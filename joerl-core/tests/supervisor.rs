@@ -101,10 +101,7 @@ async fn one_for_one_restarts_only_the_failed_child() {
     let sup = spawn_supervisor(&system, spec);
     let a = pid_of(&system, sup, "a").await;
     let b = pid_of(&system, sup, "b").await;
-    system
-        .send(a, Box::new(ExitReason::custom("crash")))
-        .await
-        .unwrap();
+    system.send(a, ExitReason::custom("crash")).await.unwrap();
     let a2 = wait_restarted(&system, sup, "a", a).await;
     assert_ne!(a, a2);
     assert_eq!(pid_of(&system, sup, "b").await, b, "sibling untouched");
@@ -129,10 +126,7 @@ async fn one_for_all_stops_siblings_before_restarting_all() {
         pid_of(&system, sup, "c").await,
     );
     log.lock().unwrap().clear();
-    system
-        .send(b, Box::new(ExitReason::custom("crash")))
-        .await
-        .unwrap();
+    system.send(b, ExitReason::custom("crash")).await.unwrap();
     wait_restarted(&system, sup, "b", b).await;
     wait_restarted(&system, sup, "c", c).await;
     wait_restarted(&system, sup, "a", a).await;
@@ -170,10 +164,7 @@ async fn rest_for_one_restarts_the_failed_child_and_later_ones() {
     let a = pid_of(&system, sup, "a").await;
     let b = pid_of(&system, sup, "b").await;
     let c = pid_of(&system, sup, "c").await;
-    system
-        .send(b, Box::new(ExitReason::custom("crash")))
-        .await
-        .unwrap();
+    system.send(b, ExitReason::custom("crash")).await.unwrap();
     wait_restarted(&system, sup, "b", b).await;
     wait_restarted(&system, sup, "c", c).await;
     assert_eq!(
@@ -200,11 +191,11 @@ async fn restart_types_permanent_transient_temporary() {
     let sup = spawn_supervisor(&system, spec);
     // Permanent: restarted even after a normal exit.
     let p = pid_of(&system, sup, "perm").await;
-    system.send(p, Box::new(ExitReason::Normal)).await.unwrap();
+    system.send(p, ExitReason::Normal).await.unwrap();
     wait_restarted(&system, sup, "perm", p).await;
     // Transient: not restarted after normal, restarted after a crash.
     let t = pid_of(&system, sup, "trans").await;
-    system.send(t, Box::new(ExitReason::Normal)).await.unwrap();
+    system.send(t, ExitReason::Normal).await.unwrap();
     wait_until("transient gone", || !system.is_alive(t)).await;
     let start = std::time::Instant::now();
     loop {
@@ -222,10 +213,7 @@ async fn restart_types_permanent_transient_temporary() {
     );
     // Temporary: never restarted, and forgotten.
     let tmp = pid_of(&system, sup, "temp").await;
-    system
-        .send(tmp, Box::new(ExitReason::custom("crash")))
-        .await
-        .unwrap();
+    system.send(tmp, ExitReason::custom("crash")).await.unwrap();
     let start = std::time::Instant::now();
     while children(&system, sup)
         .await
@@ -247,10 +235,7 @@ async fn transient_child_restarts_after_crash() {
         .child(worker("trans", &log).restart(Restart::Transient));
     let sup = spawn_supervisor(&system, spec);
     let t = pid_of(&system, sup, "trans").await;
-    system
-        .send(t, Box::new(ExitReason::custom("crash")))
-        .await
-        .unwrap();
+    system.send(t, ExitReason::custom("crash")).await.unwrap();
     wait_restarted(&system, sup, "trans", t).await;
 }
 
@@ -265,7 +250,7 @@ async fn intensity_exceeded_stops_supervisor_with_shutdown() {
     let sup = spawn_supervisor(&system, spec);
     let (w, mut wrx) = probe(false);
     let w = system.spawn(w);
-    system.send(w, Box::new(Cmd::Monitor(sup))).await.unwrap();
+    system.send(w, Cmd::Monitor(sup)).await.unwrap();
     wait_until("monitor set", || {
         system.relation_counts(sup).map(|c| c.1) == Some(1)
     })
@@ -273,16 +258,10 @@ async fn intensity_exceeded_stops_supervisor_with_shutdown() {
     let b = pid_of(&system, sup, "b").await;
     let mut a = pid_of(&system, sup, "a").await;
     for _ in 0..2 {
-        system
-            .send(a, Box::new(ExitReason::custom("crash")))
-            .await
-            .unwrap();
+        system.send(a, ExitReason::custom("crash")).await.unwrap();
         a = wait_restarted(&system, sup, "a", a).await;
     }
-    system
-        .send(a, Box::new(ExitReason::custom("crash")))
-        .await
-        .unwrap();
+    system.send(a, ExitReason::custom("crash")).await.unwrap();
     let Seen::Down(d) = expect(&mut wrx, "supervisor down", |s| matches!(s, Seen::Down(_))).await
     else {
         unreachable!()
@@ -361,7 +340,7 @@ async fn a_registered_child_name_follows_the_child_across_three_restarts() {
         assert_eq!(system.whereis("jobs"), Some(pid), "round {round}");
         // Crash the child through its name: the name reaches the running one.
         system
-            .send_named("jobs", Box::new(ExitReason::Custom("crash".into())))
+            .send("jobs", ExitReason::Custom("crash".into()))
             .await
             .unwrap();
         pid = wait_restarted(&system, sup, "jobs", pid).await;

@@ -16,7 +16,7 @@
 //!
 //! # async fn f() -> anyhow::Result<()> {
 //! let node = DistributedSystem::new("node_a", "127.0.0.1:5001", "127.0.0.1:4369").await?;
-//! node.send_named(("pong", "node_b@127.0.0.1"), Box::new(Ping { n: 1 })).await?;
+//! node.send(("pong", "node_b@127.0.0.1"), Ping { n: 1 }).await?;
 //! # Ok(()) }
 //! ```
 //!

@@ -435,15 +435,6 @@ impl DistributedSystem {
         Ok(())
     }
 
-    /// Sends to the actor registered as `name` on `node` (Erlang's `{Name, Node} ! Msg`).
-    pub async fn send_named(
-        &self,
-        (name, node): (&str, &str),
-        msg: impl joerl_core::IntoMessage,
-    ) -> Result<(), SendError> {
-        self.inner.system.send_to_node(name, node, msg).await
-    }
-
     /// The Pid registered as `name` on `node` (Erlang's `rpc:call(Node, erlang,
     /// whereis, [Name])`), asked of that node's net kernel (the server every
     /// node registers as `net_kernel`) in one round trip. Connects if needed.
@@ -1872,7 +1863,7 @@ mod tests {
 
         // And the node keeps serving real peers.
         let b = node("bystander", epmd.local_addr()).await;
-        b.send_named(("sink", a.name()), Box::new("from b".to_string()))
+        b.send(("sink", a.name()), "from b".to_string())
             .await
             .unwrap();
         let got = tokio::time::timeout(DEADLINE, rx.recv())

@@ -83,7 +83,7 @@ async fn stream_through_cuts(pair: Pair, cut: impl AsyncFn(&Proxy)) {
         let a = a.clone();
         tokio::spawn(async move {
             for i in 0..SENT {
-                a.send(sink, Box::new(Numbered(i))).await.expect("send");
+                a.send(sink, Numbered(i)).await.expect("send");
             }
         })
     };

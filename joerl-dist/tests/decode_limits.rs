@@ -58,15 +58,15 @@ async fn compact_messages_of_every_size_arrive() {
     let (fwd, mut rx) = forward();
     let sink = b.spawn(fwd);
     for &n in COUNTS {
-        a.send(sink, Box::new(numbers(n))).await.unwrap();
+        a.send(sink, numbers(n)).await.unwrap();
         let (got, _): (Numbers, _) = recv(&mut rx).await;
         assert_eq!(got, numbers(n), "Vec<u64> of {n} small values");
         // Maps and strings cost more per element; the largest count is enough.
         if n <= 1_048_577 {
-            a.send(sink, Box::new(table(n))).await.unwrap();
+            a.send(sink, table(n)).await.unwrap();
             let (got, _): (Table, _) = recv(&mut rx).await;
             assert_eq!(got, table(n), "map of {n} small entries");
-            a.send(sink, Box::new(words(n))).await.unwrap();
+            a.send(sink, words(n)).await.unwrap();
             let (got, _): (Words, _) = recv(&mut rx).await;
             assert_eq!(got, words(n), "Vec<String> of {n} one-letter strings");
         }
@@ -140,8 +140,8 @@ async fn a_message_over_the_memory_limit_is_dropped_counted_and_the_connection_s
         .unwrap();
     let (fwd, mut rx) = forward();
     let sink = b.spawn(fwd);
-    a.send(sink, Box::new(numbers(20_000))).await.unwrap();
-    a.send(sink, Box::new(numbers(100))).await.unwrap();
+    a.send(sink, numbers(20_000)).await.unwrap();
+    a.send(sink, numbers(100)).await.unwrap();
     let (got, _): (Numbers, _) = recv(&mut rx).await;
     assert_eq!(got, numbers(100), "the next message still arrives");
     assert_eq!(b.stats().total.dropped_in, 1);

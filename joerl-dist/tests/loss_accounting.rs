@@ -69,7 +69,7 @@ async fn dropped_out_equals_what_the_receiver_never_got_over_ten_cuts() {
         let a = a.clone();
         tokio::spawn(async move {
             for i in 0..SENT {
-                a.send(sink, Box::new(Numbered(i))).await.expect("send");
+                a.send(sink, Numbered(i)).await.expect("send");
             }
         })
     };
@@ -152,7 +152,7 @@ async fn a_reconnect_after_a_half_open_cut_does_not_wait_for_the_connect_timeout
         .await;
         times.push(cut.elapsed());
         // The new connection carries messages both ways.
-        a.send(sink, Box::new(Numbered(i))).await.unwrap();
+        a.send(sink, Numbered(i)).await.unwrap();
         wait_until("the message arrived", || {
             count.load(Ordering::Relaxed) == i + 1
         })

@@ -33,7 +33,7 @@ async fn a_thousand_nodes_that_came_and_went_leave_the_table_empty() {
         let b = node(&format!("churn_{i}"), epmd.local_addr()).await;
         let (fwd, mut rx) = forward();
         let sink = b.spawn(fwd);
-        a.send(sink, Box::new(i)).await.unwrap();
+        a.send(sink, i).await.unwrap();
         let (got, _): (u64, _) = recv(&mut rx).await;
         assert_eq!(got, i);
         b.shutdown().await;
@@ -60,7 +60,7 @@ async fn a_thousand_nodes_that_came_and_went_leave_the_table_empty() {
     let again = node("churn_7", epmd.local_addr()).await;
     let (fwd, mut rx) = forward();
     let sink = again.spawn(fwd);
-    a.send(sink, Box::new(7u64)).await.unwrap();
+    a.send(sink, 7u64).await.unwrap();
     assert_eq!(recv::<u64>(&mut rx).await.0, 7);
     again.shutdown().await;
     a.shutdown().await;

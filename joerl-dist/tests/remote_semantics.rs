@@ -117,10 +117,10 @@ impl Actor for Worker {
                 let _ = ctx
                     .send(
                         self.observer,
-                        Box::new(Report::Exit {
+                        Report::Exit {
                             from: e.from,
                             reason: e.reason,
-                        }),
+                        },
                     )
                     .await;
                 return;
@@ -132,10 +132,10 @@ impl Actor for Worker {
                 let _ = ctx
                     .send(
                         self.observer,
-                        Box::new(Report::Down {
+                        Report::Down {
                             pid: d.pid,
                             reason: d.reason,
-                        }),
+                        },
                     )
                     .await;
                 return;
@@ -151,10 +151,10 @@ impl Actor for Worker {
                 WorkerCmd::Stop(r) => ctx.stop(r),
                 WorkerCmd::Exit(p, r) => ctx.exit(p, r).unwrap(),
                 WorkerCmd::Ping => {
-                    let _ = ctx.send(self.observer, Box::new(Report::Pong)).await;
+                    let _ = ctx.send(self.observer, Report::Pong).await;
                 }
                 WorkerCmd::Forward(to, cmd) => {
-                    let _ = ctx.send(to, Box::new(*cmd)).await;
+                    let _ = ctx.send(to, *cmd).await;
                 }
             }
         }
@@ -163,10 +163,10 @@ impl Actor for Worker {
         let _ = ctx
             .send(
                 self.observer,
-                Box::new(Report::Stopped {
+                Report::Stopped {
                     pid: ctx.pid(),
                     reason: reason.clone(),
-                }),
+                },
             )
             .await;
     }
@@ -193,16 +193,13 @@ impl Actor for OrderCheck {
                 got: seq.0,
             };
             self.next = u64::MAX;
-            let _ = ctx.send(self.observer, Box::new(report)).await;
+            let _ = ctx.send(self.observer, report).await;
             return;
         }
         self.next += 1;
         if self.next == self.count {
             let _ = ctx
-                .send(
-                    self.observer,
-                    Box::new(Report::InOrder { count: self.count }),
-                )
+                .send(self.observer, Report::InOrder { count: self.count })
                 .await;
         }
     }
@@ -217,7 +214,7 @@ struct SeqSender {
 impl Actor for SeqSender {
     async fn started(&mut self, ctx: &mut ActorContext) {
         for i in 0..self.count {
-            ctx.send(self.to, Box::new(Seq(i))).await.expect("send");
+            ctx.send(self.to, Seq(i)).await.expect("send");
         }
     }
     async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
@@ -487,19 +484,14 @@ async fn remote_links_propagate_exits_both_ways_trapped_and_untrapped() {
     let observer = a.spawn(fwd);
     let remote = spawn_worker(&a, ctl, observer, false).await;
     let (local, mut lrx) = local_worker(&a, false);
-    a.send(local, Box::new(WorkerCmd::Link(remote)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Link(remote)).await.unwrap();
     wait_until("link recorded", || {
         a.remote_relations(&child.name).map(|r| r.0) == Some(1)
     })
     .await;
-    a.send(
-        remote,
-        Box::new(WorkerCmd::Stop(ExitReason::custom("remote boom"))),
-    )
-    .await
-    .unwrap();
+    a.send(remote, WorkerCmd::Stop(ExitReason::custom("remote boom")))
+        .await
+        .unwrap();
     expect_report(
         &mut lrx,
         Report::Stopped {
@@ -520,19 +512,14 @@ async fn remote_links_propagate_exits_both_ways_trapped_and_untrapped() {
     // Local dies abnormally -> remote trapping worker gets an exit message.
     let remote = spawn_worker(&a, ctl, observer, true).await;
     let (local, _lrx) = local_worker(&a, false);
-    a.send(local, Box::new(WorkerCmd::Link(remote)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Link(remote)).await.unwrap();
     wait_until("link recorded", || {
         a.remote_relations(&child.name).map(|r| r.0) == Some(1)
     })
     .await;
-    a.send(
-        local,
-        Box::new(WorkerCmd::Stop(ExitReason::custom("local boom"))),
-    )
-    .await
-    .unwrap();
+    a.send(local, WorkerCmd::Stop(ExitReason::custom("local boom")))
+        .await
+        .unwrap();
     expect_report(
         &mut obs,
         Report::Exit {
@@ -546,14 +533,12 @@ async fn remote_links_propagate_exits_both_ways_trapped_and_untrapped() {
     // Remote exits normally -> local untrapped worker survives; trapped one is told.
     let remote = spawn_worker(&a, ctl, observer, false).await;
     let (local, mut lrx) = local_worker(&a, true);
-    a.send(local, Box::new(WorkerCmd::Link(remote)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Link(remote)).await.unwrap();
     wait_until("link recorded", || {
         a.remote_relations(&child.name).map(|r| r.0) == Some(1)
     })
     .await;
-    a.send(remote, Box::new(WorkerCmd::Stop(ExitReason::Normal)))
+    a.send(remote, WorkerCmd::Stop(ExitReason::Normal))
         .await
         .unwrap();
     expect_report(
@@ -585,14 +570,12 @@ async fn remote_monitors_exit_and_kill() {
 
     // Normal exit.
     let remote = spawn_worker(&a, ctl, observer, false).await;
-    a.send(local, Box::new(WorkerCmd::Monitor(remote)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Monitor(remote)).await.unwrap();
     wait_until("monitor recorded", || {
         a.remote_relations(&child.name).map(|r| r.1) == Some(1)
     })
     .await;
-    a.send(remote, Box::new(WorkerCmd::Stop(ExitReason::Normal)))
+    a.send(remote, WorkerCmd::Stop(ExitReason::Normal))
         .await
         .unwrap();
     expect_report(
@@ -606,9 +589,7 @@ async fn remote_monitors_exit_and_kill() {
 
     // exit(pid, kill) from this node: untrappable, the monitor sees `killed`.
     let remote = spawn_worker(&a, ctl, observer, true).await;
-    a.send(local, Box::new(WorkerCmd::Monitor(remote)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Monitor(remote)).await.unwrap();
     wait_until("monitor recorded", || {
         a.remote_relations(&child.name).map(|r| r.1) == Some(1)
     })
@@ -624,9 +605,7 @@ async fn remote_monitors_exit_and_kill() {
     .await;
 
     // A dead remote Pid: noproc at once.
-    a.send(local, Box::new(WorkerCmd::Monitor(remote)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Monitor(remote)).await.unwrap();
     expect_report(
         &mut lrx,
         Report::Down {
@@ -704,10 +683,8 @@ async fn kill_9_fires_noconnection_on_two_surviving_nodes_and_tables_empty() {
     let target = spawn_worker(&a, vctl, observer, false).await;
     let (linked, mut lrx) = local_worker(&a, true);
     let (monitoring, mut mrx) = local_worker(&a, false);
-    a.send(linked, Box::new(WorkerCmd::Link(target)))
-        .await
-        .unwrap();
-    a.send(monitoring, Box::new(WorkerCmd::Monitor(target)))
+    a.send(linked, WorkerCmd::Link(target)).await.unwrap();
+    a.send(monitoring, WorkerCmd::Monitor(target))
         .await
         .unwrap();
     a.monitor_node(observer, &victim.name).unwrap();
@@ -715,12 +692,8 @@ async fn kill_9_fires_noconnection_on_two_surviving_nodes_and_tables_empty() {
     // one monitoring it; both report to `observer` on node a.
     let s_linked = spawn_worker(&a, sctl, observer, true).await;
     let s_mon = spawn_worker(&a, sctl, observer, false).await;
-    a.send(s_linked, Box::new(WorkerCmd::Link(target)))
-        .await
-        .unwrap();
-    a.send(s_mon, Box::new(WorkerCmd::Monitor(target)))
-        .await
-        .unwrap();
+    a.send(s_linked, WorkerCmd::Link(target)).await.unwrap();
+    a.send(s_mon, WorkerCmd::Monitor(target)).await.unwrap();
     wait_until("relations on a", || {
         a.remote_relations(&victim.name) == Some((1, 1, 0))
     })
@@ -801,9 +774,7 @@ async fn old_incarnation_pid_gives_noproc_after_restart() {
         "a restarted node has a new creation"
     );
     let (local, mut lrx) = local_worker(&a, false);
-    a.send(local, Box::new(WorkerCmd::Monitor(old)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Monitor(old)).await.unwrap();
     expect_report(
         &mut lrx,
         Report::Down {
@@ -857,12 +828,9 @@ async fn supervisor_on_a_restarts_its_child_on_b() {
         joerl_dist::core::node_id(&child.name),
         "the child lives on node b"
     );
-    a.send(
-        first,
-        Box::new(WorkerCmd::Stop(ExitReason::custom("crash"))),
-    )
-    .await
-    .unwrap();
+    a.send(first, WorkerCmd::Stop(ExitReason::custom("crash")))
+        .await
+        .unwrap();
     let start = std::time::Instant::now();
     loop {
         if let Some(p) = which_children(&a, sup).await.unwrap()[0].pid {
@@ -891,9 +859,7 @@ async fn graceful_shutdown_is_seen_at_once_with_shutdown_reasons() {
     let observer = a.spawn(fwd);
     let remote = spawn_worker(&a, ctl, observer, false).await;
     let (local, mut lrx) = local_worker(&a, false);
-    a.send(local, Box::new(WorkerCmd::Monitor(remote)))
-        .await
-        .unwrap();
+    a.send(local, WorkerCmd::Monitor(remote)).await.unwrap();
     wait_until("monitor recorded", || {
         a.remote_relations(&child.name).map(|r| r.1) == Some(1)
     })
@@ -902,12 +868,9 @@ async fn graceful_shutdown_is_seen_at_once_with_shutdown_reasons() {
     // connection: once the remote worker answers, the monitor is in place
     // (else a shutdown racing it answers the monitor with noproc, as Erlang
     // would).
-    a.send(
-        local,
-        Box::new(WorkerCmd::Forward(remote, Box::new(WorkerCmd::Ping))),
-    )
-    .await
-    .unwrap();
+    a.send(local, WorkerCmd::Forward(remote, Box::new(WorkerCmd::Ping)))
+        .await
+        .unwrap();
     expect_report(&mut obs, Report::Pong).await;
     let mut events = a.subscribe();
     let start = std::time::Instant::now();

@@ -57,7 +57,7 @@ async fn nodes_with_certificates_of_one_ca_talk_over_tls() {
     let sink = b.spawn(fwd);
     b.register("sink", sink).unwrap();
     for i in 0..1000u64 {
-        a.send_named(("sink", b.name()), Box::new(i)).await.unwrap();
+        a.send(("sink", b.name()), i).await.unwrap();
     }
     for i in 0..1000u64 {
         assert_eq!(recv::<u64>(&mut rx).await.0, i);
@@ -65,9 +65,7 @@ async fn nodes_with_certificates_of_one_ca_talk_over_tls() {
     // And back the other way, on the same connection.
     let (fwd, mut rx_a) = forward();
     let sink_a = a.spawn(fwd);
-    b.send(sink_a, Box::new("over tls".to_string()))
-        .await
-        .unwrap();
+    b.send(sink_a, "over tls".to_string()).await.unwrap();
     assert_eq!(recv::<String>(&mut rx_a).await.0, "over tls");
     assert_eq!(a.stats().total.reconnects, 0);
     a.shutdown().await;

@@ -35,12 +35,12 @@ async fn named_send_delivers_concrete_type_with_sender_and_pids_stay_valid() {
     let (fwd_a, mut rx_a) = forward();
     let me = a.spawn(fwd_a);
 
-    a.send_named(
+    a.send(
         ("sink", b.name()),
-        Box::new(Hello {
+        Hello {
             text: "hi".into(),
             reply_to: me,
-        }),
+        },
     )
     .await
     .unwrap();
@@ -48,13 +48,11 @@ async fn named_send_delivers_concrete_type_with_sender_and_pids_stay_valid() {
     assert_eq!(hello.text, "hi");
     assert_eq!(from, None, "sent from outside an actor: no sender");
     // The Pid inside the message reaches the actor on node a.
-    b.send(hello.reply_to, Box::new("pong".to_string()))
-        .await
-        .unwrap();
+    b.send(hello.reply_to, "pong".to_string()).await.unwrap();
     let (text, _): (String, _) = recv(&mut rx_a).await;
     assert_eq!(text, "pong");
     // A send from an actor carries its Pid as the sender, across nodes.
-    b.send_from(Some(sink), me, Box::new(Seq(1))).await.unwrap();
+    b.send_from(Some(sink), me, Seq(1)).await.unwrap();
     let (seq, from): (Seq, _) = recv(&mut rx_a).await;
     assert_eq!((seq, from), (Seq(1), Some(sink)));
     assert_eq!(a.nodes(), vec![b.name().to_string()]);
@@ -71,7 +69,7 @@ struct Blaster {
 impl Actor for Blaster {
     async fn started(&mut self, ctx: &mut ActorContext) {
         for i in 0..self.count {
-            ctx.send(self.to, Box::new(Seq(i))).await.expect("send");
+            ctx.send(self.to, Seq(i)).await.expect("send");
         }
     }
     async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
@@ -161,9 +159,7 @@ async fn wrong_cookie_is_refused_and_nothing_is_delivered() {
     );
     assert!(err.to_string().contains("authentication failed"), "{err}");
     // A send is queued, the connection never comes up, the message never arrives.
-    let _ = bad
-        .send_named(("sink", good.name()), Box::new(Seq(1)))
-        .await;
+    let _ = bad.send(("sink", good.name()), Seq(1)).await;
     // And the good node refuses a dial in the other direction too.
     let err = good.connect(bad.name()).await.unwrap_err();
     assert!(err.to_string().contains("authentication failed"), "{err}");
@@ -273,7 +269,7 @@ async fn simultaneous_connect_yields_one_connection() {
         // And it works both ways.
         let (fa, mut rxa) = forward();
         let pa = a.spawn(fa);
-        b.send(pa, Box::new(Seq(round))).await.unwrap();
+        b.send(pa, Seq(round)).await.unwrap();
         assert_eq!(recv::<Seq>(&mut rxa).await.0, Seq(round));
         a.shutdown().await;
         b.shutdown().await;
@@ -291,7 +287,7 @@ async fn unregistered_type_is_a_clear_error() {
     let sink = b.spawn(fwd);
     a.connect(b.name()).await.unwrap();
     struct NotOnTheWire;
-    let err = a.send(sink, Box::new(NotOnTheWire)).await.unwrap_err();
+    let err = a.send(sink, NotOnTheWire).await.unwrap_err();
     assert!(matches!(err, SendError::Route(_)), "{err}");
     assert!(err.to_string().contains("remote_message!"), "{err}");
     assert!(
@@ -324,27 +320,21 @@ async fn a_cut_connection_is_mended_without_loss_or_node_down() {
     let sink = b.spawn(fwd);
     b.register("sink", sink).unwrap();
     let mut events = a.subscribe();
-    a.send_named(("sink", b.name()), Box::new(Seq(1)))
-        .await
-        .unwrap();
+    a.send(("sink", b.name()), Seq(1)).await.unwrap();
     assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(1));
     // Messages sent while the connection is cut wait for the next one; the
     // cut is mended within the grace period, so all of them arrive, in
     // order, once each, and nobody hears of a node-down.
     proxy.cut();
     for n in 2..=50 {
-        a.send_named(("sink", b.name()), Box::new(Seq(n)))
-            .await
-            .unwrap();
+        a.send(("sink", b.name()), Seq(n)).await.unwrap();
     }
     for n in 2..=50 {
         assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(n));
     }
     wait_until("reconnected", || a.stats().total.reconnects >= 1).await;
     proxy.cut();
-    a.send_named(("sink", b.name()), Box::new(Seq(51)))
-        .await
-        .unwrap();
+    a.send(("sink", b.name()), Seq(51)).await.unwrap();
     assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(51));
     assert!(
         rx.try_recv().is_err(),
@@ -449,7 +439,7 @@ async fn garbage_on_the_listener_does_not_hurt_the_node() {
     let (fwd, mut rx) = forward();
     let sink = a.spawn(fwd);
     // b has never talked to a: the send learns a's name from EPMD by its node id.
-    b.send(sink, Box::new(Seq(7))).await.unwrap();
+    b.send(sink, Seq(7)).await.unwrap();
     assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(7));
     a.shutdown().await;
     b.shutdown().await;
@@ -763,9 +753,7 @@ async fn peers_are_found_at_their_own_hosts_epmd_or_in_a_static_table() {
     let (fwd, mut rx) = forward();
     let sink = b.spawn(fwd);
     b.register("sink", sink).unwrap();
-    a.send_named(("sink", b.name()), Box::new(Seq(7)))
-        .await
-        .unwrap();
+    a.send(("sink", b.name()), Seq(7)).await.unwrap();
     assert_eq!(recv::<Seq>(&mut rx).await.0, Seq(7));
 
     // c is in no EPMD a asks, but in a's static table.
@@ -872,7 +860,7 @@ async fn an_actor_calls_by_name_on_another_node_and_the_server_sees_that_actor()
         node: b.name().to_string(),
         out: tx,
     });
-    a.send(caller, Box::new(())).await.unwrap();
+    a.send(caller, ()).await.unwrap();
     let (me, seen) = tokio::time::timeout(DEADLINE, rx.recv())
         .await
         .unwrap()
@@ -947,7 +935,10 @@ struct NameWatcher {
 
 impl Actor for NameWatcher {
     async fn started(&mut self, ctx: &mut ActorContext) {
-        self.monitor = Some(ctx.monitor_named(&self.name, &self.node).unwrap());
+        self.monitor = Some(
+            ctx.monitor((self.name.as_str(), self.node.as_str()))
+                .unwrap(),
+        );
     }
     async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
         let _ = self.out.send((self.monitor.unwrap(), msg));

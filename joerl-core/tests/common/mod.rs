@@ -75,7 +75,7 @@ impl Actor for Probe {
                 Cmd::Panic => panic!("probe told to panic"),
                 Cmd::Sleep(d) => tokio::time::sleep(d).await,
                 Cmd::Forward(to, text) => {
-                    let _ = ctx.send(to, Box::new(text)).await;
+                    let _ = ctx.send(to, text).await;
                 }
             }
         }
