@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use joerl_dist::gen_server::{ServerRef, spawn_server_with};
 use joerl_dist::{
     Actor, ActorContext, DistributedSystem, DownMessage, ExitReason, Message, NodeBuilder,
-    NodeEvent, Pid, SpawnOptions, remote_message,
+    NodeEvent, Pid, SpawnOptions, receive, remote_message,
 };
 use joerl_epmd::{EpmdServer, ServerConfig};
 use joerl_examples::{Greeting, Reply, Request, Service, init_logging_at, until_stopped};
@@ -78,52 +78,36 @@ impl Actor for Greeter {
 }
 
 /// On a member: monitors other nodes' services on request, reports downs.
+/// It uses its context alone for the distributed part (no node handle held).
 struct Watcher {
-    node: DistributedSystem,
     report_to: Option<Pid>,
 }
 
 impl Actor for Watcher {
     async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
-        let msg = match msg.downcast::<WatchService>() {
-            Ok(w) => {
+        let me = ctx.node().unwrap_or("?").to_string();
+        receive!(msg, {
+            WatchService as w => {
                 self.report_to = ctx.sender();
-                match self
-                    .node
-                    .whereis_remote("service", &w.node, Duration::from_secs(5))
-                    .await
-                {
+                match ctx.whereis("service", &w.node).await {
                     Ok(Some(pid)) => {
                         ctx.monitor(pid).expect("distributed node");
-                        self.report(
-                            ctx,
-                            format!(
-                                "{} monitors {{service, {}}} = {pid}",
-                                self.node.name(),
-                                w.node
-                            ),
-                        )
-                        .await;
+                        let text = format!("{me} monitors {{service, {}}} = {pid}", w.node);
+                        self.report(ctx, text).await;
                     }
                     other => {
-                        self.report(ctx, format!("cannot find service on {}: {other:?}", w.node))
-                            .await
+                        let text = format!("cannot find service on {}: {other:?}", w.node);
+                        self.report(ctx, text).await;
                     }
                 }
-                return;
-            }
-            Err(m) => m,
-        };
-        if let Ok(down) = msg.downcast::<DownMessage>() {
-            let text = format!(
-                "{} saw {} go down: {}",
-                self.node.name(),
-                down.pid,
-                down.reason
-            );
-            println!("{text}");
-            self.report(ctx, text).await;
-        }
+            },
+            DownMessage as down => {
+                let text = format!("{me} saw {} go down: {}", down.pid, down.reason);
+                println!("{text}");
+                self.report(ctx, text).await;
+            },
+            else _other => {},
+        })
     }
 }
 
@@ -166,10 +150,7 @@ async fn member(name: String, epmd: std::net::SocketAddr) -> Result<()> {
         node: node.name().to_string(),
     });
     node.register("greeter", greeter)?;
-    let watcher = node.spawn(Watcher {
-        node: node.clone(),
-        report_to: None,
-    });
+    let watcher = node.spawn(Watcher { report_to: None });
     node.register("watcher", watcher)?;
     println!("ready {}", node.name());
     until_stopped(None).await;

@@ -187,6 +187,32 @@ fn distributed_chat_delivers_lines_and_announces_leaving() {
 }
 
 #[test]
+fn work_queue_requeues_the_job_of_a_killed_worker_and_finishes_every_job() {
+    let mut p = Proc::start("work_queue", example("work_queue"), &["--jobs", "30"], &[]);
+    let out = p.expect_success();
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("work_queue "))
+        .unwrap_or_else(|| panic!("no summary line: {out}"));
+    let field = |key: &str| -> u64 {
+        summary
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {summary}"))
+    };
+    assert_eq!(field("jobs"), 30, "{summary}");
+    assert_eq!(
+        field("done"),
+        30,
+        "every job done once the worker died: {summary}"
+    );
+    assert!(field("requeued") >= 1, "the killed worker's job: {out}");
+    assert_eq!(field("workers"), 2);
+    assert!(out.contains("(noconnection): job"), "{out}");
+}
+
+#[test]
 fn cluster_demo_kills_a_node_and_exits_with_a_summary() {
     // Built first: the bound is on the demo's run, not on compiling it.
     let binary = example("cluster_demo");

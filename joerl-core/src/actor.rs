@@ -22,8 +22,8 @@ use crate::process::{Process, Ready};
 use crate::system::ActorSystem;
 use crate::timer::TimerRef;
 use crate::{
-    CallError, Dest, DownMessage, ExitMessage, ExitReason, LinkError, Message, MonitorRef, Pid,
-    SendError, Signal, SpawnOptions,
+    CallError, Dest, DownMessage, ExitMessage, ExitReason, LinkError, Message, MonitorRef,
+    NodeError, Pid, SendError, Signal, SpawnOptions,
 };
 
 /// How many user messages the loop moves out of the mailbox per lock.
@@ -119,6 +119,55 @@ impl ActorContext {
     /// Sends without waiting; a full mailbox gives [`SendError::Full`].
     pub fn try_send(&self, to: impl Into<Dest>, msg: impl Any + Send) -> Result<(), SendError> {
         self.system.try_send_from(Some(self.pid()), to, msg)
+    }
+
+    /// This node's full name (`name@host`), or `None` on a system that is
+    /// not a distributed node (Erlang's `node()`, which says `nonode@nohost`).
+    pub fn node(&self) -> Option<&str> {
+        self.system.node_name()
+    }
+
+    /// Names of the nodes connected now, sorted (Erlang's `nodes()`); empty
+    /// on a system that is not a distributed node.
+    pub fn nodes(&self) -> Vec<String> {
+        self.system
+            .inner
+            .router
+            .get()
+            .map(|r| r.nodes())
+            .unwrap_or_default()
+    }
+
+    /// Erlang's `net_kernel:monitor_nodes(true)` (`on`) or `(false)`: this
+    /// actor receives a `NodeUp` message for every connection that comes up
+    /// and a `NodeDown` for every one that goes down (joerl-dist's types), in
+    /// order, exactly one down per up, even into a full mailbox.
+    pub fn monitor_nodes(&self, on: bool) -> Result<(), NodeError> {
+        let router = self.system.inner.router.get().ok_or(NodeError::NotANode)?;
+        Ok(router.monitor_nodes(self.pid(), on)?)
+    }
+
+    /// Erlang's `monitor_node(Node, true)`: this actor receives one
+    /// `NodeDown` message when `node` goes down or cannot be reached.
+    /// Connects if needed.
+    pub fn monitor_node(&self, node: &str) -> Result<(), NodeError> {
+        let router = self.system.inner.router.get().ok_or(NodeError::NotANode)?;
+        Ok(router.monitor_node(self.pid(), node)?)
+    }
+
+    /// The Pid registered as `name` on the node named `node` (on this node's
+    /// own name, the local registry), asked of that node in one round trip,
+    /// waiting at most 5 s.
+    pub async fn whereis(&self, name: &str, node: &str) -> Result<Option<Pid>, CallError> {
+        if self.node() == Some(node) {
+            return Ok(self.system.whereis(name));
+        }
+        match self.system.inner.router.get() {
+            Some(router) => router.whereis(name, node, DEFAULT_CALL_TIMEOUT).await,
+            None => Err(CallError::Send(SendError::NoRouterForNode(
+                node.to_string(),
+            ))),
+        }
     }
 
     /// Spawns an actor that is not linked to this one.

@@ -108,6 +108,30 @@ pub enum LinkError {
     Route(RouteError),
 }
 
+/// Why a node operation of an actor (`monitor_node`, `monitor_nodes`) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// This actor system is not a distributed node: start it with joerl-dist
+    /// (`NodeBuilder`) to watch other nodes.
+    #[error(
+        "this actor system is not a distributed node; start it with joerl-dist's NodeBuilder to watch other nodes"
+    )]
+    NotANode,
+    /// The distribution layer refused; the cause is its error (with
+    /// joerl-dist, a `joerl_dist::DistError`, found by downcasting).
+    #[error("{0}")]
+    Dist(std::sync::Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<crate::NodeOpError> for NodeError {
+    fn from(e: crate::NodeOpError) -> Self {
+        match e {
+            crate::NodeOpError::Unsupported => NodeError::NotANode,
+            crate::NodeOpError::Failed(cause) => NodeError::Dist(cause),
+        }
+    }
+}
+
 /// Why [`ActorSystem::start`](crate::ActorSystem::start) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {

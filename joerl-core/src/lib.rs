@@ -46,12 +46,12 @@ mod timer;
 
 pub use actor::{Actor, ActorContext};
 pub use dest::Dest;
-pub use error::{LinkError, RegisterError, SendError, SpawnError, StartError};
+pub use error::{LinkError, NodeError, RegisterError, SendError, SpawnError, StartError};
 pub use gen_server::CallError;
 pub use message::{DownMessage, ExitMessage, Message, MonitorRef, UnsentMessage};
 pub use pid::{LOCAL_NODE, ParsePidError, Pid, node_id};
 pub use reason::ExitReason;
-pub use router::{ConnectFuture, ReadyFuture, RouteError, Router};
+pub use router::{ConnectFuture, NodeOpError, ReadyFuture, RouteError, Router, WhereisFuture};
 pub use signal::Signal;
 pub use system::{
     ActorSystem, DEFAULT_MAILBOX_CAPACITY, DEFAULT_SHUTDOWN_GRACE, NodeIdentity, SpawnOptions,

@@ -14,6 +14,45 @@ use crate::{ExitReason, Pid};
 /// A message: any value that can cross threads, boxed.
 pub type Message = Box<dyn Any + Send>;
 
+/// Dispatches a [`Message`] by its type, like a `receive` with one clause
+/// per type: the first arm whose type the message is runs, with the value
+/// bound to its pattern (irrefutable: a name, a tuple struct, a struct); the
+/// `else` arm gets what no arm took, still a `Message`. Arms may `.await`.
+///
+/// ```
+/// use joerl_core::{receive, DownMessage, Message};
+///
+/// struct Ping(u32);
+/// fn describe(msg: Message) -> String {
+///     receive!(msg, {
+///         Ping as Ping(n) => format!("ping {n}"),
+///         DownMessage as down => format!("{} is down", down.pid),
+///         else other => format!("something else: is it a &str? {}", other.is::<&str>()),
+///     })
+/// }
+/// assert_eq!(describe(Box::new(Ping(3))), "ping 3");
+/// assert_eq!(describe(Box::new("hi")), "something else: is it a &str? true");
+/// ```
+#[macro_export]
+macro_rules! receive {
+    ($msg:expr, { $($ty:ty as $p:pat => $body:expr,)* else $rest:ident => $fallback:expr $(,)? }) => {{
+        let __joerl_msg: $crate::Message = $msg;
+        'receive: {
+            $(
+                let __joerl_msg = match __joerl_msg.downcast::<$ty>() {
+                    Ok(__joerl_value) => {
+                        let $p = *__joerl_value;
+                        break 'receive $body;
+                    }
+                    Err(__joerl_other) => __joerl_other,
+                };
+            )*
+            let $rest = __joerl_msg;
+            $fallback
+        }
+    }};
+}
+
 /// `value` as a [`Message`] and the name of its type; a value that already is
 /// a [`Message`] is passed through as it is (its type unknown here), not boxed
 /// a second time.

@@ -80,6 +80,21 @@ pub type ReadyFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub type ConnectFuture<'a> =
     Pin<Box<dyn Future<Output = Result<(), Arc<dyn std::error::Error + Send + Sync>>> + Send + 'a>>;
 
+/// A boxed future returned by [`Router::whereis`].
+pub type WhereisFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Pid>, crate::CallError>> + Send + 'a>>;
+
+/// Why a node operation ([`Router::monitor_node`], [`Router::monitor_nodes`])
+/// did not happen.
+#[derive(Debug, Clone)]
+pub enum NodeOpError {
+    /// The router does not do it (this system is not a distributed node).
+    Unsupported,
+    /// The distribution layer refused; the cause is its own error (with
+    /// joerl-dist, a `joerl_dist::DistError`: for example a malformed node name).
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+}
+
 /// Carries messages and signals to actors on other nodes.
 ///
 /// Implementations must never drop a signal silently: when a `Link` or `Monitor`
@@ -153,6 +168,40 @@ pub trait Router: Send + Sync + 'static {
     fn connect(&self, node: &str) -> ConnectFuture<'_> {
         let _ = node;
         Box::pin(async { Ok(()) })
+    }
+
+    /// Names of the nodes connected now (Erlang's `nodes()`).
+    fn nodes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Makes `owner` receive (`on`) or stop receiving every node-up and
+    /// node-down, as messages (Erlang's `net_kernel:monitor_nodes/1`). The
+    /// default refuses.
+    fn monitor_nodes(&self, owner: Pid, on: bool) -> Result<(), NodeOpError> {
+        let _ = (owner, on);
+        Err(NodeOpError::Unsupported)
+    }
+
+    /// Makes `owner` receive one node-down message when the node named
+    /// `node` goes down or cannot be reached (Erlang's `monitor_node/2`);
+    /// connects if needed. The default refuses.
+    fn monitor_node(&self, owner: Pid, node: &str) -> Result<(), NodeOpError> {
+        let _ = (owner, node);
+        Err(NodeOpError::Unsupported)
+    }
+
+    /// The Pid registered as `name` on the node named `node`, asked of that
+    /// node (connecting if needed), waiting at most `timeout`. The default
+    /// refuses.
+    fn whereis(&self, name: &str, node: &str, timeout: std::time::Duration) -> WhereisFuture<'_> {
+        let _ = (name, timeout);
+        let node = node.to_string();
+        Box::pin(async move {
+            Err(crate::CallError::Send(crate::SendError::NoRouterForNode(
+                node,
+            )))
+        })
     }
 
     /// True if `node` (a node id) is currently connected. Used for `is_alive` of

@@ -95,7 +95,7 @@ pub(crate) struct Inner {
     live: AtomicUsize,
     all_stopped: Notify,
     shutting_down: AtomicBool,
-    router: OnceLock<Arc<dyn Router>>,
+    pub(crate) router: OnceLock<Arc<dyn Router>>,
     runtime: tokio::runtime::Handle,
     default_capacity: usize,
 }

@@ -354,15 +354,7 @@ impl DistributedSystem {
 
     /// Names of the nodes connected now.
     pub fn nodes(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .inner
-            .peers
-            .iter()
-            .filter(|p| p.is_up())
-            .map(|p| p.name.clone())
-            .collect();
-        v.sort();
-        v
+        self.inner.nodes()
     }
 
     /// What this node knows of the other nodes it has a peer for now (name,
@@ -402,37 +394,18 @@ impl DistributedSystem {
     /// are delivered even to a full mailbox, so none is ever dropped while the
     /// actor lives. Calling it twice has no further effect.
     pub fn monitor_nodes(&self, owner: Pid) {
-        let mut watchers = self
-            .inner
-            .node_watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !watchers.contains(&owner) {
-            watchers.push(owner);
-        }
+        self.inner.monitor_nodes(owner, true)
     }
 
     /// Undoes [`monitor_nodes`](Self::monitor_nodes) for `owner`.
     pub fn demonitor_nodes(&self, owner: Pid) {
-        self.inner
-            .node_watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != owner);
+        self.inner.monitor_nodes(owner, false)
     }
 
     /// Erlang's `monitor_node(Node, true)`: when `node` goes down (or cannot be
     /// reached), `owner` receives one [`NodeDown`] message. Connects if needed.
     pub fn monitor_node(&self, owner: Pid, node: &str) -> Result<(), DistError> {
-        let peer = self.inner.peer_by_name(node, Learned::Named)?;
-        peer.node_monitors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(owner);
-        if !peer.is_up() {
-            self.inner.ensure_dialing(&peer);
-        }
-        Ok(())
+        self.inner.monitor_node(owner, node)
     }
 
     /// The Pid registered as `name` on `node` (Erlang's `rpc:call(Node, erlang,
@@ -444,23 +417,7 @@ impl DistributedSystem {
         node: &str,
         timeout: Duration,
     ) -> Result<Option<Pid>, CallError> {
-        if node == self.name() {
-            return Ok(self.whereis(name));
-        }
-        let kernel = ServerRef::<crate::net_kernel::NetKernel>::new((
-            crate::net_kernel::NET_KERNEL_NAME,
-            node,
-        ));
-        let reply = self
-            .inner
-            .system
-            .call_timeout(
-                &kernel,
-                crate::net_kernel::WhereIs(name.to_string()),
-                timeout,
-            )
-            .await?;
-        Ok(reply.0)
+        self.inner.whereis_remote(name, node, timeout).await
     }
 
     /// Statistics per peer and in total.
@@ -1056,6 +1013,66 @@ impl NodeInner {
     }
 
     /// Connects (if needed) before a call, with the call's errors.
+    /// Names of the nodes connected now, sorted.
+    pub(crate) fn nodes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|p| p.is_up())
+            .map(|p| p.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Adds (`on`) or removes `owner` as a receiver of every node event.
+    pub(crate) fn monitor_nodes(&self, owner: Pid, on: bool) {
+        let mut watchers = self.node_watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if !on {
+            watchers.retain(|p| *p != owner);
+        } else if !watchers.contains(&owner) {
+            watchers.push(owner);
+        }
+    }
+
+    /// See [`DistributedSystem::monitor_node`].
+    pub(crate) fn monitor_node(self: &Arc<Self>, owner: Pid, node: &str) -> Result<(), DistError> {
+        let peer = self.peer_by_name(node, Learned::Named)?;
+        peer.node_monitors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(owner);
+        if !peer.is_up() {
+            self.ensure_dialing(&peer);
+        }
+        Ok(())
+    }
+
+    /// See [`DistributedSystem::whereis_remote`].
+    pub(crate) async fn whereis_remote(
+        &self,
+        name: &str,
+        node: &str,
+        timeout: Duration,
+    ) -> Result<Option<Pid>, CallError> {
+        if node == self.me.name {
+            return Ok(self.system.whereis(name));
+        }
+        let kernel = ServerRef::<crate::net_kernel::NetKernel>::new((
+            crate::net_kernel::NET_KERNEL_NAME,
+            node,
+        ));
+        let reply = self
+            .system
+            .call_timeout(
+                &kernel,
+                crate::net_kernel::WhereIs(name.to_string()),
+                timeout,
+            )
+            .await?;
+        Ok(reply.0)
+    }
+
     pub(crate) async fn connect(self: &Arc<Self>, node: &str) -> Result<(), DistError> {
         let peer = self.peer_by_name(node, Learned::Named)?;
         if peer.is_up() {

@@ -8,8 +8,11 @@
 //! `noconnection`; a signal for a node nobody can reach is answered at once.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use joerl_core::{Message, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMessage};
+use joerl_core::{
+    Message, NodeOpError, Pid, ReadyFuture, RouteError, Router, Signal, UnsentMessage,
+};
 
 use crate::codec;
 use crate::frame;
@@ -228,6 +231,35 @@ impl Router for DistRouter {
             .is_some_and(|p| p.is_up())
     }
 
+    fn nodes(&self) -> Vec<String> {
+        self.node.upgrade().map(|n| n.nodes()).unwrap_or_default()
+    }
+
+    fn monitor_nodes(&self, owner: Pid, on: bool) -> Result<(), NodeOpError> {
+        let node = self.node.upgrade().ok_or_else(shut_down)?;
+        node.monitor_nodes(owner, on);
+        Ok(())
+    }
+
+    fn monitor_node(&self, owner: Pid, name: &str) -> Result<(), NodeOpError> {
+        let node = self.node.upgrade().ok_or_else(shut_down)?;
+        node.monitor_node(owner, name)
+            .map_err(|e| NodeOpError::Failed(Arc::new(e)))
+    }
+
+    fn whereis(&self, name: &str, node: &str, timeout: Duration) -> joerl_core::WhereisFuture<'_> {
+        let inner = self.node.upgrade();
+        let (name, node) = (name.to_string(), node.to_string());
+        Box::pin(async move {
+            match inner {
+                Some(inner) => inner.whereis_remote(&name, &node, timeout).await,
+                None => Err(joerl_core::CallError::Unreachable(Arc::new(
+                    crate::DistError::ShuttingDown,
+                ))),
+            }
+        })
+    }
+
     fn connect(&self, node: &str) -> joerl_core::ConnectFuture<'_> {
         let inner = self.node.upgrade();
         let node = node.to_string();
@@ -241,4 +273,9 @@ impl Router for DistRouter {
                 .map_err(|e| Arc::new(e) as Arc<dyn std::error::Error + Send + Sync>)
         })
     }
+}
+
+/// The node behind a router is gone.
+fn shut_down() -> NodeOpError {
+    NodeOpError::Failed(Arc::new(crate::DistError::ShuttingDown))
 }

@@ -91,6 +91,8 @@ enum CtlReq {
         observer: Pid,
         count: u64,
     },
+    /// Reply with the caller the server sees.
+    WhoCalls,
 }
 remote_message!(CtlReq, "test::CtlReq");
 
@@ -99,6 +101,7 @@ enum CtlReply {
     Spawned(Pid),
     Sum(i64),
     Slept,
+    Caller(Pid),
 }
 remote_message!(CtlReply, "test::CtlReply");
 
@@ -244,6 +247,7 @@ impl HandleCall<CtlReq> for Ctl {
                 CallResponse::Reply(CtlReply::Spawned(pid))
             }
             CtlReq::Add(a, b) => CallResponse::Reply(CtlReply::Sum(a + b)),
+            CtlReq::WhoCalls => CallResponse::Reply(CtlReply::Caller(from.caller())),
             CtlReq::OrderCheck { observer, count } => {
                 let pid = ctx.spawn(OrderCheck {
                     observer,
@@ -666,6 +670,125 @@ async fn remote_calls_succeed_time_out_and_fail_with_noconnection() {
     assert!(matches!(err, CallError::NoConnection), "{err:?}");
     assert!(killed_at.elapsed() < Duration::from_secs(30));
     a.shutdown().await;
+}
+
+/// What [`NodeUser`] saw, for the test.
+#[derive(Debug)]
+enum Seen {
+    Ready {
+        me: Pid,
+        caller: Pid,
+        sum: i64,
+        whereis: Option<Pid>,
+        nodes: Vec<String>,
+    },
+    Down(String),
+}
+
+/// Uses the distributed half of its context on a peer node (no
+/// DistributedSystem held): watches it, looks its control server up, calls
+/// it by `{name, node}`, and reports.
+struct NodeUser {
+    peer: String,
+    out: mpsc::UnboundedSender<Seen>,
+}
+
+impl Actor for NodeUser {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        ctx.monitor_node(&self.peer).expect("monitor_node");
+        let ctl = ServerRef::<Ctl>::new(("ctl", self.peer.as_str()));
+        let caller = match ctx.call(&ctl, CtlReq::WhoCalls).await.expect("call") {
+            CtlReply::Caller(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let sum = match ctx.call(&ctl, CtlReq::Add(2, 3)).await.expect("call") {
+            CtlReply::Sum(n) => n,
+            other => panic!("{other:?}"),
+        };
+        let whereis = ctx.whereis("ctl", &self.peer).await.expect("whereis");
+        let _ = self.out.send(Seen::Ready {
+            me: ctx.pid(),
+            caller,
+            sum,
+            whereis,
+            nodes: ctx.nodes(),
+        });
+    }
+
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        if let Ok(down) = msg.downcast::<NodeDown>() {
+            let _ = self.out.send(Seen::Down(down.node));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_watches_looks_up_and_calls_a_node_in_another_process_from_its_context() {
+    init_tracing();
+    let epmd = epmd().await;
+    let mut child = ChildNode::start("ctxuse_b", epmd.local_addr());
+    let a = node("ctxuse_a", epmd.local_addr()).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    a.spawn(NodeUser {
+        peer: child.name.clone(),
+        out: tx,
+    });
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+        tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .expect("in time")
+            .expect("actor alive")
+    }
+    match next(&mut rx).await {
+        Seen::Ready {
+            me,
+            caller,
+            sum,
+            whereis,
+            nodes,
+        } => {
+            assert_eq!(
+                caller, me,
+                "the server in the other process saw the calling actor"
+            );
+            assert_eq!(sum, 5);
+            let found = whereis.expect("ctl is registered there");
+            assert_eq!(found.node(), joerl_dist::core::node_id(&child.name));
+            assert_eq!(nodes, vec![child.name.clone()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    child.kill();
+    match next(&mut rx).await {
+        Seen::Down(node) => assert_eq!(node, child.name),
+        other => panic!("{other:?}"),
+    }
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_on_a_system_that_is_not_a_node_gets_a_clear_error() {
+    let system = joerl_dist::ActorSystem::new();
+    struct Try(mpsc::UnboundedSender<String>);
+    impl Actor for Try {
+        async fn started(&mut self, ctx: &mut ActorContext) {
+            let e = ctx.monitor_node("b@127.0.0.1").unwrap_err();
+            assert!(matches!(e, joerl_dist::core::NodeError::NotANode));
+            assert!(ctx.monitor_nodes(true).is_err());
+            assert!(ctx.nodes().is_empty());
+            assert_eq!(ctx.node(), None);
+            let _ = self.0.send(e.to_string());
+        }
+        async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    system.spawn(Try(tx));
+    let text = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.contains("NodeBuilder"), "{text}");
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
