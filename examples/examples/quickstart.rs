@@ -28,7 +28,7 @@ struct Greeter;
 impl Actor for Greeter {
     async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
         if let (Ok(hello), Some(from)) = (msg.downcast::<Hello>(), ctx.sender()) {
-            let node = ctx.system().node_name().unwrap_or("?");
+            let node = ctx.node().unwrap_or("?");
             println!("greeter on {node} got: {}", hello.text);
             let reply = Hello {
                 text: format!("hello back, {from}"),
