@@ -79,6 +79,18 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Decodes one value from the front of `bytes` (more may follow) and says
+/// how many bytes it used; decoding may claim at most [`CONTROL_MEMORY_LIMIT`]
+/// (for small protocol items such as gossip members, never user values).
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    bincode::serde::decode_from_slice(bytes, cfg::<CONTROL_MEMORY_LIMIT>()).map_err(|e| match e {
+        bincode::error::DecodeError::LimitExceeded => CodecError::MemoryLimit {
+            limit: CONTROL_MEMORY_LIMIT,
+        },
+        other => CodecError::Decode(other.to_string()),
+    })
+}
+
 /// Decodes a value that must use every byte of `bytes`, allowing decoding to
 /// claim at most [`effective_memory_limit`]`(max_memory, bytes.len())`. The
 /// limit bounds what a peer can make this node reserve for one value; a value

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod accounting;
+pub mod cluster;
 mod codec;
 mod config;
 mod connection;
