@@ -9,11 +9,17 @@
 //!   checked field by field;
 //! - [`packet`]: the gossip envelope, authenticated with a key derived from the
 //!   cookie and the cluster name, bounded in size, refused with a counted
-//!   reason.
+//!   reason;
+//! - [`member`]: a member's identity (node name, gossip and dist addresses,
+//!   creation, rejoin count, metadata) and its foca codec.
 //!
-//! The SWIM driver (foca, the UDP socket, timers, member states and events)
-//! comes next; see CLUSTERING.md's membership section for what is planned.
+//! And the one piece with I/O so far, [`gossip`]: the SWIM driver (foca, the
+//! UDP socket, its timers, counters of refused packets, member changes to
+//! subscribers in order). Not yet built: the node life cycle as users see it,
+//! dist connections that follow membership, the `Cluster` API on a node, the
+//! example and the benchmark; see CLUSTERING.md's membership section.
 
 pub mod config;
+pub mod gossip;
 pub mod member;
 pub mod packet;
