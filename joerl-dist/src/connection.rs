@@ -396,6 +396,9 @@ pub(crate) enum EndReason {
     Io(String),
     /// The peer sent a frame that is not valid.
     Malformed(FrameError),
+    /// This node closed the connection on purpose (why), as Erlang's
+    /// `disconnect_node/1`: reported down at once, not mended, not redialed.
+    Disconnected(String),
 }
 
 impl EndReason {
@@ -411,6 +414,7 @@ impl EndReason {
             EndReason::TickTimeout(d) => R::TickTimeout(*d),
             EndReason::Io(e) => R::Io(e.clone()),
             EndReason::Malformed(e) => R::Malformed(e.to_string()),
+            EndReason::Disconnected(why) => R::Disconnected(why.clone()),
         }
     }
 }
@@ -430,6 +434,7 @@ impl std::fmt::Display for EndReason {
             }
             EndReason::Io(e) => write!(f, "i/o error: {e}"),
             EndReason::Malformed(e) => write!(f, "malformed frame: {e}"),
+            EndReason::Disconnected(why) => write!(f, "disconnected by this node: {why}"),
         }
     }
 }

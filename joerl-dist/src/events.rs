@@ -47,6 +47,9 @@ pub enum NodeDownReason {
     Unreachable(String),
     /// This node is shutting down.
     ShuttingDown,
+    /// This node disconnected it on purpose (why): `DistributedSystem::disconnect`,
+    /// or the cluster layer for a member declared failed.
+    Disconnected(String),
 }
 
 impl std::fmt::Display for NodeDownReason {
@@ -65,6 +68,7 @@ impl std::fmt::Display for NodeDownReason {
             }
             NodeDownReason::Unreachable(why) => write!(f, "unreachable: {why}"),
             NodeDownReason::ShuttingDown => f.write_str("this node is shutting down"),
+            NodeDownReason::Disconnected(why) => write!(f, "disconnected by this node: {why}"),
         }
     }
 }

@@ -695,7 +695,10 @@ impl LinkMachine {
         let redial = !self.stopping
             && !matches!(
                 reason,
-                EndReason::Goodbye | EndReason::Replaced(_) | EndReason::Superseded
+                EndReason::Goodbye
+                    | EndReason::Replaced(_)
+                    | EndReason::Superseded
+                    | EndReason::Disconnected(_)
             );
         if redial {
             if let Some(grace) = self.cut(conn, reason.clone(), now, false) {
@@ -749,6 +752,24 @@ impl LinkMachine {
             after: self.config.grace,
         });
         Some(grace)
+    }
+
+    /// This node drops the peer on purpose (Erlang's `disconnect_node/1`;
+    /// the cluster layer for a member declared failed): the connection that
+    /// is up, or the cut being mended, is reported down at once with
+    /// `Disconnected(why)`, exactly once, and not redialed; nothing happens if
+    /// the peer is already down. A later send dials again.
+    pub(crate) fn disconnect(&mut self, why: String, now: Instant) {
+        if let Some(conn) = self.current_conn() {
+            self.connection_closed(conn, EndReason::Disconnected(why), now);
+        } else if self.take_grace().is_some() {
+            let reason = NodeDownReason::Disconnected(why);
+            self.end_grace(reason.clone());
+            self.status(Status::Down {
+                reason,
+                error: None,
+            });
+        }
     }
 
     /// The outgoing queue reached its hard limit: the peer does not read.
@@ -1523,6 +1544,47 @@ mod tests {
         assert!(m.keeps_session(1));
         assert_eq!(m.install(6, 1, true, m.epoch(), t0), Ok(Installed::Resumed));
         m.accept_ended(true);
+        assert!(events(&actions(&mut m)).is_empty());
+    }
+
+    #[test]
+    fn a_disconnect_reports_the_peer_down_once_and_does_not_redial() {
+        let t0 = Instant::now();
+        // While up.
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.disconnect("declared failed".into(), t0);
+        let a = actions(&mut m);
+        assert_eq!(
+            events(&a),
+            vec![Event::Down(NodeDownReason::Disconnected(
+                "declared failed".into()
+            ))]
+        );
+        assert!(grace_timer(&a).is_none(), "not a cut to mend");
+        assert!(dialer(&a).is_none(), "not redialed");
+        assert_eq!(
+            lost(&a),
+            vec![NodeDownReason::Disconnected("declared failed".into())]
+        );
+        // Again, or when the peer is already down: nothing more.
+        m.disconnect("again".into(), t0);
+        assert!(events(&actions(&mut m)).is_empty());
+        // While a cut is being mended: the grace period ends with it, once.
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        assert!(events(&actions(&mut m)).is_empty(), "a cut alone is silent");
+        m.disconnect("declared failed".into(), t0);
+        let a = actions(&mut m);
+        assert_eq!(
+            events(&a),
+            vec![Event::Down(NodeDownReason::Disconnected(
+                "declared failed".into()
+            ))]
+        );
+        assert_eq!(lost(&a).len(), 1);
+        m.disconnect("again".into(), t0);
         assert!(events(&actions(&mut m)).is_empty());
     }
 

@@ -352,6 +352,17 @@ impl DistributedSystem {
         self.inner.connect(node).await
     }
 
+    /// Drops the connection to `node` on purpose (Erlang's
+    /// `disconnect_node/1`): the node is reported down at once, exactly once,
+    /// with [`NodeDownReason::Disconnected`](crate::NodeDownReason::Disconnected)
+    /// carrying `why`; every link and monitor to it gets `noconnection`; what
+    /// was queued or unacknowledged for it is dropped and counted. A cut being
+    /// mended ends the same way. The connection is not redialed; a later send
+    /// dials again. False if this node knows no peer of that name.
+    pub fn disconnect(&self, node: &str, why: &str) -> bool {
+        self.inner.disconnect(node, why)
+    }
+
     /// Names of the nodes connected now.
     pub fn nodes(&self) -> Vec<String> {
         self.inner.nodes()
@@ -1013,6 +1024,19 @@ impl NodeInner {
     }
 
     /// Connects (if needed) before a call, with the call's errors.
+    /// See [`DistributedSystem::disconnect`].
+    pub(crate) fn disconnect(self: &Arc<Self>, node: &str, why: &str) -> bool {
+        let Some(peer) = self.peer_by_id(joerl_core::node_id(node)) else {
+            return false;
+        };
+        if peer.name != node {
+            return false;
+        }
+        let now = Instant::now();
+        self.drive(&peer, |m| m.disconnect(why.to_string(), now));
+        true
+    }
+
     /// Names of the nodes connected now, sorted.
     pub(crate) fn nodes(&self) -> Vec<String> {
         let mut v: Vec<String> = self

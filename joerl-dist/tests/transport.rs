@@ -1170,3 +1170,72 @@ async fn unregistered_request_or_reply_types_fail_the_call_at_once_and_name_the_
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Monitors `target` when started and forwards the downs it gets.
+struct DownWatcher {
+    target: Pid,
+    out: tokio::sync::mpsc::UnboundedSender<joerl_dist::DownMessage>,
+}
+
+impl Actor for DownWatcher {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        ctx.monitor(self.target).unwrap();
+    }
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        if let Ok(d) = msg.downcast::<joerl_dist::DownMessage>() {
+            let _ = self.out.send(*d);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_reports_the_node_down_once_with_noconnection_to_monitors() {
+    init_tracing();
+    let epmd = epmd().await;
+    let a = node("disc_a", epmd.local_addr()).await;
+    let b = node("disc_b", epmd.local_addr()).await;
+    let (fwd, _rx) = forward();
+    let target = b.spawn(fwd);
+    a.connect(b.name()).await.unwrap();
+    let mut events = a.subscribe();
+    let (tx, mut downs) = tokio::sync::mpsc::unbounded_channel();
+    a.spawn(DownWatcher { target, out: tx });
+    wait_until("the monitor reached b", || {
+        b.relation_counts(target).is_some_and(|c| c != (0, 0, 0))
+    })
+    .await;
+    assert!(!a.disconnect("nobody@127.0.0.1", "test"), "no such peer");
+    assert!(a.disconnect(b.name(), "declared failed"));
+    let down = tokio::time::timeout(DEADLINE, downs.recv())
+        .await
+        .expect("down in time")
+        .unwrap();
+    assert_eq!(down.reason, joerl_dist::ExitReason::NoConnection);
+    assert_eq!(down.pid, target);
+    loop {
+        match tokio::time::timeout(DEADLINE, events.recv())
+            .await
+            .expect("event in time")
+            .unwrap()
+        {
+            joerl_dist::NodeEvent::Down { node, reason } => {
+                assert_eq!(node, b.name());
+                assert_eq!(
+                    reason,
+                    joerl_dist::NodeDownReason::Disconnected("declared failed".into())
+                );
+                break;
+            }
+            joerl_dist::NodeEvent::Up { .. } => continue,
+        }
+    }
+    // Exactly once: no second down for the monitor, whatever reconnects.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), downs.recv())
+            .await
+            .is_err(),
+        "a second down"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
