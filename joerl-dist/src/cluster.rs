@@ -22,4 +22,5 @@
 pub mod config;
 pub mod gossip;
 pub mod member;
+pub mod node;
 pub mod packet;

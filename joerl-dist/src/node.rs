@@ -84,6 +84,7 @@ pub struct NodeBuilder {
     host: Option<String>,
     config: DistConfig,
     resolver: ResolverSlot,
+    first_resolvers: crate::resolve::ChainResolver,
     static_peers: crate::resolve::StaticResolver,
     peer_epmd_port: Option<u16>,
     transport: crate::transport::Transport,
@@ -110,6 +111,7 @@ impl NodeBuilder {
             host: None,
             config: DistConfig::default(),
             resolver: ResolverSlot::default(),
+            first_resolvers: crate::resolve::ChainResolver::new(),
             static_peers: crate::resolve::StaticResolver::new(),
             peer_epmd_port: None,
             transport: crate::transport::Transport::Tcp,
@@ -121,6 +123,15 @@ impl NodeBuilder {
     /// peer's own host (at [`peer_epmd_port`](Self::peer_epmd_port)).
     pub fn resolver(mut self, resolver: Arc<dyn crate::resolve::Resolver>) -> Self {
         self.resolver = ResolverSlot(Some(resolver));
+        self
+    }
+
+    /// Asks `resolver` first, before the static peers and EPMD (or before the
+    /// resolver given with [`resolver`](Self::resolver)): for example the
+    /// cluster layer's member directory, which knows members' addresses from
+    /// gossip. Several are asked in the order given.
+    pub fn first_resolver(mut self, resolver: Arc<dyn crate::resolve::Resolver>) -> Self {
+        self.first_resolvers = std::mem::take(&mut self.first_resolvers).then(resolver);
         self
     }
 
@@ -279,6 +290,30 @@ pub struct DistributedSystem {
 
 struct NodeGuard(Arc<NodeInner>);
 
+/// A handle on a node that does not keep it alive (see
+/// [`DistributedSystem::downgrade`]).
+#[derive(Clone)]
+pub struct WeakNode {
+    inner: Weak<NodeInner>,
+    guard: Weak<NodeGuard>,
+}
+
+impl WeakNode {
+    /// The node, while some [`DistributedSystem`] handle still holds it.
+    pub fn upgrade(&self) -> Option<DistributedSystem> {
+        Some(DistributedSystem {
+            inner: self.inner.upgrade()?,
+            _guard: self.guard.upgrade()?,
+        })
+    }
+}
+
+impl std::fmt::Debug for WeakNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakNode")
+    }
+}
+
 impl Drop for NodeGuard {
     fn drop(&mut self) {
         self.0.stop_now();
@@ -350,6 +385,27 @@ impl DistributedSystem {
     /// or the first attempt fails (for example with an authentication error).
     pub async fn connect(&self, node: &str) -> Result<(), DistError> {
         self.inner.connect(node).await
+    }
+
+    /// A handle that does not keep the node alive: for tasks and services
+    /// that follow the node but must not outlive its last user.
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode {
+            inner: Arc::downgrade(&self.inner),
+            guard: Arc::downgrade(&self._guard),
+        }
+    }
+
+    /// A 32-byte key derived from this node's cookie for `context`
+    /// (HMAC-SHA256 keyed by the cookie): what the cluster layer keys its
+    /// gossip with, so that it never holds the cookie itself. Nodes with the
+    /// same cookie derive the same key for the same context.
+    pub fn derive_key(&self, context: &[u8]) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.inner.cookie)
+            .expect("HMAC takes any key length");
+        mac.update(context);
+        mac.finalize().into_bytes().into()
     }
 
     /// Drops the connection to `node` on purpose (Erlang's
@@ -653,7 +709,7 @@ impl NodeInner {
         // Default: the static table, then this node's own EPMD (one daemon
         // for a host, or for several with --allow-remote-register), then the
         // EPMD on the peer's own host.
-        let resolver: Arc<dyn crate::resolve::Resolver> = match b.resolver.0.clone() {
+        let chosen: Arc<dyn crate::resolve::Resolver> = match b.resolver.0.clone() {
             Some(r) => r,
             None => Arc::new(
                 crate::resolve::ChainResolver::new()
@@ -663,6 +719,11 @@ impl NodeInner {
                         b.peer_epmd_port.unwrap_or(b.epmd.port()),
                     ))),
             ),
+        };
+        let resolver: Arc<dyn crate::resolve::Resolver> = if b.first_resolvers.is_empty() {
+            chosen
+        } else {
+            Arc::new(b.first_resolvers.clone().then(chosen))
         };
         let mut reg = Registration::new(short.clone(), local_addr.port())
             .host(host.clone())

@@ -169,6 +169,11 @@ impl ChainResolver {
         Self::default()
     }
 
+    /// True if the chain has no resolver.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
     /// Appends `resolver`, asked after those already in the chain.
     pub fn then(mut self, resolver: Arc<dyn Resolver>) -> Self {
         self.links.push(resolver);

@@ -176,12 +176,21 @@ impl Gossip {
     pub async fn start(
         config: &ClusterConfig,
         cookie: &str,
+        identity: MemberId,
+    ) -> std::io::Result<Gossip> {
+        let key = PacketKey::new(cookie, &config.cluster_name, config.max_packet_size);
+        Self::start_keyed(config, key, identity).await
+    }
+
+    /// [`start`](Self::start) with the packet key already made.
+    pub async fn start_keyed(
+        config: &ClusterConfig,
+        key: PacketKey,
         mut identity: MemberId,
     ) -> std::io::Result<Gossip> {
         let socket = UdpSocket::bind((config.bind_addr, config.port)).await?;
         let local = socket.local_addr()?;
         identity.gossip = local;
-        let key = PacketKey::new(cookie, &config.cluster_name, config.max_packet_size);
         let foca = Foca::new(
             identity,
             foca_config(config),
@@ -231,8 +240,9 @@ impl Gossip {
         rx
     }
 
-    /// Leaves the cluster: tells the members this one is going, then stops.
-    pub async fn leave(self) {
+    /// Leaves the cluster: tells the members this one is going, then stops
+    /// (the handle then knows no members).
+    pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Leave(tx)).is_ok() {
             let _ = rx.await;

@@ -79,6 +79,13 @@ impl std::fmt::Debug for PacketKey {
     }
 }
 
+/// What the cookie is keyed with to make a cluster's gossip key.
+pub fn key_context(cluster_name: &str) -> Vec<u8> {
+    let mut c = b"joerl-gossip-v1".to_vec();
+    c.extend_from_slice(cluster_name.as_bytes());
+    c
+}
+
 /// The 64-bit FNV-1a hash of a cluster name.
 pub(crate) fn cluster_id(name: &str) -> u64 {
     crate::registry::wire_id(name)
@@ -90,11 +97,15 @@ impl PacketKey {
     pub fn new(cookie: &str, cluster_name: &str, max_size: usize) -> Self {
         let mut derive =
             HmacSha256::new_from_slice(cookie.as_bytes()).expect("HMAC takes any key length");
-        derive.update(b"joerl-gossip-v1");
-        derive.update(cluster_name.as_bytes());
-        let key = derive.finalize().into_bytes();
+        derive.update(&key_context(cluster_name));
+        Self::from_key(&derive.finalize().into_bytes(), cluster_name, max_size)
+    }
+
+    /// The key of cluster `cluster_name` from an already derived key: what
+    /// `DistributedSystem::derive_key(&key_context(cluster_name))` gives.
+    pub fn from_key(key: &[u8], cluster_name: &str, max_size: usize) -> Self {
         PacketKey {
-            mac: HmacSha256::new_from_slice(&key).expect("HMAC takes any key length"),
+            mac: HmacSha256::new_from_slice(key).expect("HMAC takes any key length"),
             cluster: cluster_id(cluster_name),
             max_size,
         }

@@ -1,0 +1,171 @@
+//! Membership attached to a node, through the node's public API only: the
+//! node's name, dist address and creation make its member identity, a key
+//! derived from its cookie keys the gossip, members' dist addresses feed a
+//! [`MemberDirectory`] the node resolves names with, and a member SWIM
+//! declares down is disconnected (`noconnection` to every link and monitor,
+//! once) even if its TCP connection still looks open.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use super::config::ClusterConfig;
+use super::gossip::{Gossip, SwimEvent, SwimMember};
+use super::member::MemberId;
+use super::packet::{PacketKey, key_context};
+use crate::DistributedSystem;
+use crate::resolve::{ResolveFuture, Resolver};
+
+/// The dist addresses of the members gossip knows: a [`Resolver`] for the
+/// node (give it to `NodeBuilder::first_resolver` before the node starts, and
+/// to [`ClusterNode::start`] after).
+#[derive(Debug, Default)]
+pub struct MemberDirectory {
+    table: RwLock<HashMap<String, SocketAddr>>,
+}
+
+impl MemberDirectory {
+    /// An empty directory.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The dist address of `node`, if it is a member.
+    pub fn get(&self, node: &str) -> Option<SocketAddr> {
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .copied()
+    }
+
+    fn set(&self, node: &str, addr: Option<SocketAddr>) {
+        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+        match addr {
+            Some(a) => t.insert(node.to_string(), a),
+            None => t.remove(node),
+        };
+    }
+}
+
+impl Resolver for MemberDirectory {
+    fn resolve<'a>(&'a self, node: &'a str) -> ResolveFuture<'a> {
+        let found = self.get(node).map(|a| vec![a]);
+        Box::pin(async move { Ok(found) })
+    }
+}
+
+/// Why membership could not start or join.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The gossip socket could not be bound.
+    #[error("cannot bind the gossip socket at {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No seed could be resolved to an address (each with its reason).
+    #[error("no seed could be reached: {}", .0.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; "))]
+    JoinFailed(Vec<(String, String)>),
+}
+
+/// A node's membership: its gossip member, kept in step with the node.
+#[derive(Debug)]
+pub struct ClusterNode {
+    gossip: Gossip,
+    follow: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.follow.abort();
+    }
+}
+
+impl ClusterNode {
+    /// Starts membership for `node` with `config`, filling `directory` with
+    /// members' dist addresses (the node should resolve through it: see
+    /// [`MemberDirectory`]).
+    pub async fn start(
+        node: &DistributedSystem,
+        config: &ClusterConfig,
+        directory: Arc<MemberDirectory>,
+    ) -> Result<ClusterNode, ClusterError> {
+        let identity = MemberId {
+            node: node.name().to_string(),
+            gossip: SocketAddr::new(config.bind_addr, config.port),
+            dist: node.local_addr(),
+            creation: node.creation(),
+            rejoin: 0,
+            metadata: config.metadata.clone(),
+        };
+        let key = PacketKey::from_key(
+            &node.derive_key(&key_context(&config.cluster_name)),
+            &config.cluster_name,
+            config.max_packet_size,
+        );
+        let gossip = Gossip::start_keyed(config, key, identity)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: SocketAddr::new(config.bind_addr, config.port),
+                source,
+            })?;
+        let mut events = gossip.subscribe();
+        // Held weakly: membership does not keep the node alive.
+        let weak = node.downgrade();
+        let follow = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let Some(node) = weak.upgrade() else { return };
+                match event {
+                    SwimEvent::Up(id) => directory.set(&id.node, Some(id.dist)),
+                    SwimEvent::Renamed { new, .. } => directory.set(&new.node, Some(new.dist)),
+                    SwimEvent::Down(id) => {
+                        directory.set(&id.node, None);
+                        node.disconnect(&id.node, "declared failed by cluster membership");
+                    }
+                }
+            }
+        });
+        Ok(ClusterNode { gossip, follow })
+    }
+
+    /// Joins through `seeds` (`host:port` of their gossip sockets): how many
+    /// resolved to an address and were announced to. Membership converges in
+    /// the background; watch [`members`](Self::members).
+    pub async fn join(&self, seeds: &[String]) -> Result<usize, ClusterError> {
+        let mut addrs = Vec::new();
+        let mut failed = Vec::new();
+        for seed in seeds {
+            match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(mut found) => match found.next() {
+                    Some(a) => addrs.push(a),
+                    None => failed.push((seed.clone(), "no address".to_string())),
+                },
+                Err(e) => failed.push((seed.clone(), e.to_string())),
+            }
+        }
+        if addrs.is_empty() && !seeds.is_empty() {
+            return Err(ClusterError::JoinFailed(failed));
+        }
+        let n = addrs.len();
+        self.gossip.join(addrs);
+        Ok(n)
+    }
+
+    /// The members known now (this node excluded).
+    pub async fn members(&self) -> Vec<SwimMember> {
+        self.gossip.members().await
+    }
+
+    /// The gossip member underneath (its address and counters).
+    pub fn gossip(&self) -> &Gossip {
+        &self.gossip
+    }
+
+    /// Leaves the cluster gracefully.
+    pub async fn leave(self) {
+        self.gossip.leave().await;
+    }
+}
