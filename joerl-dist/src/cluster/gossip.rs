@@ -3,6 +3,11 @@
 //! task only moves its bytes and timers, seals and opens every packet
 //! ([`packet`](super::packet)), counts what it refuses, and reports member
 //! changes to its subscribers, in order and without loss.
+//!
+//! Inside the envelope, a body starts with a kind byte: 0 for foca's data, 1
+//! for a leave notice (the leaving node's name), sent straight to every known
+//! member before SWIM's own leave, so that a leave is told apart from a
+//! failure. A notice lost on the way makes the leave look like a failure.
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -25,8 +30,10 @@ pub enum SwimState {
     Alive,
     /// Missed a probe; not yet declared down (traffic is not stopped).
     Suspected,
-    /// Declared down by the cluster (SWIM's confirmed failure, or a leave).
+    /// Declared down by the cluster (SWIM's confirmed failure).
     Down,
+    /// Left the cluster gracefully (it said so before going).
+    Left,
 }
 
 /// One member as the driver knows it.
@@ -45,8 +52,10 @@ pub struct SwimMember {
 pub enum SwimEvent {
     /// A member became active.
     Up(MemberId),
-    /// An active member was declared down (or left).
+    /// An active member was declared down.
     Down(MemberId),
+    /// An active member left gracefully.
+    Left(MemberId),
     /// A newer identity replaced an older one at the same address (a
     /// restart, or a rejoin after being declared down).
     Renamed {
@@ -140,7 +149,8 @@ fn foca_config(c: &ClusterConfig) -> foca::Config {
     f.probe_rtt = c.probe_timeout;
     f.suspect_to_down_after = c.probe_interval * c.suspicion_multiplier;
     f.max_packet_size =
-        NonZeroUsize::new(c.max_packet_size - MIN_PACKET).expect("validated: at least 512");
+        // The envelope and the body's kind byte come on top of foca's data.
+        NonZeroUsize::new(c.max_packet_size - MIN_PACKET - 1).expect("validated: at least 512");
     f.periodic_gossip = Some(foca::PeriodicParams {
         frequency: c.gossip_interval,
         num_members: NonZeroUsize::new(3).expect("non-zero"),
@@ -252,6 +262,9 @@ impl Gossip {
 
 type Swim = Foca<MemberId, MemberCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
+const BODY_SWIM: u8 = 0;
+const BODY_LEAVING: u8 = 1;
+
 async fn run(
     socket: UdpSocket,
     key: PacketKey,
@@ -264,18 +277,27 @@ async fn run(
     let mut subscribers: Vec<mpsc::UnboundedSender<SwimEvent>> = Vec::new();
     let mut buf = vec![0u8; 65_536];
     let mut sealed = Vec::new();
+    // Gossip addresses of members that said they leave.
+    let mut leaving: std::collections::HashSet<SocketAddr> = Default::default();
     loop {
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
-                let Ok((n, _from)) = received else { continue };
+                let Ok((n, from)) = received else { continue };
                 stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 match key.open(&buf[..n]) {
-                    Ok(body) => {
+                    Ok([BODY_SWIM, body @ ..]) => {
                         if foca.handle_data(body, &mut runtime).is_ok() {
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
                         } else {
                             stats.malformed.fetch_add(1, Ordering::Relaxed);
                         }
+                    }
+                    Ok([BODY_LEAVING, ..]) => {
+                        stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        leaving.insert(from);
+                    }
+                    Ok(_) => {
+                        stats.malformed.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "gossip packet refused");
@@ -303,6 +325,7 @@ async fn run(
                             state: match m.state() {
                                 State::Alive => SwimState::Alive,
                                 State::Suspect => SwimState::Suspected,
+                                State::Down if leaving.contains(&m.id().gossip) => SwimState::Left,
                                 State::Down => SwimState::Down,
                             },
                         })
@@ -311,6 +334,17 @@ async fn run(
                 }
                 Some(Command::Subscribe(tx)) => subscribers.push(tx),
                 Some(Command::Leave(done)) => {
+                    let notice = [BODY_LEAVING];
+                    if key.seal(&notice, &mut sealed).is_ok() {
+                        let members: Vec<SocketAddr> =
+                            foca.iter_members().map(|m| m.id().gossip).collect();
+                        for to in members {
+                            if let Ok(n) = socket.send_to(&sealed, to).await {
+                                stats.sent.fetch_add(1, Ordering::Relaxed);
+                                stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                        }
+                    }
                     let _ = foca.leave_cluster(&mut runtime);
                     flush(&socket, &key, &mut runtime, &mut sealed, &stats).await;
                     let _ = done.send(());
@@ -328,8 +362,17 @@ async fn run(
         }
         while let Some(n) = runtime.to_notify() {
             let event = match n {
-                OwnedNotification::MemberUp(id) if !id.node.is_empty() => SwimEvent::Up(id),
-                OwnedNotification::MemberDown(id) if !id.node.is_empty() => SwimEvent::Down(id),
+                OwnedNotification::MemberUp(id) if !id.node.is_empty() => {
+                    leaving.remove(&id.gossip);
+                    SwimEvent::Up(id)
+                }
+                OwnedNotification::MemberDown(id) if !id.node.is_empty() => {
+                    if leaving.contains(&id.gossip) {
+                        SwimEvent::Left(id)
+                    } else {
+                        SwimEvent::Down(id)
+                    }
+                }
                 OwnedNotification::Rename(old, new) if !old.node.is_empty() => {
                     SwimEvent::Renamed { old, new }
                 }
@@ -348,8 +391,12 @@ async fn flush(
     sealed: &mut Vec<u8>,
     stats: &GossipStats,
 ) {
+    let mut framed = Vec::new();
     while let Some((to, body)) = runtime.to_send() {
-        if key.seal(&body, sealed).is_err() {
+        framed.clear();
+        framed.push(BODY_SWIM);
+        framed.extend_from_slice(&body);
+        if key.seal(&framed, sealed).is_err() {
             continue;
         }
         if let Ok(n) = socket.send_to(sealed, to.gossip).await {
@@ -438,9 +485,15 @@ mod tests {
         // A graceful leave, then a silent failure (the task stops, no leave).
         b.leave().await;
         match events.recv().await.unwrap() {
-            SwimEvent::Down(id) => assert_eq!(id.node, "m2@127.0.0.1"),
+            SwimEvent::Left(id) => assert_eq!(id.node, "m2@127.0.0.1"),
             other => panic!("{other:?}"),
         }
+        let m2 = a
+            .members()
+            .await
+            .into_iter()
+            .find(|m| m.id.node == "m2@127.0.0.1");
+        assert_eq!(m2.map(|m| m.state), Some(SwimState::Left));
         drop(d);
         match events.recv().await.unwrap() {
             SwimEvent::Down(id) => assert_eq!(id.node, "m3@127.0.0.1"),

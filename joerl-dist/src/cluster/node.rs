@@ -125,6 +125,10 @@ impl ClusterNode {
                         directory.set(&id.node, None);
                         node.disconnect(&id.node, "declared failed by cluster membership");
                     }
+                    SwimEvent::Left(id) => {
+                        directory.set(&id.node, None);
+                        node.disconnect(&id.node, "left the cluster");
+                    }
                 }
             }
         });
