@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use joerl_dist::cluster::config::ClusterConfig;
 use joerl_dist::cluster::gossip::SwimState;
-use joerl_dist::cluster::node::{ClusterNode, MemberDirectory};
+use joerl_dist::cluster::node::{ClusterEvent, ClusterHealth, ClusterNode, MemberDirectory};
 use joerl_dist::{
     Actor, ActorContext, DownMessage, ExitReason, Message, NodeDownReason, NodeEvent, Pid,
 };
@@ -68,6 +68,17 @@ async fn members_reach_each_other_through_gossip_and_a_failed_member_is_noconnec
     let cb = ClusterNode::start(&b, &config(), dir_b.clone())
         .await
         .unwrap();
+    // An actor on a receives the membership changes as messages.
+    let (watch_fwd, mut changes) = forward();
+    ca.monitor_members(a.spawn(watch_fwd));
+    assert_eq!(
+        ca.health(),
+        ClusterHealth {
+            healthy: true,
+            active: 1,
+            total: 1
+        }
+    );
     let seed = ca.gossip().local_addr().to_string();
     assert_eq!(cb.join(&[seed]).await.unwrap(), 1);
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -83,6 +94,12 @@ async fn members_reach_each_other_through_gossip_and_a_failed_member_is_noconnec
         assert!(tokio::time::Instant::now() < deadline, "b never joined a");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (up, _): (ClusterEvent, _) = recv(&mut changes).await;
+    assert!(
+        matches!(&up, ClusterEvent::MemberUp(id) if id.node == b.name()),
+        "{up:?}"
+    );
+    assert_eq!(ca.health().active, 2);
     // A named send from a now finds b by its gossiped dist address.
     a.send(("sink", b.name()), 42u32).await.unwrap();
     let (n, _): (u32, _) = recv(&mut rx).await;
@@ -125,6 +142,19 @@ async fn members_reach_each_other_through_gossip_and_a_failed_member_is_noconnec
         None,
         "a failed member leaves the directory"
     );
+    let (failed, _): (ClusterEvent, _) = recv(&mut changes).await;
+    assert!(
+        matches!(&failed, ClusterEvent::MemberFailed(id) if id.node == b.name()),
+        "{failed:?}"
+    );
+    let (health, _): (ClusterEvent, _) = recv(&mut changes).await;
+    let lost_majority = ClusterHealth {
+        healthy: false,
+        active: 1,
+        total: 2,
+    };
+    assert_eq!(health, ClusterEvent::HealthChanged(lost_majority));
+    assert_eq!(ca.health(), lost_majority);
     drop(ca);
     a.shutdown().await;
     b.shutdown().await;

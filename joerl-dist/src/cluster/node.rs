@@ -55,6 +55,44 @@ impl Resolver for MemberDirectory {
     }
 }
 
+/// A membership change, delivered to the actors that asked with
+/// [`ClusterNode::monitor_members`], in order, none dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// A member became active (its node can be reached from now on).
+    MemberUp(MemberId),
+    /// A member was declared failed (it is `noconnection` from now on).
+    MemberFailed(MemberId),
+    /// A member left gracefully.
+    MemberLeft(MemberId),
+    /// Whether the active members are a strict majority changed.
+    HealthChanged(ClusterHealth),
+}
+
+/// Whether the cluster, as this node sees it, keeps a majority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterHealth {
+    /// The active members (this node included) are more than half of
+    /// `total`: SNGO's rule and Akka's keep-majority test.
+    pub healthy: bool,
+    /// Active members, this node included.
+    pub active: usize,
+    /// The last known size: active and failed members, this node included
+    /// (members that left do not count).
+    pub total: usize,
+}
+
+impl ClusterHealth {
+    fn of(active: usize, failed: usize) -> Self {
+        let total = active + failed;
+        ClusterHealth {
+            healthy: active * 2 > total,
+            active,
+            total,
+        }
+    }
+}
+
 /// Why membership could not start or join.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -76,6 +114,8 @@ pub enum ClusterError {
 pub struct ClusterNode {
     gossip: Gossip,
     follow: tokio::task::JoinHandle<()>,
+    watchers: tokio::sync::mpsc::UnboundedSender<joerl_core::Pid>,
+    health: Arc<std::sync::Mutex<ClusterHealth>>,
 }
 
 impl Drop for ClusterNode {
@@ -113,26 +153,87 @@ impl ClusterNode {
                 source,
             })?;
         let mut events = gossip.subscribe();
+        let (watchers, mut new_watchers) = tokio::sync::mpsc::unbounded_channel();
+        let health = Arc::new(std::sync::Mutex::new(ClusterHealth::of(1, 0)));
+        let shared_health = health.clone();
         // Held weakly: membership does not keep the node alive.
         let weak = node.downgrade();
         let follow = tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            // One queue per watching actor, drained by its own task with an
+            // awaited send: none is dropped, order is kept, and a slow actor
+            // delays nobody else.
+            let mut queues: Vec<tokio::sync::mpsc::UnboundedSender<ClusterEvent>> = Vec::new();
+            let mut active = std::collections::HashSet::new();
+            let mut failed = std::collections::HashSet::new();
+            loop {
+                let event = tokio::select! {
+                    // Watchers first: one registered before a change sees it.
+                    biased;
+                    Some(pid) = new_watchers.recv() => {
+                        let Some(node) = weak.upgrade() else { return };
+                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ClusterEvent>();
+                        let system: joerl_core::ActorSystem = (*node).clone();
+                        tokio::spawn(async move {
+                            while let Some(e) = rx.recv().await {
+                                if system.send(pid, e).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        queues.push(tx);
+                        continue;
+                    }
+                    e = events.recv() => match e { Some(e) => e, None => return },
+                };
                 let Some(node) = weak.upgrade() else { return };
-                match event {
-                    SwimEvent::Up(id) => directory.set(&id.node, Some(id.dist)),
-                    SwimEvent::Renamed { new, .. } => directory.set(&new.node, Some(new.dist)),
+                let out = match event {
+                    SwimEvent::Up(id) => {
+                        directory.set(&id.node, Some(id.dist));
+                        failed.remove(&id.node);
+                        active.insert(id.node.clone());
+                        Some(ClusterEvent::MemberUp(id))
+                    }
+                    SwimEvent::Renamed { new, .. } => {
+                        directory.set(&new.node, Some(new.dist));
+                        None
+                    }
                     SwimEvent::Down(id) => {
                         directory.set(&id.node, None);
                         node.disconnect(&id.node, "declared failed by cluster membership");
+                        active.remove(&id.node);
+                        failed.insert(id.node.clone());
+                        Some(ClusterEvent::MemberFailed(id))
                     }
                     SwimEvent::Left(id) => {
                         directory.set(&id.node, None);
                         node.disconnect(&id.node, "left the cluster");
+                        active.remove(&id.node);
+                        failed.remove(&id.node);
+                        Some(ClusterEvent::MemberLeft(id))
                     }
+                };
+                let now = ClusterHealth::of(active.len() + 1, failed.len());
+                let changed = {
+                    let mut h = shared_health.lock().unwrap_or_else(|e| e.into_inner());
+                    let changed = h.healthy != now.healthy;
+                    *h = now;
+                    changed
+                };
+                let mut send = |e: ClusterEvent| queues.retain(|q| q.send(e.clone()).is_ok());
+                if let Some(e) = out {
+                    send(e);
+                }
+                if changed {
+                    send(ClusterEvent::HealthChanged(now));
                 }
             }
         });
-        Ok(ClusterNode { gossip, follow })
+        Ok(ClusterNode {
+            gossip,
+            follow,
+            watchers,
+            health,
+        })
     }
 
     /// Joins through `seeds` (`host:port` of their gossip sockets): how many
@@ -161,6 +262,19 @@ impl ClusterNode {
     /// The members known now (this node excluded).
     pub async fn members(&self) -> Vec<SwimMember> {
         self.gossip.members().await
+    }
+
+    /// Makes `actor` receive every [`ClusterEvent`] from now on, as
+    /// messages, in order, none dropped (a full mailbox makes its queue wait,
+    /// not anyone else's).
+    pub fn monitor_members(&self, actor: joerl_core::Pid) {
+        let _ = self.watchers.send(actor);
+    }
+
+    /// Whether the active members are a strict majority of the last known
+    /// size, as this node sees it now.
+    pub fn health(&self) -> ClusterHealth {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The gossip member underneath (its address and counters).
