@@ -769,6 +769,13 @@ impl LinkMachine {
                 reason,
                 error: None,
             });
+            // The redial that was mending the cut stops here (its task ends
+            // at its next step), as a disconnect is not redialed.
+            self.state = if self.stopping {
+                State::Stopped
+            } else {
+                State::Idle
+            };
         }
     }
 
@@ -1584,6 +1591,7 @@ mod tests {
             ))]
         );
         assert_eq!(lost(&a).len(), 1);
+        assert!(m.is_idle(), "the mending redial stops: {:?}", m.state());
         m.disconnect("again".into(), t0);
         assert!(events(&actions(&mut m)).is_empty());
     }

@@ -39,7 +39,9 @@ pub struct ClusterConfig {
     /// Members of one cluster share this name; gossip of another name is
     /// refused. Letters, digits, `_`, `-`, `.`; at most 64 bytes.
     pub cluster_name: String,
-    /// The address the gossip socket binds to.
+    /// The address the gossip socket binds to, which is also the address
+    /// other members reach this one at: an address they can reach, never
+    /// the unspecified `0.0.0.0`/`::`. Default: `127.0.0.1` (one host).
     pub bind_addr: IpAddr,
     /// The gossip (UDP) port; 0 picks a free one.
     pub port: u16,
@@ -68,7 +70,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             cluster_name: "joerl".into(),
-            bind_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: DEFAULT_GOSSIP_PORT,
             seeds: Vec::new(),
             probe_interval: Duration::from_millis(500),
@@ -232,6 +234,12 @@ impl ClusterConfig {
             return Err(invalid(
                 "cluster_name",
                 format!("{c:?} is not allowed (letters, digits, '_', '-', '.')"),
+            ));
+        }
+        if self.bind_addr.is_unspecified() {
+            return Err(invalid(
+                "bind_addr",
+                "must be an address other members can reach, not the unspecified address (members advertise it)",
             ));
         }
         for seed in &self.seeds {
@@ -547,6 +555,10 @@ mod tests {
         };
         let b = ClusterConfig::builder;
         assert_eq!(field_of(b().cluster_name("")), "cluster_name");
+        assert_eq!(
+            field_of(b().bind_addr(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+            "bind_addr"
+        );
         assert_eq!(field_of(b().cluster_name("a b")), "cluster_name");
         assert_eq!(field_of(b().cluster_name("x".repeat(65))), "cluster_name");
         assert_eq!(field_of(b().seeds(["nohost"])), "seeds");

@@ -281,6 +281,25 @@ async fn run(
     let mut leaving: std::collections::HashSet<SocketAddr> = Default::default();
     loop {
         tokio::select! {
+            // Commands first: a subscription made before a change sees it.
+            biased;
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Join(seeds)) => {
+                    for seed in seeds {
+                        let _ = foca.announce(placeholder(seed), &mut runtime);
+                    }
+                }
+                Some(Command::Members(reply)) => {
+                    let _ = reply.send(snapshot(&foca, &leaving));
+                }
+                Some(Command::Subscribe(tx)) => subscribers.push(tx),
+                Some(Command::Leave(done)) => {
+                    leave(&socket, &key, &mut foca, &mut runtime, &mut sealed, &stats).await;
+                    let _ = done.send(());
+                    return;
+                }
+            },
             received = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = received else { continue };
                 stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -308,49 +327,6 @@ async fn run(
             Some(timer) = timers.recv() => {
                 let _ = foca.handle_timer(timer, &mut runtime);
             }
-            command = commands.recv() => match command {
-                None => return,
-                Some(Command::Join(seeds)) => {
-                    for seed in seeds {
-                        let _ = foca.announce(placeholder(seed), &mut runtime);
-                    }
-                }
-                Some(Command::Members(reply)) => {
-                    let members = foca
-                        .iter_membership_state()
-                        .filter(|m| !m.id().node.is_empty())
-                        .map(|m| SwimMember {
-                            id: m.id().clone(),
-                            incarnation: m.incarnation(),
-                            state: match m.state() {
-                                State::Alive => SwimState::Alive,
-                                State::Suspect => SwimState::Suspected,
-                                State::Down if leaving.contains(&m.id().gossip) => SwimState::Left,
-                                State::Down => SwimState::Down,
-                            },
-                        })
-                        .collect();
-                    let _ = reply.send(members);
-                }
-                Some(Command::Subscribe(tx)) => subscribers.push(tx),
-                Some(Command::Leave(done)) => {
-                    let notice = [BODY_LEAVING];
-                    if key.seal(&notice, &mut sealed).is_ok() {
-                        let members: Vec<SocketAddr> =
-                            foca.iter_members().map(|m| m.id().gossip).collect();
-                        for to in members {
-                            if let Ok(n) = socket.send_to(&sealed, to).await {
-                                stats.sent.fetch_add(1, Ordering::Relaxed);
-                                stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    let _ = foca.leave_cluster(&mut runtime);
-                    flush(&socket, &key, &mut runtime, &mut sealed, &stats).await;
-                    let _ = done.send(());
-                    return;
-                }
-            },
         }
         flush(&socket, &key, &mut runtime, &mut sealed, &stats).await;
         while let Some((after, timer)) = runtime.to_schedule() {
@@ -381,6 +357,46 @@ async fn run(
             subscribers.retain(|s| s.send(event.clone()).is_ok());
         }
     }
+}
+
+/// The members foca knows, placeholders left out.
+fn snapshot(foca: &Swim, leaving: &std::collections::HashSet<SocketAddr>) -> Vec<SwimMember> {
+    foca.iter_membership_state()
+        .filter(|m| !m.id().node.is_empty())
+        .map(|m| SwimMember {
+            id: m.id().clone(),
+            incarnation: m.incarnation(),
+            state: match m.state() {
+                State::Alive => SwimState::Alive,
+                State::Suspect => SwimState::Suspected,
+                State::Down if leaving.contains(&m.id().gossip) => SwimState::Left,
+                State::Down => SwimState::Down,
+            },
+        })
+        .collect()
+}
+
+/// Tells every known member this one leaves, then leaves through SWIM.
+async fn leave(
+    socket: &UdpSocket,
+    key: &PacketKey,
+    foca: &mut Swim,
+    runtime: &mut AccumulatingRuntime<MemberId>,
+    sealed: &mut Vec<u8>,
+    stats: &GossipStats,
+) {
+    let notice = [BODY_LEAVING];
+    if key.seal(&notice, sealed).is_ok() {
+        let members: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().gossip).collect();
+        for to in members {
+            if let Ok(n) = socket.send_to(sealed, to).await {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ = foca.leave_cluster(&mut *runtime);
+    flush(socket, key, runtime, sealed, stats).await;
 }
 
 /// Seals and sends what foca queued.
@@ -446,6 +462,13 @@ mod tests {
         v
     }
 
+    async fn next(events: &mut mpsc::UnboundedReceiver<SwimEvent>) -> SwimEvent {
+        tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("a membership change within 20 s")
+            .expect("the driver runs")
+    }
+
     async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !check().await {
@@ -475,7 +498,7 @@ mod tests {
         }
         let mut ups = Vec::new();
         while ups.len() < 2 {
-            match events.recv().await.unwrap() {
+            match next(&mut events).await {
                 SwimEvent::Up(id) => ups.push(id.node),
                 other => panic!("{other:?}"),
             }
@@ -484,7 +507,7 @@ mod tests {
         assert_eq!(ups, ["m2@127.0.0.1", "m3@127.0.0.1"]);
         // A graceful leave, then a silent failure (the task stops, no leave).
         b.leave().await;
-        match events.recv().await.unwrap() {
+        match next(&mut events).await {
             SwimEvent::Left(id) => assert_eq!(id.node, "m2@127.0.0.1"),
             other => panic!("{other:?}"),
         }
@@ -495,7 +518,7 @@ mod tests {
             .find(|m| m.id.node == "m2@127.0.0.1");
         assert_eq!(m2.map(|m| m.state), Some(SwimState::Left));
         drop(d);
-        match events.recv().await.unwrap() {
+        match next(&mut events).await {
             SwimEvent::Down(id) => assert_eq!(id.node, "m3@127.0.0.1"),
             other => panic!("{other:?}"),
         }

@@ -104,6 +104,12 @@ pub enum ClusterError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The node listens on an unspecified address (`0.0.0.0` or `::`), which
+    /// other members could not dial: start it on an address they reach.
+    #[error(
+        "the node listens on {0}, which other members cannot dial; listen on an address they reach"
+    )]
+    UnspecifiedDistAddress(SocketAddr),
     /// No seed could be resolved to an address (each with its reason).
     #[error("no seed could be reached: {}", .0.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; "))]
     JoinFailed(Vec<(String, String)>),
@@ -133,6 +139,9 @@ impl ClusterNode {
         config: &ClusterConfig,
         directory: Arc<MemberDirectory>,
     ) -> Result<ClusterNode, ClusterError> {
+        if node.local_addr().ip().is_unspecified() {
+            return Err(ClusterError::UnspecifiedDistAddress(node.local_addr()));
+        }
         let identity = MemberId {
             node: node.name().to_string(),
             gossip: SocketAddr::new(config.bind_addr, config.port),
