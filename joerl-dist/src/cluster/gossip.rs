@@ -262,6 +262,10 @@ impl Gossip {
 
 type Swim = Foca<MemberId, MemberCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
+/// Most leave notices remembered at once (addresses of members that said
+/// they leave and did not come back yet).
+const MAX_LEAVING: usize = 4096;
+
 const BODY_SWIM: u8 = 0;
 const BODY_LEAVING: u8 = 1;
 
@@ -313,7 +317,13 @@ async fn run(
                     }
                     Ok([BODY_LEAVING, ..]) => {
                         stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        leaving.insert(from);
+                        // Bounded: notices from more addresses than any
+                        // cluster has are dropped (and counted as malformed).
+                        if leaving.len() < MAX_LEAVING {
+                            leaving.insert(from);
+                        } else {
+                            stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Ok(_) => {
                         stats.malformed.fetch_add(1, Ordering::Relaxed);
