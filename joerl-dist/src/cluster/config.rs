@@ -28,6 +28,10 @@ use serde::Deserialize;
 pub const MAX_METADATA_ENTRIES: usize = 16;
 /// Most bytes of metadata (keys and values) a member may carry.
 pub const MAX_METADATA_BYTES: usize = 1024;
+/// Bytes of a gossip packet kept for everything but two identities'
+/// metadata: node names, addresses, SWIM's message and a few members.
+const PACKET_ROOM: usize = 768;
+
 /// The default gossip port (memberlist's and Serf's).
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 
@@ -286,6 +290,20 @@ impl ClusterConfig {
             return Err(invalid(
                 "metadata",
                 format!("{bytes} bytes of keys and values, at most {MAX_METADATA_BYTES}"),
+            ));
+        }
+        // A packet's header carries two identities (sender and receiver),
+        // each with its metadata, beside names, addresses and the message:
+        // metadata that does not fit twice with that room would make every
+        // packet too large to send.
+        let needed = 2 * bytes + PACKET_ROOM;
+        if needed > self.max_packet_size {
+            return Err(invalid(
+                "metadata",
+                format!(
+                    "{bytes} bytes of metadata need max_packet_size of at least {needed} (it is {}): a packet carries two identities",
+                    self.max_packet_size
+                ),
             ));
         }
         Ok(())
@@ -593,6 +611,14 @@ mod tests {
         }
         assert_eq!(field_of(many), "metadata");
         assert_eq!(field_of(b().meta("k", "v".repeat(1100))), "metadata");
+        // Fits the entry bound, but not twice in a default 1,400-byte packet.
+        assert_eq!(field_of(b().meta("k", "v".repeat(400))), "metadata");
+        assert!(
+            b().meta("k", "v".repeat(400))
+                .max_packet_size(9000)
+                .build()
+                .is_ok()
+        );
         assert_eq!(
             field_of(b().env_from(env(&[("CLUSTER_PORT", "seventy")]))),
             "CLUSTER_PORT"
