@@ -1,26 +1,34 @@
-//! The cluster layer: membership above the node (issue in progress).
+//! The cluster layer: membership above the node.
 //!
 //! It sits on the node's public API and its `Resolver` seam, never on node
-//! internals, as OTP's `global` and `pg` sit on `net_kernel`. Built so far,
-//! with no I/O:
+//! internals, as OTP's `global` and `pg` sit on `net_kernel`. Enable it on a
+//! node with [`DistributedSystem::enable_clustering`](crate::DistributedSystem::enable_clustering)
+//! (or start one with [`NodeBuilder::start_clustered`](crate::NodeBuilder::start_clustered));
+//! the node then has a [`Cluster`]: its members, their states and health,
+//! and events to actors and streams. CLUSTERING.md's membership section
+//! gives the states, the timings, the wire format and the configuration.
 //!
-//! - [`config`]: [`ClusterConfig`](config::ClusterConfig), from code defaults,
+//! The modules, one concern each:
+//! - [`config`]: [`ClusterConfig`], from code defaults,
 //!   a YAML or JSON file, the environment and builder calls, in that order,
 //!   checked field by field;
 //! - [`packet`]: the gossip envelope, authenticated with a key derived from the
 //!   cookie and the cluster name, bounded in size, refused with a counted
-//!   reason;
-//! - [`member`]: a member's identity (node name, gossip and dist addresses,
-//!   creation, rejoin count, metadata) and its foca codec.
-//!
-//! And the one piece with I/O so far, [`gossip`]: the SWIM driver (foca, the
-//! UDP socket, its timers, counters of refused packets, member changes to
-//! subscribers in order). Not yet built: the node life cycle as users see it,
-//! dist connections that follow membership, the `Cluster` API on a node, the
-//! example and the benchmark; see CLUSTERING.md's membership section.
+//!   reason (no I/O);
+//! - [`member`]: a member's identity and its foca codec (no I/O);
+//! - [`state`]: the node life cycle as users see it, a state machine over
+//!   gossip events that says what each asks of the node (no I/O);
+//! - [`gossip`]: the SWIM driver (foca, the UDP socket, its timers, seeds);
+//! - [`node`]: the [`Cluster`] handle, which carries membership's decisions
+//!   out on the node.
 
 pub mod config;
 pub mod gossip;
 pub mod member;
 pub mod node;
 pub mod packet;
+pub mod state;
+
+pub use config::{ClusterConfig, ConfigError};
+pub use node::{Cluster, ClusterError, ClusterEvents, MemberDirectory};
+pub use state::{ClusterEvent, ClusterHealth, Member, MemberState};

@@ -419,6 +419,55 @@ impl DistributedSystem {
         self.inner.disconnect(node, why)
     }
 
+    /// Asks `resolver` first from now on, before every resolver the node
+    /// had (what `NodeBuilder::first_resolver` does before the start): how a
+    /// service started on a running node, such as the cluster layer's member
+    /// directory, becomes a source of node addresses. Dials already under
+    /// way keep the resolver they started with.
+    pub fn prepend_resolver(&self, resolver: Arc<dyn crate::resolve::Resolver>) {
+        let mut slot = self
+            .inner
+            .resolver
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let chain = crate::resolve::ChainResolver::new()
+            .then(resolver)
+            .then(slot.clone());
+        *slot = Arc::new(chain);
+    }
+
+    /// Attaches `service` to the node as its one extension of type `T` (as
+    /// an Akka extension is attached to its actor system): found again with
+    /// [`extension`](Self::extension) from any handle of the node, kept until
+    /// the node is dropped. If one of type `T` is attached already, that one
+    /// stays and `service` is given back.
+    pub fn set_extension<T: std::any::Any + Send + Sync>(
+        &self,
+        service: Arc<T>,
+    ) -> Result<(), Arc<T>> {
+        let mut all = self
+            .inner
+            .extensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if all.iter().any(|e| e.is::<T>()) {
+            return Err(service);
+        }
+        all.push(service);
+        Ok(())
+    }
+
+    /// The extension of type `T` attached with
+    /// [`set_extension`](Self::set_extension), if any.
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.inner
+            .extensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find_map(|e| e.clone().downcast::<T>().ok())
+    }
+
     /// Names of the nodes connected now.
     pub fn nodes(&self) -> Vec<String> {
         self.inner.nodes()
@@ -643,8 +692,11 @@ pub(crate) struct NodeInner {
     cookie: Vec<u8>,
     pub(crate) config: DistConfig,
     pub(crate) epmd: EpmdClient,
-    /// Where peers listen (see `resolve.rs`).
-    resolver: Arc<dyn crate::resolve::Resolver>,
+    /// Where peers listen (see `resolve.rs`); `prepend_resolver` puts
+    /// another in front.
+    resolver: std::sync::RwLock<Arc<dyn crate::resolve::Resolver>>,
+    /// Services attached to the node by type (`set_extension`).
+    extensions: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
     /// TCP or TLS (see `transport.rs`).
     transport: crate::transport::Transport,
     local_addr: SocketAddr,
@@ -757,7 +809,8 @@ impl NodeInner {
             cookie: cookie.into_bytes(),
             config: b.config,
             epmd,
-            resolver,
+            resolver: std::sync::RwLock::new(resolver),
+            extensions: Mutex::new(Vec::new()),
             transport: b.transport.clone(),
             local_addr,
             peers: DashMap::with_hasher(FxBuildHasher::default()),
@@ -1430,8 +1483,12 @@ impl NodeInner {
 
     async fn dial_once(self: &Arc<Self>, peer: &Arc<Peer>, dial: u64) -> Result<Dialed, DistError> {
         split_node_name(&peer.name)?;
-        let addrs = self
+        let resolver = self
             .resolver
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let addrs = resolver
             .resolve(&peer.name)
             .await?
             .filter(|a| !a.is_empty())

@@ -1,6 +1,7 @@
 //! Membership attached to nodes: dist addresses learned from gossip (the
-//! nodes use separate EPMDs, so EPMD cannot find them), and a member that
-//! SWIM declares down made `noconnection` although its TCP connection is up.
+//! nodes use separate EPMDs, so EPMD cannot find them), a member that SWIM
+//! declares failed made `noconnection` although its TCP connection is up,
+//! and a partition of gossip that heals into one cluster again.
 
 mod common;
 
@@ -8,11 +9,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::*;
-use joerl_dist::cluster::config::ClusterConfig;
-use joerl_dist::cluster::gossip::SwimState;
-use joerl_dist::cluster::node::{ClusterEvent, ClusterHealth, ClusterNode, MemberDirectory};
+use joerl_dist::cluster::{ClusterConfig, ClusterError, ClusterEvent, ClusterHealth, MemberState};
 use joerl_dist::{
-    Actor, ActorContext, DownMessage, ExitReason, Message, NodeDownReason, NodeEvent, Pid,
+    Actor, ActorContext, DistributedSystem, DownMessage, ExitReason, Message, NodeDownReason,
+    NodeEvent, Pid,
 };
 
 fn config() -> ClusterConfig {
@@ -22,6 +22,7 @@ fn config() -> ClusterConfig {
         .port(0)
         .probe(Duration::from_millis(200), Duration::from_millis(80))
         .gossip_interval(Duration::from_millis(50))
+        .announce_interval(Duration::from_millis(500))
         .build()
         .unwrap()
 }
@@ -40,19 +41,46 @@ impl Actor for Watch {
     }
 }
 
+async fn next_event(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(Message, Option<Pid>)>,
+) -> ClusterEvent {
+    let (e, _): (ClusterEvent, _) = recv(rx).await;
+    e
+}
+
+async fn wait_members(node: &DistributedSystem, others: &[&str]) {
+    let cluster = node.cluster().unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut active: Vec<String> = cluster
+            .members()
+            .into_iter()
+            .filter(|m| m.state == MemberState::Active)
+            .map(|m| m.name)
+            .collect();
+        active.sort();
+        if active == others {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} sees {active:?}, not {others:?}",
+            node.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_reach_each_other_through_gossip_and_a_failed_member_is_noconnection() {
     init_tracing();
     // Two EPMDs: neither node can find the other through EPMD.
     let (epmd_a, epmd_b) = (epmd().await, epmd().await);
-    let (dir_a, dir_b) = (MemberDirectory::new(), MemberDirectory::new());
     let a = builder("memb_a", epmd_a.local_addr())
-        .first_resolver(dir_a.clone())
         .start()
         .await
         .unwrap();
     let b = builder("memb_b", epmd_b.local_addr())
-        .first_resolver(dir_b.clone())
         .start()
         .await
         .unwrap();
@@ -61,67 +89,67 @@ async fn members_reach_each_other_through_gossip_and_a_failed_member_is_noconnec
     b.register("sink", sink).unwrap();
     // Without membership, a cannot reach b.
     assert!(a.connect(b.name()).await.is_err());
+    assert!(matches!(a.cluster(), Err(ClusterError::NotEnabled)));
 
-    let ca = ClusterNode::start(&a, &config(), dir_a.clone())
-        .await
-        .unwrap();
-    let cb = ClusterNode::start(&b, &config(), dir_b.clone())
-        .await
-        .unwrap();
+    let ca = a.enable_clustering(config()).await.unwrap();
+    assert!(matches!(
+        a.enable_clustering(config()).await,
+        Err(ClusterError::AlreadyEnabled)
+    ));
+    let cb = b.enable_clustering(config()).await.unwrap();
     // An actor on a receives the membership changes as messages.
     let (watch_fwd, mut changes) = forward();
-    ca.monitor_members(a.spawn(watch_fwd));
+    ca.monitor_members(&a, a.spawn(watch_fwd));
     assert_eq!(
         ca.health(),
         ClusterHealth {
             healthy: true,
             active: 1,
-            total: 1
+            total: 1,
+            suspected: 0
         }
     );
-    let seed = ca.gossip().local_addr().to_string();
+    assert_eq!(ca.self_member().state, MemberState::Active);
+    let seed = ca.gossip_addr().to_string();
     assert_eq!(cb.join(&[seed]).await.unwrap(), 1);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let members = ca.members().await;
-        if members
-            .iter()
-            .any(|m| m.id.node == b.name() && m.state == SwimState::Alive)
-            && dir_a.get(b.name()) == Some(b.local_addr())
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "b never joined a");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (up, _): (ClusterEvent, _) = recv(&mut changes).await;
-    assert!(
-        matches!(&up, ClusterEvent::MemberUp(id) if id.node == b.name()),
-        "{up:?}"
-    );
+    wait_members(&a, &[b.name()]).await;
+    assert!(matches!(
+        next_event(&mut changes).await,
+        ClusterEvent::MemberJoined(m) if m.name == b.name()
+    ));
+    assert!(matches!(
+        next_event(&mut changes).await,
+        ClusterEvent::MemberUp(m) if m.name == b.name() && m.dist_addr == b.local_addr()
+    ));
     assert_eq!(ca.health().active, 2);
+    assert_eq!(cb.self_member().state, MemberState::Active);
+    assert_eq!(ca.member(b.name()).unwrap().state, MemberState::Active);
+    assert!(matches!(
+        ca.member("nobody@127.0.0.1"),
+        Err(ClusterError::NodeNotFound(_))
+    ));
     // A named send from a now finds b by its gossiped dist address.
     a.send(("sink", b.name()), 42u32).await.unwrap();
     let (n, _): (u32, _) = recv(&mut rx).await;
     assert_eq!(n, 42);
 
-    // b's membership stops (its node and TCP connection stay up): a's SWIM
-    // declares it down, and a makes that a node down, once.
+    // Gossip between them stops (their TCP connection stays up): a's SWIM
+    // declares b failed, and a makes that a node down, once.
     let (tx, mut downs) = tokio::sync::mpsc::unbounded_channel();
     a.spawn(Watch(sink, tx));
     wait_until("the monitor reached b", || {
         b.relation_counts(sink).is_some_and(|c| c != (0, 0, 0))
     })
     .await;
-    let mut events = a.subscribe();
-    drop(cb);
+    let mut node_events = a.subscribe();
+    cb.block_gossip(vec![ca.gossip_addr()]);
     let down = tokio::time::timeout(DEADLINE, downs.recv())
         .await
         .expect("the failed member is noconnection in time")
         .unwrap();
     assert_eq!(down.reason, ExitReason::NoConnection);
     loop {
-        match tokio::time::timeout(DEADLINE, events.recv())
+        match tokio::time::timeout(DEADLINE, node_events.recv())
             .await
             .unwrap()
             .unwrap()
@@ -137,25 +165,75 @@ async fn members_reach_each_other_through_gossip_and_a_failed_member_is_noconnec
             NodeEvent::Up { .. } => continue,
         }
     }
+    // Suspicion first (it never stopped traffic), then the failure.
+    let mut seen = Vec::new();
+    loop {
+        match next_event(&mut changes).await {
+            ClusterEvent::MemberSuspected(m) => seen.push(format!("suspected {}", m.name)),
+            ClusterEvent::MemberFailed(m) => {
+                seen.push(format!("failed {}", m.name));
+                break;
+            }
+            other => panic!("{other:?} after {seen:?}"),
+        }
+    }
     assert_eq!(
-        dir_a.get(b.name()),
-        None,
-        "a failed member leaves the directory"
+        seen,
+        [
+            format!("suspected {}", b.name()),
+            format!("failed {}", b.name())
+        ]
     );
-    let (failed, _): (ClusterEvent, _) = recv(&mut changes).await;
-    assert!(
-        matches!(&failed, ClusterEvent::MemberFailed(id) if id.node == b.name()),
-        "{failed:?}"
-    );
-    let (health, _): (ClusterEvent, _) = recv(&mut changes).await;
     let lost_majority = ClusterHealth {
         healthy: false,
         active: 1,
         total: 2,
+        suspected: 0,
     };
-    assert_eq!(health, ClusterEvent::HealthChanged(lost_majority));
+    assert_eq!(
+        next_event(&mut changes).await,
+        ClusterEvent::HealthChanged(lost_majority)
+    );
     assert_eq!(ca.health(), lost_majority);
-    drop(ca);
+    assert_eq!(ca.member(b.name()).unwrap().state, MemberState::Failed);
+
+    // The partition heals: each side announces to the member it holds
+    // failed, b learns it was declared down and rejoins under its next
+    // incarnation, and a sees it up again.
+    cb.block_gossip(Vec::new());
+    loop {
+        match next_event(&mut changes).await {
+            ClusterEvent::MemberUp(m) => {
+                assert_eq!(m.name, b.name());
+                assert_eq!(m.incarnation, 1, "a new incarnation");
+                break;
+            }
+            ClusterEvent::HealthChanged(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    wait_members(&a, &[b.name()]).await;
+    wait_members(&b, &[a.name()]).await;
+    assert!(ca.health().healthy);
+    a.send(("sink", b.name()), 43u32).await.unwrap();
+    let (n, _): (u32, _) = recv(&mut rx).await;
+    assert_eq!(n, 43);
+
+    // A graceful leave is Left, not Failed.
+    cb.leave().await;
+    assert_eq!(cb.self_member().state, MemberState::Left);
+    loop {
+        match next_event(&mut changes).await {
+            ClusterEvent::MemberLeft(m) => {
+                assert_eq!(m.name, b.name());
+                break;
+            }
+            ClusterEvent::HealthChanged(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ca.member(b.name()).unwrap().state, MemberState::Left);
+    assert_eq!(ca.health().total, 1);
     a.shutdown().await;
     b.shutdown().await;
 }

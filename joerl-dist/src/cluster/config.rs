@@ -68,6 +68,11 @@ pub struct ClusterConfig {
     pub announce_interval: Duration,
     /// Small facts a member publishes about itself (roles, version).
     pub metadata: BTreeMap<String, String>,
+    /// Connect to every member as soon as it is up (Erlang's
+    /// `connect_all`), instead of on the first send to it.
+    pub connect_all: bool,
+    /// How long `Cluster::join` waits for a seed to answer.
+    pub join_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -84,6 +89,8 @@ impl Default for ClusterConfig {
             max_packet_size: 1400,
             announce_interval: Duration::from_secs(10),
             metadata: BTreeMap::new(),
+            connect_all: false,
+            join_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -131,6 +138,8 @@ struct Layer {
     max_packet_size: Option<usize>,
     announce_interval_ms: Option<u64>,
     metadata: Option<BTreeMap<String, String>>,
+    connect_all: Option<bool>,
+    join_timeout_ms: Option<u64>,
 }
 
 impl Layer {
@@ -169,6 +178,12 @@ impl Layer {
         if let Some(v) = self.metadata {
             c.metadata = v;
         }
+        if let Some(v) = self.connect_all {
+            c.connect_all = v;
+        }
+        if let Some(v) = self.join_timeout_ms {
+            c.join_timeout = ms(v);
+        }
     }
 
     /// The layer the environment variables make (`get` reads one).
@@ -183,7 +198,8 @@ impl Layer {
         if let Some(name) = get("CLUSTER_NAME") {
             layer.cluster_name = Some(name.trim().to_string());
         }
-        if let Some(seeds) = get("CLUSTER_SEEDS") {
+        // Empty means unset, as for most tools' variables.
+        if let Some(seeds) = get("CLUSTER_SEEDS").filter(|s| !s.trim().is_empty()) {
             layer.seeds = Some(
                 seeds
                     .split(',')
@@ -206,6 +222,8 @@ pub struct ClusterConfigBuilder {
     file: Option<PathBuf>,
     env: Option<EnvSource>,
     explicit: Layer,
+    /// The first duration given in code that is not whole milliseconds.
+    sub_ms: Option<&'static str>,
 }
 
 impl std::fmt::Debug for ClusterConfigBuilder {
@@ -260,6 +278,7 @@ impl ClusterConfig {
         positive("probe_timeout_ms", self.probe_timeout)?;
         positive("gossip_interval_ms", self.gossip_interval)?;
         positive("announce_interval_ms", self.announce_interval)?;
+        positive("join_timeout_ms", self.join_timeout)?;
         if self.probe_timeout >= self.probe_interval {
             return Err(invalid(
                 "probe_timeout_ms",
@@ -371,16 +390,43 @@ impl ClusterConfigBuilder {
         self
     }
 
-    /// Sets the probe interval and timeout.
+    /// Durations are whole milliseconds, as in files.
+    fn ms(&mut self, field: &'static str, d: Duration) -> Option<u64> {
+        if d.subsec_nanos() % 1_000_000 != 0 && self.sub_ms.is_none() {
+            self.sub_ms = Some(field);
+        }
+        Some(d.as_millis().min(u64::MAX as u128) as u64)
+    }
+
+    /// Sets the probe interval and timeout (whole milliseconds).
     pub fn probe(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.explicit.probe_interval_ms = Some(interval.as_millis() as u64);
-        self.explicit.probe_timeout_ms = Some(timeout.as_millis() as u64);
+        self.explicit.probe_interval_ms = self.ms("probe_interval_ms", interval);
+        self.explicit.probe_timeout_ms = self.ms("probe_timeout_ms", timeout);
         self
     }
 
-    /// Sets the gossip interval.
+    /// Sets the gossip interval (whole milliseconds).
     pub fn gossip_interval(mut self, every: Duration) -> Self {
-        self.explicit.gossip_interval_ms = Some(every.as_millis() as u64);
+        self.explicit.gossip_interval_ms = self.ms("gossip_interval_ms", every);
+        self
+    }
+
+    /// Sets the announce interval (whole milliseconds).
+    pub fn announce_interval(mut self, every: Duration) -> Self {
+        self.explicit.announce_interval_ms = self.ms("announce_interval_ms", every);
+        self
+    }
+
+    /// Sets how long a join waits for a seed (whole milliseconds).
+    pub fn join_timeout(mut self, wait: Duration) -> Self {
+        self.explicit.join_timeout_ms = self.ms("join_timeout_ms", wait);
+        self
+    }
+
+    /// Connects to every member as soon as it is up (Erlang's
+    /// `connect_all`), or only on the first send (the default).
+    pub fn connect_all(mut self, eager: bool) -> Self {
+        self.explicit.connect_all = Some(eager);
         self
     }
 
@@ -407,6 +453,9 @@ impl ClusterConfigBuilder {
 
     /// The configuration, its layers applied in order and checked.
     pub fn build(self) -> Result<ClusterConfig, ConfigError> {
+        if let Some(field) = self.sub_ms {
+            return Err(invalid(field, "must be whole milliseconds"));
+        }
         let mut config = ClusterConfig::default();
         if let Some(path) = &self.file {
             load_file(path)?.apply(&mut config);

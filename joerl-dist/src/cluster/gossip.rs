@@ -5,19 +5,33 @@
 //! changes to its subscribers, in order and without loss.
 //!
 //! Inside the envelope, a body starts with a kind byte: 0 for foca's data, 1
-//! for a leave notice (the leaving node's name), sent straight to every known
-//! member before SWIM's own leave, so that a leave is told apart from a
-//! failure. A notice lost on the way makes the leave look like a failure.
+//! for a leave notice (the leaving member's whole identity), sent straight to
+//! every known member before SWIM's own leave, so that a leave is told apart
+//! from a failure. A notice counts only from the address of the identity it
+//! names, and only for the identity the receiver knows there now: one of an
+//! older incarnation, or about someone else, is refused. A notice lost on the
+//! way makes the leave look like a failure.
+//!
+//! Besides foca's own periodic announce (to random members, and to members
+//! it holds down, which is how the two sides of a healed partition find each
+//! other again), the driver announces to its seeds: while it knows no member,
+//! with a backoff from the probe interval up to the announce interval; after
+//! that, every announce interval, to the seeds that are not members it knows
+//! alive (a seed that restarted, or was on the far side of a partition).
+//! Timers live in the driver's own queue, so nothing outlives the driver.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::config::ClusterConfig;
 use super::member::{MemberCodec, MemberId};
@@ -52,18 +66,30 @@ pub struct SwimMember {
 pub enum SwimEvent {
     /// A member became active.
     Up(MemberId),
+    /// An active member is suspected (missed a probe and its indirect
+    /// probes). It is still active.
+    Suspected(MemberId),
+    /// A suspected member refuted the suspicion: it answers again.
+    Refuted(MemberId),
     /// An active member was declared down.
     Down(MemberId),
     /// An active member left gracefully.
     Left(MemberId),
     /// A newer identity replaced an older one at the same address (a
-    /// restart, or a rejoin after being declared down).
+    /// restart, or a rejoin after being declared down). When the older one
+    /// was down and the newer is alive, an `Up` of the newer one follows.
     Renamed {
         /// The identity that was known.
         old: MemberId,
         /// The one that replaced it.
         new: MemberId,
     },
+    /// This member is known by at least one active member: it has joined
+    /// (again, after a rejoin).
+    Joined,
+    /// This member learned the cluster declared it down and rejoined under
+    /// the given identity (the same node, the next rejoin count).
+    Rejoined(MemberId),
 }
 
 /// Counters of one gossip socket.
@@ -87,8 +113,12 @@ pub struct GossipStats {
     pub wrong_cluster: AtomicU64,
     /// Refused: failed authentication (another cookie, or altered).
     pub bad_tag: AtomicU64,
-    /// Authenticated, but SWIM could not read it.
+    /// Authenticated, but SWIM could not read it, or a leave notice that
+    /// names another identity than the one at its address.
     pub malformed: AtomicU64,
+    /// Dropped on purpose, to or from an address given to
+    /// [`Gossip::block`] (fault injection, not a refusal).
+    pub blocked: AtomicU64,
 }
 
 impl GossipStats {
@@ -120,10 +150,15 @@ impl GossipStats {
 }
 
 enum Command {
-    Join(Vec<SocketAddr>),
+    Join {
+        seeds: Vec<SocketAddr>,
+        wait: Duration,
+        reply: oneshot::Sender<Vec<SocketAddr>>,
+    },
     Leave(oneshot::Sender<()>),
     Members(oneshot::Sender<Vec<SwimMember>>),
     Subscribe(mpsc::UnboundedSender<SwimEvent>),
+    Block(Vec<SocketAddr>),
 }
 
 /// A running gossip member. Dropping it stops the task without a leave; call
@@ -163,8 +198,15 @@ fn foca_config(c: &ClusterConfig) -> foca::Config {
         frequency: c.announce_interval,
         num_members: NonZeroUsize::new(2).expect("non-zero"),
     });
+    // A down member is forgotten after this (then it may come back under
+    // the identity it had); until then it is announced to, so a healed
+    // partition merges.
+    f.remove_down_after = REMOVE_DOWN_AFTER;
     f
 }
+
+/// How long a member declared down is remembered.
+const REMOVE_DOWN_AFTER: Duration = Duration::from_secs(3600);
 
 /// A seed's placeholder identity: foca needs one to address the announce,
 /// and the seed's real identity (a later creation) replaces it.
@@ -209,7 +251,29 @@ impl Gossip {
         );
         let stats = Arc::new(GossipStats::default());
         let (commands, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(socket, key, foca, rx, stats.clone()));
+        let driver = Driver {
+            socket,
+            key,
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            stats: stats.clone(),
+            subscribers: Vec::new(),
+            sealed: Vec::new(),
+            framed: Vec::new(),
+            leaving: HashMap::new(),
+            suspects: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            seeds: Vec::new(),
+            next_announce: None,
+            backoff: config.probe_interval,
+            first_backoff: config.probe_interval,
+            announce_interval: config.announce_interval,
+            grace: config.probe_timeout,
+            joins: Vec::new(),
+            blocked: HashSet::new(),
+        };
+        let task = tokio::spawn(driver.run(rx));
         Ok(Gossip {
             commands,
             local,
@@ -228,9 +292,21 @@ impl Gossip {
         &self.stats
     }
 
-    /// Announces this member to `seeds` (their gossip addresses).
-    pub fn join(&self, seeds: Vec<SocketAddr>) {
-        let _ = self.commands.send(Command::Join(seeds));
+    /// Announces this member to `seeds` (their gossip addresses) and keeps
+    /// them as seeds (announced to again while this member knows nobody, and
+    /// every announce interval while they are not members). Waits at most
+    /// `wait` for them to answer: the seeds that answered by then (once one
+    /// answered, the others get a probe timeout more).
+    pub async fn join(&self, seeds: Vec<SocketAddr>, wait: Duration) -> Vec<SocketAddr> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Join { seeds, wait, reply })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// The members known now (this one excluded).
@@ -250,6 +326,13 @@ impl Gossip {
         rx
     }
 
+    /// Fault injection, for tests and drills: from now on, drops every
+    /// packet to or from these gossip addresses (counted in `blocked`),
+    /// as a network partition would; an empty list heals it.
+    pub fn block(&self, addrs: Vec<SocketAddr>) {
+        let _ = self.commands.send(Command::Block(addrs));
+    }
+
     /// Leaves the cluster: tells the members this one is going, then stops
     /// (the handle then knows no members).
     pub async fn leave(&self) {
@@ -262,176 +345,385 @@ impl Gossip {
 
 type Swim = Foca<MemberId, MemberCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
-/// Most leave notices remembered at once (addresses of members that said
-/// they leave and did not come back yet).
+/// Most leave notices remembered at once (members that said they leave and
+/// were not forgotten yet).
 const MAX_LEAVING: usize = 4096;
+/// Most seeds kept.
+const MAX_SEEDS: usize = 256;
 
 const BODY_SWIM: u8 = 0;
 const BODY_LEAVING: u8 = 1;
 
-async fn run(
+/// A `join` waiting for its seeds to answer.
+struct PendingJoin {
+    seeds: Vec<SocketAddr>,
+    reached: Vec<SocketAddr>,
+    deadline: Instant,
+    reply: oneshot::Sender<Vec<SocketAddr>>,
+}
+
+struct Driver {
     socket: UdpSocket,
     key: PacketKey,
-    mut foca: Swim,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    foca: Swim,
+    runtime: AccumulatingRuntime<MemberId>,
     stats: Arc<GossipStats>,
-) {
-    let mut runtime = AccumulatingRuntime::new();
-    let (timer_tx, mut timers) = mpsc::unbounded_channel::<Timer<MemberId>>();
-    let mut subscribers: Vec<mpsc::UnboundedSender<SwimEvent>> = Vec::new();
-    let mut buf = vec![0u8; 65_536];
-    let mut sealed = Vec::new();
-    // Gossip addresses of members that said they leave.
-    let mut leaving: std::collections::HashSet<SocketAddr> = Default::default();
-    loop {
-        tokio::select! {
-            // Commands first: a subscription made before a change sees it.
-            biased;
-            command = commands.recv() => match command {
-                None => return,
-                Some(Command::Join(seeds)) => {
-                    for seed in seeds {
-                        let _ = foca.announce(placeholder(seed), &mut runtime);
+    subscribers: Vec<mpsc::UnboundedSender<SwimEvent>>,
+    sealed: Vec<u8>,
+    framed: Vec<u8>,
+    /// Members that said they leave, by gossip address.
+    leaving: HashMap<SocketAddr, MemberId>,
+    /// Members suspected now, by gossip address.
+    suspects: HashMap<SocketAddr, MemberId>,
+    /// foca's timers, by when they fire (a sequence number breaks ties).
+    timers: BTreeMap<(Instant, u64), Timer<MemberId>>,
+    timer_seq: u64,
+    seeds: Vec<SocketAddr>,
+    next_announce: Option<Instant>,
+    backoff: Duration,
+    first_backoff: Duration,
+    announce_interval: Duration,
+    grace: Duration,
+    joins: Vec<PendingJoin>,
+    blocked: HashSet<SocketAddr>,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                // Commands first: a subscription made before a change sees it.
+                biased;
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Leave(done)) => {
+                        self.leave().await;
+                        let _ = done.send(());
+                        return;
                     }
+                    Some(c) => self.command(c),
+                },
+                received = self.socket.recv_from(&mut buf) => {
+                    let Ok((n, from)) = received else { continue };
+                    self.received(&buf[..n], from);
                 }
-                Some(Command::Members(reply)) => {
-                    let _ = reply.send(snapshot(&foca, &leaving));
+                _ = sleep_until(wake) => self.wake(),
+            }
+            self.after_swim().await;
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Join { seeds, wait, reply } => {
+                for &seed in &seeds {
+                    if !self.seeds.contains(&seed) && self.seeds.len() < MAX_SEEDS {
+                        self.seeds.push(seed);
+                    }
+                    let _ = self.foca.announce(placeholder(seed), &mut self.runtime);
                 }
-                Some(Command::Subscribe(tx)) => subscribers.push(tx),
-                Some(Command::Leave(done)) => {
-                    leave(&socket, &key, &mut foca, &mut runtime, &mut sealed, &stats).await;
-                    let _ = done.send(());
-                    return;
+                self.backoff = self.first_backoff;
+                self.next_announce = Some(Instant::now() + self.backoff);
+                self.joins.push(PendingJoin {
+                    seeds,
+                    reached: Vec::new(),
+                    deadline: Instant::now() + wait,
+                    reply,
+                });
+                self.answer_joins(Instant::now());
+            }
+            Command::Members(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Subscribe(tx) => self.subscribers.push(tx),
+            Command::Block(addrs) => self.blocked = addrs.into_iter().collect(),
+            Command::Leave(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn received(&mut self, packet: &[u8], from: SocketAddr) {
+        self.stats
+            .bytes_in
+            .fetch_add(packet.len() as u64, Ordering::Relaxed);
+        if self.blocked.contains(&from) {
+            self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.key.open(packet) {
+            Ok([BODY_SWIM, body @ ..]) => {
+                if self.foca.handle_data(body, &mut self.runtime).is_ok() {
+                    self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    self.heard_from(from);
+                } else {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 }
-            },
-            received = socket.recv_from(&mut buf) => {
-                let Ok((n, from)) = received else { continue };
-                stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                match key.open(&buf[..n]) {
-                    Ok([BODY_SWIM, body @ ..]) => {
-                        if foca.handle_data(body, &mut runtime).is_ok() {
-                            stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        }
+            }
+            Ok([BODY_LEAVING, body @ ..]) => {
+                let notice =
+                    crate::codec::decode_prefix::<MemberId>(body)
+                        .ok()
+                        .filter(|(id, used)| {
+                            *used == body.len()
+                                && id.gossip == from
+                                && self.foca.iter_membership_state().any(|m| m.id() == id)
+                        });
+                match notice {
+                    // Bounded: notices from more members than any cluster
+                    // has are dropped (and counted as malformed).
+                    Some((id, _)) if self.leaving.len() < MAX_LEAVING => {
+                        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        self.leaving.insert(from, id);
                     }
-                    Ok([BODY_LEAVING, ..]) => {
-                        stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        // Bounded: notices from more addresses than any
-                        // cluster has are dropped (and counted as malformed).
-                        if leaving.len() < MAX_LEAVING {
-                            leaving.insert(from);
-                        } else {
-                            stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(_) => {
-                        stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "gossip packet refused");
-                        stats.refused(e);
+                    _ => {
+                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            Some(timer) = timers.recv() => {
-                let _ = foca.handle_timer(timer, &mut runtime);
+            Ok(_) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %from, "gossip packet refused");
+                self.stats.refused(e);
             }
         }
-        flush(&socket, &key, &mut runtime, &mut sealed, &stats).await;
-        while let Some((after, timer)) = runtime.to_schedule() {
-            let tx = timer_tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let _ = tx.send(timer);
-            });
+    }
+
+    /// An authenticated packet came from `from`: a seed that answers.
+    fn heard_from(&mut self, from: SocketAddr) {
+        let mut any = false;
+        for j in &mut self.joins {
+            if j.seeds.contains(&from) && !j.reached.contains(&from) {
+                j.reached.push(from);
+                any = true;
+            }
         }
-        while let Some(n) = runtime.to_notify() {
+        if any {
+            let now = Instant::now();
+            for j in &mut self.joins {
+                // Once one answered, the others get a probe timeout more.
+                if !j.reached.is_empty() {
+                    j.deadline = j.deadline.min(now + self.grace);
+                }
+            }
+            self.answer_joins(now);
+        }
+    }
+
+    fn answer_joins(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.joins.len() {
+            let j = &self.joins[i];
+            if j.reached.len() == j.seeds.len() || j.deadline <= now {
+                let j = self.joins.swap_remove(i);
+                let _ = j.reply.send(j.reached);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let timer = self.timers.keys().next().map(|(at, _)| *at);
+        let join = self.joins.iter().map(|j| j.deadline).min();
+        [timer, join, self.next_announce]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn wake(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            if let Timer::RemoveDown(id) = &timer {
+                if self.leaving.get(&id.gossip) == Some(id) {
+                    self.leaving.remove(&id.gossip);
+                }
+            }
+            let _ = self.foca.handle_timer(timer, &mut self.runtime);
+        }
+        if self.next_announce.is_some_and(|at| at <= now) {
+            self.announce_to_seeds(now);
+        }
+        self.answer_joins(now);
+    }
+
+    /// Announces to the seeds: all of them while no member is known (with
+    /// a backoff), else those that are not alive members.
+    fn announce_to_seeds(&mut self, now: Instant) {
+        if self.seeds.is_empty() {
+            self.next_announce = None;
+            return;
+        }
+        let alive: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().gossip).collect();
+        let alone = alive.is_empty();
+        for seed in self.seeds.clone() {
+            if !alive.contains(&seed) {
+                let _ = self.foca.announce(placeholder(seed), &mut self.runtime);
+            }
+        }
+        let after = if alone {
+            let b = self.backoff;
+            self.backoff = (b * 2).min(self.announce_interval);
+            b
+        } else {
+            self.backoff = self.first_backoff;
+            self.announce_interval
+        };
+        self.next_announce = Some(now + after);
+    }
+
+    /// Sends what foca queued, schedules its timers, reports its changes.
+    async fn after_swim(&mut self) {
+        self.flush().await;
+        let now = Instant::now();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timer_seq += 1;
+            self.timers.insert((now + after, self.timer_seq), timer);
+        }
+        let mut events = Vec::new();
+        while let Some(n) = self.runtime.to_notify() {
             let event = match n {
                 OwnedNotification::MemberUp(id) if !id.node.is_empty() => {
-                    leaving.remove(&id.gossip);
+                    if self.leaving.get(&id.gossip).is_some_and(|l| l != &id) {
+                        self.leaving.remove(&id.gossip);
+                    }
                     SwimEvent::Up(id)
                 }
                 OwnedNotification::MemberDown(id) if !id.node.is_empty() => {
-                    if leaving.contains(&id.gossip) {
+                    self.suspects.remove(&id.gossip);
+                    if self.leaving.get(&id.gossip) == Some(&id) {
                         SwimEvent::Left(id)
                     } else {
                         SwimEvent::Down(id)
                     }
                 }
                 OwnedNotification::Rename(old, new) if !old.node.is_empty() => {
+                    self.suspects.remove(&old.gossip);
                     SwimEvent::Renamed { old, new }
                 }
+                OwnedNotification::Active => SwimEvent::Joined,
+                OwnedNotification::Rejoin(id) => SwimEvent::Rejoined(id),
                 _ => continue,
             };
-            subscribers.retain(|s| s.send(event.clone()).is_ok());
+            events.push(event);
+        }
+        self.diff_suspects(&mut events);
+        for event in events {
+            self.subscribers.retain(|s| s.send(event.clone()).is_ok());
         }
     }
-}
 
-/// The members foca knows, placeholders left out.
-fn snapshot(foca: &Swim, leaving: &std::collections::HashSet<SocketAddr>) -> Vec<SwimMember> {
-    foca.iter_membership_state()
-        .filter(|m| !m.id().node.is_empty())
-        .map(|m| SwimMember {
-            id: m.id().clone(),
-            incarnation: m.incarnation(),
-            state: match m.state() {
-                State::Alive => SwimState::Alive,
-                State::Suspect => SwimState::Suspected,
-                State::Down if leaving.contains(&m.id().gossip) => SwimState::Left,
-                State::Down => SwimState::Down,
-            },
-        })
-        .collect()
-}
-
-/// Tells every known member this one leaves, then leaves through SWIM.
-async fn leave(
-    socket: &UdpSocket,
-    key: &PacketKey,
-    foca: &mut Swim,
-    runtime: &mut AccumulatingRuntime<MemberId>,
-    sealed: &mut Vec<u8>,
-    stats: &GossipStats,
-) {
-    let notice = [BODY_LEAVING];
-    if key.seal(&notice, sealed).is_ok() {
-        let members: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().gossip).collect();
-        for to in members {
-            if let Ok(n) = socket.send_to(sealed, to).await {
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    /// Suspicions foca started or dropped since the last look (foca does
+    /// not report them).
+    fn diff_suspects(&mut self, events: &mut Vec<SwimEvent>) {
+        let mut now_suspect: HashMap<SocketAddr, &MemberId> = HashMap::new();
+        let mut alive: HashSet<&MemberId> = HashSet::new();
+        for m in self.foca.iter_membership_state() {
+            if m.id().node.is_empty() {
+                continue;
+            }
+            match m.state() {
+                State::Suspect => {
+                    now_suspect.insert(m.id().gossip, m.id());
+                }
+                State::Alive => {
+                    alive.insert(m.id());
+                }
+                State::Down => {}
+            }
+        }
+        let before = std::mem::take(&mut self.suspects);
+        for (addr, id) in before {
+            if now_suspect.get(&addr) == Some(&&id) {
+                self.suspects.insert(addr, id);
+            } else if alive.contains(&id) {
+                events.push(SwimEvent::Refuted(id));
+            }
+        }
+        for (addr, id) in now_suspect {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.suspects.entry(addr) {
+                e.insert(id.clone());
+                events.push(SwimEvent::Suspected(id.clone()));
             }
         }
     }
-    let _ = foca.leave_cluster(&mut *runtime);
-    flush(socket, key, runtime, sealed, stats).await;
-}
 
-/// Seals and sends what foca queued.
-async fn flush(
-    socket: &UdpSocket,
-    key: &PacketKey,
-    runtime: &mut AccumulatingRuntime<MemberId>,
-    sealed: &mut Vec<u8>,
-    stats: &GossipStats,
-) {
-    let mut framed = Vec::new();
-    while let Some((to, body)) = runtime.to_send() {
-        framed.clear();
-        framed.push(BODY_SWIM);
-        framed.extend_from_slice(&body);
-        if key.seal(&framed, sealed).is_err() {
-            continue;
+    /// The members foca knows, placeholders left out.
+    fn snapshot(&self) -> Vec<SwimMember> {
+        self.foca
+            .iter_membership_state()
+            .filter(|m| !m.id().node.is_empty())
+            .map(|m| SwimMember {
+                id: m.id().clone(),
+                incarnation: m.incarnation(),
+                state: match m.state() {
+                    State::Alive => SwimState::Alive,
+                    State::Suspect => SwimState::Suspected,
+                    State::Down if self.leaving.get(&m.id().gossip) == Some(m.id()) => {
+                        SwimState::Left
+                    }
+                    State::Down => SwimState::Down,
+                },
+            })
+            .collect()
+    }
+
+    /// Tells every known member this one leaves, then leaves through SWIM.
+    async fn leave(&mut self) {
+        let mut notice = vec![BODY_LEAVING];
+        let sealed = crate::codec::encode_into(self.foca.identity(), &mut notice).is_ok()
+            && self.key.seal(&notice, &mut self.sealed).is_ok();
+        if sealed {
+            let members: Vec<SocketAddr> =
+                self.foca.iter_members().map(|m| m.id().gossip).collect();
+            for to in members {
+                self.send(to).await;
+            }
         }
-        if let Ok(n) = socket.send_to(sealed, to.gossip).await {
-            stats.sent.fetch_add(1, Ordering::Relaxed);
-            stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        let _ = self.foca.leave_cluster(&mut self.runtime);
+        self.flush().await;
+    }
+
+    /// Sends `self.sealed` to `to`, unless blocked.
+    async fn send(&mut self, to: SocketAddr) {
+        if self.blocked.contains(&to) {
+            self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(n) = self.socket.send_to(&self.sealed, to).await {
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Seals and sends what foca queued.
+    async fn flush(&mut self) {
+        while let Some((to, body)) = self.runtime.to_send() {
+            self.framed.clear();
+            self.framed.push(BODY_SWIM);
+            self.framed.extend_from_slice(&body);
+            if self.key.seal(&self.framed, &mut self.sealed).is_err() {
+                continue;
+            }
+            self.send(to.gossip).await;
         }
     }
 }
 
+/// Sleeps until `at`, or forever without it.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,8 +786,9 @@ mod tests {
         let b = Gossip::start(&c, "cookie", identity(2)).await.unwrap();
         let d = Gossip::start(&c, "cookie", identity(3)).await.unwrap();
         let mut events = a.subscribe();
-        b.join(vec![a.local_addr()]);
-        d.join(vec![a.local_addr()]);
+        let wait = Duration::from_secs(20);
+        assert_eq!(b.join(vec![a.local_addr()], wait).await, [a.local_addr()]);
+        assert_eq!(d.join(vec![a.local_addr()], wait).await, [a.local_addr()]);
         for (g, others) in [
             (&a, ["m2@127.0.0.1", "m3@127.0.0.1"]),
             (&b, ["m1@127.0.0.1", "m3@127.0.0.1"]),
@@ -510,6 +803,7 @@ mod tests {
         while ups.len() < 2 {
             match next(&mut events).await {
                 SwimEvent::Up(id) => ups.push(id.node),
+                SwimEvent::Joined => {}
                 other => panic!("{other:?}"),
             }
         }
@@ -528,6 +822,11 @@ mod tests {
             .find(|m| m.id.node == "m2@127.0.0.1");
         assert_eq!(m2.map(|m| m.state), Some(SwimState::Left));
         drop(d);
+        // Suspected first, then down; nothing else.
+        match next(&mut events).await {
+            SwimEvent::Suspected(id) => assert_eq!(id.node, "m3@127.0.0.1"),
+            other => panic!("{other:?}"),
+        }
         match next(&mut events).await {
             SwimEvent::Down(id) => assert_eq!(id.node, "m3@127.0.0.1"),
             other => panic!("{other:?}"),
@@ -543,8 +842,14 @@ mod tests {
         let other_cluster = Gossip::start(&config("elsewhere"), "cookie", identity(3))
             .await
             .unwrap();
-        intruder.join(vec![a.local_addr()]);
-        other_cluster.join(vec![a.local_addr()]);
+        let short = Duration::from_millis(300);
+        assert!(intruder.join(vec![a.local_addr()], short).await.is_empty());
+        assert!(
+            other_cluster
+                .join(vec![a.local_addr()], short)
+                .await
+                .is_empty()
+        );
         wait_for("both refused", async || {
             a.stats().bad_tag.load(Ordering::Relaxed) > 0
                 && a.stats().wrong_cluster.load(Ordering::Relaxed) > 0
@@ -565,7 +870,7 @@ mod tests {
         }
         assert!(a.members().await.is_empty(), "nobody joined");
         let friend = Gossip::start(&c, "cookie", identity(4)).await.unwrap();
-        friend.join(vec![a.local_addr()]);
+        friend.join(vec![a.local_addr()], Duration::ZERO).await;
         wait_for("a real member still joins", async || {
             alive_names(&a).await == ["m4@127.0.0.1"]
         })

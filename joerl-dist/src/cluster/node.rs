@@ -1,24 +1,27 @@
 //! Membership attached to a node, through the node's public API only: the
 //! node's name, dist address and creation make its member identity, a key
 //! derived from its cookie keys the gossip, members' dist addresses feed a
-//! [`MemberDirectory`] the node resolves names with, and a member SWIM
-//! declares down is disconnected (`noconnection` to every link and monitor,
-//! once) even if its TCP connection still looks open.
+//! [`MemberDirectory`] put in front of the node's resolvers, and a member
+//! declared failed is disconnected (`noconnection` to every link and
+//! monitor, once) even if its TCP connection still looks open. The decisions
+//! are [`Membership`]'s (no I/O); this module carries them out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use super::config::ClusterConfig;
-use super::gossip::{Gossip, SwimEvent, SwimMember};
+use tokio::sync::mpsc;
+
+use super::config::{ClusterConfig, ConfigError};
+use super::gossip::{Gossip, GossipStats, SwimEvent};
 use super::member::MemberId;
 use super::packet::{PacketKey, key_context};
-use crate::DistributedSystem;
+use super::state::{ClusterEvent, ClusterHealth, Effect, Member, MemberState, Membership};
 use crate::resolve::{ResolveFuture, Resolver};
+use crate::{DistError, DistributedSystem, NodeBuilder};
 
-/// The dist addresses of the members gossip knows: a [`Resolver`] for the
-/// node (give it to `NodeBuilder::first_resolver` before the node starts, and
-/// to [`ClusterNode::start`] after).
+/// The dist addresses of the active members gossip knows: a [`Resolver`]
+/// the cluster puts in front of the node's own.
 #[derive(Debug, Default)]
 pub struct MemberDirectory {
     table: RwLock<HashMap<String, SocketAddr>>,
@@ -30,7 +33,7 @@ impl MemberDirectory {
         Arc::new(Self::default())
     }
 
-    /// The dist address of `node`, if it is a member.
+    /// The dist address of `node`, if it is an active member.
     pub fn get(&self, node: &str) -> Option<SocketAddr> {
         self.table
             .read()
@@ -55,49 +58,26 @@ impl Resolver for MemberDirectory {
     }
 }
 
-/// A membership change, delivered to the actors that asked with
-/// [`ClusterNode::monitor_members`], in order, none dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterEvent {
-    /// A member became active (its node can be reached from now on).
-    MemberUp(MemberId),
-    /// A member was declared failed (it is `noconnection` from now on).
-    MemberFailed(MemberId),
-    /// A member left gracefully.
-    MemberLeft(MemberId),
-    /// Whether the active members are a strict majority changed.
-    HealthChanged(ClusterHealth),
-}
-
-/// Whether the cluster, as this node sees it, keeps a majority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClusterHealth {
-    /// The active members (this node included) are more than half of
-    /// `total`: SNGO's rule and Akka's keep-majority test.
-    pub healthy: bool,
-    /// Active members, this node included.
-    pub active: usize,
-    /// The last known size: active and failed members, this node included
-    /// (members that left do not count).
-    pub total: usize,
-}
-
-impl ClusterHealth {
-    fn of(active: usize, failed: usize) -> Self {
-        let total = active + failed;
-        ClusterHealth {
-            healthy: active * 2 > total,
-            active,
-            total,
-        }
-    }
-}
-
-/// Why membership could not start or join.
+/// What went wrong with clustering, and what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// The node has no cluster: start one with
+    /// `DistributedSystem::enable_clustering` or `NodeBuilder::start_clustered`.
+    #[error(
+        "clustering is not enabled on this node: call enable_clustering(config) or start it with start_clustered"
+    )]
+    NotEnabled,
+    /// The node has a cluster already: use `DistributedSystem::cluster`.
+    #[error("clustering is already enabled on this node: use node.cluster()")]
+    AlreadyEnabled,
+    /// The configuration is invalid (which field, and why).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The node could not start.
+    #[error("the node could not start: {0}")]
+    Node(#[source] DistError),
     /// The gossip socket could not be bound.
-    #[error("cannot bind the gossip socket at {addr}: {source}")]
+    #[error("cannot bind the gossip socket at {addr}: {source} (is another member on this port?)")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -110,35 +90,127 @@ pub enum ClusterError {
         "the node listens on {0}, which other members cannot dial; listen on an address they reach"
     )]
     UnspecifiedDistAddress(SocketAddr),
-    /// No seed could be resolved to an address (each with its reason).
-    #[error("no seed could be reached: {}", .0.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; "))]
+    /// No seed answered (each with its reason). The seeds are still
+    /// announced to in the background: the node joins when one comes up.
+    #[error("no seed answered: {}", .0.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; "))]
     JoinFailed(Vec<(String, String)>),
+    /// No member of that name is known.
+    #[error("no member named {0} is known to this node")]
+    NodeNotFound(String),
+    /// This node has left the cluster; start a new node to join again.
+    #[error("this node has left the cluster")]
+    Left,
 }
 
-/// A node's membership: its gossip member, kept in step with the node.
+/// Lossless, ordered cluster events for code that is not an actor (see
+/// [`Cluster::subscribe`]).
 #[derive(Debug)]
-pub struct ClusterNode {
-    gossip: Gossip,
-    follow: tokio::task::JoinHandle<()>,
-    watchers: tokio::sync::mpsc::UnboundedSender<joerl_core::Pid>,
-    health: Arc<std::sync::Mutex<ClusterHealth>>,
+pub struct ClusterEvents {
+    rx: mpsc::UnboundedReceiver<ClusterEvent>,
 }
 
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        self.follow.abort();
+impl ClusterEvents {
+    /// The next event; `None` once the cluster is stopped.
+    pub async fn recv(&mut self) -> Option<ClusterEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<ClusterEvent> {
+        self.rx.try_recv().ok()
     }
 }
 
-impl ClusterNode {
-    /// Starts membership for `node` with `config`, filling `directory` with
-    /// members' dist addresses (the node should resolve through it: see
-    /// [`MemberDirectory`]).
-    pub async fn start(
+struct Shared {
+    membership: Membership,
+    subscribers: Vec<mpsc::UnboundedSender<ClusterEvent>>,
+}
+
+struct Inner {
+    gossip: Gossip,
+    shared: Mutex<Shared>,
+    config: ClusterConfig,
+    follow: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(t) = self.follow.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
+    }
+}
+
+/// A node's cluster membership (cheap to clone: all clones are one member).
+/// Dropping the last handle, or the node, stops gossip without a leave; call
+/// [`leave`](Self::leave) to leave gracefully.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("self", &self.self_member().name)
+            .field("gossip", &self.inner.gossip.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DistributedSystem {
+    /// Makes this node a cluster member with `config`: binds its gossip
+    /// socket, puts the members' addresses in front of its resolvers, and
+    /// announces it to `config.seeds` in the background (retried until one
+    /// answers; call [`Cluster::join`] to wait for it). The cluster stays
+    /// attached to the node: [`cluster`](Self::cluster) finds it again.
+    pub async fn enable_clustering(&self, config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        if self.extension::<Cluster>().is_some() {
+            return Err(ClusterError::AlreadyEnabled);
+        }
+        let cluster = Cluster::start(self, config).await?;
+        self.set_extension(Arc::new(cluster.clone()))
+            .map_err(|_| ClusterError::AlreadyEnabled)?;
+        let seeds = cluster.inner.config.seeds.clone();
+        if !seeds.is_empty() {
+            let c = cluster.clone();
+            tokio::spawn(async move {
+                if let Err(e) = c.join(&seeds).await {
+                    tracing::warn!(error = %e, "cluster: seeds did not answer yet; still announcing to them");
+                }
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// This node's cluster, if clustering is enabled.
+    pub fn cluster(&self) -> Result<Cluster, ClusterError> {
+        self.extension::<Cluster>()
+            .map(|c| (*c).clone())
+            .ok_or(ClusterError::NotEnabled)
+    }
+}
+
+impl NodeBuilder {
+    /// Starts the node, then enables clustering on it with `config` (see
+    /// [`DistributedSystem::enable_clustering`]).
+    pub async fn start_clustered(
+        self,
+        config: ClusterConfig,
+    ) -> Result<(DistributedSystem, Cluster), ClusterError> {
+        config.validate()?;
+        let node = self.start().await.map_err(ClusterError::Node)?;
+        let cluster = node.enable_clustering(config).await?;
+        Ok((node, cluster))
+    }
+}
+
+impl Cluster {
+    async fn start(
         node: &DistributedSystem,
-        config: &ClusterConfig,
-        directory: Arc<MemberDirectory>,
-    ) -> Result<ClusterNode, ClusterError> {
+        config: ClusterConfig,
+    ) -> Result<Cluster, ClusterError> {
+        config.validate()?;
         if node.local_addr().ip().is_unspecified() {
             return Err(ClusterError::UnspecifiedDistAddress(node.local_addr()));
         }
@@ -155,144 +227,234 @@ impl ClusterNode {
             &config.cluster_name,
             config.max_packet_size,
         );
-        let gossip = Gossip::start_keyed(config, key, identity)
+        let gossip = Gossip::start_keyed(&config, key, identity.clone())
             .await
             .map_err(|source| ClusterError::Bind {
                 addr: SocketAddr::new(config.bind_addr, config.port),
                 source,
             })?;
-        let mut events = gossip.subscribe();
-        let (watchers, mut new_watchers) = tokio::sync::mpsc::unbounded_channel();
-        let health = Arc::new(std::sync::Mutex::new(ClusterHealth::of(1, 0)));
-        let shared_health = health.clone();
-        // Held weakly: membership does not keep the node alive.
-        let weak = node.downgrade();
-        let follow = tokio::spawn(async move {
-            // One queue per watching actor, drained by its own task with an
-            // awaited send: none is dropped, order is kept, and a slow actor
-            // delays nobody else.
-            let mut queues: Vec<tokio::sync::mpsc::UnboundedSender<ClusterEvent>> = Vec::new();
-            let mut active = std::collections::HashSet::new();
-            let mut failed = std::collections::HashSet::new();
-            loop {
-                let event = tokio::select! {
-                    // Watchers first: one registered before a change sees it.
-                    biased;
-                    Some(pid) = new_watchers.recv() => {
-                        let Some(node) = weak.upgrade() else { return };
-                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ClusterEvent>();
-                        let system: joerl_core::ActorSystem = (*node).clone();
-                        tokio::spawn(async move {
-                            while let Some(e) = rx.recv().await {
-                                if system.send(pid, e).await.is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                        queues.push(tx);
-                        continue;
-                    }
-                    e = events.recv() => match e { Some(e) => e, None => return },
-                };
-                let Some(node) = weak.upgrade() else { return };
-                let out = match event {
-                    SwimEvent::Up(id) => {
-                        directory.set(&id.node, Some(id.dist));
-                        failed.remove(&id.node);
-                        active.insert(id.node.clone());
-                        Some(ClusterEvent::MemberUp(id))
-                    }
-                    SwimEvent::Renamed { new, .. } => {
-                        directory.set(&new.node, Some(new.dist));
-                        None
-                    }
-                    SwimEvent::Down(id) => {
-                        directory.set(&id.node, None);
-                        node.disconnect(&id.node, "declared failed by cluster membership");
-                        active.remove(&id.node);
-                        failed.insert(id.node.clone());
-                        Some(ClusterEvent::MemberFailed(id))
-                    }
-                    SwimEvent::Left(id) => {
-                        directory.set(&id.node, None);
-                        node.disconnect(&id.node, "left the cluster");
-                        active.remove(&id.node);
-                        failed.remove(&id.node);
-                        Some(ClusterEvent::MemberLeft(id))
-                    }
-                };
-                let now = ClusterHealth::of(active.len() + 1, failed.len());
-                let changed = {
-                    let mut h = shared_health.lock().unwrap_or_else(|e| e.into_inner());
-                    let changed = h.healthy != now.healthy;
-                    *h = now;
-                    changed
-                };
-                let mut send = |e: ClusterEvent| queues.retain(|q| q.send(e.clone()).is_ok());
-                if let Some(e) = out {
-                    send(e);
-                }
-                if changed {
-                    send(ClusterEvent::HealthChanged(now));
-                }
-            }
-        });
-        Ok(ClusterNode {
+        let identity = MemberId {
+            gossip: gossip.local_addr(),
+            ..identity
+        };
+        let directory = MemberDirectory::new();
+        node.prepend_resolver(directory.clone());
+        let events = gossip.subscribe();
+        let membership = Membership::new(&identity, !config.seeds.is_empty(), config.connect_all);
+        let inner = Arc::new(Inner {
             gossip,
-            follow,
-            watchers,
-            health,
-        })
+            shared: Mutex::new(Shared {
+                membership,
+                subscribers: Vec::new(),
+            }),
+            config,
+            follow: Mutex::new(None),
+        });
+        let follow = tokio::spawn(follow(
+            Arc::downgrade(&inner),
+            node.downgrade(),
+            directory,
+            events,
+        ));
+        *inner.follow.lock().unwrap_or_else(|e| e.into_inner()) = Some(follow);
+        Ok(Cluster { inner })
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.inner.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Joins through `seeds` (`host:port` of their gossip sockets): how many
-    /// resolved to an address and were announced to. Membership converges in
-    /// the background; watch [`members`](Self::members).
-    pub async fn join(&self, seeds: &[String]) -> Result<usize, ClusterError> {
+    /// answered within the configured `join_timeout` (once one answered,
+    /// the others get a probe timeout more). If none did, the error gives
+    /// each seed's reason; the seeds are still announced to in the
+    /// background, so the node joins when one comes up. Membership then
+    /// converges in the background: watch [`members`](Self::members) or the
+    /// events.
+    pub async fn join<S: AsRef<str>>(&self, seeds: &[S]) -> Result<usize, ClusterError> {
+        if self.self_member().state == MemberState::Left {
+            return Err(ClusterError::Left);
+        }
         let mut addrs = Vec::new();
         let mut failed = Vec::new();
         for seed in seeds {
-            match tokio::net::lookup_host(seed.as_str()).await {
-                Ok(mut found) => match found.next() {
-                    Some(a) => addrs.push(a),
-                    None => failed.push((seed.clone(), "no address".to_string())),
-                },
-                Err(e) => failed.push((seed.clone(), e.to_string())),
+            let seed = seed.as_ref();
+            match tokio::net::lookup_host(seed).await {
+                Ok(found) => {
+                    // The seed's address of the gossip socket's family.
+                    let want_v4 = self.inner.config.bind_addr.is_ipv4();
+                    let found: Vec<SocketAddr> = found.collect();
+                    match found
+                        .iter()
+                        .find(|a| a.is_ipv4() == want_v4)
+                        .or(found.first())
+                    {
+                        Some(a) => addrs.push((seed.to_string(), *a)),
+                        None => failed.push((seed.to_string(), "no address".to_string())),
+                    }
+                }
+                Err(e) => failed.push((seed.to_string(), format!("cannot resolve: {e}"))),
             }
         }
-        if addrs.is_empty() && !seeds.is_empty() {
+        if addrs.is_empty() {
+            if failed.is_empty() {
+                return Ok(0);
+            }
             return Err(ClusterError::JoinFailed(failed));
         }
-        let n = addrs.len();
-        self.gossip.join(addrs);
-        Ok(n)
+        self.shared().membership.joining();
+        let wait = self.inner.config.join_timeout;
+        let reached = self
+            .inner
+            .gossip
+            .join(addrs.iter().map(|(_, a)| *a).collect(), wait)
+            .await;
+        if reached.is_empty() {
+            for (seed, addr) in addrs {
+                failed.push((
+                    seed,
+                    format!(
+                        "no authenticated answer from {addr} within {} ms (down, another cookie or cluster name, or not a joerl member)",
+                        wait.as_millis()
+                    ),
+                ));
+            }
+            return Err(ClusterError::JoinFailed(failed));
+        }
+        Ok(reached.len())
     }
 
-    /// The members known now (this node excluded).
-    pub async fn members(&self) -> Vec<SwimMember> {
-        self.gossip.members().await
+    /// The other members known now, by name (failed and departed ones
+    /// included until they are replaced or forgotten).
+    pub fn members(&self) -> Vec<Member> {
+        self.shared().membership.members()
     }
 
-    /// Makes `actor` receive every [`ClusterEvent`] from now on, as
-    /// messages, in order, none dropped (a full mailbox makes its queue wait,
-    /// not anyone else's).
-    pub fn monitor_members(&self, actor: joerl_core::Pid) {
-        let _ = self.watchers.send(actor);
+    /// The member named `name` (this node included).
+    pub fn member(&self, name: &str) -> Result<Member, ClusterError> {
+        self.shared()
+            .membership
+            .member(name)
+            .ok_or_else(|| ClusterError::NodeNotFound(name.to_string()))
+    }
+
+    /// This node as a member.
+    pub fn self_member(&self) -> Member {
+        self.shared().membership.self_member()
     }
 
     /// Whether the active members are a strict majority of the last known
     /// size, as this node sees it now.
     pub fn health(&self) -> ClusterHealth {
-        *self.health.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared().membership.health()
     }
 
-    /// The gossip member underneath (its address and counters).
-    pub fn gossip(&self) -> &Gossip {
-        &self.gossip
+    /// Every [`ClusterEvent`] from now on, in order, none dropped, as a
+    /// stream for code that is not an actor. It starts with the state as
+    /// events (a `MemberUp` for each active member, a `MemberSuspected`
+    /// after it for each suspected one), so nothing falls between a look
+    /// at [`members`](Self::members) and the subscription.
+    pub fn subscribe(&self) -> ClusterEvents {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut shared = self.shared();
+        for m in shared.membership.members() {
+            if m.state.is_active() {
+                let suspected = m.state == MemberState::Suspected;
+                let _ = tx.send(ClusterEvent::MemberUp(Member {
+                    state: MemberState::Active,
+                    ..m.clone()
+                }));
+                if suspected {
+                    let _ = tx.send(ClusterEvent::MemberSuspected(m));
+                }
+            }
+        }
+        shared.subscribers.push(tx);
+        ClusterEvents { rx }
     }
 
-    /// Leaves the cluster gracefully.
-    pub async fn leave(self) {
-        self.gossip.leave().await;
+    /// Makes `actor` receive every [`ClusterEvent`] as messages, in order,
+    /// none dropped, starting with the state as events (as
+    /// [`subscribe`](Self::subscribe)). A full mailbox makes its own queue
+    /// wait, nobody else's; the queue ends when the actor does.
+    pub fn monitor_members(&self, node: &DistributedSystem, actor: joerl_core::Pid) {
+        let mut events = self.subscribe();
+        let system: joerl_core::ActorSystem = (**node).clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if system.send(actor, e).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Leaves the cluster gracefully: this node is `Leaving` while it tells
+    /// the members, then `Left`, and gossip stops; the others see it `Left`
+    /// (not `Failed`) and disconnect it. The node itself keeps running.
+    pub async fn leave(&self) {
+        self.shared().membership.leaving();
+        self.inner.gossip.leave().await;
+        let mut shared = self.shared();
+        let _ = shared.membership.left();
+    }
+
+    /// The gossip socket's address.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.inner.gossip.local_addr()
+    }
+
+    /// The gossip socket's counters (packets, bytes, and refusals by reason).
+    pub fn gossip_stats(&self) -> &GossipStats {
+        self.inner.gossip.stats()
+    }
+
+    /// The configuration the cluster runs with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// Fault injection, for tests and drills: drops gossip to and from these
+    /// gossip addresses, as a partition would (an empty list heals it).
+    pub fn block_gossip(&self, addrs: Vec<SocketAddr>) {
+        self.inner.gossip.block(addrs);
+    }
+}
+
+/// Carries out membership's decisions, in the order of the gossip events.
+async fn follow(
+    cluster: std::sync::Weak<Inner>,
+    node: crate::node::WeakNode,
+    directory: Arc<MemberDirectory>,
+    mut events: mpsc::UnboundedReceiver<SwimEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        let Some(inner) = cluster.upgrade() else {
+            return;
+        };
+        let Some(node) = node.upgrade() else { return };
+        let mut connect = Vec::new();
+        {
+            let mut shared = inner.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let effects = shared.membership.apply(event);
+            for effect in effects {
+                match effect {
+                    Effect::Route { node, dist } => directory.set(&node, dist),
+                    Effect::Disconnect { node: name, reason } => {
+                        node.disconnect(&name, reason);
+                    }
+                    Effect::Connect(name) => connect.push(name),
+                    Effect::Event(e) => shared.subscribers.retain(|s| s.send(e.clone()).is_ok()),
+                }
+            }
+        }
+        for name in connect {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.connect(&name).await {
+                    tracing::debug!(%name, error = %e, "cluster: eager connect failed");
+                }
+            });
+        }
     }
 }
