@@ -29,6 +29,6 @@ pub mod node;
 pub mod packet;
 pub mod state;
 
-pub use config::{ClusterConfig, ConfigError};
+pub use config::{ClusterConfig, ConfigError, DEFAULT_GOSSIP_PORT};
 pub use node::{Cluster, ClusterError, ClusterEvents, MemberDirectory};
 pub use state::{ClusterEvent, ClusterHealth, Member, MemberState};

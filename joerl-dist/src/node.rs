@@ -1126,6 +1126,14 @@ impl NodeInner {
                 }
             }
             EndReason::Superseded => {}
+            // Asked for: said at info, not as a fault.
+            EndReason::Disconnected(_) => tracing::info!(
+                node = %self.me.name,
+                peer = %peer.name,
+                reason = %reason,
+                up_for_ms = up_for.as_millis() as u64,
+                "connection closed"
+            ),
             _ if self.is_shutting_down() => {}
             _ => tracing::warn!(
                 node = %self.me.name,
@@ -1779,7 +1787,15 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, dial: u64, delay: Opti
                 ..
             }
         );
-        if failures == 1 || auth {
+        // Losing a simultaneous connect is the rule working, not a fault.
+        let simultaneous = matches!(
+            failure,
+            DistError::Handshake {
+                source: HandshakeError::Simultaneous,
+                ..
+            }
+        );
+        if (failures == 1 || auth) && !simultaneous {
             tracing::warn!(node = %node.me.name, peer = %peer.name, reason = %failure, "cannot connect");
         } else {
             tracing::debug!(node = %node.me.name, peer = %peer.name, reason = %failure, failures, "cannot connect");

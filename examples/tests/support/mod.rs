@@ -188,3 +188,37 @@ pub fn epmd() -> (Proc, String) {
     p.wait_for("epmd listening");
     (p, addr)
 }
+
+/// A UDP loopback port that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Proc {
+    /// Waits until `check` holds for the output so far.
+    pub fn wait_until(&self, what: &str, mut check: impl FnMut(&str) -> bool) {
+        let start = Instant::now();
+        loop {
+            if check(&self.output()) {
+                return;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "{}: {what}: not within {DEADLINE:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
