@@ -329,3 +329,37 @@ fn configuration_precedence_and_an_invalid_field_at_start() {
     assert!(out.contains("prot"), "an unknown key is named: {out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The benchmark runs every phase with short traffic and prints its line.
+#[test]
+fn cluster_bench_prints_its_line() {
+    let mut p = Proc::start(
+        "cluster_bench",
+        example("cluster_bench"),
+        &["--nodes", "4", "--traffic-secs", "1", "--idle-secs", "1"],
+        &[],
+    );
+    let out = p.expect_success();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("membership "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let mut keys = Vec::new();
+    for kv in line.split(' ').skip(1) {
+        let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line}"));
+        assert!(v.parse::<f64>().is_ok(), "{k}={v} in {line}");
+        keys.push(k);
+    }
+    assert_eq!(
+        keys,
+        [
+            "nodes",
+            "converge_ms",
+            "leave_ms",
+            "detect_ms",
+            "false_failures",
+            "gossip_bytes_per_node_s"
+        ]
+    );
+    assert!(line.starts_with("membership nodes=4 "), "{line}");
+}

@@ -59,7 +59,8 @@ pub struct ClusterConfig {
     /// How often gossip is sent.
     pub gossip_interval: Duration,
     /// A suspected member is declared failed after this many probe intervals
-    /// (scaled by the cluster's size, as SWIM's suspicion does).
+    /// without refuting the suspicion (a fixed time, not scaled by the
+    /// cluster's size).
     pub suspicion_multiplier: u32,
     /// The largest gossip packet, envelope included (within one UDP datagram).
     pub max_packet_size: usize,
@@ -85,7 +86,7 @@ impl Default for ClusterConfig {
             probe_interval: Duration::from_millis(500),
             probe_timeout: Duration::from_millis(200),
             gossip_interval: Duration::from_millis(100),
-            suspicion_multiplier: 4,
+            suspicion_multiplier: 3,
             max_packet_size: 1400,
             announce_interval: Duration::from_secs(10),
             metadata: BTreeMap::new(),
