@@ -237,3 +237,101 @@ async fn members_reach_each_other_through_gossip_and_a_failed_member_is_noconnec
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Two groups of two lose gossip between them (each side holds the other
+/// failed, both keep their majority-less view), then the network heals and
+/// they are one cluster of four again. With `connect_all`, members are
+/// connected as they come up, before any send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_between_two_groups_heals_into_one_cluster() {
+    init_tracing();
+    let epmd = epmd().await;
+    let mut nodes = Vec::new();
+    for name in ["grp_a", "grp_b", "grp_c", "grp_d"] {
+        let config = ClusterConfig::builder()
+            .cluster_name("partition-test")
+            .bind_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .port(0)
+            .probe(Duration::from_millis(200), Duration::from_millis(80))
+            .gossip_interval(Duration::from_millis(50))
+            .announce_interval(Duration::from_millis(500))
+            .connect_all(true)
+            .build()
+            .unwrap();
+        let (node, _) = builder(name, epmd.local_addr())
+            .start_clustered(config)
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    let seed = nodes[0].cluster().unwrap().gossip_addr().to_string();
+    for n in &nodes[1..] {
+        n.cluster().unwrap().join(&[seed.as_str()]).await.unwrap();
+    }
+    let names: Vec<String> = nodes.iter().map(|n| n.name().to_string()).collect();
+    let others = |i: usize| -> Vec<&str> {
+        let mut v: Vec<&str> = names
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        v.sort();
+        v
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        wait_members(n, &others(i)).await;
+    }
+    // connect_all: every member is connected without a send.
+    for (i, n) in nodes.iter().enumerate() {
+        let want = others(i);
+        wait_until("connected to every member", || {
+            let mut got = n.nodes();
+            got.sort();
+            got == want
+        })
+        .await;
+    }
+    let gossip: Vec<_> = nodes
+        .iter()
+        .map(|n| n.cluster().unwrap().gossip_addr())
+        .collect();
+    // {a, b} | {c, d}
+    for (i, n) in nodes.iter().enumerate() {
+        let far: Vec<_> = if i < 2 {
+            gossip[2..].to_vec()
+        } else {
+            gossip[..2].to_vec()
+        };
+        n.cluster().unwrap().block_gossip(far);
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let far = if i < 2 { [2, 3] } else { [0, 1] };
+        let cluster = n.cluster().unwrap();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !far
+            .iter()
+            .all(|&j| cluster.member(&names[j]).map(|m| m.state).ok() == Some(MemberState::Failed))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never held the far side failed: {:?}",
+                names[i],
+                cluster.members()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let h = cluster.health();
+        assert_eq!((h.active, h.total, h.healthy), (2, 4, false));
+    }
+    for n in &nodes {
+        n.cluster().unwrap().block_gossip(Vec::new());
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        wait_members(n, &others(i)).await;
+        assert!(n.cluster().unwrap().health().healthy);
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

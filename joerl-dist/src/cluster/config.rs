@@ -678,5 +678,47 @@ mod tests {
         assert!(err.to_string().contains("h:0"), "{err}");
         // IPv6 seeds are host:port too.
         assert!(b().seeds(["[::1]:7946", "localhost:7946"]).build().is_ok());
+        assert_eq!(
+            field_of(b().announce_interval(Duration::ZERO)),
+            "announce_interval_ms"
+        );
+        assert_eq!(
+            field_of(b().join_timeout(Duration::ZERO)),
+            "join_timeout_ms"
+        );
+        // Durations are whole milliseconds: a fraction is refused, not cut.
+        assert_eq!(
+            field_of(b().probe(Duration::from_micros(1500), Duration::from_millis(1))),
+            "probe_interval_ms"
+        );
+        assert_eq!(
+            field_of(b().gossip_interval(Duration::from_micros(100_500))),
+            "gossip_interval_ms"
+        );
+    }
+
+    #[test]
+    fn the_newer_keys_load_from_files_and_an_empty_seed_variable_is_unset() {
+        let dir = tempdir::Dir::new("newer");
+        let yaml = write(
+            &dir,
+            "c.yaml",
+            "seeds: [\"a:1\"]\nconnect_all: true\njoin_timeout_ms: 750\nannounce_interval_ms: 2000\n",
+        );
+        let c = ClusterConfig::builder()
+            .file(&yaml)
+            .env_from(env(&[("CLUSTER_SEEDS", " ")]))
+            .build()
+            .unwrap();
+        assert!(c.connect_all);
+        assert_eq!(c.join_timeout, Duration::from_millis(750));
+        assert_eq!(c.announce_interval, Duration::from_secs(2));
+        assert_eq!(c.seeds, ["a:1"], "an empty CLUSTER_SEEDS keeps the file's");
+        let c = ClusterConfig::builder()
+            .file(&yaml)
+            .connect_all(false)
+            .build()
+            .unwrap();
+        assert!(!c.connect_all, "the builder wins");
     }
 }
