@@ -62,7 +62,9 @@ mod wire_signal;
 pub use config::DistConfig;
 pub use error::{CodecError, DistError, FrameError, HandshakeError};
 pub use events::{NodeDown, NodeDownReason, NodeEvent, NodeEvents, NodeStats, NodeUp, PeerStats};
-pub use node::{DistributedSystem, NODE_NAME_KEY, NodeBuilder, WeakNode, joerl_node_name};
+pub use node::{
+    DistributedSystem, NODE_NAME_KEY, NodeBuilder, StopSignal, WeakNode, joerl_node_name,
+};
 pub use node_table::{Learned, NodeInfo};
 pub use transport::{TlsConfig, TlsError};
 

@@ -468,6 +468,12 @@ impl DistributedSystem {
             .find_map(|e| e.clone().downcast::<T>().ok())
     }
 
+    /// A signal that fires once the node starts shutting down (or is
+    /// dropped): for services attached to the node that must stop with it.
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal(self.inner.shutdown_tx.subscribe())
+    }
+
     /// Names of the nodes connected now.
     pub fn nodes(&self) -> Vec<String> {
         self.inner.nodes()
@@ -579,6 +585,18 @@ impl DistributedSystem {
     /// node-down at once, closes the connections, and unregisters from EPMD.
     pub async fn shutdown(&self) {
         self.inner.shutdown().await
+    }
+}
+
+/// Fires once its node starts shutting down or is dropped (see
+/// [`DistributedSystem::stop_signal`]).
+#[derive(Debug)]
+pub struct StopSignal(watch::Receiver<bool>);
+
+impl StopSignal {
+    /// Waits until the node starts shutting down, or is gone.
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stopping| *stopping).await;
     }
 }
 

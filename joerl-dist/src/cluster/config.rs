@@ -32,6 +32,9 @@ pub const MAX_METADATA_BYTES: usize = 1024;
 /// metadata: node names, addresses, SWIM's message and a few members.
 const PACKET_ROOM: usize = 768;
 
+/// The longest any of the configuration's durations may be.
+const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 /// The default gossip port (memberlist's and Serf's).
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 
@@ -271,6 +274,8 @@ impl ClusterConfig {
         let positive = |field: &str, d: Duration| {
             if d.is_zero() {
                 Err(invalid(field, "must be more than 0 ms"))
+            } else if d > MAX_DURATION {
+                Err(invalid(field, "must be at most a day (86400000 ms)"))
             } else {
                 Ok(())
             }

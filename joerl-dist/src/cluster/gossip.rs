@@ -83,6 +83,9 @@ pub enum SwimEvent {
         old: MemberId,
         /// The one that replaced it.
         new: MemberId,
+        /// Whether the newer one is active (SWIM's view when the change was
+        /// reported).
+        alive: bool,
     },
     /// This member is known by at least one active member: it has joined
     /// (again, after a rejoin).
@@ -247,8 +250,18 @@ impl Gossip {
     pub async fn start_keyed(
         config: &ClusterConfig,
         key: PacketKey,
-        mut identity: MemberId,
+        identity: MemberId,
     ) -> std::io::Result<Gossip> {
+        Ok(Self::start_with_events(config, key, identity).await?.0)
+    }
+
+    /// [`start_keyed`](Self::start_keyed), with a subscription made before
+    /// the first packet is read (nothing is missed).
+    pub async fn start_with_events(
+        config: &ClusterConfig,
+        key: PacketKey,
+        mut identity: MemberId,
+    ) -> std::io::Result<(Gossip, mpsc::UnboundedReceiver<SwimEvent>)> {
         let socket = UdpSocket::bind((config.bind_addr, config.port)).await?;
         let local = socket.local_addr()?;
         identity.gossip = local;
@@ -260,13 +273,14 @@ impl Gossip {
         );
         let stats = Arc::new(GossipStats::default());
         let (commands, rx) = mpsc::unbounded_channel();
+        let (first, events) = mpsc::unbounded_channel();
         let driver = Driver {
             socket,
             key,
             foca,
             runtime: AccumulatingRuntime::new(),
             stats: stats.clone(),
-            subscribers: Vec::new(),
+            subscribers: vec![first],
             sealed: Vec::new(),
             framed: Vec::new(),
             leaving: HashMap::new(),
@@ -274,7 +288,7 @@ impl Gossip {
             timers: BTreeMap::new(),
             timer_seq: 0,
             seeds: Vec::new(),
-            next_announce: None,
+            next_announce: Some(Instant::now() + config.probe_interval),
             backoff: config.probe_interval,
             first_backoff: config.probe_interval,
             announce_interval: config.announce_interval,
@@ -283,12 +297,20 @@ impl Gossip {
             blocked: HashSet::new(),
         };
         let task = tokio::spawn(driver.run(rx));
-        Ok(Gossip {
-            commands,
-            local,
-            stats,
-            task,
-        })
+        Ok((
+            Gossip {
+                commands,
+                local,
+                stats,
+                task,
+            },
+            events,
+        ))
+    }
+
+    /// Stops at once, without a leave (as a crash would look to the others).
+    pub fn stop(&self) {
+        self.task.abort();
     }
 
     /// The bound gossip address.
@@ -359,6 +381,8 @@ type Swim = Foca<MemberId, MemberCodec, rand::rngs::StdRng, foca::NoCustomBroadc
 const MAX_LEAVING: usize = 4096;
 /// Most seeds kept.
 const MAX_SEEDS: usize = 256;
+/// Most members held down announced to in one round while alone.
+const MAX_DOWN_ANNOUNCES: usize = 16;
 
 const BODY_SWIM: u8 = 0;
 const BODY_LEAVING: u8 = 1;
@@ -401,6 +425,12 @@ impl Driver {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut buf = vec![0u8; 65_536];
         loop {
+            // Timers first when due: a flood of packets does not stop
+            // probes, suspicion or announces.
+            if self.next_wake().is_some_and(|w| w <= Instant::now()) {
+                self.wake();
+                self.after_swim().await;
+            }
             let wake = self.next_wake();
             tokio::select! {
                 // Commands first: a subscription made before a change sees it.
@@ -427,6 +457,9 @@ impl Driver {
     fn command(&mut self, command: Command) {
         match command {
             Command::Join { seeds, wait, reply } => {
+                // Not itself: one seed list is often given to every member.
+                let me = self.socket.local_addr().ok();
+                let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| Some(*s) != me).collect();
                 for &seed in &seeds {
                     if !self.seeds.contains(&seed) && self.seeds.len() < MAX_SEEDS {
                         self.seeds.push(seed);
@@ -470,18 +503,25 @@ impl Driver {
                 }
             }
             Ok([BODY_LEAVING, body @ ..]) => {
+                // Only for the identity active at its own address now.
                 let notice =
                     crate::codec::decode_prefix::<MemberId>(body)
                         .ok()
                         .filter(|(id, used)| {
                             *used == body.len()
                                 && id.gossip == from
-                                && self.foca.iter_membership_state().any(|m| m.id() == id)
+                                && self
+                                    .foca
+                                    .iter_membership_state()
+                                    .any(|m| m.id() == id && m.state() != State::Down)
                         });
                 match notice {
                     // Bounded: notices from more members than any cluster
                     // has are dropped (and counted as malformed).
-                    Some((id, _)) if self.leaving.len() < MAX_LEAVING => {
+                    Some((id, _))
+                        if self.leaving.len() < MAX_LEAVING
+                            || self.leaving.contains_key(&id.gossip) =>
+                    {
                         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                         self.leaving.insert(from, id.clone());
                         // It is gone now: down at once (reported as left),
@@ -573,18 +613,32 @@ impl Driver {
         self.answer_joins(now);
     }
 
-    /// Announces to the seeds: all of them while no member is known (with
-    /// a backoff), else those that are not alive members.
+    /// Announces to the seeds that are not alive members and, while no
+    /// member is alive, to members held down too (foca itself stops
+    /// announcing to them then), with a backoff while alone.
     fn announce_to_seeds(&mut self, now: Instant) {
-        if self.seeds.is_empty() {
-            self.next_announce = None;
-            return;
-        }
         let alive: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().gossip).collect();
         let alone = alive.is_empty();
         for seed in self.seeds.clone() {
             if !alive.contains(&seed) {
                 let _ = self.foca.announce(placeholder(seed), &mut self.runtime);
+            }
+        }
+        if alone {
+            let down: Vec<MemberId> = self
+                .foca
+                .iter_membership_state()
+                .filter(|m| {
+                    m.state() == State::Down
+                        && !m.id().node.is_empty()
+                        && self.leaving.get(&m.id().gossip) != Some(m.id())
+                        && !self.seeds.contains(&m.id().gossip)
+                })
+                .take(MAX_DOWN_ANNOUNCES)
+                .map(|m| m.id().clone())
+                .collect();
+            for id in down {
+                let _ = self.foca.announce(id, &mut self.runtime);
             }
         }
         let after = if alone {
@@ -624,8 +678,16 @@ impl Driver {
                     }
                 }
                 OwnedNotification::Rename(old, new) if !old.node.is_empty() => {
-                    self.suspects.remove(&old.gossip);
-                    SwimEvent::Renamed { old, new }
+                    // A suspicion of the old identity carries over to the
+                    // new one; the diff below then sees it end.
+                    if self.suspects.remove(&old.gossip).is_some() {
+                        self.suspects.insert(new.gossip, new.clone());
+                    }
+                    let alive = self
+                        .foca
+                        .iter_membership_state()
+                        .any(|m| m.id() == &new && m.state() != State::Down);
+                    SwimEvent::Renamed { old, new, alive }
                 }
                 OwnedNotification::Active => SwimEvent::Joined,
                 OwnedNotification::Rejoin(id) => SwimEvent::Rejoined(id),
@@ -822,7 +884,8 @@ mod tests {
         while ups.len() < 2 {
             match next(&mut events).await {
                 SwimEvent::Up(id) => ups.push(id.node),
-                SwimEvent::Joined => {}
+                // A probe missed on a loaded machine is no failure.
+                SwimEvent::Joined | SwimEvent::Suspected(_) | SwimEvent::Refuted(_) => {}
                 other => panic!("{other:?}"),
             }
         }
@@ -830,9 +893,15 @@ mod tests {
         assert_eq!(ups, ["m2@127.0.0.1", "m3@127.0.0.1"]);
         // A graceful leave, then a silent failure (the task stops, no leave).
         b.leave().await;
-        match next(&mut events).await {
-            SwimEvent::Left(id) => assert_eq!(id.node, "m2@127.0.0.1"),
-            other => panic!("{other:?}"),
+        loop {
+            match next(&mut events).await {
+                SwimEvent::Left(id) => {
+                    assert_eq!(id.node, "m2@127.0.0.1");
+                    break;
+                }
+                SwimEvent::Suspected(_) | SwimEvent::Refuted(_) => {}
+                other => panic!("{other:?}"),
+            }
         }
         let m2 = a
             .members()
@@ -841,15 +910,21 @@ mod tests {
             .find(|m| m.id.node == "m2@127.0.0.1");
         assert_eq!(m2.map(|m| m.state), Some(SwimState::Left));
         drop(d);
-        // Suspected first, then down; nothing else.
-        match next(&mut events).await {
-            SwimEvent::Suspected(id) => assert_eq!(id.node, "m3@127.0.0.1"),
-            other => panic!("{other:?}"),
+        // Suspected first, then down (a suspicion refuted before the stop
+        // is no part of it).
+        let mut suspected = false;
+        loop {
+            match next(&mut events).await {
+                SwimEvent::Suspected(id) => suspected = id.node == "m3@127.0.0.1",
+                SwimEvent::Refuted(_) => suspected = false,
+                SwimEvent::Down(id) => {
+                    assert_eq!(id.node, "m3@127.0.0.1");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
         }
-        match next(&mut events).await {
-            SwimEvent::Down(id) => assert_eq!(id.node, "m3@127.0.0.1"),
-            other => panic!("{other:?}"),
-        }
+        assert!(suspected, "suspected before it was declared down");
         assert_eq!(a.stats().refused_total(), 0);
     }
 

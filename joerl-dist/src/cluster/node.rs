@@ -128,6 +128,7 @@ struct Shared {
 
 struct Inner {
     gossip: Gossip,
+    directory: Arc<MemberDirectory>,
     shared: Mutex<Shared>,
     config: ClusterConfig,
     follow: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -142,8 +143,8 @@ impl Drop for Inner {
 }
 
 /// A node's cluster membership (cheap to clone: all clones are one member).
-/// Dropping the last handle, or the node, stops gossip without a leave; call
-/// [`leave`](Self::leave) to leave gracefully.
+/// It lives as long as its node: the node's `shutdown` (or its drop) leaves
+/// the cluster gracefully first, as [`leave`](Self::leave) does.
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
@@ -169,8 +170,11 @@ impl DistributedSystem {
             return Err(ClusterError::AlreadyEnabled);
         }
         let cluster = Cluster::start(self, config).await?;
+        // Two at once: the first attached wins, the other stops (its gossip
+        // with it) before it touched the node's resolvers.
         self.set_extension(Arc::new(cluster.clone()))
             .map_err(|_| ClusterError::AlreadyEnabled)?;
+        self.prepend_resolver(cluster.inner.directory.clone());
         let seeds = cluster.inner.config.seeds.clone();
         if !seeds.is_empty() {
             let c = cluster.clone();
@@ -227,7 +231,7 @@ impl Cluster {
             &config.cluster_name,
             config.max_packet_size,
         );
-        let gossip = Gossip::start_keyed(&config, key, identity.clone())
+        let (gossip, events) = Gossip::start_with_events(&config, key, identity.clone())
             .await
             .map_err(|source| ClusterError::Bind {
                 addr: SocketAddr::new(config.bind_addr, config.port),
@@ -238,11 +242,10 @@ impl Cluster {
             ..identity
         };
         let directory = MemberDirectory::new();
-        node.prepend_resolver(directory.clone());
-        let events = gossip.subscribe();
         let membership = Membership::new(&identity, !config.seeds.is_empty(), config.connect_all);
         let inner = Arc::new(Inner {
             gossip,
+            directory: directory.clone(),
             shared: Mutex::new(Shared {
                 membership,
                 subscribers: Vec::new(),
@@ -253,7 +256,7 @@ impl Cluster {
         let follow = tokio::spawn(follow(
             Arc::downgrade(&inner),
             node.downgrade(),
-            directory,
+            node.stop_signal(),
             events,
         ));
         *inner.follow.lock().unwrap_or_else(|e| e.into_inner()) = Some(follow);
@@ -277,6 +280,7 @@ impl Cluster {
         }
         let mut addrs = Vec::new();
         let mut failed = Vec::new();
+        let me = self.gossip_addr();
         for seed in seeds {
             let seed = seed.as_ref();
             match tokio::net::lookup_host(seed).await {
@@ -289,6 +293,8 @@ impl Cluster {
                         .find(|a| a.is_ipv4() == want_v4)
                         .or(found.first())
                     {
+                        // Itself: one seed list is often given to every member.
+                        Some(a) if *a == me => {}
                         Some(a) => addrs.push((seed.to_string(), *a)),
                         None => failed.push((seed.to_string(), "no address".to_string())),
                     }
@@ -395,8 +401,7 @@ impl Cluster {
     pub async fn leave(&self) {
         self.shared().membership.leaving();
         self.inner.gossip.leave().await;
-        let mut shared = self.shared();
-        let _ = shared.membership.left();
+        self.inner.stopped();
     }
 
     /// The gossip socket's address.
@@ -421,27 +426,84 @@ impl Cluster {
     }
 }
 
-/// Carries out membership's decisions, in the order of the gossip events.
+/// The longest a node's shutdown waits for its leave notices to go out.
+const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Inner {
+    fn self_state(&self) -> MemberState {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.membership.self_member().state
+    }
+
+    fn set_leaving(&self) {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.membership.leaving();
+    }
+
+    /// This node is out of the cluster (it left, or its node stopped):
+    /// `Left`, no member known, no route, streams ended.
+    fn stopped(&self) {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        for effect in shared.membership.left() {
+            if let Effect::Route { node, dist } = effect {
+                self.directory.set(&node, dist);
+            }
+        }
+        shared.subscribers.clear();
+    }
+}
+
+/// Carries out membership's decisions, in the order of the gossip events;
+/// stops gossip when the node stops.
 async fn follow(
     cluster: std::sync::Weak<Inner>,
     node: crate::node::WeakNode,
-    directory: Arc<MemberDirectory>,
+    mut stop: crate::StopSignal,
     mut events: mpsc::UnboundedReceiver<SwimEvent>,
 ) {
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = stop.wait() => None,
+        };
         let Some(inner) = cluster.upgrade() else {
             return;
         };
-        let Some(node) = node.upgrade() else { return };
+        let (Some(event), Some(node)) = (event, node.upgrade()) else {
+            // The node stops (or the driver did): it leaves the cluster, as
+            // Akka's coordinated shutdown does, so the others see it Left at
+            // once rather than Failed after the suspicion time.
+            if inner.self_state() != MemberState::Left {
+                inner.set_leaving();
+                let left = tokio::time::timeout(LEAVE_WAIT, inner.gossip.leave()).await;
+                if left.is_err() {
+                    inner.gossip.stop();
+                }
+            }
+            inner.stopped();
+            return;
+        };
         let mut connect = Vec::new();
         {
             let mut shared = inner.shared.lock().unwrap_or_else(|e| e.into_inner());
+            if shared.membership.self_member().state == MemberState::Left {
+                // Left: what gossip still reports is not applied.
+                continue;
+            }
             let effects = shared.membership.apply(event);
             for effect in effects {
                 match effect {
-                    Effect::Route { node, dist } => directory.set(&node, dist),
-                    Effect::Disconnect { node: name, reason } => {
-                        node.disconnect(&name, reason);
+                    Effect::Route { node, dist } => inner.directory.set(&node, dist),
+                    Effect::Disconnect {
+                        node: name,
+                        creation,
+                        reason,
+                    } => {
+                        // Not a newer incarnation that is connected already.
+                        let connected = node.node_info(&name).and_then(|i| i.creation);
+                        if connected.is_none_or(|c| c == creation) {
+                            node.disconnect(&name, reason);
+                        }
                     }
                     Effect::Connect(name) => connect.push(name),
                     Effect::Event(e) => shared.subscribers.retain(|s| s.send(e.clone()).is_ok()),

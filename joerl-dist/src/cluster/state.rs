@@ -162,10 +162,13 @@ pub enum Effect {
         /// Its dist address.
         dist: Option<SocketAddr>,
     },
-    /// Treat `node` as down now (`noconnection` to links and monitors).
+    /// Treat `node` as down now (`noconnection` to links and monitors),
+    /// unless the incarnation connected is another than `creation`.
     Disconnect {
         /// The node's name.
         node: String,
+        /// The creation of the incarnation that failed or left.
+        creation: u32,
         /// Why, for the node-down reason.
         reason: &'static str,
     },
@@ -310,7 +313,7 @@ impl Membership {
             }
             SwimEvent::Down(id) => self.gone_from(&id, MemberState::Failed, &mut out),
             SwimEvent::Left(id) => self.gone_from(&id, MemberState::Left, &mut out),
-            SwimEvent::Renamed { old, new } => self.renamed(&old, &new, &mut out),
+            SwimEvent::Renamed { old, new, alive } => self.renamed(&old, &new, alive, &mut out),
         }
         let now = self.compute_health();
         if now.healthy != self.health.healthy {
@@ -325,6 +328,11 @@ impl Membership {
     }
 
     fn up(&mut self, id: &MemberId, out: &mut Vec<Effect>) {
+        // This node's own earlier identity (a restart on another gossip
+        // port, before the cluster found the old one down) is not a member.
+        if id.node == self.me.name {
+            return;
+        }
         let member = Member::of(id, MemberState::Active);
         self.others.insert(id.gossip, member.clone());
         self.gone.retain(|a| *a != id.gossip);
@@ -358,11 +366,14 @@ impl Membership {
             self.seen.remove(&(id.node.clone(), id.creation));
         }
         self.reroute(&id.node, out);
-        // Down only if no other incarnation of the node is active: the
-        // connection, if any, is to this one.
-        if was.is_some() && !self.routes.contains_key(&id.node) {
+        // Down if the node was reached at this identity's address and is not
+        // any more (a newer incarnation elsewhere stays; the node checks the
+        // creation of the one connected).
+        let now = self.routes.get(&id.node).copied();
+        if was == Some(id.dist) && now != Some(id.dist) {
             out.push(Effect::Disconnect {
                 node: id.node.clone(),
+                creation: id.creation,
                 reason: if state == MemberState::Left {
                     "left the cluster"
                 } else {
@@ -372,17 +383,33 @@ impl Membership {
         }
     }
 
-    fn renamed(&mut self, old: &MemberId, new: &MemberId, out: &mut Vec<Effect>) {
+    fn renamed(&mut self, old: &MemberId, new: &MemberId, alive: bool, out: &mut Vec<Effect>) {
+        if new.node == self.me.name {
+            // This node's own earlier identity: not a member.
+            if self.others.get(&old.gossip).is_some_and(|m| m.is(old)) {
+                self.others.remove(&old.gossip);
+                self.reroute(&old.node, out);
+            }
+            return;
+        }
         let Some(m) = self.others.get(&old.gossip).filter(|m| m.is(old)).cloned() else {
             return;
         };
         if !m.state.is_active() {
-            // Down before: the newer one is down too, or an `Up` follows.
-            self.others
-                .insert(new.gossip, Member::of(new, MemberState::Failed));
+            // Down before. A newer one alive gets its `Up` next; a newer one
+            // down too takes the old one's place among the failed, unless
+            // the old one had left.
+            if !alive && m.state == MemberState::Failed {
+                self.others
+                    .insert(new.gossip, Member::of(new, MemberState::Failed));
+            }
             return;
         }
-        if old.node == new.node && old.creation == new.creation {
+        let rejoined = old.node == new.node
+            && old.creation == new.creation
+            && new.rejoin > old.rejoin
+            && old.dist == new.dist;
+        if alive && rejoined {
             // The same process, rejoined after others declared it down:
             // here it never went away.
             let state = m.state;
@@ -390,9 +417,15 @@ impl Membership {
             self.reroute(&new.node, out);
             return;
         }
-        // Another process at the address: the old one is gone.
+        // Another process at the address, or the newer one down already: the
+        // old one is gone.
         self.gone_from(old, MemberState::Failed, out);
-        self.up(new, out);
+        if alive {
+            self.up(new, out);
+        } else {
+            self.others
+                .insert(new.gossip, Member::of(new, MemberState::Failed));
+        }
     }
 
     fn remember_gone(&mut self, addr: SocketAddr) {
@@ -404,8 +437,13 @@ impl Membership {
                     .others
                     .get(&oldest)
                     .is_some_and(|m| !m.state.is_active())
+                && let Some(m) = self.others.remove(&oldest)
+                && !self
+                    .others
+                    .values()
+                    .any(|o| o.name == m.name && o.creation == m.creation)
             {
-                self.others.remove(&oldest);
+                self.seen.remove(&(m.name, m.creation));
             }
         }
     }
@@ -561,7 +599,8 @@ mod tests {
         assert!(
             events(&m.apply(SwimEvent::Renamed {
                 old: b.clone(),
-                new: b1.clone()
+                new: b1.clone(),
+                alive: true
             }))
             .is_empty()
         );
@@ -609,7 +648,11 @@ mod tests {
         m.apply(SwimEvent::Up(old.clone()));
         let new = id(2, "b", 2, 0);
         assert_eq!(
-            events(&m.apply(SwimEvent::Renamed { old, new })),
+            events(&m.apply(SwimEvent::Renamed {
+                old,
+                new,
+                alive: true
+            })),
             [
                 "failed b@127.0.0.1",
                 "route b@127.0.0.1 false",
@@ -641,13 +684,119 @@ mod tests {
     }
 
     #[test]
+    fn a_rejoin_keeps_the_member_and_a_same_creation_elsewhere_is_a_restart() {
+        let mut m = Membership::new(&id(1, "me", 1, 0), false, false);
+        let b = id(2, "b", 1, 0);
+        m.apply(SwimEvent::Up(b.clone()));
+        m.apply(SwimEvent::Suspected(b.clone()));
+        // Others declared it down; it rejoined before this node heard: the
+        // suspicion carries over until it is refuted.
+        let b1 = id(2, "b", 1, 1);
+        assert_eq!(
+            events(&m.apply(SwimEvent::Renamed {
+                old: b.clone(),
+                new: b1.clone(),
+                alive: true
+            })),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            m.member("b@127.0.0.1").unwrap().state,
+            MemberState::Suspected
+        );
+        assert_eq!(
+            events(&m.apply(SwimEvent::Refuted(b1.clone()))),
+            ["recovered b@127.0.0.1"]
+        );
+        // The same creation with another dist address is another process
+        // (a restart within the creation's second): the old one failed.
+        let mut b2 = id(2, "b", 1, 0);
+        b2.dist = SocketAddr::from(([127, 0, 0, 1], 9999));
+        b2.rejoin = 2;
+        assert_eq!(
+            events(&m.apply(SwimEvent::Renamed {
+                old: b1,
+                new: b2,
+                alive: true
+            })),
+            [
+                "failed b@127.0.0.1",
+                "route b@127.0.0.1 false",
+                "disconnect b@127.0.0.1",
+                "up b@127.0.0.1",
+                "route b@127.0.0.1 true"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replacement_that_is_down_already_is_not_announced_up() {
+        let mut m = Membership::new(&id(1, "me", 1, 0), false, true);
+        let old = id(2, "b", 1, 0);
+        m.apply(SwimEvent::Up(old.clone()));
+        let new = id(2, "b", 2, 0);
+        assert_eq!(
+            events(&m.apply(SwimEvent::Renamed {
+                old,
+                new: new.clone(),
+                alive: false
+            })),
+            [
+                "failed b@127.0.0.1",
+                "route b@127.0.0.1 false",
+                "disconnect b@127.0.0.1",
+                "health false 1/2"
+            ]
+        );
+        assert_eq!(m.member("b@127.0.0.1").unwrap().creation, 2);
+        assert_eq!(m.member("b@127.0.0.1").unwrap().state, MemberState::Failed);
+        // foca's `Down` of the newer one then changes nothing.
+        assert!(events(&m.apply(SwimEvent::Down(new))).is_empty());
+        assert_eq!(m.health().total, 2);
+    }
+
+    #[test]
+    fn this_nodes_own_earlier_identity_is_not_a_member() {
+        let me = id(5, "me", 2, 0);
+        let mut m = Membership::new(&me, false, false);
+        let earlier = id(1, "me", 1, 0);
+        assert!(events(&m.apply(SwimEvent::Up(earlier.clone()))).is_empty());
+        assert!(events(&m.apply(SwimEvent::Down(earlier))).is_empty());
+        assert!(m.members().is_empty());
+        assert_eq!(m.health().total, 1);
+    }
+
+    #[test]
+    fn the_failure_of_the_newest_incarnation_disconnects_it_even_if_an_older_lingers() {
+        let mut m = Membership::new(&id(1, "me", 1, 0), false, false);
+        let old = id(2, "b", 1, 0);
+        let new = id(3, "b", 2, 0);
+        m.apply(SwimEvent::Up(old));
+        m.apply(SwimEvent::Up(new.clone()));
+        let e = m.apply(SwimEvent::Down(new));
+        assert!(
+            e.contains(&Effect::Disconnect {
+                node: "b@127.0.0.1".into(),
+                creation: 2,
+                reason: "declared failed by cluster membership"
+            }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn departed_identities_are_bounded() {
         let mut m = Membership::new(&id(1, "me", 1, 0), false, false);
         for i in 0..(MAX_GONE as u16 + 50) {
             let b = id(10_000 + i, &format!("n{i}"), 1, 0);
             m.apply(SwimEvent::Up(b.clone()));
-            m.apply(SwimEvent::Left(b));
+            if i % 2 == 0 {
+                m.apply(SwimEvent::Left(b));
+            } else {
+                m.apply(SwimEvent::Down(b));
+            }
         }
         assert!(m.members().len() <= MAX_GONE);
+        assert!(m.seen.len() <= MAX_GONE, "{}", m.seen.len());
     }
 }
