@@ -112,20 +112,7 @@ impl Proc {
 
     /// Waits until the output contains `text`.
     pub fn wait_for(&self, text: &str) {
-        let start = Instant::now();
-        loop {
-            if self.output().contains(text) {
-                return;
-            }
-            if start.elapsed() > DEADLINE {
-                panic!(
-                    "{}: {text:?} not printed within {DEADLINE:?}; output:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_until(&format!("{text:?} printed"), |out| out.contains(text));
     }
 
     /// Writes a line to the process's stdin.
