@@ -68,7 +68,9 @@ impl SpawnOptions {
         self
     }
 
-    /// Links the new actor to the local actor `pid` before it starts.
+    /// Links the new actor to `pid` before it starts: a local actor, or, on
+    /// a distributed node, one on another node (remote spawn's
+    /// `spawn_link`).
     pub fn link_to(mut self, pid: Pid) -> Self {
         self.link = Some(pid);
         self
@@ -259,17 +261,26 @@ impl ActorSystem {
         inner.processes.insert(id, process.clone());
         if let Some(parent_pid) = opts.link {
             process.lock().relations().links.insert(parent_pid);
-            let linked = match inner.local_process(parent_pid) {
-                Some(parent) => {
-                    let mut pst = parent.lock();
-                    if pst.is_closed() {
-                        false
-                    } else {
-                        pst.relations().links.insert(pid);
-                        true
+            let linked = match inner.classify(parent_pid) {
+                // An actor on another node: the link signal goes out before
+                // the new actor runs, so an exit of it follows the link on
+                // the same connection (a dead or unknown target answers with
+                // an exit, as a link to it would).
+                Target::Remote => inner
+                    .send_signal(parent_pid, Signal::Link { from: pid })
+                    .is_ok(),
+                _ => match inner.local_process(parent_pid) {
+                    Some(parent) => {
+                        let mut pst = parent.lock();
+                        if pst.is_closed() {
+                            false
+                        } else {
+                            pst.relations().links.insert(pid);
+                            true
+                        }
                     }
-                }
-                None => false,
+                    None => false,
+                },
             };
             if !linked {
                 inner.processes.remove(&id);

@@ -20,13 +20,16 @@
 //!   gossip events that says what each asks of the node (no I/O);
 //! - [`gossip`]: the SWIM driver (foca, the UDP socket, its timers, seeds);
 //! - [`node`]: the [`Cluster`] handle, which carries membership's decisions
-//!   out on the node.
+//!   out on the node;
+//! - [`spawn`]: remote spawn (the first of the cluster services), a server
+//!   per node at a well-known name.
 
 pub mod config;
 pub mod gossip;
 pub mod member;
 pub mod node;
 pub mod packet;
+pub mod spawn;
 pub mod state;
 
 pub use config::{ClusterConfig, ConfigError, DEFAULT_GOSSIP_PORT};

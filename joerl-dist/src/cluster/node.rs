@@ -100,6 +100,10 @@ pub enum ClusterError {
     /// This node has left the cluster; start a new node to join again.
     #[error("this node has left the cluster")]
     Left,
+    /// Two remote-spawn kinds share a name, so the spawn server would not
+    /// know which to start.
+    #[error(transparent)]
+    KindConflict(#[from] super::spawn::KindConflict),
 }
 
 /// Lossless, ordered cluster events for code that is not an actor (see
@@ -169,6 +173,8 @@ impl DistributedSystem {
         if self.extension::<Cluster>().is_some() {
             return Err(ClusterError::AlreadyEnabled);
         }
+        // The cluster services every member serves.
+        super::spawn::serve(self)?;
         let cluster = Cluster::start(self, config).await?;
         // Two at once: the first attached wins, the other stops (its gossip
         // with it) before it touched the node's resolvers.
@@ -327,6 +333,9 @@ impl Cluster {
             }
             return Err(ClusterError::JoinFailed(failed));
         }
+        // A seed answered: joined, whether or not gossip's own word of it
+        // was applied yet.
+        let _ = self.shared().membership.apply(SwimEvent::Joined);
         Ok(reached.len())
     }
 
