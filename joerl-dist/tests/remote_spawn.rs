@@ -214,3 +214,59 @@ async fn spawn_link_on_links_both_ways_across_nodes() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Spawns a monitored `Quitter` on `node` when started; forwards the result
+/// and the down.
+struct Watcher {
+    node: String,
+    out: tokio::sync::mpsc::UnboundedSender<Result<Pid, RemoteSpawnError>>,
+    downs: tokio::sync::mpsc::UnboundedSender<joerl_dist::DownMessage>,
+}
+
+impl Actor for Watcher {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        let r = joerl_dist::cluster::spawn::spawn_monitor_on::<Quitter>(ctx, &self.node, ())
+            .await
+            .map(|(pid, _)| pid);
+        let _ = self.out.send(r);
+    }
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        if let Ok(d) = msg.downcast::<joerl_dist::DownMessage>() {
+            let _ = self.downs.send(*d);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_monitor_on_reports_the_remote_actors_exit_reason() {
+    init_tracing();
+    let e = epmd().await;
+    let a = node("smon_a", e.local_addr()).await;
+    let b = node("smon_b", e.local_addr()).await;
+    serve(&b).unwrap();
+    let (out, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let (downs, mut downed) = tokio::sync::mpsc::unbounded_channel();
+    a.spawn(Watcher {
+        node: b.name().to_string(),
+        out,
+        downs,
+    });
+    let child = tokio::time::timeout(DEADLINE, got.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    wait_until("b holds the monitor", || {
+        b.relation_counts(child).is_some_and(|(_, by, _)| by == 1)
+    })
+    .await;
+    a.send(child, Quit("finished".into())).await.unwrap();
+    let down = tokio::time::timeout(DEADLINE, downed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(down.pid, child);
+    assert_eq!(down.reason, ExitReason::Custom("finished".into()));
+    a.shutdown().await;
+    b.shutdown().await;
+}
