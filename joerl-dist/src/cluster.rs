@@ -21,14 +21,15 @@
 //! - [`gossip`]: the SWIM driver (foca, the UDP socket, its timers, seeds);
 //! - [`node`]: the [`Cluster`] handle, which carries membership's decisions
 //!   out on the node;
-//! - [`spawn`]: remote spawn (the first of the cluster services), a server
-//!   per node at a well-known name.
+//! - [`spawn`]: remote spawn, and [`pg`]: process groups (cluster services:
+//!   a server per node at a well-known name).
 
 pub mod config;
 pub mod gossip;
 pub mod member;
 pub mod node;
 pub mod packet;
+pub mod pg;
 pub mod spawn;
 pub mod state;
 
