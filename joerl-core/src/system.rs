@@ -294,6 +294,11 @@ impl ActorSystem {
                     if let Some(r) = parent.lock().relations_if_any() {
                         r.links.remove(&pid);
                     }
+                } else if let Some(p) = opts.link
+                    && matches!(inner.classify(p), Target::Remote)
+                {
+                    // Take back the link signal sent to the other node.
+                    let _ = inner.send_signal(p, Signal::Unlink { from: pid });
                 }
                 return Err(match e {
                     RegisterError::NameTaken(n) => SpawnError::NameTaken(n),

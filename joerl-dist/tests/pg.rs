@@ -142,3 +142,30 @@ async fn a_node_that_comes_later_learns_the_groups() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_started_after_connecting_exchange_joins_made_during_the_handshake() {
+    init_tracing();
+    let e = epmd().await;
+    let a = node("pgh_a", e.local_addr()).await;
+    let b = node("pgh_b", e.local_addr()).await;
+    a.connect(b.name()).await.unwrap();
+    let pa = pg::start(&a, pg::DEFAULT_SCOPE).unwrap();
+    let (a1, a2) = (a.spawn(Idle), a.spawn(Idle));
+    pa.join("g", &[a1]).await.unwrap();
+    // b's scope starts after the connection (a's node-up discovery found
+    // none), and joins come on both sides while they discover each other.
+    let pb = pg::start(&b, pg::DEFAULT_SCOPE).unwrap();
+    pa.join("g", &[a2]).await.unwrap();
+    let b1 = b.spawn(Idle);
+    pb.join("g", &[b1]).await.unwrap();
+    wait_group("a", &pa, "g", &[a1, a2, b1]).await;
+    wait_group("b", &pb, "g", &[a1, a2, b1]).await;
+    // Joined twice, left once: still a member, once.
+    pb.join("g", &[b1]).await.unwrap();
+    pb.leave("g", &[b1]).await.unwrap();
+    wait_group("a", &pa, "g", &[a1, a2, b1]).await;
+    wait_group("b", &pb, "g", &[a1, a2, b1]).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -38,6 +38,22 @@ impl Spawnable for Adder {
 }
 spawnable!(Adder, "remote_spawn_test::Adder");
 
+/// Holds big arguments; panics in `from_args` on an empty one.
+struct Big;
+
+impl Actor for Big {
+    async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
+}
+
+impl Spawnable for Big {
+    type Args = Vec<u8>;
+    fn from_args(bytes: Vec<u8>) -> Self {
+        assert!(!bytes.is_empty(), "no bytes");
+        Big
+    }
+}
+spawnable!(Big, "remote_spawn_test::Big");
+
 /// Panics in `started`.
 struct Crasher;
 
@@ -148,6 +164,18 @@ async fn a_registered_kind_starts_on_the_other_node_and_each_failure_is_typed() 
         }
         other => panic!("{other:?}"),
     }
+    // Arguments over the 1 MiB of control items, within max_message_memory.
+    assert!(
+        spawn_on::<Big>(&a, b.name(), vec![7u8; 2 << 20])
+            .await
+            .is_ok()
+    );
+    // A from_args that panics is an error, and the server keeps serving.
+    assert!(matches!(
+        spawn_on::<Big>(&a, b.name(), Vec::new()).await,
+        Err(RemoteSpawnError::BadArgs { reason, .. }) if reason.contains("no bytes")
+    ));
+    assert!(spawn_on::<Adder>(&a, b.name(), 1).await.is_ok());
     // A node nobody runs.
     assert!(matches!(
         spawn_on::<Adder>(&a, "nobody@127.0.0.1", 1).await,

@@ -212,8 +212,12 @@ impl PgServer {
             PgEvent::Joined { group, .. } | PgEvent::Left { group, .. } => group.clone(),
         };
         if let Some(ws) = self.watchers.get(&group) {
-            for w in ws.clone() {
-                let _ = ctx.send(w, event.clone()).await;
+            // Not awaited: a watcher with a full mailbox misses the change
+            // (logged) rather than stopping the scope.
+            for w in ws {
+                if ctx.try_send(*w, event.clone()).is_err() {
+                    tracing::warn!(watcher = %w, %group, "pg: a watcher could not take a group change");
+                }
             }
         }
     }
@@ -301,7 +305,21 @@ impl PgServer {
                 let Some(list) = v.local.get(&g) else {
                     continue;
                 };
-                let gone: Vec<Pid> = list.iter().filter(|p| pids.contains(p)).copied().collect();
+                let gone: Vec<Pid> = if only.is_some() {
+                    // `leave`: once each, as Erlang's.
+                    let mut rest = list.clone();
+                    let mut gone = Vec::new();
+                    for p in pids {
+                        if let Some(i) = rest.iter().position(|x| x == p) {
+                            rest.swap_remove(i);
+                            gone.push(*p);
+                        }
+                    }
+                    gone
+                } else {
+                    // An exit: every occurrence.
+                    list.iter().filter(|p| pids.contains(p)).copied().collect()
+                };
                 if gone.is_empty() {
                     continue;
                 }
@@ -352,28 +370,55 @@ impl GenServer for PgServer {
             Discover as d => {
                 let groups = self.local_groups();
                 let me = ctx.pid();
+                let new = !self.peers.contains_key(&d.from);
+                if new {
+                    // Known from now on (as OTP's pg does): joins and leaves
+                    // from here reach it even before its own groups arrive.
+                    let Ok(m) = ctx.monitor(d.from) else { return };
+                    self.peers.insert(d.from, (m, HashMap::new()));
+                }
                 let _ = ctx.send(d.from, Sync { from: me, groups }).await;
-                if !self.peers.contains_key(&d.from) {
-                    // Discover it back: it gets this node's groups, this
-                    // node gets its own from its answer.
+                if new {
+                    // Discover it back: this node gets its groups.
                     let _ = ctx.send(d.from, Discover { from: me }).await;
                 }
             },
             Sync as s => self.sync(ctx, s.from, s.groups).await,
             PeerJoin as j => {
+                // A peer joins only its own node's processes.
+                let pids: Vec<Pid> =
+                    j.pids.into_iter().filter(|p| p.node() == j.from.node()).collect();
                 let Some((_, theirs)) = self.peers.get_mut(&j.from) else { return };
-                View::add(theirs, &j.group, &j.pids);
-                View::add(&mut self.view().all, &j.group, &j.pids);
-                self.notify(ctx, PgEvent::Joined { group: j.group, pids: j.pids }).await;
+                if pids.is_empty() {
+                    return;
+                }
+                View::add(theirs, &j.group, &pids);
+                View::add(&mut self.view().all, &j.group, &pids);
+                self.notify(ctx, PgEvent::Joined { group: j.group, pids }).await;
             },
             PeerLeave as l => {
                 let Some((_, theirs)) = self.peers.get_mut(&l.from) else { return };
-                for g in &l.groups {
-                    View::remove(theirs, g, &l.pids);
-                }
+                let mut left = Vec::new();
                 for g in l.groups {
-                    View::remove(&mut self.view().all, &g, &l.pids);
-                    self.notify(ctx, PgEvent::Left { group: g, pids: l.pids.clone() }).await;
+                    // Only what was there: one occurrence per pid.
+                    let Some(list) = theirs.get_mut(&g) else { continue };
+                    let mut gone = Vec::new();
+                    for p in &l.pids {
+                        if let Some(i) = list.iter().position(|x| x == p) {
+                            list.swap_remove(i);
+                            gone.push(*p);
+                        }
+                    }
+                    if list.is_empty() {
+                        theirs.remove(&g);
+                    }
+                    if !gone.is_empty() {
+                        left.push((g, gone));
+                    }
+                }
+                for (g, gone) in left {
+                    View::remove(&mut self.view().all, &g, &gone);
+                    self.notify(ctx, PgEvent::Left { group: g, pids: gone }).await;
                 }
             },
             DownMessage as down => {

@@ -65,7 +65,7 @@ pub struct SpawnKind {
 
 /// Decodes a kind's arguments and makes the actor (not for direct use).
 #[doc(hidden)]
-pub type MakeFn = fn(&[u8]) -> Result<Box<dyn Starter>, String>;
+pub type MakeFn = fn(&[u8], usize) -> Result<Box<dyn Starter>, String>;
 
 /// An actor starting, until its `started` has run (not for direct use).
 #[doc(hidden)]
@@ -90,20 +90,23 @@ impl<A: joerl_core::Actor> Starter for Made<A> {
     }
 }
 
-/// Decodes `bytes` as `K::Args` and makes the actor (used by
-/// [`spawnable!`](crate::spawnable)).
+/// Decodes `bytes` as `K::Args` (claiming at most `max_memory`, the node's
+/// `max_message_memory`) and makes the actor (used by
+/// [`spawnable!`](crate::spawnable)). A `from_args` that panics is an error,
+/// not a crash of the spawn server.
 #[doc(hidden)]
-pub fn make<K: Spawnable>(bytes: &[u8]) -> Result<Box<dyn Starter>, String> {
-    let args: K::Args = crate::codec::decode_prefix(bytes)
-        .map_err(|e| e.to_string())
-        .and_then(|(v, used)| {
-            if used == bytes.len() {
-                Ok(v)
-            } else {
-                Err(format!("{} bytes left over", bytes.len() - used))
-            }
+pub fn make<K: Spawnable>(bytes: &[u8], max_memory: usize) -> Result<Box<dyn Starter>, String> {
+    let args: K::Args = crate::codec::decode_exact(bytes, max_memory).map_err(|e| e.to_string())?;
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| K::from_args(args)))
+        .map_err(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            format!("from_args panicked: {why}")
         })?;
-    Ok(Box::new(Made(K::from_args(args))))
+    Ok(Box::new(Made(made)))
 }
 
 /// Registers `$kind` (a [`Spawnable`]) under `$name` for remote spawn.
@@ -170,8 +173,10 @@ pub enum RemoteSpawnError {
         /// Its exit reason.
         reason: ExitReason,
     },
-    /// The new actor could not be linked to the caller (the caller is gone).
-    #[error("the new {kind:?} could not be linked to {caller}: it is gone")]
+    /// The link to the caller could not be sent (no route to the caller's
+    /// node). A caller that is gone is answered by its node later, as any
+    /// link to a dead process: the new actor then exits with `noproc`.
+    #[error("the new {kind:?} could not be linked to {caller}: no route to it")]
     LinkFailed {
         /// The kind.
         kind: String,
@@ -217,8 +222,11 @@ impl Request for SpawnRequest {
 }
 
 /// The spawn server of one node.
-#[derive(Debug, Default)]
-pub struct SpawnServer;
+#[derive(Debug)]
+pub struct SpawnServer {
+    /// The node's `max_message_memory`: the most decoding arguments may claim.
+    max_memory: usize,
+}
 
 impl GenServer for SpawnServer {
     type Calls = (SpawnRequest,);
@@ -239,7 +247,7 @@ impl HandleCall<SpawnRequest> for SpawnServer {
                 kind: req.kind,
             }));
         };
-        let starter = match (kind.make)(&req.args) {
+        let starter = match (kind.make)(&req.args, self.max_memory) {
             Ok(s) => s,
             Err(reason) => {
                 return CallResponse::Reply(Err(RemoteSpawnError::BadArgs {
@@ -320,7 +328,9 @@ pub fn serve(node: &crate::DistributedSystem) -> Result<(), KindConflict> {
     if node.whereis(SPAWN_SERVER).is_none() {
         let _ = joerl_core::gen_server::spawn_server_with(
             node,
-            SpawnServer,
+            SpawnServer {
+                max_memory: node.config().max_message_memory,
+            },
             SpawnOptions::new().name(SPAWN_SERVER),
         );
     }
@@ -392,7 +402,10 @@ pub async fn spawn_on_kind(
 
 /// [`spawn_on`], linked to the calling actor before the new one runs (as
 /// Erlang's `spawn_link/4`): either's exit reaches the other, and a lost
-/// node is `noconnection` to both.
+/// node is `noconnection` to both. A new actor that fails in `started`
+/// sends its exit over the link too: a caller that does not trap exits
+/// stops with it rather than seeing `StartFailed`. After a `Timeout` the
+/// actor may still have started, linked to the caller.
 pub async fn spawn_link_on<K: Spawnable + Named>(
     ctx: &ActorContext,
     node: &str,
@@ -403,11 +416,10 @@ pub async fn spawn_link_on<K: Spawnable + Named>(
         args: encode::<K>(&args)?,
         link: Some(ctx.pid()),
     };
-    let pid = request(ctx.system(), Some(ctx), node, req).await?;
-    // The remote side linked the new actor to the caller; the caller's side
-    // of the link is set here (idempotent if its link signal came first).
-    let _ = ctx.link(pid);
-    Ok(pid)
+    // The new actor's link signal travels ahead of the answer on the same
+    // connection, so the caller's side is set when the answer arrives (and
+    // already gone again if the actor stopped normally before that).
+    request(ctx.system(), Some(ctx), node, req).await
 }
 
 /// [`spawn_on`], then the calling actor monitors the new one. Unlike
