@@ -156,7 +156,7 @@ enum Command {
     Join {
         seeds: Vec<SocketAddr>,
         wait: Duration,
-        reply: oneshot::Sender<Vec<SocketAddr>>,
+        reply: oneshot::Sender<JoinReply>,
     },
     Leave(oneshot::Sender<()>),
     Members(oneshot::Sender<Vec<SwimMember>>),
@@ -328,14 +328,14 @@ impl Gossip {
     /// every announce interval while they are not members). Waits at most
     /// `wait` for them to answer: the seeds that answered by then (once one
     /// answered, the others get a probe timeout more).
-    pub async fn join(&self, seeds: Vec<SocketAddr>, wait: Duration) -> Vec<SocketAddr> {
+    pub async fn join(&self, seeds: Vec<SocketAddr>, wait: Duration) -> JoinReply {
         let (reply, rx) = oneshot::channel();
         if self
             .commands
             .send(Command::Join { seeds, wait, reply })
             .is_err()
         {
-            return Vec::new();
+            return JoinReply::default();
         }
         rx.await.unwrap_or_default()
     }
@@ -387,12 +387,25 @@ const MAX_DOWN_ANNOUNCES: usize = 16;
 const BODY_SWIM: u8 = 0;
 const BODY_LEAVING: u8 = 1;
 
+/// How a `join` went: the seeds that answered from their own address, and
+/// whether this member is known by an active member (a seed behind NAT, or
+/// on another of its addresses, answers from an address not in the list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinReply {
+    /// Seeds that answered.
+    pub reached: Vec<SocketAddr>,
+    /// SWIM said this member joined before the answer was given (so even
+    /// with no seed in `reached`, it is in a cluster).
+    pub joined: bool,
+}
+
 /// A `join` waiting for its seeds to answer.
 struct PendingJoin {
     seeds: Vec<SocketAddr>,
     reached: Vec<SocketAddr>,
+    joined: bool,
     deadline: Instant,
-    reply: oneshot::Sender<Vec<SocketAddr>>,
+    reply: oneshot::Sender<JoinReply>,
 }
 
 struct Driver {
@@ -471,6 +484,7 @@ impl Driver {
                 self.joins.push(PendingJoin {
                     seeds,
                     reached: Vec::new(),
+                    joined: false,
                     deadline: Instant::now() + wait,
                     reply,
                 });
@@ -577,7 +591,10 @@ impl Driver {
             let j = &self.joins[i];
             if j.reached.len() == j.seeds.len() || j.deadline <= now {
                 let j = self.joins.swap_remove(i);
-                let _ = j.reply.send(j.reached);
+                let _ = j.reply.send(JoinReply {
+                    reached: j.reached,
+                    joined: j.joined,
+                });
             } else {
                 i += 1;
             }
@@ -689,7 +706,15 @@ impl Driver {
                         .any(|m| m.id() == &new && m.state() != State::Down);
                     SwimEvent::Renamed { old, new, alive }
                 }
-                OwnedNotification::Active => SwimEvent::Joined,
+                OwnedNotification::Active => {
+                    // Joined, whoever answered: pending joins end soon.
+                    let now = Instant::now();
+                    for j in &mut self.joins {
+                        j.joined = true;
+                        j.deadline = j.deadline.min(now + self.grace);
+                    }
+                    SwimEvent::Joined
+                }
                 OwnedNotification::Rejoin(id) => SwimEvent::Rejoined(id),
                 _ => continue,
             };
@@ -868,8 +893,14 @@ mod tests {
         let d = Gossip::start(&c, "cookie", identity(3)).await.unwrap();
         let mut events = a.subscribe();
         let wait = Duration::from_secs(20);
-        assert_eq!(b.join(vec![a.local_addr()], wait).await, [a.local_addr()]);
-        assert_eq!(d.join(vec![a.local_addr()], wait).await, [a.local_addr()]);
+        assert_eq!(
+            b.join(vec![a.local_addr()], wait).await.reached,
+            [a.local_addr()]
+        );
+        assert_eq!(
+            d.join(vec![a.local_addr()], wait).await.reached,
+            [a.local_addr()]
+        );
         for (g, others) in [
             (&a, ["m2@127.0.0.1", "m3@127.0.0.1"]),
             (&b, ["m1@127.0.0.1", "m3@127.0.0.1"]),
@@ -937,12 +968,13 @@ mod tests {
             .await
             .unwrap();
         let short = Duration::from_millis(300);
-        assert!(intruder.join(vec![a.local_addr()], short).await.is_empty());
-        assert!(
-            other_cluster
-                .join(vec![a.local_addr()], short)
-                .await
-                .is_empty()
+        assert_eq!(
+            intruder.join(vec![a.local_addr()], short).await,
+            JoinReply::default()
+        );
+        assert_eq!(
+            other_cluster.join(vec![a.local_addr()], short).await,
+            JoinReply::default()
         );
         wait_for("both refused", async || {
             a.stats().bad_tag.load(Ordering::Relaxed) > 0

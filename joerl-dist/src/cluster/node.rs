@@ -305,7 +305,10 @@ impl Cluster {
                         None => failed.push((seed.to_string(), "no address".to_string())),
                     }
                 }
-                Err(e) => failed.push((seed.to_string(), format!("cannot resolve: {e}"))),
+                Err(e) => {
+                    failed.push((seed.to_string(), format!("cannot resolve: {e}")));
+                    self.resolve_later(seed.to_string());
+                }
             }
         }
         if addrs.is_empty() {
@@ -321,7 +324,7 @@ impl Cluster {
             .gossip
             .join(addrs.iter().map(|(_, a)| *a).collect(), wait)
             .await;
-        if reached.is_empty() {
+        if reached.reached.is_empty() && !reached.joined {
             for (seed, addr) in addrs {
                 failed.push((
                     seed,
@@ -336,7 +339,42 @@ impl Cluster {
         // A seed answered: joined, whether or not gossip's own word of it
         // was applied yet.
         let _ = self.shared().membership.apply(SwimEvent::Joined);
-        Ok(reached.len())
+        // A seed that answered from another of its addresses (NAT, several
+        // interfaces) still counts: SWIM says this node joined.
+        Ok(reached.reached.len().max(1))
+    }
+
+    /// Resolves `seed` again in the background (from 1 s up to the announce
+    /// interval between tries) and announces to it once it resolves: DNS
+    /// that is not ready when the node starts (a container's peers) does
+    /// not keep it out.
+    fn resolve_later(&self, seed: String) {
+        let weak = Arc::downgrade(&self.inner);
+        let most = self.inner.config.announce_interval;
+        let family_v4 = self.inner.config.bind_addr.is_ipv4();
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_secs(1).min(most);
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(most);
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.self_state() == MemberState::Left {
+                    return;
+                }
+                if let Ok(found) = tokio::net::lookup_host(seed.as_str()).await {
+                    let found: Vec<SocketAddr> = found.collect();
+                    if let Some(a) = found
+                        .iter()
+                        .find(|a| a.is_ipv4() == family_v4)
+                        .or(found.first())
+                    {
+                        tracing::info!(%seed, addr = %a, "cluster: a seed resolves now; announcing to it");
+                        inner.gossip.join(vec![*a], std::time::Duration::ZERO).await;
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// The other members known now, by name (failed and departed ones

@@ -328,6 +328,21 @@ impl PgServer {
                 left.push((g, gone));
             }
         }
+        // A process in no group any more is not watched any more.
+        {
+            let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+            let idle: Vec<Pid> = pids
+                .iter()
+                .filter(|p| !v.local.values().any(|l| l.contains(p)))
+                .copied()
+                .collect();
+            drop(v);
+            for p in idle {
+                if let Some(m) = self.members.remove(&p) {
+                    ctx.demonitor(m);
+                }
+            }
+        }
         for (g, gone) in left {
             let from = ctx.pid();
             let (groups, ps) = (vec![g.clone()], gone.clone());
