@@ -89,12 +89,16 @@ struct View {
     local: HashMap<String, Vec<Pid>>,
 }
 
-fn remove_all(list: &mut Vec<Pid>, pids: &[Pid]) {
+/// Removes one occurrence of each of `pids` from `list`: the ones removed.
+fn remove_once(list: &mut Vec<Pid>, pids: &[Pid]) -> Vec<Pid> {
+    let mut removed = Vec::new();
     for p in pids {
         if let Some(i) = list.iter().position(|x| x == p) {
             list.swap_remove(i);
+            removed.push(*p);
         }
     }
+    removed
 }
 
 impl View {
@@ -106,7 +110,7 @@ impl View {
 
     fn remove(map: &mut HashMap<String, Vec<Pid>>, group: &str, pids: &[Pid]) {
         if let Some(list) = map.get_mut(group) {
-            remove_all(list, pids);
+            remove_once(list, pids);
             if list.is_empty() {
                 map.remove(group);
             }
@@ -269,9 +273,9 @@ impl PgServer {
                 new.get(g).cloned().unwrap_or_default(),
             );
             let mut gone = was.clone();
-            remove_all(&mut gone, &now);
+            remove_once(&mut gone, &now);
             let mut came = now;
-            remove_all(&mut came, &was);
+            remove_once(&mut came, &was);
             if !gone.is_empty() {
                 View::remove(&mut self.view().all, g, &gone);
                 changes.push(PgEvent::Left {
@@ -307,15 +311,7 @@ impl PgServer {
                 };
                 let gone: Vec<Pid> = if only.is_some() {
                     // `leave`: once each, as Erlang's.
-                    let mut rest = list.clone();
-                    let mut gone = Vec::new();
-                    for p in pids {
-                        if let Some(i) = rest.iter().position(|x| x == p) {
-                            rest.swap_remove(i);
-                            gone.push(*p);
-                        }
-                    }
-                    gone
+                    remove_once(&mut list.clone(), pids)
                 } else {
                     // An exit: every occurrence.
                     list.iter().filter(|p| pids.contains(p)).copied().collect()
@@ -417,13 +413,7 @@ impl GenServer for PgServer {
                 for g in l.groups {
                     // Only what was there: one occurrence per pid.
                     let Some(list) = theirs.get_mut(&g) else { continue };
-                    let mut gone = Vec::new();
-                    for p in &l.pids {
-                        if let Some(i) = list.iter().position(|x| x == p) {
-                            list.swap_remove(i);
-                            gone.push(*p);
-                        }
-                    }
+                    let gone = remove_once(list, &l.pids);
                     if list.is_empty() {
                         theirs.remove(&g);
                     }

@@ -337,11 +337,19 @@ pub fn serve(node: &crate::DistributedSystem) -> Result<(), KindConflict> {
     Ok(())
 }
 
-fn encode<K: Spawnable>(args: &K::Args) -> Result<Vec<u8>, RemoteSpawnError> {
+/// The request for kind `K` with `args`, linked to `link` if given.
+fn request_for<K: Spawnable + Named>(
+    args: &K::Args,
+    link: Option<Pid>,
+) -> Result<SpawnRequest, RemoteSpawnError> {
     let mut bytes = Vec::new();
     crate::codec::encode_into(args, &mut bytes)
         .map_err(|e| RemoteSpawnError::Encode(e.to_string()))?;
-    Ok(bytes)
+    Ok(SpawnRequest {
+        kind: K::KIND.to_string(),
+        args: bytes,
+        link,
+    })
 }
 
 fn call_error(node: &str, e: CallError) -> RemoteSpawnError {
@@ -376,12 +384,7 @@ pub async fn spawn_on<K: Spawnable + Named>(
     node: &str,
     args: K::Args,
 ) -> Result<Pid, RemoteSpawnError> {
-    let req = SpawnRequest {
-        kind: K::KIND.to_string(),
-        args: encode::<K>(&args)?,
-        link: None,
-    };
-    request(system, None, node, req).await
+    request(system, None, node, request_for::<K>(&args, None)?).await
 }
 
 /// Starts an actor of the kind named `kind` on `node` with arguments already
@@ -411,11 +414,7 @@ pub async fn spawn_link_on<K: Spawnable + Named>(
     node: &str,
     args: K::Args,
 ) -> Result<Pid, RemoteSpawnError> {
-    let req = SpawnRequest {
-        kind: K::KIND.to_string(),
-        args: encode::<K>(&args)?,
-        link: Some(ctx.pid()),
-    };
+    let req = request_for::<K>(&args, Some(ctx.pid()))?;
     // The new actor's link signal travels ahead of the answer on the same
     // connection, so the caller's side is set when the answer arrives (and
     // already gone again if the actor stopped normally before that).
@@ -431,11 +430,7 @@ pub async fn spawn_monitor_on<K: Spawnable + Named>(
     node: &str,
     args: K::Args,
 ) -> Result<(Pid, MonitorRef), RemoteSpawnError> {
-    let req = SpawnRequest {
-        kind: K::KIND.to_string(),
-        args: encode::<K>(&args)?,
-        link: None,
-    };
+    let req = request_for::<K>(&args, None)?;
     let pid = request(ctx.system(), Some(ctx), node, req).await?;
     let monitor = ctx.monitor(pid).map_err(|e| RemoteSpawnError::NodeDown {
         node: node.to_string(),
