@@ -2,6 +2,8 @@
 //! several examples exchange.
 #![warn(missing_docs)]
 
+pub mod service_node;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

@@ -196,8 +196,8 @@ impl ActorContext {
         self.system.inner.unlink(&self.process, pid)
     }
 
-    /// Monitors `target` (a Pid, a name registered on this node, or `(name,
-    /// node)`): when it exits, this actor receives a [`DownMessage`] with the
+    /// Monitors `target` (a Pid, a name registered on this node, `(name,
+    /// node)`, a global name or a group's member): when it exits, this actor receives a [`DownMessage`] with the
     /// returned reference. An unknown or dead Pid, or a name nothing is
     /// registered under, gives a down with `noproc` at once. A name is
     /// resolved once, when the monitor is set (by the named node for `(name,
@@ -211,6 +211,12 @@ impl ActorContext {
             Dest::Remote { name, node } => {
                 self.system.inner.monitor_named(&self.process, &name, &node)
             }
+            // Resolved here, once: the monitor follows the process the name
+            // or group gave.
+            dest @ (Dest::Global(_) | Dest::Group(_)) => match self.system.cluster_target(&dest) {
+                Ok(pid) => self.system.inner.monitor(&self.process, pid),
+                Err(_) => Ok(self.system.inner.monitor_nobody(&self.process)),
+            },
         }
     }
 

@@ -20,6 +20,23 @@ pub enum SendError {
     NoRouterForNode(String),
     /// The distribution layer refused the message.
     Route(RouteError),
+    /// No process is registered in the cluster under this global name.
+    GlobalNotRegistered(String),
+    /// The process group has no member (as far as this node knows now).
+    EmptyGroup {
+        /// The scope.
+        scope: String,
+        /// The group.
+        group: String,
+    },
+    /// A global name or a group was the address, but this node runs no
+    /// name service for it: start joerl-dist's `cluster::global` (for global
+    /// names) or the `cluster::pg` scope (for groups) on this node.
+    NoNameService(String),
+    /// A message to every member of a group could not be copied: register
+    /// its type with `joerl_dist::remote_message!` (registered types are
+    /// copied through their encoding).
+    NotCopyable(&'static str),
 }
 
 impl fmt::Debug for SendError {
@@ -47,6 +64,22 @@ impl fmt::Display for SendError {
                  start it as a node with joerl-dist"
             ),
             SendError::Route(e) => write!(f, "{e}"),
+            SendError::GlobalNotRegistered(name) => {
+                write!(f, "no process is registered globally as {name:?}")
+            }
+            SendError::EmptyGroup { scope, group } => {
+                write!(f, "process group {group:?} (scope {scope:?}) has no member")
+            }
+            SendError::NoNameService(what) => write!(
+                f,
+                "{what} needs a cluster name service on this node; start joerl-dist's \
+                 cluster::global or the cluster::pg scope"
+            ),
+            SendError::NotCopyable(ty) => write!(
+                f,
+                "a message of type {ty} cannot be copied for every member of a group; \
+                 register it with joerl_dist::remote_message!"
+            ),
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - [`supervisor`] restarts children (one_for_one, one_for_all, rest_for_one).
 //! - [`gen_server`] gives call/cast/info; `call` is a monitor plus a message plus
 //!   a timeout, so it works unchanged across nodes.
-//! - A [`Router`] is the seam the distribution layer (`joerl-dist`) plugs into.
+//! - A [`Router`] is the seam the distribution layer (`joerl-dist`) plugs into,
+//!   and a [`NameService`] the one its cluster layer fills (global names and
+//!   process groups as addresses).
 //!
 //! ```
 //! use joerl_core::{Actor, ActorContext, ActorSystem, Message};
@@ -35,6 +37,7 @@ mod error;
 pub mod fxhash;
 pub mod gen_server;
 mod message;
+mod name_service;
 mod pid;
 mod process;
 mod reason;
@@ -45,10 +48,11 @@ mod system;
 mod timer;
 
 pub use actor::{Actor, ActorContext};
-pub use dest::Dest;
+pub use dest::{Dest, GroupDest, Pick};
 pub use error::{LinkError, NodeError, RegisterError, SendError, SpawnError, StartError};
 pub use gen_server::CallError;
 pub use message::{DownMessage, ExitMessage, Message, MonitorRef, UnsentMessage};
+pub use name_service::NameService;
 pub use pid::{LOCAL_NODE, ParsePidError, Pid, node_id};
 pub use reason::ExitReason;
 pub use router::{ConnectFuture, NodeOpError, ReadyFuture, RouteError, Router, WhereisFuture};

@@ -25,8 +25,8 @@ use crate::message::into_message;
 use crate::process::{Process, PushError};
 use crate::timer::TimerRef;
 use crate::{
-    Actor, CallError, Dest, ExitReason, LinkError, Message, MonitorRef, Pid, RegisterError,
-    RouteError, Router, SendError, Signal, SpawnError, StartError, UnsentMessage,
+    Actor, CallError, Dest, ExitReason, LinkError, Message, MonitorRef, NameService, Pid,
+    RegisterError, RouteError, Router, SendError, Signal, SpawnError, StartError, UnsentMessage,
 };
 
 /// Default capacity of a user mailbox, in messages.
@@ -98,6 +98,7 @@ pub(crate) struct Inner {
     all_stopped: Notify,
     shutting_down: AtomicBool,
     pub(crate) router: OnceLock<Arc<dyn Router>>,
+    name_service: OnceLock<Arc<dyn NameService>>,
     runtime: tokio::runtime::Handle,
     default_capacity: usize,
 }
@@ -170,6 +171,7 @@ impl ActorSystem {
             all_stopped: Notify::new(),
             shutting_down: AtomicBool::new(false),
             router: OnceLock::new(),
+            name_service: OnceLock::new(),
             runtime: tokio::runtime::Handle::current(),
             default_capacity: capacity.max(1),
         });
@@ -207,6 +209,77 @@ impl ActorSystem {
     /// false if a router was already installed.
     pub fn set_router(&self, router: Arc<dyn Router>) -> bool {
         self.inner.router.set(router).is_ok()
+    }
+
+    /// Installs the name service that resolves [`Dest::Global`] and
+    /// [`Dest::Group`] (joerl-dist's cluster layer does). Only the first call
+    /// has an effect; returns false if one was already installed.
+    pub fn set_name_service(&self, service: Arc<dyn NameService>) -> bool {
+        self.inner.name_service.set(service).is_ok()
+    }
+
+    /// The Pids a cluster-wide address (a global name or a group) reaches
+    /// now, each with its copy of `msg`; never empty.
+    fn cluster_deliveries(
+        &self,
+        dest: &Dest,
+        msg: Message,
+        type_name: Option<&'static str>,
+    ) -> Result<Vec<(Pid, Message)>, SendError> {
+        let service = self
+            .inner
+            .name_service
+            .get()
+            .ok_or_else(|| SendError::NoNameService(dest.to_string()))?;
+        let targets = match dest {
+            Dest::Global(name) => match service.whereis_global(name)? {
+                Some(pid) => vec![pid],
+                None => return Err(SendError::GlobalNotRegistered(name.clone())),
+            },
+            Dest::Group(g) => service.group_targets(g)?,
+            _ => unreachable!("only global names and groups are cluster-wide"),
+        };
+        let Some((last, rest)) = targets.split_last() else {
+            let Dest::Group(g) = dest else { unreachable!() };
+            return Err(SendError::EmptyGroup {
+                scope: g.scope.clone(),
+                group: g.group.clone(),
+            });
+        };
+        let mut out = Vec::with_capacity(targets.len());
+        for pid in rest {
+            let copy = service.copy_message(&msg).ok_or(SendError::NotCopyable(
+                type_name.unwrap_or("(a boxed Message)"),
+            ))?;
+            out.push((*pid, copy));
+        }
+        out.push((*last, msg));
+        Ok(out)
+    }
+
+    /// The one Pid a call or a monitor to a cluster-wide address goes to.
+    pub(crate) fn cluster_target(&self, dest: &Dest) -> Result<Pid, SendError> {
+        let service = self
+            .inner
+            .name_service
+            .get()
+            .ok_or_else(|| SendError::NoNameService(dest.to_string()))?;
+        match dest {
+            Dest::Global(name) => service
+                .whereis_global(name)?
+                .ok_or_else(|| SendError::GlobalNotRegistered(name.clone())),
+            Dest::Group(g) => {
+                service
+                    .group_targets(g)?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| SendError::EmptyGroup {
+                        scope: g.scope.clone(),
+                        group: g.group.clone(),
+                    })
+            }
+            _ => unreachable!("only global names and groups are cluster-wide"),
+        }
     }
 
     /// Number of running actors.
@@ -432,6 +505,19 @@ impl ActorSystem {
                     Err(RouteError::Full(m)) => Err(SendError::Full(m)),
                     Err(e) => Err(route_error(e, type_name)),
                 }
+            }
+            dest @ (Dest::Global(_) | Dest::Group(_)) => {
+                let mut sends = self.cluster_deliveries(&dest, msg, type_name)?;
+                if sends.len() == 1 {
+                    let (pid, msg) = sends.pop().expect("one");
+                    return self.try_send_pid(from, pid, msg, type_name);
+                }
+                // To every member: one that is gone or full misses it, as a
+                // send to a dead Pid is lost in Erlang.
+                for (pid, msg) in sends {
+                    let _ = self.try_send_pid(from, pid, msg, type_name);
+                }
+                Ok(())
             }
         }
     }
@@ -739,6 +825,10 @@ impl ActorSystem {
                 return self.call_pid(caller, pid, request, timeout).await;
             }
             Dest::Remote { name, node } => (name, node),
+            Dest::Global(_) | Dest::Group(_) => {
+                let pid = self.cluster_target(dest).map_err(CallError::Send)?;
+                return self.call_pid(caller, pid, request, timeout).await;
+            }
         };
         if self.inner.node_name.as_deref() == Some(node.as_str()) {
             let pid = self.whereis(name).ok_or(CallError::NoProc)?;
@@ -838,6 +928,19 @@ impl ActorSystem {
             Dest::Remote { name, node } => {
                 self.send_to_node_from(from, name, node, msg, type_name)
                     .await
+            }
+            Dest::Global(_) | Dest::Group(_) => {
+                let mut sends = self.cluster_deliveries(dest, msg, type_name)?;
+                if sends.len() == 1 {
+                    let (pid, msg) = sends.pop().expect("one");
+                    return self.send_message(from, pid, msg, type_name).await;
+                }
+                // To every member: one that is gone misses it, as a send to a
+                // dead Pid is lost in Erlang.
+                for (pid, msg) in sends {
+                    let _ = self.send_message(from, pid, msg, type_name).await;
+                }
+                Ok(())
             }
         }
     }
@@ -1083,21 +1186,25 @@ impl Inner {
     ) -> Result<MonitorRef, LinkError> {
         match self.names.get(name).map(|p| *p) {
             Some(pid) => self.monitor(me, pid),
-            None => {
-                let monitor = self.new_ref();
-                let nobody = Pid::new(self.node, 0, 0);
-                me.lock().relations().monitoring.insert(monitor, nobody);
-                self.refuse_signal(
-                    nobody,
-                    Signal::Monitor {
-                        from: me.pid,
-                        monitor,
-                    },
-                    ExitReason::NoProc,
-                );
-                Ok(monitor)
-            }
+            None => Ok(self.monitor_nobody(me)),
         }
+    }
+
+    /// A monitor on an address that names no process: a down with `noproc`
+    /// at once.
+    pub(crate) fn monitor_nobody(&self, me: &Process) -> MonitorRef {
+        let monitor = self.new_ref();
+        let nobody = Pid::new(self.node, 0, 0);
+        me.lock().relations().monitoring.insert(monitor, nobody);
+        self.refuse_signal(
+            nobody,
+            Signal::Monitor {
+                from: me.pid,
+                monitor,
+            },
+            ExitReason::NoProc,
+        );
+        monitor
     }
 
     pub(crate) fn monitor_named(

@@ -21,15 +21,20 @@
 //! - [`gossip`]: the SWIM driver (foca, the UDP socket, its timers, seeds);
 //! - [`node`]: the [`Cluster`] handle, which carries membership's decisions
 //!   out on the node;
-//! - [`spawn`]: remote spawn, and [`pg`]: process groups (cluster services:
-//!   a server per node at a well-known name).
+//! - [`spawn`]: remote spawn, [`global`]: global names, and [`pg`]: process
+//!   groups (cluster services: a server per node at a well-known name);
+//!   global names and groups are addresses ([`Dest::Global`](joerl_core::Dest::Global),
+//!   [`Dest::Group`](joerl_core::Dest::Group)) through the node's name service.
 
 pub mod config;
+pub mod global;
 pub mod gossip;
 pub mod member;
+mod names;
 pub mod node;
 pub mod packet;
 pub mod pg;
+pub mod service;
 pub mod spawn;
 pub mod state;
 

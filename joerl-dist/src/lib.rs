@@ -74,7 +74,8 @@ pub use inventory;
 
 pub use joerl_core::{
     self as core, Actor, ActorContext, ActorSystem, CallError, Dest, DownMessage, ExitMessage,
-    ExitReason, Message, MonitorRef, Pid, SendError, SpawnOptions, gen_server, receive, supervisor,
+    ExitReason, GroupDest, Message, MonitorRef, Pick, Pid, SendError, SpawnOptions, gen_server,
+    receive, supervisor,
 };
 
 /// A byte payload that crosses nodes as raw bytes (one copy, no per-byte

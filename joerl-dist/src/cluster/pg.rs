@@ -26,6 +26,7 @@ use joerl_core::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Reque
 use joerl_core::{ActorContext, DownMessage, Message, MonitorRef, Pid, SpawnOptions};
 use serde::{Deserialize, Serialize};
 
+use super::ClusterEvent;
 use crate::{DistributedSystem, NodeUp};
 
 /// The default scope's name.
@@ -82,7 +83,7 @@ pub enum PgError {
 }
 
 #[derive(Debug, Default)]
-struct View {
+pub(crate) struct View {
     /// Every member, this node's and its peers', by group.
     all: HashMap<String, Vec<Pid>>,
     /// This node's members, by group.
@@ -102,6 +103,11 @@ fn remove_once(list: &mut Vec<Pid>, pids: &[Pid]) -> Vec<Pid> {
 }
 
 impl View {
+    /// Every member of `group`, on every node.
+    pub(crate) fn members(&self, group: &str) -> Vec<Pid> {
+        self.all.get(group).cloned().unwrap_or_default()
+    }
+
     fn add(map: &mut HashMap<String, Vec<Pid>>, group: &str, pids: &[Pid]) {
         map.entry(group.to_string())
             .or_default()
@@ -378,6 +384,11 @@ impl GenServer for PgServer {
     async fn handle_info(&mut self, msg: Message, ctx: &mut ActorContext) {
         joerl_core::receive!(msg, {
             NodeUp as up => self.discover(ctx, &up.node).await,
+            ClusterEvent as e => {
+                if let ClusterEvent::MemberUp(m) = e {
+                    self.discover(ctx, &m.name).await;
+                }
+            },
             Discover as d => {
                 let groups = self.local_groups();
                 let me = ctx.pid();
@@ -559,7 +570,11 @@ impl std::fmt::Debug for Pg {
 }
 
 /// Starts the scope `scope` on `node` (its server registered as
-/// [`scope_server_name`]): every node that uses the scope starts it.
+/// [`scope_server_name`]): every node that uses the scope starts it, after
+/// enabling clustering if it does (the scope then finds every member, not
+/// only the nodes connected). From
+/// then on, [`GroupDest`](joerl_core::GroupDest) addresses of the scope work
+/// on this node.
 pub fn start(node: &DistributedSystem, scope: &str) -> Result<Pg, joerl_core::SpawnError> {
     let view = Arc::new(RwLock::new(View::default()));
     let server = PgServer {
@@ -574,6 +589,13 @@ pub fn start(node: &DistributedSystem, scope: &str) -> Result<Pg, joerl_core::Sp
         server,
         SpawnOptions::new().name(scope_server_name(scope)),
     )?;
+    // From now on, `Dest::Group` addresses of this scope work on this node.
+    super::names::ClusterNames::of(node).add_scope(scope, view.clone());
+    // With membership, every member that comes up is discovered (connected
+    // to at the first message), not only nodes already connected.
+    if let (Ok(cluster), Some(pid)) = (node.cluster(), server.pid()) {
+        cluster.monitor_members(node, pid);
+    }
     Ok(Pg {
         server,
         view,
@@ -616,8 +638,10 @@ impl Pg {
 
     /// Every member of `group`, on every node, as this node knows it now.
     pub fn members(&self, group: &str) -> Vec<Pid> {
-        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
-        v.all.get(group).cloned().unwrap_or_default()
+        self.view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .members(group)
     }
 
     /// The members of `group` on this node.

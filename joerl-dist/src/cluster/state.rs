@@ -336,11 +336,13 @@ impl Membership {
         let member = Member::of(id, MemberState::Active);
         self.others.insert(id.gossip, member.clone());
         self.gone.retain(|a| *a != id.gossip);
+        // The route first: a subscriber that sends to the member at its
+        // `MemberUp` finds it.
+        self.reroute(&id.node, out);
         if self.seen.insert((id.node.clone(), id.creation)) {
             out.push(Effect::Event(ClusterEvent::MemberJoined(member.clone())));
         }
         out.push(Effect::Event(ClusterEvent::MemberUp(member)));
-        self.reroute(&id.node, out);
         if self.connect_all {
             out.push(Effect::Connect(id.node.clone()));
         }
@@ -552,9 +554,9 @@ mod tests {
         assert_eq!(
             events(&m.apply(SwimEvent::Up(b.clone()))),
             [
+                "route b@127.0.0.1 true",
                 "joined b@127.0.0.1",
-                "up b@127.0.0.1",
-                "route b@127.0.0.1 true"
+                "up b@127.0.0.1"
             ]
         );
         assert_eq!(
@@ -607,8 +609,8 @@ mod tests {
         assert_eq!(
             events(&m.apply(SwimEvent::Up(b1.clone()))),
             [
-                "up b@127.0.0.1",
                 "route b@127.0.0.1 true",
+                "up b@127.0.0.1",
                 "health true 2/3"
             ]
         );
@@ -625,9 +627,9 @@ mod tests {
         assert_eq!(
             events(&m.apply(SwimEvent::Up(new.clone()))),
             [
+                "route b@127.0.0.1 true",
                 "joined b@127.0.0.1",
                 "up b@127.0.0.1",
-                "route b@127.0.0.1 true",
                 "connect b@127.0.0.1"
             ]
         );
@@ -657,9 +659,9 @@ mod tests {
                 "failed b@127.0.0.1",
                 "route b@127.0.0.1 false",
                 "disconnect b@127.0.0.1",
+                "route b@127.0.0.1 true",
                 "joined b@127.0.0.1",
-                "up b@127.0.0.1",
-                "route b@127.0.0.1 true"
+                "up b@127.0.0.1"
             ]
         );
         assert_eq!(m.members().len(), 1);
@@ -723,8 +725,8 @@ mod tests {
                 "failed b@127.0.0.1",
                 "route b@127.0.0.1 false",
                 "disconnect b@127.0.0.1",
-                "up b@127.0.0.1",
-                "route b@127.0.0.1 true"
+                "route b@127.0.0.1 true",
+                "up b@127.0.0.1"
             ]
         );
     }
