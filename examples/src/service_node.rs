@@ -19,6 +19,7 @@
 //! spawn_on NODE worker|panics|bad ARG        a remote spawn (`bad` sends wrong args)
 //! spawn_on_kind NODE KIND                    a remote spawn of a kind by name
 //! spawn_link_on NODE worker ARG              linked, trapping exits; its exit is printed
+//! await_global GNAME | await_pg GROUP        prints `seen_global|seen_pg NAME UNIX_NS` once visible
 //! partition ADDR,ADDR|none                  drops gossip with these members (none: heals)
 //! members | quit
 //! ```
@@ -608,6 +609,29 @@ async fn command(
                 )
                 .await?;
         }
+        ["await_global", g] => {
+            // Polled every millisecond; the time it was seen, by the wall clock.
+            let global = n.global.clone();
+            let g = g.to_string();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while global.whereis(&g).is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                say(format!("seen_global {g} {}", unix_ns()));
+            });
+        }
+        ["await_pg", g] => {
+            let pg = n.pg.clone();
+            let g = g.to_string();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while pg.members(&g).is_empty() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                say(format!("seen_pg {g} {}", unix_ns()));
+            });
+        }
         ["partition", addrs] => {
             let far: Vec<std::net::SocketAddr> = if *addrs == "none" {
                 Vec::new()
@@ -635,6 +659,15 @@ async fn command(
     Ok(())
 }
 
+/// Now, by the wall clock, in ns since the Unix epoch (the node processes
+/// of one machine share it).
+pub fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
 /// A short word for a service error, then its text.
 fn error_kind(e: &service::ServiceError) -> String {
     use service::ServiceError as E;
@@ -657,6 +690,8 @@ pub struct ChildNode {
     proc: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Lines read while looking for another one, oldest first (bounded).
+    backlog: std::collections::VecDeque<String>,
 }
 
 impl ChildNode {
@@ -690,6 +725,7 @@ impl ChildNode {
             proc,
             stdin,
             lines,
+            backlog: std::collections::VecDeque::new(),
         };
         let ready = c.expect("ready ", Duration::from_secs(60)).await?;
         let mut w = ready.split_whitespace().skip(1);
@@ -712,23 +748,31 @@ impl ChildNode {
         self.expect(answer, Duration::from_secs(60)).await
     }
 
-    /// The next line that starts with `prefix` (lines before it are
-    /// dropped), within `limit`.
+    /// The first line not taken yet that starts with `prefix`, within
+    /// `limit` (other lines stay for later calls, up to 10,000).
     pub async fn expect(&mut self, prefix: &str, limit: Duration) -> Result<String> {
+        if let Some(i) = self.backlog.iter().position(|l| l.starts_with(prefix)) {
+            return Ok(self.backlog.remove(i).expect("found"));
+        }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Err(_) => bail!("{}: no {prefix:?} line within {limit:?}", self.name),
                 Ok(None) => bail!("{}: the node stopped before {prefix:?}", self.name),
                 Ok(Some(l)) if l.starts_with(prefix) => return Ok(l),
-                Ok(Some(_)) => {}
+                Ok(Some(l)) => {
+                    if self.backlog.len() == 10_000 {
+                        self.backlog.pop_front();
+                    }
+                    self.backlog.push_back(l);
+                }
             }
         }
     }
 
-    /// Every line printed since the last read, without waiting.
+    /// Every line not taken yet, without waiting.
     pub fn drain(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self.backlog.drain(..).collect();
         while let Ok(l) = self.lines.try_recv() {
             out.push(l);
         }

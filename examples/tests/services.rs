@@ -440,3 +440,60 @@ fn service_calls_balance_skip_failed_nodes_time_out_and_retry_idempotent_calls()
     );
     quit(n);
 }
+
+#[test]
+fn services_bench_prints_its_line() {
+    let mut p = Proc::start(
+        "services_bench",
+        example("services_bench"),
+        &["--samples", "10", "--calls", "100"],
+        &[],
+    );
+    let out = p.expect_success();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("services "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let mut keys = Vec::new();
+    for kv in line.split(' ').skip(1) {
+        let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line}"));
+        assert!(v.parse::<f64>().is_ok(), "{k}={v} in {line}");
+        keys.push(k);
+    }
+    assert_eq!(
+        keys,
+        [
+            "nodes",
+            "global_register_us_p50",
+            "global_visible_ms_p99",
+            "pg_join_visible_ms_p99",
+            "service_call_us_p50",
+            "direct_call_us_p50",
+            "call_ratio",
+            "failover_ms",
+            "spawn_on_us_p50"
+        ]
+    );
+    assert!(line.starts_with("services nodes=5 "), "{line}");
+    let failover = out
+        .lines()
+        .find(|l| l.starts_with("services_failover "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(failover.contains(" failed_calls=0 "), "{failover}");
+}
+
+#[test]
+fn the_service_demo_runs_and_prints_its_summary() {
+    let mut p = Proc::start("service_demo", example("service_demo"), &[], &[]);
+    let out = p.expect_success();
+    for line in [
+        "Echo reply from svc3@127.0.0.1: hello",
+        "Counter (prefer local) on svc1@127.0.0.1: 5",
+        "is taken by",
+        "Event: echo instance",
+        "Health: 2 of 2 members active",
+        "Summary: 3 nodes",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+}

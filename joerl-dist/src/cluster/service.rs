@@ -580,6 +580,12 @@ impl Services {
         pids
     }
 
+    /// The instances a call or a cast to `service` may go to now (healthy
+    /// node, live process as far as this node knows), in Pid order.
+    pub fn routable(&self, service: &str) -> Vec<Pid> {
+        self.candidates(service, &[])
+    }
+
     fn turn(&self, service: &str) -> usize {
         if let Some(t) = self.inner.turns.get(service) {
             return t.fetch_add(1, Ordering::Relaxed);
