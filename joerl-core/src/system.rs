@@ -399,9 +399,13 @@ impl ActorSystem {
     }
 
     /// Sends `msg` to `to`: a Pid (local or remote), a name registered on
-    /// this node, or `(name, node)` (Erlang's `{Name, Node} ! Msg`, looked up
-    /// by that node), waiting while the mailbox (or, for another node, the
-    /// outgoing queue to it) is full. Pass the value itself (`send(pid,
+    /// this node, `(name, node)` (Erlang's `{Name, Node} ! Msg`, looked up
+    /// by that node), a global name or a group ([`Dest::Global`],
+    /// [`Dest::Group`], looked up here in the node's name service), waiting
+    /// while the mailbox (or, for another node, the outgoing queue to it) is
+    /// full. To every member of a group ([`Pick::All`](crate::Pick::All)),
+    /// the members are sent to one after another, each waited for as one
+    /// send is; a member that is gone misses it. Pass the value itself (`send(pid,
     /// Ping(1))`); a [`Message`] (an already boxed value, for code that
     /// forwards what it received) is passed on as it is. The message has no
     /// sender; from an actor, use [`ActorContext::send`](crate::ActorContext::send).
@@ -410,7 +414,9 @@ impl ActorSystem {
     }
 
     /// Sends without waiting; a full mailbox (or queue) gives
-    /// [`SendError::Full`] with the message.
+    /// [`SendError::Full`] with the message. To every member of a group
+    /// ([`Pick::All`](crate::Pick::All)), a member whose mailbox is full
+    /// misses it and the send is still `Ok`.
     pub fn try_send(&self, to: impl Into<Dest>, msg: impl Any + Send) -> Result<(), SendError> {
         self.try_send_from(None, to, msg)
     }
@@ -798,7 +804,7 @@ impl ActorSystem {
     }
 
     /// An untyped call: `request` (a value, or a [`Message`] as it is) to the
-    /// server at `server` (a Pid, a name, or `(name, node)`), and the reply as
+    /// server at `server` (any [`Dest`]), and the reply as
     /// a [`Message`], for code that forwards requests it does not know the type
     /// of. Prefer [`call`](Self::call).
     pub async fn call_raw(
@@ -826,7 +832,14 @@ impl ActorSystem {
             }
             Dest::Remote { name, node } => (name, node),
             Dest::Global(_) | Dest::Group(_) => {
-                let pid = self.cluster_target(dest).map_err(CallError::Send)?;
+                // Nothing registered is `noproc`, as for a local name (and
+                // Erlang's call to `{global, Name}`).
+                let pid = self.cluster_target(dest).map_err(|e| match e {
+                    SendError::GlobalNotRegistered(_) | SendError::EmptyGroup { .. } => {
+                        CallError::NoProc
+                    }
+                    other => CallError::Send(other),
+                })?;
                 return self.call_pid(caller, pid, request, timeout).await;
             }
         };

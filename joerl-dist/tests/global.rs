@@ -15,8 +15,8 @@ use joerl_dist::cluster::global::{
 use joerl_dist::cluster::pg;
 use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request, ServerRef};
 use joerl_dist::{
-    Actor, ActorContext, Dest, DistributedSystem, DownMessage, ExitReason, GroupDest, Message,
-    Pick, Pid, SendError,
+    Actor, ActorContext, CallError, Dest, DistributedSystem, DownMessage, ExitReason, GroupDest,
+    Message, Pick, Pid, SendError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +151,17 @@ async fn a_name_is_unique_across_three_nodes_and_goes_with_its_process_and_node(
         c.send(Dest::global("nobody"), Note(1)).await,
         Err(SendError::GlobalNotRegistered(n)) if n == "nobody"
     ));
+    // A call to a name nothing holds is noproc, as for a local name.
+    let nobody: ServerRef<Whoami> = ServerRef::new(Dest::global("nobody"));
+    assert!(matches!(c.call(&nobody, Who).await, Err(CallError::NoProc)));
+    // A dead process cannot be registered.
+    let dead = a.spawn(Idle);
+    a.exit(dead, ExitReason::Kill).unwrap();
+    wait_until("the process is gone", || !a.is_alive(dead)).await;
+    assert_eq!(
+        ga.register("dead", dead).await,
+        Err(GlobalError::NoProc(dead))
+    );
 
     // Unregistered from another node: gone everywhere.
     gc.unregister("jobs").await.unwrap();

@@ -166,6 +166,19 @@ pub enum GlobalError {
     /// again.
     #[error("the global name {0:?} stayed locked by other registrations; try again")]
     Busy(String),
+    /// Peer servers did not answer the claim within the lock timeout (they
+    /// are overloaded, or their node is about to be reported down); nothing
+    /// was registered.
+    #[error("the global servers of {nodes:?} did not answer the claim for {name:?}")]
+    NoAnswer {
+        /// The name.
+        name: String,
+        /// The nodes that did not answer.
+        nodes: Vec<String>,
+    },
+    /// The process to register is not alive.
+    #[error("{0} is not alive")]
+    NoProc(Pid),
     /// The global server did not answer (it is not started on this node or
     /// on the name's node, or the node is shutting down).
     #[error("the global server did not answer: {0}")]
@@ -184,10 +197,11 @@ impl Table {
     }
 }
 
-/// Who holds a name's lock: a claim of one node.
+/// Who holds a name's lock: a claim of one node incarnation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct Ticket {
     node: String,
+    creation: u32,
     seq: u64,
 }
 
@@ -214,6 +228,8 @@ crate::remote_message!(Names, "joerl::global::Names");
 struct Claim {
     from: Pid,
     ticket: Ticket,
+    /// The claim's round: answers to an earlier one are not counted.
+    round: u32,
     name: String,
 }
 crate::remote_message!(Claim, "joerl::global::Claim");
@@ -229,6 +245,7 @@ enum ClaimAnswer {
 struct ClaimReply {
     from: Pid,
     ticket: Ticket,
+    round: u32,
     answer: ClaimAnswer,
 }
 crate::remote_message!(ClaimReply, "joerl::global::ClaimReply");
@@ -310,7 +327,16 @@ pub struct GlobalServer {
     locks: HashMap<String, Ticket>,
     pending: HashMap<u64, Pending>,
     next_seq: u64,
+    /// This incarnation's creation (in its tickets).
+    creation: u32,
+    /// Nodes that came up whose server has not answered yet, and since
+    /// when: claims wait for them (at most [`DISCOVER_WAIT`]), so two nodes
+    /// that just met do not both register one name alone.
+    discovering: HashMap<String, std::time::Instant>,
 }
+
+/// The longest a claim waits for a node that came up to be discovered.
+const DISCOVER_WAIT: Duration = Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -327,8 +353,44 @@ impl GlobalServer {
     fn ticket(&self, seq: u64) -> Ticket {
         Ticket {
             node: self.node.clone(),
+            creation: self.creation,
             seq,
         }
+    }
+
+    /// A peer server is known from now on: claims under way ask it too.
+    async fn add_peer(&mut self, ctx: &ActorContext, peer: Pid, node: String) -> bool {
+        let Ok(m) = ctx.monitor(peer) else {
+            return false;
+        };
+        self.discovering.remove(&node);
+        self.peers.insert(peer, (m, node));
+        let from = ctx.pid();
+        let open: Vec<(u64, u32, String)> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| !p.asked.is_empty())
+            .map(|(s, p)| {
+                p.asked.push(peer);
+                p.waiting.insert(peer);
+                (*s, p.round, p.name.clone())
+            })
+            .collect();
+        for (seq, round, name) in open {
+            let ticket = self.ticket(seq);
+            let _ = ctx
+                .send(
+                    peer,
+                    Claim {
+                        from,
+                        ticket,
+                        round,
+                        name,
+                    },
+                )
+                .await;
+        }
+        true
     }
 
     async fn to_peers(&self, ctx: &ActorContext, msg: impl Fn() -> Message) {
@@ -337,7 +399,12 @@ impl GlobalServer {
         }
     }
 
-    async fn discover(&self, ctx: &ActorContext, node: &str) {
+    async fn discover(&mut self, ctx: &ActorContext, node: &str) {
+        if !self.peers.values().any(|(_, n)| n == node) {
+            self.discovering
+                .entry(node.to_string())
+                .or_insert_with(std::time::Instant::now);
+        }
         let (from, me) = (ctx.pid(), self.node.clone());
         let _ = ctx
             .send((GLOBAL_SERVER, node), Discover { from, node: me })
@@ -364,6 +431,10 @@ impl GlobalServer {
                 self.table().names.insert(reg.name.clone(), reg);
             }
             Some(e) if e.pid == reg.pid => {}
+            // A node is the authority on its own names.
+            Some(e) if e.node == reg.node => {
+                self.table().names.insert(reg.name.clone(), reg);
+            }
             Some(e) => self.conflict(ctx, e, reg).await,
         }
     }
@@ -459,10 +530,13 @@ impl GlobalServer {
             self.finish(ctx, seq, result);
             return;
         }
-        if self
-            .locks
-            .get(&name)
-            .is_some_and(|t| *t != self.ticket(seq))
+        self.discovering
+            .retain(|_, since| since.elapsed() < DISCOVER_WAIT);
+        if !self.discovering.is_empty()
+            || self
+                .locks
+                .get(&name)
+                .is_some_and(|t| *t != self.ticket(seq))
         {
             self.retry_later(ctx, seq);
             return;
@@ -471,9 +545,11 @@ impl GlobalServer {
         let peers: Vec<Pid> = self.peers.keys().copied().collect();
         let from = ctx.pid();
         let ticket = self.ticket(seq);
+        let mut round = 0;
         if let Some(p) = self.pending.get_mut(&seq) {
             p.waiting = peers.iter().copied().collect();
             p.asked = peers.clone();
+            round = p.round;
         }
         for peer in &peers {
             let _ = ctx
@@ -482,6 +558,7 @@ impl GlobalServer {
                     Claim {
                         from,
                         ticket: ticket.clone(),
+                        round,
                         name: name.clone(),
                     },
                 )
@@ -540,13 +617,23 @@ impl GlobalServer {
             registered_at_ms: now_ms(),
         };
         let ticket = self.ticket(seq);
-        self.locks.remove(&reg.name);
         if !ctx.system().is_alive(reg.pid) {
             // It exited during the claim: its name would only be removed again.
             self.abort_round(ctx, seq).await;
-            self.finish(ctx, seq, Err(GlobalError::NotRegistered(reg.name)));
+            self.finish(ctx, seq, Err(GlobalError::NoProc(reg.pid)));
             return;
         }
+        // A holder learned during the round (a merge) keeps the name.
+        let held = {
+            let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+            t.names.get(&reg.name).cloned()
+        };
+        if let Some(h) = held.filter(|h| h.pid != reg.pid) {
+            self.abort_round(ctx, seq).await;
+            self.finish(ctx, seq, Err(taken(&h)));
+            return;
+        }
+        self.locks.remove(&reg.name);
         match self.holders.get_mut(&reg.pid) {
             Some((_, names)) => names.push(reg.name.clone()),
             None => {
@@ -579,10 +666,15 @@ impl GlobalServer {
         }
     }
 
-    /// A peer server is gone: its names, its locks and its part in claims.
+    /// A peer server is gone: its incarnation's names and locks, and its
+    /// part in claims (a newer incarnation of its node keeps its own).
     async fn peer_gone(&mut self, ctx: &mut ActorContext, peer: Pid, node: String) {
-        self.table().names.retain(|_, r| r.node != node);
-        self.locks.retain(|_, t| t.node != node);
+        let creation = peer.creation();
+        self.table()
+            .names
+            .retain(|_, r| !(r.node == node && r.pid.creation() == creation));
+        self.locks
+            .retain(|_, t| !(t.node == node && t.creation == creation));
         let seqs: Vec<u64> = self
             .pending
             .iter_mut()
@@ -623,9 +715,8 @@ impl GenServer for GlobalServer {
             },
             Discover as d => {
                 let new = !self.peers.contains_key(&d.from);
-                if new {
-                    let Ok(m) = ctx.monitor(d.from) else { return };
-                    self.peers.insert(d.from, (m, d.node));
+                if new && !self.add_peer(ctx, d.from, d.node).await {
+                    return;
                 }
                 let me = ctx.pid();
                 let names = self.own_names();
@@ -636,9 +727,8 @@ impl GenServer for GlobalServer {
                 }
             },
             Names as s => {
-                if let std::collections::hash_map::Entry::Vacant(e) = self.peers.entry(s.from) {
-                    let Ok(m) = ctx.monitor(s.from) else { return };
-                    e.insert((m, s.node.clone()));
+                if !self.peers.contains_key(&s.from) && !self.add_peer(ctx, s.from, s.node.clone()).await {
+                    return;
                 }
                 // The peer's names in place of what it had.
                 let keep: HashSet<&str> = s.names.iter().map(|r| r.name.as_str()).collect();
@@ -646,7 +736,8 @@ impl GenServer for GlobalServer {
                     .names
                     .retain(|n, r| r.node != s.node || keep.contains(n.as_str()));
                 for reg in s.names {
-                    if reg.node == s.node {
+                    // A peer speaks for its own node's processes only.
+                    if reg.node == s.node && reg.pid.node() == s.from.node() {
                         self.learn(ctx, reg).await;
                     }
                 }
@@ -658,6 +749,8 @@ impl GenServer for GlobalServer {
                 };
                 let answer = match (held, self.locks.get(&c.name)) {
                     (Some(reg), _) => ClaimAnswer::Taken(reg),
+                    // A lock goes only to a peer whose end would release it.
+                    _ if !self.peers.contains_key(&c.from) => ClaimAnswer::Busy,
                     (None, Some(t)) if *t != c.ticket => ClaimAnswer::Busy,
                     _ => {
                         self.locks.insert(c.name.clone(), c.ticket.clone());
@@ -665,15 +758,16 @@ impl GenServer for GlobalServer {
                     }
                 };
                 let from = ctx.pid();
-                let _ = ctx.send(c.from, ClaimReply { from, ticket: c.ticket, answer }).await;
+                let reply = ClaimReply { from, ticket: c.ticket, round: c.round, answer };
+                let _ = ctx.send(c.from, reply).await;
             },
             ClaimReply as r => {
-                if r.ticket.node != self.node {
+                if r.ticket != self.ticket(r.ticket.seq) {
                     return;
                 }
                 let seq = r.ticket.seq;
                 let Some(p) = self.pending.get_mut(&seq) else { return };
-                if !p.waiting.remove(&r.from) {
+                if r.round != p.round || !p.waiting.remove(&r.from) {
                     return;
                 }
                 match r.answer {
@@ -699,7 +793,7 @@ impl GenServer for GlobalServer {
                     self.locks.remove(&r.reg.name);
                 }
                 let Some((_, node)) = self.peers.get(&r.from) else { return };
-                if r.reg.node == *node {
+                if r.reg.node == *node && r.reg.pid.node() == r.from.node() {
                     self.learn(ctx, r.reg).await;
                 }
             },
@@ -715,8 +809,19 @@ impl GenServer for GlobalServer {
             GiveUp as g => {
                 if let Some(p) = self.pending.get(&g.0) {
                     let name = p.name.clone();
+                    let mut silent: Vec<String> = p
+                        .waiting
+                        .iter()
+                        .filter_map(|w| self.peers.get(w).map(|(_, n)| n.clone()))
+                        .collect();
+                    silent.sort();
+                    let error = if silent.is_empty() {
+                        GlobalError::Busy(name)
+                    } else {
+                        GlobalError::NoAnswer { name, nodes: silent }
+                    };
                     self.abort_round(ctx, g.0).await;
-                    self.finish(ctx, g.0, Err(GlobalError::Busy(name)));
+                    self.finish(ctx, g.0, Err(error));
                 }
             },
             DownMessage as down => {
@@ -752,7 +857,7 @@ impl HandleCall<RegisterName> for GlobalServer {
             return CallResponse::Reply(Err(GlobalError::NotLocal(req.pid)));
         }
         if !ctx.system().is_alive(req.pid) {
-            return CallResponse::Reply(Err(GlobalError::NotRegistered(req.name)));
+            return CallResponse::Reply(Err(GlobalError::NoProc(req.pid)));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -810,6 +915,8 @@ pub struct Global {
     server: ServerRef<GlobalServer>,
     table: Arc<RwLock<Table>>,
     system: ActorSystem,
+    /// A registration's limit: the lock timeout and a margin.
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for Global {
@@ -826,11 +933,8 @@ impl std::fmt::Debug for Global {
 /// member, not only the nodes connected).
 /// From then on [`Dest::Global`] addresses work on this node.
 pub fn start(node: &DistributedSystem, options: GlobalOptions) -> Result<Global, StartGlobalError> {
-    let names = super::names::ClusterNames::of(node);
     let table = Arc::new(RwLock::new(Table::default()));
-    if !names.set_global(table.clone()) {
-        return Err(StartGlobalError::AlreadyStarted);
-    }
+    let call_timeout = options.lock_timeout + Duration::from_secs(5);
     let server = GlobalServer {
         node: node.name().to_string(),
         options,
@@ -840,40 +944,63 @@ pub fn start(node: &DistributedSystem, options: GlobalOptions) -> Result<Global,
         locks: HashMap::new(),
         pending: HashMap::new(),
         next_seq: 0,
+        creation: node.creation(),
+        discovering: HashMap::new(),
     };
     let server = joerl_core::gen_server::spawn_server_with(
         node,
         server,
         SpawnOptions::new().name(GLOBAL_SERVER),
     )
-    .map_err(StartGlobalError::Spawn)?;
+    .map_err(|e| match e {
+        joerl_core::SpawnError::NameTaken(_) => StartGlobalError::AlreadyStarted,
+        other => StartGlobalError::Spawn(other),
+    })?;
+    // Only a server that runs answers for `Dest::Global` (a restarted one
+    // replaces the table of the one before).
+    super::names::ClusterNames::of(node).set_global(table.clone());
     // With membership, every member that comes up is discovered.
     if let (Ok(cluster), Some(pid)) = (node.cluster(), server.pid()) {
         cluster.monitor_members(node, pid);
     }
     // The node keeps the parts, not a `Global`: that holds a handle to the
     // node, and the node must not hold itself alive.
-    let _ = node.set_extension(Arc::new(GlobalParts {
+    let parts = node.extension::<GlobalSlot>().unwrap_or_else(|| {
+        let slot = Arc::new(GlobalSlot::default());
+        match node.set_extension(slot.clone()) {
+            Ok(()) => slot,
+            Err(_) => node.extension::<GlobalSlot>().expect("set"),
+        }
+    });
+    *parts.0.write().unwrap_or_else(|e| e.into_inner()) = Some(GlobalParts {
         server: server.clone(),
         table: table.clone(),
-    }));
+        call_timeout,
+    });
     Ok(Global {
         server,
         table,
         system: (**node).clone(),
+        call_timeout,
     })
 }
 
 /// What the node keeps of its global server, for [`get`].
+#[derive(Clone)]
 struct GlobalParts {
     server: ServerRef<GlobalServer>,
     table: Arc<RwLock<Table>>,
+    call_timeout: Duration,
 }
+
+/// The node's global server, replaced when it is started again.
+#[derive(Default)]
+struct GlobalSlot(RwLock<Option<GlobalParts>>);
 
 /// Why the global server did not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartGlobalError {
-    /// It runs on this node already: use [`get`].
+    /// It runs on this node already (its name is taken): use [`get`].
     #[error("the global server already runs on this node")]
     AlreadyStarted,
     /// Its name was taken on this node.
@@ -883,10 +1010,13 @@ pub enum StartGlobalError {
 
 /// The global server started on `node`, if any.
 pub fn get(node: &DistributedSystem) -> Option<Global> {
-    node.extension::<GlobalParts>().map(|g| Global {
-        server: g.server.clone(),
-        table: g.table.clone(),
+    let slot = node.extension::<GlobalSlot>()?;
+    let parts = slot.0.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+    Some(Global {
+        server: parts.server,
+        table: parts.table,
         system: (**node).clone(),
+        call_timeout: parts.call_timeout,
     })
 }
 
@@ -903,7 +1033,7 @@ impl Global {
                     name: name.to_string(),
                     pid,
                 },
-                Duration::from_secs(30),
+                self.call_timeout,
             )
             .await
             .map_err(|e| GlobalError::Server(e.to_string()))?

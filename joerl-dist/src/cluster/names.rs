@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use joerl_core::{GroupDest, Message, NameService, Pick, Pid, SendError};
 
@@ -17,7 +17,7 @@ use crate::DistributedSystem;
 /// The tables behind cluster-wide addresses on one node.
 pub(crate) struct ClusterNames {
     node: u32,
-    global: OnceLock<Arc<RwLock<Table>>>,
+    global: RwLock<Option<Arc<RwLock<Table>>>>,
     scopes: RwLock<HashMap<String, Arc<RwLock<View>>>>,
     /// Round-robin turns, by (scope, group).
     turns: Mutex<HashMap<(String, String), Arc<AtomicUsize>>>,
@@ -31,7 +31,7 @@ impl ClusterNames {
         }
         let names = Arc::new(ClusterNames {
             node: node.node_id(),
-            global: OnceLock::new(),
+            global: RwLock::new(None),
             scopes: RwLock::new(HashMap::new()),
             turns: Mutex::new(HashMap::new()),
         });
@@ -47,19 +47,15 @@ impl ClusterNames {
         }
     }
 
-    /// Takes the global table; false if there is one already.
-    pub(crate) fn set_global(&self, table: Arc<RwLock<Table>>) -> bool {
-        self.global.set(table).is_ok()
+    /// Takes the table of the global server that runs now.
+    pub(crate) fn set_global(&self, table: Arc<RwLock<Table>>) {
+        *self.global.write().unwrap_or_else(|e| e.into_inner()) = Some(table);
     }
 
-    /// Takes a pg scope's view; false if the scope has one already.
-    pub(crate) fn add_scope(&self, scope: &str, view: Arc<RwLock<View>>) -> bool {
+    /// Takes the view of a pg scope's server that runs now.
+    pub(crate) fn add_scope(&self, scope: &str, view: Arc<RwLock<View>>) {
         let mut s = self.scopes.write().unwrap_or_else(|e| e.into_inner());
-        if s.contains_key(scope) {
-            return false;
-        }
         s.insert(scope.to_string(), view);
-        true
     }
 
     fn turn(&self, dest: &GroupDest) -> Arc<AtomicUsize> {
@@ -74,7 +70,9 @@ impl NameService for ClusterNames {
     fn whereis_global(&self, name: &str) -> Result<Option<Pid>, SendError> {
         let table = self
             .global
-            .get()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
             .ok_or_else(|| SendError::NoNameService(format!("the global name {name:?}")))?;
         Ok(table
             .read()

@@ -9,8 +9,9 @@
 //! - [`Services::resolve`] lists the instances with their node, metadata and
 //!   health (the membership state of their node).
 //! - [`Services::call`] and [`Services::cast`] pick one instance by a
-//!   [`Strategy`] among those whose node is neither `Suspected`, `Failed`
-//!   nor `Leaving`/`Left` and whose process is alive (known at once for this
+//!   [`Strategy`] among those whose node membership reports neither
+//!   `Suspected`, `Failed` nor `Left` (a leaving member is reported `Left`
+//!   at once) and whose process is alive (known at once for this
 //!   node's processes, from pg for others), then call it as a gen_server
 //!   call does: [`ServiceError::Timeout`] when no reply came in time. A call
 //!   marked idempotent that fails with `noproc` or `noconnection` (or whose
@@ -32,7 +33,7 @@ use joerl_core::gen_server::{
 };
 use joerl_core::{
     Actor, ActorContext, ActorSystem, CallError, DownMessage, ExitReason, Message, MonitorRef, Pid,
-    SendError, SpawnOptions,
+    RouteError, SendError, SpawnOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +69,8 @@ pub struct ServiceInstance {
 
 impl ServiceInstance {
     /// True if calls may be routed to it: its node is not `Suspected`,
-    /// `Failed`, `Leaving` or `Left`.
+    /// `Failed`, `Leaving` or `Left` (membership reports a leaving member
+    /// `Left` at once).
     pub fn is_healthy(&self) -> bool {
         self.health.is_none_or(healthy)
     }
@@ -616,28 +618,37 @@ impl Services {
                 from[rand::random_range(0..from.len())]
             }
             Strategy::LeastOutstanding => {
-                let load = |p: &Pid| {
-                    self.inner
-                        .outstanding
-                        .get(p)
-                        .map_or(0, |c| c.load(Ordering::Acquire))
-                };
-                let least = c.iter().map(load).min().unwrap_or(0);
-                let tied: Vec<Pid> = c.iter().copied().filter(|p| load(p) == least).collect();
+                // One reading of each count: calls that start or end
+                // meanwhile do not change the choice half-way.
+                let loads: Vec<(Pid, usize)> = c
+                    .iter()
+                    .map(|p| {
+                        let n = self
+                            .inner
+                            .outstanding
+                            .get(p)
+                            .map_or(0, |c| c.load(Ordering::Acquire));
+                        (*p, n)
+                    })
+                    .collect();
+                let least = loads.iter().map(|(_, n)| *n).min().unwrap_or(0);
+                let tied: Vec<Pid> = loads
+                    .iter()
+                    .filter(|(_, n)| *n == least)
+                    .map(|(p, _)| *p)
+                    .collect();
                 tied[self.turn(service) % tied.len()]
             }
         })
     }
 
     fn outstanding(&self, pid: Pid) -> Outstanding<'_> {
-        let count = self
-            .inner
-            .outstanding
-            .entry(pid)
-            .or_default()
-            .value()
-            .clone();
-        count.fetch_add(1, Ordering::AcqRel);
+        // Counted while the entry is held, so a call ending meanwhile cannot
+        // remove the entry this one is counted in.
+        let entry = self.inner.outstanding.entry(pid).or_default();
+        entry.fetch_add(1, Ordering::AcqRel);
+        let count = entry.value().clone();
+        drop(entry);
         Outstanding {
             map: &self.inner.outstanding,
             pid,
@@ -693,7 +704,10 @@ impl Services {
                     CallError::NoProc
                     | CallError::NoConnection
                     | CallError::Unreachable(_)
-                    | CallError::Exit(ExitReason::NoProc | ExitReason::NoConnection),
+                    | CallError::Exit(ExitReason::NoProc | ExitReason::NoConnection)
+                    | CallError::Send(SendError::Route(
+                        RouteError::Unreachable { .. } | RouteError::UnknownNode { .. },
+                    )),
                 ) if options.idempotent => {
                     tracing::debug!(%service, %pid, "service call failed; trying another instance");
                     tried.push(pid);
