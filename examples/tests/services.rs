@@ -360,10 +360,10 @@ fn service_calls_balance_skip_failed_nodes_time_out_and_retry_idempotent_calls()
     );
     assert_eq!(by_instance(&local), [(pids[1].clone(), 5)], "{local}");
 
-    // Least outstanding avoids a slow instance: with calls kept in flight
-    // (a flow from another node is not counted here, so the slow one is
-    // this node's), the slow instance gets few calls.
-    let slow = n[0].actor("slow", "slow 300");
+    // Least outstanding avoids a slow instance: a flow of calls from this
+    // node keeps one call waiting on the slow instance nearly all the time
+    // (2 s each), so the calls made meanwhile go to the fast one.
+    let slow = n[0].actor("slow", "slow 2000");
     n[0].ask("service_register lo slow", "service_register");
     let fast = n[1].actor("fast", "echo");
     n[1].ask("service_register lo fast", "service_register");
@@ -371,7 +371,7 @@ fn service_calls_balance_skip_failed_nodes_time_out_and_retry_idempotent_calls()
         l == "service_resolve lo 2"
     });
     n[0].ask(
-        "service_flow lo least_outstanding 1500",
+        "service_flow lo least_outstanding 8000",
         "service_flow lo started",
     );
     let lo = n[0].ask(
