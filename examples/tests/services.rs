@@ -105,6 +105,18 @@ fn cluster(prefix: &str, n: usize, extra: &[&str]) -> Vec<Node> {
     nodes
 }
 
+/// Drops gossip between the first two nodes and the third ({1, 2} | {3}).
+fn split_off_the_third(n: &mut [Node]) {
+    let (g1, g2, g3) = (
+        n[0].gossip.clone(),
+        n[1].gossip.clone(),
+        n[2].gossip.clone(),
+    );
+    n[0].ask(&format!("partition {g3}"), "partition");
+    n[1].ask(&format!("partition {g3}"), "partition");
+    n[2].ask(&format!("partition {g1},{g2}"), "partition");
+}
+
 fn quit(nodes: Vec<Node>) {
     for mut n in nodes {
         n.p.type_line("quit");
@@ -167,15 +179,8 @@ fn global_names_are_unique_and_go_with_their_process_and_node() {
 #[test]
 fn a_name_registered_on_both_sides_of_a_partition_has_one_holder_after_the_heal() {
     let mut n = cluster("gp", 3, &[]);
-    let (g1, g2, g3) = (
-        n[0].gossip.clone(),
-        n[1].gossip.clone(),
-        n[2].gossip.clone(),
-    );
     // {1, 2} | {3}
-    n[0].ask(&format!("partition {g3}"), "partition");
-    n[1].ask(&format!("partition {g3}"), "partition");
-    n[2].ask(&format!("partition {g1},{g2}"), "partition");
+    split_off_the_third(&mut n);
     n[0].ask_until("members", "members", |a| a.contains("gp3@127.0.0.1:Failed"));
     n[2].ask_until("members", "members", |a| {
         a.contains("gp1@127.0.0.1:Failed") && a.contains("gp2@127.0.0.1:Failed")
@@ -249,14 +254,7 @@ fn groups_across_three_nodes_clean_up_after_exits_kills_and_merge_after_a_partit
 
     // A partition: each side keeps its own members; after the heal both
     // sides' members are seen again (no group resurrected empty).
-    let (g1, g2, g3) = (
-        n[0].gossip.clone(),
-        n[1].gossip.clone(),
-        n[2].gossip.clone(),
-    );
-    n[0].ask(&format!("partition {g3}"), "partition");
-    n[1].ask(&format!("partition {g3}"), "partition");
-    n[2].ask(&format!("partition {g1},{g2}"), "partition");
+    split_off_the_third(&mut n);
     n[0].ask_until("pg_members workers", "pg_members workers", |l| {
         l.starts_with("pg_members workers 0")
     });

@@ -41,3 +41,23 @@ pub mod state;
 pub use config::{ClusterConfig, ConfigError, DEFAULT_GOSSIP_PORT};
 pub use node::{Cluster, ClusterError, ClusterEvents, MemberDirectory};
 pub use state::{ClusterEvent, ClusterHealth, Member, MemberState};
+
+/// The node a cluster service server should discover, if `msg` says one
+/// came up: a node-up (`monitor_nodes`) or a member-up (`monitor_members`).
+pub(crate) fn came_up(msg: &joerl_core::Message) -> Option<String> {
+    if let Some(up) = msg.downcast_ref::<crate::NodeUp>() {
+        return Some(up.node.clone());
+    }
+    match msg.downcast_ref::<ClusterEvent>() {
+        Some(ClusterEvent::MemberUp(m)) => Some(m.name.clone()),
+        _ => None,
+    }
+}
+
+/// Makes a cluster service's server hear of every member that comes up,
+/// when membership is enabled on `node` (else node-ups are all it gets).
+pub(crate) fn watch_members(node: &crate::DistributedSystem, server: Option<joerl_core::Pid>) {
+    if let (Ok(cluster), Some(pid)) = (node.cluster(), server) {
+        cluster.monitor_members(node, pid);
+    }
+}

@@ -34,8 +34,7 @@ use joerl_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::ClusterEvent;
-use crate::{DistributedSystem, NodeUp};
+use crate::DistributedSystem;
 
 /// The registered name of the global server on every node.
 pub const GLOBAL_SERVER: &str = "joerl_global";
@@ -706,13 +705,10 @@ impl GenServer for GlobalServer {
     }
 
     async fn handle_info(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if let Some(node) = super::came_up(&msg) {
+            return self.discover(ctx, &node).await;
+        }
         joerl_core::receive!(msg, {
-            NodeUp as up => self.discover(ctx, &up.node).await,
-            ClusterEvent as e => {
-                if let ClusterEvent::MemberUp(m) = e {
-                    self.discover(ctx, &m.name).await;
-                }
-            },
             Discover as d => {
                 let new = !self.peers.contains_key(&d.from);
                 if new && !self.add_peer(ctx, d.from, d.node).await {
@@ -959,10 +955,9 @@ pub fn start(node: &DistributedSystem, options: GlobalOptions) -> Result<Global,
     // Only a server that runs answers for `Dest::Global` (a restarted one
     // replaces the table of the one before).
     super::names::ClusterNames::of(node).set_global(table.clone());
-    // With membership, every member that comes up is discovered.
-    if let (Ok(cluster), Some(pid)) = (node.cluster(), server.pid()) {
-        cluster.monitor_members(node, pid);
-    }
+    // With membership, every member that comes up is discovered (connected
+    // to at the first message), not only nodes already connected.
+    super::watch_members(node, server.pid());
     // The node keeps the parts, not a `Global`: that holds a handle to the
     // node, and the node must not hold itself alive.
     let parts = node.extension::<GlobalSlot>().unwrap_or_else(|| {

@@ -26,8 +26,7 @@ use joerl_core::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Reque
 use joerl_core::{ActorContext, DownMessage, Message, MonitorRef, Pid, SpawnOptions};
 use serde::{Deserialize, Serialize};
 
-use super::ClusterEvent;
-use crate::{DistributedSystem, NodeUp};
+use crate::DistributedSystem;
 
 /// The default scope's name.
 pub const DEFAULT_SCOPE: &str = "default";
@@ -382,13 +381,10 @@ impl GenServer for PgServer {
     }
 
     async fn handle_info(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if let Some(node) = super::came_up(&msg) {
+            return self.discover(ctx, &node).await;
+        }
         joerl_core::receive!(msg, {
-            NodeUp as up => self.discover(ctx, &up.node).await,
-            ClusterEvent as e => {
-                if let ClusterEvent::MemberUp(m) = e {
-                    self.discover(ctx, &m.name).await;
-                }
-            },
             Discover as d => {
                 let groups = self.local_groups();
                 let me = ctx.pid();
@@ -593,9 +589,7 @@ pub fn start(node: &DistributedSystem, scope: &str) -> Result<Pg, joerl_core::Sp
     super::names::ClusterNames::of(node).add_scope(scope, view.clone());
     // With membership, every member that comes up is discovered (connected
     // to at the first message), not only nodes already connected.
-    if let (Ok(cluster), Some(pid)) = (node.cluster(), server.pid()) {
-        cluster.monitor_members(node, pid);
-    }
+    super::watch_members(node, server.pid());
     Ok(Pg {
         server,
         view,
