@@ -24,7 +24,9 @@
 //! - [`spawn`]: remote spawn, [`global`]: global names, and [`pg`]: process
 //!   groups (cluster services: a server per node at a well-known name);
 //!   global names and groups are addresses ([`Dest::Global`](joerl_core::Dest::Global),
-//!   [`Dest::Group`](joerl_core::Dest::Group)) through the node's name service.
+//!   [`Dest::Group`](joerl_core::Dest::Group)) through the node's name service;
+//! - [`placement`]: actors by identity (rendezvous placement, the leader,
+//!   circuit breakers; being built).
 
 pub mod config;
 pub mod global;
@@ -34,6 +36,7 @@ mod names;
 pub mod node;
 pub mod packet;
 pub mod pg;
+pub mod placement;
 pub mod service;
 pub mod spawn;
 pub mod state;
