@@ -50,6 +50,15 @@ pub enum Dest {
     /// [`GroupDest`]); needs joerl-dist's `cluster::pg` scope running on this
     /// node.
     Group(GroupDest),
+    /// The actor of identity `(kind, id)`, wherever the cluster placed it
+    /// (activated on its first message): needs joerl-dist's
+    /// `cluster::placement` running on this node.
+    Placed {
+        /// The kind's registered name.
+        kind: String,
+        /// The id within the kind.
+        id: String,
+    },
 }
 
 /// A process group as an address: the scope, the group, and which members a
@@ -153,6 +162,7 @@ impl fmt::Display for Dest {
             Dest::Remote { name, node } => write!(f, "{{{name}, {node}}}"),
             Dest::Global(name) => write!(f, "{{global, {name}}}"),
             Dest::Group(g) => write!(f, "{{pg, {}, {}, {}}}", g.scope, g.group, g.pick),
+            Dest::Placed { kind, id } => write!(f, "{{placed, {kind}, {id}}}"),
         }
     }
 }

@@ -37,6 +37,14 @@ pub enum SendError {
     /// its type with `joerl_dist::remote_message!` (registered types are
     /// copied through their encoding).
     NotCopyable(&'static str),
+    /// A placed identity cannot be routed now (no healthy majority, no
+    /// active member, or its kind is not registered); the reason says which.
+    NotPlaced {
+        /// The identity, `kind/id`.
+        identity: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Debug for SendError {
@@ -75,6 +83,9 @@ impl fmt::Display for SendError {
                 "{what} needs a cluster name service on this node; start joerl-dist's \
                  cluster::global or the cluster::pg scope"
             ),
+            SendError::NotPlaced { identity, reason } => {
+                write!(f, "{identity} cannot be placed now: {reason}")
+            }
             SendError::NotCopyable(ty) => write!(
                 f,
                 "a message of type {ty} cannot be copied for every member of a group; \

@@ -59,5 +59,6 @@ pub use router::{ConnectFuture, NodeOpError, ReadyFuture, RouteError, Router, Wh
 pub use signal::Signal;
 pub use system::{
     ActorSystem, DEFAULT_MAILBOX_CAPACITY, DEFAULT_SHUTDOWN_GRACE, NodeIdentity, SpawnOptions,
+    WeakActorSystem,
 };
 pub use timer::TimerRef;

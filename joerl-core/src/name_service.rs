@@ -1,12 +1,16 @@
-//! The seam for cluster-wide addresses: [`Dest::Global`] and [`Dest::Group`]
-//! are looked up in the node's [`NameService`], which the cluster layer
-//! (joerl-dist's `cluster::global` and `cluster::pg`) installs, as the
-//! [`Router`](crate::Router) is the seam for other nodes' Pids.
+//! The seam for cluster-wide addresses: [`Dest::Global`], [`Dest::Group`]
+//! and [`Dest::Placed`] are looked up in the node's [`NameService`], which
+//! the cluster layer (joerl-dist's `cluster::global`, `cluster::pg` and
+//! `cluster::placement`) installs, as the [`Router`](crate::Router) is the
+//! seam for other nodes' Pids. A name looked up here and not registered may
+//! be started on the spot by the service ([`NameService::activate`]: a
+//! placed identity's first message).
 //!
 //! [`Dest::Global`]: crate::Dest::Global
 //! [`Dest::Group`]: crate::Dest::Group
+//! [`Dest::Placed`]: crate::Dest::Placed
 
-use crate::{GroupDest, Message, Pid, SendError};
+use crate::{Dest, GroupDest, Message, Pid, SendError};
 
 /// Looks cluster-wide addresses up, without waiting: from a view the
 /// cluster layer keeps in memory.
@@ -22,4 +26,21 @@ pub trait NameService: Send + Sync + 'static {
     /// A copy of `msg`, for the second and later members of a group send;
     /// `None` if the message's type cannot be copied.
     fn copy_message(&self, msg: &Message) -> Option<Message>;
+
+    /// Where a message to the placed identity `(kind, id)` goes now: a name
+    /// on this node or on its owner node (never a `Dest::Placed`).
+    fn route_placed(&self, kind: &str, id: &str) -> Result<Dest, SendError> {
+        let _ = id;
+        Err(SendError::NoNameService(format!(
+            "the placed kind {kind:?}"
+        )))
+    }
+
+    /// Nothing is registered here as `name`, which something is sent to,
+    /// called or monitored by: the process that takes it now, if the
+    /// service starts one (a placed identity's activation on its owner).
+    fn activate(&self, name: &str) -> Option<Pid> {
+        let _ = name;
+        None
+    }
 }

@@ -98,9 +98,21 @@ pub(crate) struct Inner {
     all_stopped: Notify,
     shutting_down: AtomicBool,
     pub(crate) router: OnceLock<Arc<dyn Router>>,
-    name_service: OnceLock<Arc<dyn NameService>>,
+    pub(crate) name_service: OnceLock<Arc<dyn NameService>>,
     runtime: tokio::runtime::Handle,
     default_capacity: usize,
+}
+
+/// A handle on an [`ActorSystem`] that does not keep it running: held by
+/// services the system itself keeps, which would otherwise keep it alive.
+#[derive(Clone, Debug)]
+pub struct WeakActorSystem(Weak<Inner>);
+
+impl WeakActorSystem {
+    /// The system, while it exists (the handle does not keep it running).
+    pub fn upgrade(&self) -> Option<ActorSystem> {
+        self.0.upgrade().map(ActorSystem::internal)
+    }
 }
 
 /// Stops the system when the last user handle is dropped.
@@ -257,6 +269,17 @@ impl ActorSystem {
         Ok(out)
     }
 
+    /// Where a placed identity's message goes now (a name, here or on its
+    /// owner).
+    pub(crate) fn route_placed(&self, kind: &str, id: &str) -> Result<Dest, SendError> {
+        let service = self
+            .inner
+            .name_service
+            .get()
+            .ok_or_else(|| SendError::NoNameService(format!("the placed kind {kind:?}")))?;
+        service.route_placed(kind, id)
+    }
+
     /// The one Pid a call or a monitor to a cluster-wide address goes to.
     pub(crate) fn cluster_target(&self, dest: &Dest) -> Result<Pid, SendError> {
         let service = self
@@ -280,6 +303,18 @@ impl ActorSystem {
             }
             _ => unreachable!("only global names and groups are cluster-wide"),
         }
+    }
+
+    /// The Pid registered under `name`, without asking the name service to
+    /// start anything (see [`whereis`](Self::whereis)).
+    pub fn whereis_registered(&self, name: &str) -> Option<Pid> {
+        self.inner.names.get(name).map(|p| *p)
+    }
+
+    /// A handle that does not keep the system running (for services the
+    /// system itself holds).
+    pub fn downgrade(&self) -> WeakActorSystem {
+        WeakActorSystem(Arc::downgrade(&self.inner))
     }
 
     /// Number of running actors.
@@ -512,6 +547,10 @@ impl ActorSystem {
                     Err(e) => Err(route_error(e, type_name)),
                 }
             }
+            Dest::Placed { kind, id } => {
+                let to = self.route_placed(&kind, &id)?;
+                self.try_send_from(from, to, msg)
+            }
             dest @ (Dest::Global(_) | Dest::Group(_)) => {
                 let mut sends = self.cluster_deliveries(&dest, msg, type_name)?;
                 if sends.len() == 1 {
@@ -670,9 +709,11 @@ impl ActorSystem {
         Some(pid)
     }
 
-    /// The Pid registered under `name` on this node.
+    /// The Pid registered under `name` on this node. A name the node's
+    /// name service starts on demand (a placed identity's, on its owner) is
+    /// started by the lookup.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
-        self.inner.names.get(name).map(|p| *p)
+        self.inner.whereis(name)
     }
 
     /// Every registered name with its Pid.
@@ -831,6 +872,10 @@ impl ActorSystem {
                 return self.call_pid(caller, pid, request, timeout).await;
             }
             Dest::Remote { name, node } => (name, node),
+            Dest::Placed { kind, id } => {
+                let to = self.route_placed(kind, id).map_err(CallError::Send)?;
+                return Box::pin(self.call_dest(caller, &to, request, timeout)).await;
+            }
             Dest::Global(_) | Dest::Group(_) => {
                 // Nothing registered is `noproc`, as for a local name (and
                 // Erlang's call to `{global, Name}`).
@@ -941,6 +986,10 @@ impl ActorSystem {
             Dest::Remote { name, node } => {
                 self.send_to_node_from(from, name, node, msg, type_name)
                     .await
+            }
+            Dest::Placed { kind, id } => {
+                let to = self.route_placed(kind, id)?;
+                Box::pin(self.send_dest(from, &to, msg, type_name)).await
             }
             Dest::Global(_) | Dest::Group(_) => {
                 let mut sends = self.cluster_deliveries(dest, msg, type_name)?;
@@ -1192,12 +1241,21 @@ impl Inner {
     /// Monitors whatever actor is registered here as `name`; nothing
     /// registered gives a down with `noproc` at once (Erlang's
     /// `monitor(process, Name)`).
+    /// The Pid registered as `name`, or the one the name service starts
+    /// for it.
+    pub(crate) fn whereis(&self, name: &str) -> Option<Pid> {
+        if let Some(p) = self.names.get(name) {
+            return Some(*p);
+        }
+        self.name_service.get()?.activate(name)
+    }
+
     pub(crate) fn monitor_local_name(
         &self,
         me: &Process,
         name: &str,
     ) -> Result<MonitorRef, LinkError> {
-        match self.names.get(name).map(|p| *p) {
+        match self.whereis(name) {
             Some(pid) => self.monitor(me, pid),
             None => Ok(self.monitor_nobody(me)),
         }

@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use joerl_core::{GroupDest, Message, NameService, Pick, Pid, SendError};
+use joerl_core::{Dest, GroupDest, Message, NameService, Pick, Pid, SendError};
 
 use super::global::Table;
 use super::pg::View;
+use super::placement::placements::PlacementState;
 use crate::DistributedSystem;
 
 /// The tables behind cluster-wide addresses on one node.
@@ -21,6 +22,8 @@ pub(crate) struct ClusterNames {
     scopes: RwLock<HashMap<String, Arc<RwLock<View>>>>,
     /// Round-robin turns, by (scope, group).
     turns: Mutex<HashMap<(String, String), Arc<AtomicUsize>>>,
+    /// Placed identities, once placement runs.
+    placement: OnceLock<Arc<PlacementState>>,
 }
 
 impl ClusterNames {
@@ -34,6 +37,7 @@ impl ClusterNames {
             global: RwLock::new(None),
             scopes: RwLock::new(HashMap::new()),
             turns: Mutex::new(HashMap::new()),
+            placement: OnceLock::new(),
         });
         match node.set_extension(names.clone()) {
             Ok(()) => {
@@ -50,6 +54,11 @@ impl ClusterNames {
     /// Takes the table of the global server that runs now.
     pub(crate) fn set_global(&self, table: Arc<RwLock<Table>>) {
         *self.global.write().unwrap_or_else(|e| e.into_inner()) = Some(table);
+    }
+
+    /// Takes placement's state; false if placement runs already.
+    pub(crate) fn set_placement(&self, state: Arc<PlacementState>) -> bool {
+        self.placement.set(state).is_ok()
     }
 
     /// Takes the view of a pg scope's server that runs now.
@@ -111,6 +120,19 @@ impl NameService for ClusterNames {
             }
         };
         Ok(vec![one])
+    }
+
+    fn route_placed(&self, kind: &str, id: &str) -> Result<Dest, SendError> {
+        match self.placement.get() {
+            Some(p) => p.route(kind, id),
+            None => Err(SendError::NoNameService(format!(
+                "the placed identity {kind}/{id}"
+            ))),
+        }
+    }
+
+    fn activate(&self, name: &str) -> Option<Pid> {
+        self.placement.get()?.activate(name)
     }
 
     fn copy_message(&self, msg: &Message) -> Option<Message> {

@@ -1,0 +1,201 @@
+//! Actor kinds that may be placed in the cluster, registered at compile
+//! time next to the type:
+//!
+//! ```
+//! use joerl_dist::{Actor, ActorContext, Message, placed};
+//! use joerl_dist::cluster::placement::PlacedActor;
+//!
+//! struct Counter { id: String, n: u64 }
+//! impl Actor for Counter {
+//!     async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) { self.n += 1; }
+//! }
+//! impl PlacedActor for Counter {
+//!     fn activate(id: &str) -> Self { Counter { id: id.to_string(), n: 0 } }
+//! }
+//! placed!(Counter, "app::Counter");
+//! ```
+//!
+//! An activation runs inside a small wrapper that passivates it (stops it
+//! normally) after the kind's idle time without a message.
+
+use std::time::Duration;
+
+use joerl_core::{
+    Actor, ActorContext, ActorSystem, ExitReason, Message, Pid, SpawnError, SpawnOptions,
+};
+
+/// An actor kind the cluster places by identity: made from its id when its
+/// first message arrives on its owner. Register it with
+/// [`placed!`](crate::placed).
+pub trait PlacedActor: Actor + Sized {
+    /// The activation of identity `id`.
+    fn activate(id: &str) -> Self;
+
+    /// How long an activation may go without a message before it is
+    /// passivated (stopped normally, started again by the next message).
+    /// `None`: never (the default is 10 minutes).
+    fn idle_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(600))
+    }
+}
+
+/// A registered kind (made by [`placed!`](crate::placed); not for direct
+/// use).
+#[doc(hidden)]
+pub struct PlacedKind {
+    /// The kind's name in identities.
+    pub name: &'static str,
+    /// The Rust type, for conflict messages.
+    pub type_name: fn() -> &'static str,
+    /// Starts an activation of the given id with these options.
+    pub spawn: fn(&ActorSystem, &str, SpawnOptions) -> Result<Pid, SpawnError>,
+}
+
+inventory::collect!(PlacedKind);
+
+/// The registered kind named `name`.
+pub fn kind(name: &str) -> Option<&'static PlacedKind> {
+    inventory::iter::<PlacedKind>
+        .into_iter()
+        .find(|k| k.name == name)
+}
+
+/// Kinds registered under one name by two types: `(name, type, type)`.
+pub fn conflicts() -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut seen: Vec<&PlacedKind> = Vec::new();
+    let mut out = Vec::new();
+    for k in inventory::iter::<PlacedKind> {
+        if let Some(o) = seen.iter().find(|o| o.name == k.name) {
+            out.push((k.name, (o.type_name)(), (k.type_name)()));
+        } else {
+            seen.push(k);
+        }
+    }
+    out
+}
+
+/// Registers a [`PlacedActor`] kind under a name every node uses.
+#[macro_export]
+macro_rules! placed {
+    ($ty:ty, $name:expr) => {
+        $crate::inventory::submit! {
+            $crate::cluster::placement::kinds::PlacedKind {
+                name: $name,
+                type_name: ::std::any::type_name::<$ty>,
+                spawn: $crate::cluster::placement::kinds::spawn_as::<$ty>,
+            }
+        }
+        impl $crate::cluster::placement::kinds::NamedKind for $ty {
+            const KIND: &'static str = $name;
+        }
+    };
+}
+
+/// A kind's registered name, known from its type (implemented by
+/// [`placed!`](crate::placed)).
+pub trait NamedKind {
+    /// The name.
+    const KIND: &'static str;
+}
+
+/// Starts an activation of `K` (used by [`placed!`](crate::placed)).
+#[doc(hidden)]
+pub fn spawn_as<K: PlacedActor>(
+    system: &ActorSystem,
+    id: &str,
+    options: SpawnOptions,
+) -> Result<Pid, SpawnError> {
+    system.spawn_with(
+        Activation {
+            inner: K::activate(id),
+            idle: K::idle_timeout(),
+            busy: false,
+        },
+        options,
+    )
+}
+
+/// The wrapper every activation runs in: passivation on idle.
+struct Activation<K> {
+    inner: K,
+    idle: Option<Duration>,
+    /// A message came since the last idle check.
+    busy: bool,
+}
+
+/// The idle check (local only).
+struct IdleCheck;
+
+impl<K: PlacedActor> Actor for Activation<K> {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        if let Some(idle) = self.idle {
+            ctx.send_after(ctx.pid(), IdleCheck, idle);
+        }
+        self.inner.started(ctx).await;
+    }
+
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if msg.is::<super::placements::Wake>() {
+            // An eager activation's wake-up: started, nothing to pass on.
+            self.busy = true;
+            return;
+        }
+        if msg.is::<IdleCheck>() {
+            if self.busy {
+                self.busy = false;
+                if let Some(idle) = self.idle {
+                    ctx.send_after(ctx.pid(), IdleCheck, idle);
+                }
+            } else {
+                ctx.stop(ExitReason::Normal);
+            }
+            return;
+        }
+        self.busy = true;
+        self.inner.handle_message(msg, ctx).await;
+    }
+
+    async fn stopped(&mut self, reason: &ExitReason, ctx: &mut ActorContext) {
+        self.inner.stopped(reason, ctx).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Quick;
+    impl Actor for Quick {
+        async fn handle_message(&mut self, _msg: Message, _ctx: &mut ActorContext) {}
+    }
+    impl PlacedActor for Quick {
+        fn activate(_id: &str) -> Self {
+            Quick
+        }
+        fn idle_timeout() -> Option<Duration> {
+            Some(Duration::from_millis(100))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_activation_passivates_after_its_idle_time_without_a_message() {
+        let system = ActorSystem::new();
+        let pid = spawn_as::<Quick>(&system, "q1", SpawnOptions::new()).unwrap();
+        // Busy: a message every 60 ms keeps it for a second.
+        for _ in 0..16 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            system.send(pid, "hit").await.unwrap();
+        }
+        assert!(system.is_alive(pid));
+        // Idle: gone within two idle periods.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for _ in 0..100 {
+            if !system.is_alive(pid) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(!system.is_alive(pid));
+        system.shutdown().await;
+    }
+}
