@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use common::*;
 use joerl_dist::cluster::ClusterConfig;
-use joerl_dist::cluster::placement::{self, PlacedActor, Placements};
+use joerl_dist::cluster::placement::{self, PlacedActor, PlacedServer, Placements};
+use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request, ServerRef};
 use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, SendError, placed};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,42 @@ impl PlacedActor for Counter {
     }
 }
 placed!(Counter, "placement_test::Counter");
+
+/// A placed gen_server: typed calls by identity.
+struct Account {
+    balance: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Deposit(u64);
+impl Request for Deposit {
+    type Reply = (u64, String);
+}
+
+impl GenServer for Account {
+    type Calls = (Deposit,);
+    type Casts = ();
+}
+
+impl HandleCall<Deposit> for Account {
+    async fn handle_call(
+        &mut self,
+        req: Deposit,
+        _from: ReplyTo<(u64, String)>,
+        ctx: &mut ActorContext,
+    ) -> CallResponse<(u64, String)> {
+        self.balance += req.0;
+        CallResponse::Reply((self.balance, ctx.node().unwrap_or("").to_string()))
+    }
+}
+joerl_dist::remote_server!(Account);
+
+impl PlacedServer for Account {
+    fn activate(_id: &str) -> Self {
+        Account { balance: 0 }
+    }
+}
+placed!(server Account, "placement_test::Account");
 
 fn config(seed: Option<std::net::SocketAddr>) -> ClusterConfig {
     let mut b = ClusterConfig::builder()
@@ -139,7 +176,10 @@ async fn identities_live_once_on_their_owner_and_follow_membership_changes() {
     for p in [&pa, &pb, &pc] {
         let local = p.local_activations();
         assert!(!local.is_empty(), "{p:?} owns nothing");
-        for act in local {
+        for act in local
+            .into_iter()
+            .filter(|a| a.identity.kind == "placement_test::Counter")
+        {
             assert!(
                 seen.insert(act.identity.id.clone()),
                 "{} twice",
@@ -148,6 +188,16 @@ async fn identities_live_once_on_their_owner_and_follow_membership_changes() {
         }
     }
     assert_eq!(seen.len(), ids.len());
+    // A placed gen_server answers typed calls from any node, on its owner.
+    for (i, (from, p)) in [(&a, &pa), (&b, &pb), (&c, &pc)].into_iter().enumerate() {
+        let acct: ServerRef<Account> = ServerRef::new(p.actor::<Account>("acct-1"));
+        let (balance, node) = from.call(&acct, Deposit(10)).await.unwrap();
+        assert_eq!(balance, 10 * (i as u64 + 1));
+        assert_eq!(
+            node,
+            pa.owner(pa.actor::<Account>("acct-1").identity()).unwrap()
+        );
+    }
     // A second round reaches the same activations.
     let again = hit_all(&a, &pa, &ids).await;
     assert!(again.values().all(|c| c.hits == 2));

@@ -21,7 +21,7 @@ pub mod rendezvous;
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerState, Breakers, CircuitBreaker, CircuitOpen, RetryPolicy,
 };
-pub use kinds::PlacedActor;
+pub use kinds::{PlacedActor, PlacedServer};
 pub use leader::{Election, ElectionEffect, Leader, LeaderElection};
 pub use placements::{PlacedRef, PlacementError, Placements, start};
 pub use rendezvous::{Candidate, Identity, LeastLoaded, Placement, PreferLocal, Rendezvous};

@@ -20,6 +20,7 @@
 
 use std::time::Duration;
 
+use joerl_core::gen_server::{GenServer, GenServerActor};
 use joerl_core::{
     Actor, ActorContext, ActorSystem, ExitReason, Message, Pid, SpawnError, SpawnOptions,
 };
@@ -36,6 +37,29 @@ pub trait PlacedActor: Actor + Sized {
     /// `None`: never (the default is 10 minutes).
     fn idle_timeout() -> Option<Duration> {
         Some(Duration::from_secs(600))
+    }
+}
+
+/// A gen_server kind the cluster places by identity, so typed calls reach
+/// it: `node.call(&ServerRef::<K>::new(placements.actor::<K>(id)), req)`.
+/// Register it with [`placed!`](crate::placed) as any kind.
+pub trait PlacedServer: GenServer + Sized {
+    /// The activation of identity `id`.
+    fn activate(id: &str) -> Self;
+
+    /// As [`PlacedActor::idle_timeout`].
+    fn idle_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(600))
+    }
+}
+
+impl<G: PlacedServer> PlacedActor for GenServerActor<G> {
+    fn activate(id: &str) -> Self {
+        GenServerActor(G::activate(id))
+    }
+
+    fn idle_timeout() -> Option<Duration> {
+        G::idle_timeout()
     }
 }
 
@@ -74,9 +98,25 @@ pub fn conflicts() -> Vec<(&'static str, &'static str, &'static str)> {
     out
 }
 
-/// Registers a [`PlacedActor`] kind under a name every node uses.
+/// Registers a [`PlacedActor`] kind (or, with `server`, a
+/// [`PlacedServer`]) under a name every node uses:
+/// `placed!(Counter, "app::Counter")`, `placed!(server Account, "app::Account")`.
 #[macro_export]
 macro_rules! placed {
+    (server $ty:ty, $name:expr) => {
+        $crate::inventory::submit! {
+            $crate::cluster::placement::kinds::PlacedKind {
+                name: $name,
+                type_name: ::std::any::type_name::<$ty>,
+                spawn: $crate::cluster::placement::kinds::spawn_as::<
+                    $crate::gen_server::GenServerActor<$ty>,
+                >,
+            }
+        }
+        impl $crate::cluster::placement::kinds::NamedKind for $ty {
+            const KIND: &'static str = $name;
+        }
+    };
     ($ty:ty, $name:expr) => {
         $crate::inventory::submit! {
             $crate::cluster::placement::kinds::PlacedKind {
