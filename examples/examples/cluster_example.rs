@@ -135,7 +135,9 @@ impl Actor for Watcher {
                 "Event: HealthChanged {}",
                 if h.healthy { "healthy" } else { "unhealthy" }
             ),
-            ClusterEvent::LeaderChanged(l) => println!("Event: LeaderChanged {l:?}"),
+            ClusterEvent::LeaderChanged { leader, epoch } => {
+                println!("Event: LeaderChanged {leader:?} (epoch {epoch})")
+            }
         }
         print_members(&self.cluster);
     }

@@ -466,6 +466,14 @@ impl Cluster {
         &self.inner.config
     }
 
+    /// Tells every subscriber `event` (for the layers above membership:
+    /// the placement leader's `LeaderChanged`).
+    pub(crate) fn publish(&self, event: ClusterEvent) {
+        self.shared()
+            .subscribers
+            .retain(|s| s.send(event.clone()).is_ok());
+    }
+
     /// Fault injection, for tests and drills: drops gossip to and from these
     /// gossip addresses, as a partition would (an empty list heals it).
     pub fn block_gossip(&self, addrs: Vec<SocketAddr>) {

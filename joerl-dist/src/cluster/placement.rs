@@ -13,14 +13,17 @@
 //! delivery guarantees, metrics and the management API.
 
 pub mod breaker;
+pub mod elector;
 pub mod kinds;
 pub mod leader;
 pub mod placements;
 pub mod rendezvous;
+pub mod view;
 
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerState, Breakers, CircuitBreaker, CircuitOpen, RetryPolicy,
 };
+pub use elector::{EmbeddedLeader, LEADER_SERVER};
 pub use kinds::{PlacedActor, PlacedServer};
 pub use leader::{Election, ElectionEffect, Leader, LeaderElection};
 pub use placements::{PlacedRef, PlacementError, Placements, start};

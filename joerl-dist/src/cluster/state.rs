@@ -145,8 +145,15 @@ pub enum ClusterEvent {
     MemberLeft(Member),
     /// Whether the cluster keeps a majority changed.
     HealthChanged(ClusterHealth),
-    /// Reserved for the placement layer's leader; membership never sends it.
-    LeaderChanged(Option<String>),
+    /// The placement layer's leader changed (membership itself never sends
+    /// it): the node that leads now, if any, and its epoch.
+    LeaderChanged {
+        /// The leader's node name (`None`: no leader, for want of a healthy
+        /// majority).
+        leader: Option<String>,
+        /// Its epoch (the last one's while there is none).
+        epoch: u64,
+    },
 }
 
 /// What a membership change asks of the node.
@@ -535,7 +542,7 @@ mod tests {
                 Effect::Event(ClusterEvent::HealthChanged(h)) => {
                     format!("health {} {}/{}", h.healthy, h.active, h.total)
                 }
-                Effect::Event(ClusterEvent::LeaderChanged(_)) => "leader".into(),
+                Effect::Event(ClusterEvent::LeaderChanged { .. }) => "leader".into(),
                 Effect::Route { node, dist } => format!("route {node} {}", dist.is_some()),
                 Effect::Disconnect { node, .. } => format!("disconnect {node}"),
                 Effect::Connect(n) => format!("connect {n}"),

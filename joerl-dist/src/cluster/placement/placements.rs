@@ -19,7 +19,7 @@
 //! [`Dest::Placed`]: joerl_core::Dest::Placed
 //! [`NameService::activate`]: joerl_core::NameService::activate
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -29,9 +29,9 @@ use joerl_core::{Dest, ExitReason, Pid, SendError, SpawnOptions, WeakActorSystem
 use serde::{Deserialize, Serialize};
 
 use super::kinds::{self, NamedKind};
-use super::rendezvous::{Candidate, Identity, Placement, Rendezvous, WEIGHT_KEY, weight_from};
+use super::rendezvous::{Candidate, Identity, Placement, Rendezvous};
 use crate::DistributedSystem;
-use crate::cluster::{ClusterError, ClusterEvent, MemberState};
+use crate::cluster::ClusterError;
 
 /// Names of activations start with this (a kind name must not contain
 /// `/`).
@@ -247,56 +247,23 @@ pub fn start(node: &DistributedSystem) -> Result<Placements, PlacementError> {
         return Err(PlacementError::AlreadyStarted);
     }
     // The view follows membership, in the order of its events.
-    let mut events = cluster.subscribe();
-    let me = cluster.self_member();
     let follow = Arc::downgrade(&state);
-    let c = cluster.clone();
-    tokio::spawn(async move {
-        let weight = |m: &crate::cluster::Member| {
-            weight_from(m.metadata.get(WEIGHT_KEY).map(|s| s.as_str()))
+    super::view::follow(cluster, move |view| {
+        let Some(state) = follow.upgrade() else {
+            return false;
         };
-        let mut active: BTreeMap<String, f64> = BTreeMap::new();
-        active.insert(me.name.clone(), weight(&me));
-        let apply = |active: &BTreeMap<String, f64>| {
-            let Some(state) = follow.upgrade() else {
-                return false;
-            };
-            let candidates = active
-                .iter()
-                .map(|(n, w)| Candidate {
-                    node: n.clone(),
-                    weight: *w,
-                    load: 0,
-                    local: *n == state.me,
-                })
-                .collect();
-            state.set_view(candidates, c.health().healthy);
-            true
-        };
-        if !apply(&active) {
-            return;
-        }
-        while let Some(e) = events.recv().await {
-            match &e {
-                ClusterEvent::MemberUp(m) | ClusterEvent::MemberRecovered(m) => {
-                    active.insert(m.name.clone(), weight(m));
-                }
-                ClusterEvent::MemberFailed(m) | ClusterEvent::MemberLeft(m) => {
-                    // A newer incarnation that is up keeps its place.
-                    if !c
-                        .member(&m.name)
-                        .is_ok_and(|x| x.state == MemberState::Active)
-                    {
-                        active.remove(&m.name);
-                    }
-                }
-                ClusterEvent::HealthChanged(_) => {}
-                _ => continue,
-            }
-            if !apply(&active) {
-                return;
-            }
-        }
+        let candidates = view
+            .active
+            .into_iter()
+            .map(|(node, weight)| Candidate {
+                local: node == state.me,
+                node,
+                weight,
+                load: 0,
+            })
+            .collect();
+        state.set_view(candidates, view.healthy);
+        true
     });
     Ok(Placements {
         state,
