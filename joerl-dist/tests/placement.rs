@@ -254,7 +254,10 @@ async fn identities_live_once_on_their_owner_and_follow_membership_changes() {
             >= moved.len() as u64
     );
 
-    // a alone (gossip to both others dropped): no healthy majority, nothing routed.
+    // a alone (gossip to both others dropped): no healthy majority, nothing
+    // routed, and what ran there is stopped.
+    let on_a = pa.local_activations().len();
+    assert!(on_a > 0);
     let ca = a.cluster().unwrap();
     ca.block_gossip(vec![
         b.cluster().unwrap().gossip_addr(),
@@ -272,6 +275,16 @@ async fn identities_live_once_on_their_owner_and_follow_membership_changes() {
         a.send(pa.actor::<Counter>("c1"), Hit).await,
         Err(SendError::NotPlaced { .. })
     ));
+    wait_until("a stopped its activations", || {
+        pa.local_activations().is_empty()
+    })
+    .await;
+    assert!(
+        pa.stats()
+            .stopped_no_majority
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= on_a as u64
+    );
     ca.block_gossip(Vec::new());
     for n in [a, b, d] {
         n.shutdown().await;

@@ -9,8 +9,9 @@
 //! [`placed_name`] on the owner; the owner starts the activation when the
 //! name is looked up and nothing holds it ([`NameService::activate`]). A
 //! node without a healthy majority routes and activates nothing
-//! ([`SendError::NotPlaced`]). A node that stops owning an identity (a
-//! member joined, or came back) stops its activation.
+//! ([`SendError::NotPlaced`]) and stops the activations it has. A node that
+//! stops owning an identity (a member joined, or came back) stops its
+//! activation.
 //!
 //! Not built yet (see CLUSTERING.md): the handoff that keeps one activation
 //! per identity while views differ, buffering during a move, the leader's
@@ -78,6 +79,8 @@ pub struct PlacementStats {
     pub not_owner: AtomicU64,
     /// Routings and activations refused for want of a healthy majority.
     pub no_majority: AtomicU64,
+    /// Activations stopped because this node lost its healthy majority.
+    pub stopped_no_majority: AtomicU64,
     /// Messages for kinds this binary does not register.
     pub unknown_kind: AtomicU64,
 }
@@ -185,13 +188,23 @@ impl PlacementState {
                 self.activations.remove(&a.identity);
                 continue;
             }
-            if let Ok(owner) = self.owner(&a.identity)
-                && owner != self.me
-            {
-                self.stats.handed_off.fetch_add(1, Ordering::Relaxed);
-                self.activations.remove(&a.identity);
-                let _ = system.exit(a.pid, ExitReason::custom(format!("handoff to {owner}")));
-            }
+            let reason = match self.owner(&a.identity) {
+                Ok(owner) if owner == self.me => continue,
+                Ok(owner) => {
+                    self.stats.handed_off.fetch_add(1, Ordering::Relaxed);
+                    format!("handoff to {owner}")
+                }
+                // The minority side keeps nothing running: the majority
+                // side takes its identities over (as Akka's keep-majority).
+                Err(_) => {
+                    self.stats
+                        .stopped_no_majority
+                        .fetch_add(1, Ordering::Relaxed);
+                    "no healthy majority".to_string()
+                }
+            };
+            self.activations.remove(&a.identity);
+            let _ = system.exit(a.pid, ExitReason::custom(reason));
         }
     }
 }
