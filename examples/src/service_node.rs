@@ -553,6 +553,7 @@ async fn command(
                 let start = Instant::now();
                 let (mut ok, mut failed) = (0u64, 0u64);
                 let mut last_at: BTreeMap<Pid, u128> = BTreeMap::new();
+                let mut by: BTreeMap<Pid, u64> = BTreeMap::new();
                 while Instant::now() < until {
                     match services
                         .call::<ServiceActor, _>(&s, Echo("flow".into()), o)
@@ -561,6 +562,7 @@ async fn command(
                         Ok(r) => {
                             ok += 1;
                             last_at.insert(r.pid, start.elapsed().as_millis());
+                            *by.entry(r.pid).or_default() += 1;
                         }
                         Err(e) => {
                             failed += 1;
@@ -569,8 +571,10 @@ async fn command(
                     }
                 }
                 let last: Vec<String> = last_at.iter().map(|(p, t)| format!("{p}@{t}")).collect();
+                let by: Vec<String> = by.iter().map(|(p, c)| format!("{p}={c}")).collect();
                 say(format!(
-                    "service_flow {s} done ok={ok} failed={failed} last={}",
+                    "service_flow {s} done ok={ok} failed={failed} by={} last={}",
+                    by.join(","),
                     last.join(",")
                 ));
             });

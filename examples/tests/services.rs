@@ -358,34 +358,49 @@ fn service_calls_balance_skip_failed_nodes_time_out_and_retry_idempotent_calls()
     );
     assert_eq!(by_instance(&local), [(pids[1].clone(), 5)], "{local}");
 
-    // Least outstanding avoids a slow instance: a flow of calls from this
-    // node keeps one call waiting on the slow instance nearly all the time
-    // (2 s each), so the calls made meanwhile go to the fast one.
-    let slow = n[0].actor("slow", "slow 2000");
+    // Least outstanding avoids a slow instance: four flows of calls from one
+    // node for two seconds; the slow instance (300 ms a call) gets a call
+    // only when it has no more waiting than the fast one, so a small share.
+    let slow = n[0].actor("slow", "slow 300");
     n[0].ask("service_register lo slow", "service_register");
     let fast = n[1].actor("fast", "echo");
     n[1].ask("service_register lo fast", "service_register");
     n[0].ask_until("service_resolve lo", "service_resolve lo", |l| {
         l == "service_resolve lo 2"
     });
-    n[0].ask(
-        "service_flow lo least_outstanding 8000",
-        "service_flow lo started",
-    );
-    let lo = n[0].ask(
-        "service_calls lo least_outstanding 20 5000",
-        "service_calls lo",
-    );
-    let counts = by_instance(&lo);
-    let to_fast = counts
-        .iter()
-        .find(|(p, _)| *p == fast)
-        .map_or(0, |(_, c)| *c);
+    for _ in 0..4 {
+        n[0].ask(
+            "service_flow lo least_outstanding 2000",
+            "service_flow lo started",
+        );
+    }
+    n[0].p.wait_until("four flows end", |o| {
+        o.matches("service_flow lo done").count() == 4
+    });
+    let (mut to_slow, mut to_fast) = (0u64, 0u64);
+    for done in n[0].lines("service_flow lo done") {
+        assert!(done.contains(" failed=0 "), "{done}");
+        let by = done
+            .split(" by=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        for pc in by.split(',').filter(|s| !s.is_empty()) {
+            let (p, c) = pc.split_once('=').unwrap();
+            let c: u64 = c.parse().unwrap();
+            if p == slow {
+                to_slow += c;
+            } else if p == fast {
+                to_fast += c;
+            }
+        }
+    }
     assert!(
-        to_fast >= 15,
-        "least outstanding sent {to_fast} of 20 to the fast instance: {lo}"
+        to_slow * 20 < to_slow + to_fast,
+        "least outstanding sent {to_slow} calls to the slow instance and {to_fast} to the fast one"
     );
-    let _ = slow;
 
     // A call that gets no reply times out, typed.
     n[2].actor("stuck", "stuck");
