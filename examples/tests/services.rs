@@ -463,16 +463,7 @@ fn services_bench_prints_its_line() {
         &[],
     );
     let out = p.expect_success();
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("services "))
-        .unwrap_or_else(|| panic!("{out}"));
-    let mut keys = Vec::new();
-    for kv in line.split(' ').skip(1) {
-        let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line}"));
-        assert!(v.parse::<f64>().is_ok(), "{k}={v} in {line}");
-        keys.push(k);
-    }
+    let (line, keys) = bench_line(&out, "services");
     assert_eq!(
         keys,
         [

@@ -5,35 +5,16 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
-
 use common::*;
 use joerl_dist::DistributedSystem;
+use joerl_dist::cluster::ClusterEvent;
 use joerl_dist::cluster::placement::{EmbeddedLeader, Leader, LeaderElection, elector};
-use joerl_dist::cluster::{ClusterConfig, ClusterEvent};
-
-fn config(seed: Option<std::net::SocketAddr>) -> ClusterConfig {
-    let mut b = ClusterConfig::builder()
-        .cluster_name("leader-test")
-        .bind_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .port(0)
-        .probe(Duration::from_millis(200), Duration::from_millis(80))
-        .gossip_interval(Duration::from_millis(50))
-        .announce_interval(Duration::from_millis(500));
-    if let Some(s) = seed {
-        b = b.seeds([s.to_string()]);
-    }
-    b.build().unwrap()
-}
 
 async fn member(
     name: &str,
     seed: Option<std::net::SocketAddr>,
 ) -> (DistributedSystem, EmbeddedLeader, joerl_epmd::EpmdServer) {
-    let e = epmd().await;
-    let node = builder(name, e.local_addr()).start().await.unwrap();
-    node.enable_clustering(config(seed)).await.unwrap();
+    let (node, e) = clustered(name, "leader-test", seed).await;
     let l = elector::start(&node).unwrap();
     (node, l, e)
 }

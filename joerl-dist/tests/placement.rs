@@ -7,11 +7,8 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
 use common::*;
-use joerl_dist::cluster::ClusterConfig;
 use joerl_dist::cluster::placement::{self, PlacedActor, PlacedServer, Placements};
 use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request, ServerRef};
 use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, SendError, placed};
@@ -94,29 +91,12 @@ impl PlacedServer for Account {
 }
 placed!(server Account, "placement_test::Account");
 
-fn config(seed: Option<std::net::SocketAddr>) -> ClusterConfig {
-    let mut b = ClusterConfig::builder()
-        .cluster_name("placement-test")
-        .bind_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .port(0)
-        .probe(Duration::from_millis(200), Duration::from_millis(80))
-        .gossip_interval(Duration::from_millis(50))
-        .announce_interval(Duration::from_millis(500));
-    if let Some(s) = seed {
-        b = b.seeds([s.to_string()]);
-    }
-    b.build().unwrap()
-}
-
-/// A clustered node with placement, and its own EPMD (only gossip tells
-/// the nodes where the others are).
+/// A clustered node with placement, and its own EPMD.
 async fn member(
     name: &str,
     seed: Option<std::net::SocketAddr>,
 ) -> (DistributedSystem, Placements, joerl_epmd::EpmdServer) {
-    let e = epmd().await;
-    let node = builder(name, e.local_addr()).start().await.unwrap();
-    node.enable_clustering(config(seed)).await.unwrap();
+    let (node, e) = clustered(name, "placement-test", seed).await;
     let p = placement::start(&node).unwrap();
     (node, p, e)
 }

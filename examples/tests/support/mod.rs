@@ -209,3 +209,19 @@ impl Proc {
         self.child.id()
     }
 }
+
+/// The benchmark line of `out` that starts with `prefix ` and its keys, in
+/// order, each value checked to be a number.
+pub fn bench_line(out: &str, prefix: &str) -> (String, Vec<String>) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{prefix} ")))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"));
+    let mut keys = Vec::new();
+    for kv in line.split(' ').skip(1) {
+        let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line}"));
+        assert!(v.parse::<f64>().is_ok(), "{k}={v} in {line}");
+        keys.push(k.to_string());
+    }
+    (line.to_string(), keys)
+}

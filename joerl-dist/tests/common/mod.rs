@@ -306,3 +306,37 @@ pub async fn pair(
         _registration: registration,
     }
 }
+
+/// Membership timings fast enough for tests, on 127.0.0.1 and a port of its
+/// own, joining through `seed` if given.
+pub fn cluster_config(
+    cluster_name: &str,
+    seed: Option<SocketAddr>,
+) -> joerl_dist::cluster::ClusterConfig {
+    let mut b = joerl_dist::cluster::ClusterConfig::builder()
+        .cluster_name(cluster_name)
+        .bind_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        .port(0)
+        .probe(Duration::from_millis(200), Duration::from_millis(80))
+        .gossip_interval(Duration::from_millis(50))
+        .announce_interval(Duration::from_millis(500));
+    if let Some(s) = seed {
+        b = b.seeds([s.to_string()]);
+    }
+    b.build().unwrap()
+}
+
+/// A clustered node with an EPMD of its own (only gossip tells the nodes
+/// where the others are); the EPMD lives as long as the handle returned.
+pub async fn clustered(
+    name: &str,
+    cluster_name: &str,
+    seed: Option<SocketAddr>,
+) -> (DistributedSystem, EpmdServer) {
+    let e = epmd().await;
+    let node = builder(name, e.local_addr()).start().await.unwrap();
+    node.enable_clustering(cluster_config(cluster_name, seed))
+        .await
+        .unwrap();
+    (node, e)
+}
