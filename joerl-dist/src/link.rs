@@ -274,6 +274,12 @@ pub(crate) struct LinkMachine {
     /// longer finds it says it is gone, not merely that this node cannot
     /// look it up).
     listed: bool,
+    /// A connection to the peer was up once: a later dial (wanted by a send,
+    /// a link or a monitor after the link went idle) ends at the first sign
+    /// that the peer is gone, as the dial right after a loss does, so what
+    /// waits on it fails with `noconnection` at once instead of after every
+    /// retry (Erlang's auto-connect makes one attempt).
+    was_up: bool,
     /// Dial attempts started so far.
     attempts: u64,
     next_dial: u64,
@@ -293,6 +299,7 @@ impl LinkMachine {
             epoch: 0,
             accepting: 0,
             listed: false,
+            was_up: false,
             attempts: 0,
             next_dial: 0,
             next_grace: 0,
@@ -398,7 +405,7 @@ impl LinkMachine {
             return;
         }
         match self.state {
-            State::Idle => self.start_dial(None, false, None),
+            State::Idle => self.start_dial(None, self.was_up, None),
             State::Dialing {
                 phase: Phase::Waiting,
                 ..
@@ -673,6 +680,7 @@ impl LinkMachine {
             creation,
             since: now,
         };
+        self.was_up = true;
         self.out.push(Action::Publish { up: true, conn });
         if both_kept {
             return Ok(Installed::Resumed);
@@ -1468,6 +1476,46 @@ mod tests {
         ));
         assert_eq!(m.install(6, 2, false, m.epoch(), t0), Ok(Installed::Fresh));
         assert_eq!(events(&actions(&mut m)), vec![Event::Up(2)]);
+    }
+
+    #[test]
+    fn a_later_dial_to_a_peer_once_up_ends_at_the_first_sign_it_is_gone() {
+        let t0 = Instant::now();
+        let mut m = graceful();
+        connect(&mut m, 5, 1, t0);
+        m.connection_closed(5, EndReason::Closed, t0);
+        let (dial, _) = dialer(&actions(&mut m)).unwrap();
+        m.attempt_started(dial).unwrap();
+        assert_eq!(m.attempt_failed(dial, 2, refused_io()), Next::Stop);
+        let _ = actions(&mut m);
+        assert_eq!(m.state(), &State::Idle);
+        // A monitor set after the give-up dials again: the first refusal
+        // ends that dial too (its monitors fail with noconnection now, not
+        // after every retry).
+        m.want(false);
+        let (again, _) = dialer(&actions(&mut m)).unwrap();
+        m.attempt_started(again).unwrap();
+        assert_eq!(m.attempt_failed(again, 3, refused_io()), Next::Stop);
+        let a = actions(&mut m);
+        assert!(matches!(lost(&a)[..], [NodeDownReason::Unreachable(_)]));
+        assert!(events(&a).is_empty(), "down was reported once, before");
+        // Unknown to the resolvers now is gone as well.
+        m.want(false);
+        let (third, _) = dialer(&actions(&mut m)).unwrap();
+        m.attempt_started(third).unwrap();
+        assert_eq!(
+            m.attempt_failed(third, 4, DistError::UnknownNode("b@h".into())),
+            Next::Stop
+        );
+        // A peer never up is retried: it may be starting.
+        let mut fresh = graceful();
+        fresh.want(false);
+        let (d, _) = dialer(&actions(&mut fresh)).unwrap();
+        fresh.attempt_started(d).unwrap();
+        assert!(matches!(
+            fresh.attempt_failed(d, 1, refused_io()),
+            Next::Retry(_)
+        ));
     }
 
     #[test]
