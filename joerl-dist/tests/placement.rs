@@ -270,3 +270,170 @@ async fn identities_live_once_on_their_owner_and_follow_membership_changes() {
         n.shutdown().await;
     }
 }
+
+/// Records every numbered message it handles, and how many activations of
+/// its identity run at once (in this test process, across its nodes).
+struct Recorder {
+    id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Num(u64);
+joerl_dist::remote_message!(Num, "placement_test::Num");
+
+/// `(id, node, n)` in the order handled, and live activations by id with
+/// the most seen at once.
+static RECORDED: std::sync::Mutex<Vec<(String, String, u64)>> = std::sync::Mutex::new(Vec::new());
+static LIVE: std::sync::Mutex<BTreeMap<String, (i64, i64)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+impl Actor for Recorder {
+    async fn started(&mut self, _ctx: &mut ActorContext) {
+        let mut live = LIVE.lock().unwrap();
+        let e = live.entry(self.id.clone()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+    }
+
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if let Ok(n) = msg.downcast::<Num>() {
+            let node = ctx.node().unwrap_or("").to_string();
+            RECORDED.lock().unwrap().push((self.id.clone(), node, n.0));
+        }
+    }
+
+    async fn stopped(&mut self, _reason: &joerl_dist::ExitReason, _ctx: &mut ActorContext) {
+        LIVE.lock().unwrap().entry(self.id.clone()).or_default().0 -= 1;
+    }
+}
+
+impl PlacedActor for Recorder {
+    fn activate(id: &str) -> Self {
+        Recorder { id: id.to_string() }
+    }
+}
+placed!(Recorder, "placement_test::Recorder");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_owner_takes_over_only_after_the_old_one_handed_off_and_gets_what_came_later() {
+    use joerl_dist::cluster::placement::{Candidate, Identity, Placement, Rendezvous};
+    init_tracing();
+    let (a, pa, _ea) = member("ho_a", None).await;
+    let seed = a.cluster().unwrap().gossip_addr();
+    let (b, pb, _eb) = member("ho_b", Some(seed)).await;
+    wait_view(&[&pa, &pb], &[a.name(), b.name()]).await;
+    // The identities a third node takes from the first two.
+    let c_name = a.name().replace("ho_a", "ho_c");
+    let two = [Candidate::new(a.name()), Candidate::new(b.name())];
+    let three = [
+        two[0].clone(),
+        two[1].clone(),
+        Candidate::new(c_name.clone()),
+    ];
+    let ids: Vec<String> = (0..200)
+        .map(|i| format!("r{i}"))
+        .filter(|id| {
+            let i = Identity::new("placement_test::Recorder", id.as_str());
+            Rendezvous.place(&i, &three) == Some(2)
+        })
+        .take(20)
+        .collect();
+    assert_eq!(ids.len(), 20);
+
+    // A stream of numbered messages from b to each identity, running while c
+    // joins.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (b, pb, ids, stop) = (b.clone(), pb.clone(), ids.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                for id in &ids {
+                    b.send(pb.actor::<Recorder>(id.clone()), Num(n))
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            n
+        })
+    };
+    wait_until("the identities run on a and b", || {
+        pa.local_activations().len() + pb.local_activations().len() >= ids.len()
+    })
+    .await;
+    // a's view lags: c and b route to c, which must wait for a.
+    pa.hold_view(true);
+    let (c, pc, _ec) = member("ho_c", Some(seed)).await;
+    assert_eq!(c.name(), c_name);
+    wait_view(&[&pb, &pc], &[a.name(), b.name(), c.name()]).await;
+    let on_a: Vec<String> = pa
+        .local_activations()
+        .into_iter()
+        .map(|x| x.identity.id)
+        .collect();
+    assert!(!on_a.is_empty(), "some moved identities ran on a");
+    wait_until("c claims a's identities and waits", || {
+        pc.stats()
+            .claim_retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 10
+    })
+    .await;
+    let early = pc.local_activations();
+    assert!(
+        on_a.iter()
+            .all(|id| !early.iter().any(|x| &x.identity.id == id)),
+        "c ran an identity a still runs"
+    );
+    pa.hold_view(false);
+    wait_view(&[&pa], &[a.name(), b.name(), c.name()]).await;
+    wait_until("c runs every moved identity", || {
+        let local = pc.local_activations();
+        ids.iter()
+            .all(|id| local.iter().any(|a| &a.identity.id == id))
+    })
+    .await;
+    // Keep sending a little after the move.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.await.unwrap();
+    wait_until("every message was handled", || {
+        RECORDED.lock().unwrap().len() as u64 >= sent * ids.len() as u64
+    })
+    .await;
+
+    let recorded = RECORDED.lock().unwrap().clone();
+    for id in &ids {
+        let mine: Vec<&(String, String, u64)> = recorded.iter().filter(|r| &r.0 == id).collect();
+        // Each number handled once: nothing lost, nothing twice.
+        let mut nums: Vec<u64> = mine.iter().map(|r| r.2).collect();
+        nums.sort_unstable();
+        assert_eq!(nums, (1..=sent).collect::<Vec<_>>(), "{id}");
+        // Handled on the old owner, then on c: never back and forth, and
+        // in order on each.
+        let first_on_c = mine.iter().position(|r| r.1 == c_name).expect("moved to c");
+        assert!(
+            mine[first_on_c..].iter().all(|r| r.1 == c_name),
+            "{id}: {mine:?}"
+        );
+        assert!(
+            mine[..first_on_c].windows(2).all(|w| w[0].2 < w[1].2),
+            "{id}"
+        );
+        let live = LIVE.lock().unwrap()[id];
+        assert_eq!(live.1, 1, "{id}: two activations at once");
+    }
+    let moved = pa
+        .stats()
+        .handed_off
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + pb.stats()
+            .handed_off
+            .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(moved, ids.len() as u64);
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}

@@ -8,12 +8,13 @@
 //! idle passivation ([`placements`]: [`start`], [`Placements`],
 //! [`PlacedRef`] is a `Dest`), the placement function and its seam, the
 //! leader election as a state machine and its seam, circuit breakers and
-//! retries. Not yet: the handoff that keeps one activation per identity
-//! while views differ, the leader's coordination, migrate and drain,
-//! delivery guarantees, metrics and the management API.
+//! retries, and the [`handoff`] that keeps one activation per identity
+//! while views differ. Not yet: the leader's coordination, migrate and
+//! drain, delivery guarantees, metrics and the management API.
 
 pub mod breaker;
 pub mod elector;
+pub mod handoff;
 pub mod kinds;
 pub mod leader;
 pub mod placements;

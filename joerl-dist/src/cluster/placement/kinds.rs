@@ -15,15 +15,23 @@
 //! placed!(Counter, "app::Counter");
 //! ```
 //!
-//! An activation runs inside a small wrapper that passivates it (stops it
-//! normally) after the kind's idle time without a message.
+//! An activation runs inside a small wrapper that claims its identity
+//! before the actor starts (see [`handoff`](super::handoff)), hands it off
+//! (stops the actor and forwards what comes later) when another member
+//! owns it, and passivates it (stops it normally) after the kind's idle
+//! time without a message.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use joerl_core::gen_server::{GenServer, GenServerActor};
 use joerl_core::{
-    Actor, ActorContext, ActorSystem, ExitReason, Message, Pid, SpawnError, SpawnOptions,
+    Actor, ActorContext, ActorSystem, Dest, ExitReason, Message, Pid, SpawnError, SpawnOptions,
 };
+
+use super::handoff::{ClaimAnswer, Claimed, FORWARD_LINGER, HandOff, claim};
+use super::placements::{Phase, PlacementState};
+use super::rendezvous::Identity;
 
 /// An actor kind the cluster places by identity: made from its id when its
 /// first message arrives on its owner. Register it with
@@ -71,8 +79,17 @@ pub struct PlacedKind {
     pub name: &'static str,
     /// The Rust type, for conflict messages.
     pub type_name: fn() -> &'static str,
-    /// Starts an activation of the given id with these options.
-    pub spawn: fn(&ActorSystem, &str, SpawnOptions) -> Result<Pid, SpawnError>,
+    /// Starts an activation of the given id with these options (claimed
+    /// through the hooks, if any, before its actor starts).
+    pub spawn: fn(&ActorSystem, &str, SpawnOptions, Option<Hooks>) -> Result<Pid, SpawnError>,
+}
+
+/// What an activation needs of its node's placement (made by placement;
+/// not for direct use).
+#[doc(hidden)]
+pub struct Hooks {
+    pub(crate) state: Weak<PlacementState>,
+    pub(crate) identity: Identity,
 }
 
 inventory::collect!(PlacedKind);
@@ -144,23 +161,91 @@ pub fn spawn_as<K: PlacedActor>(
     system: &ActorSystem,
     id: &str,
     options: SpawnOptions,
+    hooks: Option<Hooks>,
 ) -> Result<Pid, SpawnError> {
     system.spawn_with(
         Activation {
             inner: K::activate(id),
             idle: K::idle_timeout(),
             busy: false,
+            mode: Mode::Claiming,
+            hooks,
         },
         options,
     )
 }
 
-/// The wrapper every activation runs in: passivation on idle.
+/// Where an activation is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// Not started: claiming its identity.
+    Claiming,
+    /// Its actor runs.
+    Active,
+    /// Handed off: forwarding to the new owner.
+    Forwarding(String),
+}
+
+/// The wrapper every activation runs in: claim, handoff, passivation on
+/// idle.
 struct Activation<K> {
     inner: K,
     idle: Option<Duration>,
     /// A message came since the last idle check.
     busy: bool,
+    mode: Mode,
+    hooks: Option<Hooks>,
+}
+
+impl<K: PlacedActor> Activation<K> {
+    fn state(&self) -> Option<Arc<PlacementState>> {
+        self.hooks.as_ref().and_then(|h| h.state.upgrade())
+    }
+
+    fn set_phase(&self, ctx: &ActorContext, phase: Phase) {
+        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
+            s.set_phase(&h.identity, ctx.pid(), phase);
+        }
+    }
+
+    /// Stops forwarding-mode checks: forwards to `to` from now on, and
+    /// leaves once nothing came for [`FORWARD_LINGER`].
+    fn forward_to(&mut self, to: String, ctx: &mut ActorContext) {
+        self.mode = Mode::Forwarding(to);
+        self.set_phase(ctx, Phase::Forwarding);
+        self.busy = false;
+        ctx.send_after(ctx.pid(), IdleCheck, FORWARD_LINGER);
+    }
+
+    /// Passes `msg` on to the new owner `to`, from its sender.
+    fn forward(
+        &self,
+        to: &str,
+        msg: Message,
+        ctx: &ActorContext,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let target = self.hooks.as_ref().map(|h| {
+            (
+                h.identity.clone(),
+                Dest::Remote {
+                    name: super::placements::placed_name(&h.identity),
+                    node: to.to_string(),
+                },
+            )
+        });
+        if let Some(s) = self.state() {
+            s.count_forwarded();
+        }
+        let (system, from, to) = (ctx.system().clone(), ctx.sender(), to.to_string());
+        async move {
+            let Some((identity, dest)) = target else {
+                return;
+            };
+            if let Err(e) = system.send_from(from, dest, msg).await {
+                tracing::debug!(%identity, %to, error = %e, "placement: forward failed");
+            }
+        }
+    }
 }
 
 /// The idle check (local only).
@@ -168,6 +253,19 @@ struct IdleCheck;
 
 impl<K: PlacedActor> Actor for Activation<K> {
     async fn started(&mut self, ctx: &mut ActorContext) {
+        // Messages that arrive meanwhile wait in the mailbox, in order.
+        if let Some(h) = &self.hooks {
+            match claim(&h.state, &h.identity).await {
+                Claimed::Owner => {}
+                Claimed::Moved(to) => return self.forward_to(to, ctx),
+                Claimed::Refused(reason) => {
+                    tracing::debug!(identity = %h.identity, %reason, "placement: not activated");
+                    return ctx.stop(ExitReason::custom(reason));
+                }
+            }
+        }
+        self.mode = Mode::Active;
+        self.set_phase(ctx, Phase::Active);
         if let Some(idle) = self.idle {
             ctx.send_after(ctx.pid(), IdleCheck, idle);
         }
@@ -175,6 +273,37 @@ impl<K: PlacedActor> Actor for Activation<K> {
     }
 
     async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        let msg = match msg.downcast::<HandOff>() {
+            Ok(h) => {
+                let HandOff { to, reply } = *h;
+                if self.mode == Mode::Active {
+                    let reason = ExitReason::custom(format!("handed off to {to}"));
+                    self.inner.stopped(&reason, ctx).await;
+                }
+                if self.mode != Mode::Claiming {
+                    self.forward_to(to, ctx);
+                }
+                if let Some(r) = reply {
+                    r.reply(ctx.system(), ClaimAnswer::Free);
+                }
+                return;
+            }
+            Err(m) => m,
+        };
+        if let Mode::Forwarding(to) = &self.mode {
+            if msg.is::<IdleCheck>() {
+                if self.busy {
+                    self.busy = false;
+                    ctx.send_after(ctx.pid(), IdleCheck, FORWARD_LINGER);
+                } else {
+                    ctx.stop(ExitReason::Normal);
+                }
+                return;
+            }
+            self.busy = true;
+            let to = to.clone();
+            return self.forward(&to, msg, ctx).await;
+        }
         if msg.is::<super::placements::Wake>() {
             // An eager activation's wake-up: started, nothing to pass on.
             self.busy = true;
@@ -196,7 +325,12 @@ impl<K: PlacedActor> Actor for Activation<K> {
     }
 
     async fn stopped(&mut self, reason: &ExitReason, ctx: &mut ActorContext) {
-        self.inner.stopped(reason, ctx).await;
+        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
+            s.forget(&h.identity, ctx.pid());
+        }
+        if self.mode == Mode::Active {
+            self.inner.stopped(reason, ctx).await;
+        }
     }
 }
 
@@ -220,7 +354,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_activation_passivates_after_its_idle_time_without_a_message() {
         let system = ActorSystem::new();
-        let pid = spawn_as::<Quick>(&system, "q1", SpawnOptions::new()).unwrap();
+        let pid = spawn_as::<Quick>(&system, "q1", SpawnOptions::new(), None).unwrap();
         // Busy: a message every 60 ms keeps it for a second.
         for _ in 0..16 {
             tokio::time::sleep(Duration::from_millis(60)).await;

@@ -13,22 +13,27 @@
 //! stops owning an identity (a member joined, or came back) stops its
 //! activation.
 //!
-//! Not built yet (see CLUSTERING.md): the handoff that keeps one activation
-//! per identity while views differ, buffering during a move, the leader's
-//! coordination, migrate and drain, delivery guarantees.
+//! Before an activation's actor starts, its node claims the identity from
+//! every other member ([`handoff`](super::handoff)): one activation per
+//! identity while views differ, and what reaches an old owner after it
+//! handed off is forwarded to the new one.
+//!
+//! Not built yet (see CLUSTERING.md): the leader's coordination, migrate
+//! and drain, delivery guarantees.
 //!
 //! [`Dest::Placed`]: joerl_core::Dest::Placed
 //! [`NameService::activate`]: joerl_core::NameService::activate
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
 use joerl_core::{Dest, ExitReason, Pid, SendError, SpawnOptions, WeakActorSystem};
 use serde::{Deserialize, Serialize};
 
+use super::handoff::{ClaimAnswer, ClaimServer, HandOff, Hello, PLACEMENT_SERVER};
 use super::kinds::{self, NamedKind};
 use super::rendezvous::{Candidate, Identity, Placement, Rendezvous};
 use crate::DistributedSystem;
@@ -74,6 +79,13 @@ pub struct PlacementStats {
     pub activated: AtomicU64,
     /// Activations stopped because another member owns them now.
     pub handed_off: AtomicU64,
+    /// Claim rounds that some member did not grant (asked again).
+    pub claim_retries: AtomicU64,
+    /// Claims given up because another member became the owner meanwhile
+    /// (what waited was forwarded to it).
+    pub claims_moved: AtomicU64,
+    /// Messages a handed-off activation forwarded to the new owner.
+    pub forwarded: AtomicU64,
     /// Messages for identities this node does not own that arrived here
     /// (dropped: the sender's view was older or newer than this node's).
     pub not_owner: AtomicU64,
@@ -88,9 +100,33 @@ pub struct PlacementStats {
 #[derive(Debug, Default)]
 struct View {
     /// The `Active` members, this node included, by name.
+    all: Vec<Candidate>,
+    /// Those of them known to run placement (this node included): the
+    /// members identities are placed on.
     candidates: Vec<Candidate>,
     healthy: bool,
 }
+
+/// Where a local activation is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Claiming the identity; its actor has not started.
+    Claiming,
+    /// Its actor runs.
+    Active,
+    /// Handed off: forwarding to the new owner.
+    Forwarding,
+}
+
+/// One local activation and its phase.
+#[derive(Debug, Clone)]
+struct Entry {
+    info: ActivationInfo,
+    phase: Phase,
+}
+
+/// A membership view held back: its members and health.
+type HeldView = (Vec<Candidate>, bool);
 
 /// What the node's name service consults for placed identities.
 pub(crate) struct PlacementState {
@@ -98,11 +134,122 @@ pub(crate) struct PlacementState {
     system: WeakActorSystem,
     strategy: Rendezvous,
     view: RwLock<View>,
-    activations: DashMap<Identity, ActivationInfo>,
+    activations: DashMap<Identity, Entry>,
     stats: PlacementStats,
+    /// This state, for the activations it starts.
+    this: Weak<PlacementState>,
+    /// Members whose placement server said hello (they run placement).
+    ready: std::sync::Mutex<BTreeSet<String>>,
+    /// Fault injection: membership views are held back (the latest waits
+    /// here) while set.
+    held: std::sync::Mutex<Option<Option<HeldView>>>,
 }
 
 impl PlacementState {
+    /// This node's name.
+    pub(crate) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The node's actor system, while it runs.
+    pub(crate) fn system(&self) -> Option<joerl_core::ActorSystem> {
+        self.system.upgrade()
+    }
+
+    /// The other `Active` members of this node's view.
+    pub(crate) fn others(&self) -> Vec<String> {
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        v.candidates
+            .iter()
+            .filter(|c| c.node != self.me)
+            .map(|c| c.node.clone())
+            .collect()
+    }
+
+    pub(crate) fn count_claim_retry(&self) {
+        self.stats.claim_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_forwarded(&self) {
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The activation `pid` of `identity` is in `phase` now.
+    pub(crate) fn set_phase(&self, identity: &Identity, pid: Pid, phase: Phase) {
+        if let Some(mut e) = self.activations.get_mut(identity) {
+            if e.info.pid == pid {
+                if phase == Phase::Forwarding && e.phase == Phase::Active {
+                    self.stats.handed_off.fetch_add(1, Ordering::Relaxed);
+                }
+                if phase == Phase::Forwarding && e.phase == Phase::Claiming {
+                    self.stats.claims_moved.fetch_add(1, Ordering::Relaxed);
+                }
+                e.phase = phase;
+            }
+        }
+    }
+
+    /// The activation `pid` of `identity` stopped.
+    pub(crate) fn forget(&self, identity: &Identity, pid: Pid) {
+        self.activations
+            .remove_if(identity, |_, e| e.info.pid == pid);
+    }
+
+    /// Answers `claimant`'s claim of `identity` (see
+    /// [`handoff`](super::handoff)).
+    pub(crate) fn answer_claim(
+        &self,
+        identity: &Identity,
+        claimant: &str,
+        from: joerl_core::gen_server::ReplyTo<ClaimAnswer>,
+    ) -> joerl_core::gen_server::CallResponse<ClaimAnswer> {
+        use joerl_core::gen_server::CallResponse::{NoReply, Reply};
+        let Some(system) = self.system.upgrade() else {
+            return Reply(ClaimAnswer::Free);
+        };
+        // A claimant this node does not count as a member yet may not know
+        // of this node's activation either: it waits until the views agree.
+        if !self.others().iter().any(|n| n == claimant) {
+            return Reply(ClaimAnswer::Busy);
+        }
+        let entry = self.activations.get(identity).map(|e| e.clone());
+        match entry {
+            None => Reply(ClaimAnswer::Free),
+            Some(e) if !system.is_alive(e.info.pid) => Reply(ClaimAnswer::Free),
+            Some(Entry {
+                phase: Phase::Forwarding,
+                ..
+            }) => Reply(ClaimAnswer::Free),
+            Some(Entry {
+                phase: Phase::Claiming,
+                ..
+            }) => Reply(ClaimAnswer::Busy),
+            Some(Entry {
+                info,
+                phase: Phase::Active,
+            }) => match self.owner(identity) {
+                Ok(owner) if owner == claimant => {
+                    let handoff = HandOff {
+                        to: owner,
+                        reply: Some(from),
+                    };
+                    // Past the mailbox bound: a handoff is never dropped
+                    // while the activation lives.
+                    match system.try_deliver(None, info.pid, Box::new(handoff), usize::MAX) {
+                        Ok(()) => NoReply,
+                        Err(_) => Reply(ClaimAnswer::Busy),
+                    }
+                }
+                _ => Reply(ClaimAnswer::Busy),
+            },
+        }
+    }
+
+    /// The owner of `identity` in this node's view, or why there is none.
+    pub(crate) fn owner_of(&self, identity: &Identity) -> Result<String, String> {
+        self.owner(identity)
+    }
+
     fn owner(&self, identity: &Identity) -> Result<String, String> {
         let v = self.view.read().unwrap_or_else(|e| e.into_inner());
         if !v.healthy {
@@ -154,57 +301,140 @@ impl PlacementState {
             }
         }
         let system = self.system.upgrade()?;
-        match (kind.spawn)(&system, &identity.id, SpawnOptions::new().name(name)) {
+        // The entry is written under its lock before a claim can be answered
+        // for it, so the claimant counts as claiming from its first moment.
+        let entry = self.activations.entry(identity.clone());
+        if let dashmap::Entry::Occupied(o) = &entry {
+            if system.is_alive(o.get().info.pid) {
+                return system.whereis_registered(name);
+            }
+        }
+        let hooks = kinds::Hooks {
+            state: self.this.clone(),
+            identity: identity.clone(),
+        };
+        match (kind.spawn)(
+            &system,
+            &identity.id,
+            SpawnOptions::new().name(name),
+            Some(hooks),
+        ) {
             Ok(pid) => {
                 self.stats.activated.fetch_add(1, Ordering::Relaxed);
-                self.activations.insert(
-                    identity.clone(),
-                    ActivationInfo {
+                entry.insert(Entry {
+                    info: ActivationInfo {
                         identity,
                         pid,
                         since: SystemTime::now(),
                     },
-                );
+                    phase: Phase::Claiming,
+                });
                 Some(pid)
             }
             // Started by another lookup a moment ago.
-            Err(_) => system.whereis_registered(name),
+            Err(_) => {
+                drop(entry);
+                system.whereis_registered(name)
+            }
         }
     }
 
-    /// A new view: the identities this node no longer owns are stopped.
-    fn set_view(&self, candidates: Vec<Candidate>, healthy: bool) {
-        {
-            let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
-            v.candidates = candidates;
-            v.healthy = healthy;
+    /// The placement server of `node` said hello: it runs placement.
+    /// Answered with a hello if it is news, so both sides know.
+    pub(crate) fn hello_from(&self, node: &str) {
+        let new = self
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string());
+        if new {
+            if let Some(system) = self.system.upgrade() {
+                send_hello(&system, &self.me, node);
+            }
+            let (all, healthy) = {
+                let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+                (v.all.clone(), v.healthy)
+            };
+            self.set_view(all, healthy);
         }
+    }
+
+    /// A view from membership: applied, unless views are held back.
+    fn new_view(&self, all: Vec<Candidate>, healthy: bool) {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(latest) = held.as_mut() {
+                *latest = Some((all, healthy));
+                return;
+            }
+        }
+        self.set_view(all, healthy);
+    }
+
+    /// A new view of the `Active` members: placed on those known to run
+    /// placement; the identities this node no longer owns are handed off.
+    fn set_view(&self, all: Vec<Candidate>, healthy: bool) {
         let Some(system) = self.system.upgrade() else {
             return;
         };
-        let mine: Vec<ActivationInfo> = self.activations.iter().map(|a| a.clone()).collect();
-        for a in mine {
+        {
+            let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
+            // A member that left the view says hello again when it is back
+            // (a new incarnation may not run placement yet).
+            for gone in v
+                .all
+                .iter()
+                .filter(|c| !all.iter().any(|n| n.node == c.node))
+            {
+                ready.remove(&gone.node);
+            }
+            for c in all
+                .iter()
+                .filter(|c| c.node != self.me && !ready.contains(&c.node))
+            {
+                send_hello(&system, &self.me, &c.node);
+            }
+            v.candidates = all
+                .iter()
+                .filter(|c| c.node == self.me || ready.contains(&c.node))
+                .cloned()
+                .collect();
+            v.all = all;
+            v.healthy = healthy;
+        }
+        let mine: Vec<Entry> = self.activations.iter().map(|a| a.clone()).collect();
+        for e in mine {
+            let a = e.info;
             if !system.is_alive(a.pid) {
-                self.activations.remove(&a.identity);
+                self.forget(&a.identity, a.pid);
                 continue;
             }
-            let reason = match self.owner(&a.identity) {
-                Ok(owner) if owner == self.me => continue,
+            match self.owner(&a.identity) {
+                Ok(owner) if owner == self.me => {}
+                // Handed off: the actor stops, what comes later goes on
+                // to the new owner (a claiming activation finds out itself).
                 Ok(owner) => {
-                    self.stats.handed_off.fetch_add(1, Ordering::Relaxed);
-                    format!("handoff to {owner}")
+                    if e.phase == Phase::Active {
+                        let handoff = HandOff {
+                            to: owner,
+                            reply: None,
+                        };
+                        let _ = system.try_deliver(None, a.pid, Box::new(handoff), usize::MAX);
+                    }
                 }
                 // The minority side keeps nothing running: the majority
                 // side takes its identities over (as Akka's keep-majority).
                 Err(_) => {
-                    self.stats
-                        .stopped_no_majority
-                        .fetch_add(1, Ordering::Relaxed);
-                    "no healthy majority".to_string()
+                    if e.phase != Phase::Forwarding {
+                        self.stats
+                            .stopped_no_majority
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.forget(&a.identity, a.pid);
+                    let _ = system.exit(a.pid, ExitReason::custom("no healthy majority"));
                 }
-            };
-            self.activations.remove(&a.identity);
-            let _ = system.exit(a.pid, ExitReason::custom(reason));
+            }
         }
     }
 }
@@ -221,6 +451,10 @@ pub enum PlacementError {
     /// It runs on this node already.
     #[error("placement already runs on this node")]
     AlreadyStarted,
+    /// The placement server did not start (the name `joerl_placement` is
+    /// taken by another process, or the node is stopping).
+    #[error("the placement server did not start: {0}")]
+    Spawn(#[source] joerl_core::SpawnError),
 }
 
 /// This node's placement: references to identities, its activations, its
@@ -248,17 +482,28 @@ pub fn start(node: &DistributedSystem) -> Result<Placements, PlacementError> {
         return Err(PlacementError::KindConflict(name, a, b));
     }
     let cluster = node.cluster()?;
-    let state = Arc::new(PlacementState {
+    let state = Arc::new_cyclic(|this| PlacementState {
         me: node.name().to_string(),
         system: (**node).downgrade(),
         strategy: Rendezvous,
         view: RwLock::new(View::default()),
         activations: DashMap::new(),
         stats: PlacementStats::default(),
+        this: this.clone(),
+        ready: Default::default(),
+        held: Default::default(),
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
     }
+    joerl_core::gen_server::spawn_server_with(
+        node,
+        ClaimServer {
+            state: Arc::downgrade(&state),
+        },
+        SpawnOptions::new().name(PLACEMENT_SERVER),
+    )
+    .map_err(PlacementError::Spawn)?;
     // The view follows membership, in the order of its events.
     let follow = Arc::downgrade(&state);
     super::view::follow(cluster, move |view| {
@@ -275,7 +520,7 @@ pub fn start(node: &DistributedSystem) -> Result<Placements, PlacementError> {
                 load: 0,
             })
             .collect();
-        state.set_view(candidates, view.healthy);
+        state.new_view(candidates, view.healthy);
         true
     });
     Ok(Placements {
@@ -348,8 +593,8 @@ impl Placements {
             .state
             .activations
             .iter()
-            .filter(|a| self.system.is_alive(a.pid))
-            .map(|a| a.clone())
+            .filter(|a| a.phase == Phase::Active && self.system.is_alive(a.info.pid))
+            .map(|a| a.info.clone())
             .collect();
         v.sort_by(|a, b| a.identity.cmp(&b.identity));
         v
@@ -364,5 +609,36 @@ impl Placements {
     /// This node's counters.
     pub fn stats(&self) -> &PlacementStats {
         &self.state.stats
+    }
+
+    /// Fault injection, for tests and drills: while `hold` is true this
+    /// node keeps placing by the membership view it has, as a node whose
+    /// membership events lag would; `false` applies the latest view.
+    pub fn hold_view(&self, hold: bool) {
+        let latest = {
+            let mut held = self.state.held.lock().unwrap_or_else(|e| e.into_inner());
+            if hold {
+                held.get_or_insert(None);
+                return;
+            }
+            held.take().flatten()
+        };
+        if let Some((all, healthy)) = latest {
+            self.state.set_view(all, healthy);
+        }
+    }
+}
+
+/// Tells `node`'s placement server that this node runs placement.
+fn send_hello(system: &joerl_core::ActorSystem, me: &str, node: &str) {
+    let hello = Hello {
+        node: me.to_string(),
+    };
+    let to = Dest::Remote {
+        name: PLACEMENT_SERVER.to_string(),
+        node: node.to_string(),
+    };
+    if let Err(e) = system.try_send(to, hello) {
+        tracing::debug!(%node, error = %e, "placement: hello not sent");
     }
 }

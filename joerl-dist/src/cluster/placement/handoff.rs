@@ -1,0 +1,187 @@
+//! The handoff that keeps one activation per identity while membership
+//! views differ.
+//!
+//! An activation starts *claiming*: before its actor starts, it asks the
+//! placement server ([`PLACEMENT_SERVER`]) of every other `Active` member in
+//! its node's view whether that member runs the identity. A member answers
+//! [`ClaimAnswer::Free`] if it runs nothing of it (or only forwards it), or
+//! if it runs it and agrees that the claimant owns it: then its activation
+//! is first told to hand off (its actor stops, and what reaches it later is
+//! forwarded to the claimant), and the answer goes out after that. It
+//! answers [`ClaimAnswer::Busy`] if it runs the identity and owns it in its
+//! own view, if it is claiming the identity itself, or if the claimant is
+//! not an `Active` member in its view. The claimant retries every
+//! [`CLAIM_RETRY`] until every member said `Free` (a member without
+//! placement, whose server is `noproc`, counts as free), or gives up when
+//! its own view no longer makes it the owner: then it forwards what it
+//! holds to the owner. A member that does not answer is asked again until
+//! it answers or its node is `Failed` (left out of the view). Messages that
+//! reach a claiming activation wait in its mailbox, in the order they
+//! arrived, and are handled once it runs.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use joerl_core::gen_server::{
+    CallError, CallResponse, GenServer, HandleCall, ReplyTo, Request, ServerRef,
+};
+use joerl_core::{ActorContext, Dest};
+use serde::{Deserialize, Serialize};
+
+use super::placements::PlacementState;
+use super::rendezvous::Identity;
+
+/// The name of the placement server on every node that runs placement.
+pub const PLACEMENT_SERVER: &str = "joerl_placement";
+
+/// How long a claimant waits for one member's answer before asking again.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The pause between two rounds of a claim that some member did not grant.
+pub const CLAIM_RETRY: Duration = Duration::from_millis(50);
+
+/// How long a handed-off activation keeps forwarding after the last message
+/// it forwarded (senders with an older view still route to it meanwhile).
+pub const FORWARD_LINGER: Duration = Duration::from_secs(5);
+
+/// A member asks whether it may start the identity `(kind, id)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claim {
+    /// The identity's kind.
+    pub kind: String,
+    /// The identity's id.
+    pub id: String,
+    /// The claiming node's name.
+    pub claimant: String,
+}
+impl Request for Claim {
+    type Reply = ClaimAnswer;
+}
+
+/// The answer to a [`Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimAnswer {
+    /// Nothing of the identity runs here (any more).
+    Free,
+    /// It runs or is being claimed here: ask again later.
+    Busy,
+}
+
+/// A node's placement server tells another's that it runs placement:
+/// only members that said hello are placed on (so no identity goes to a
+/// member that joined the cluster but has not started placement yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The node that runs placement.
+    pub node: String,
+}
+crate::remote_message!(Hello, "joerl::placement::Hello");
+
+/// Tells an activation to hand off to `to`: its actor stops, and what
+/// reaches it afterwards is forwarded there (local only).
+pub(crate) struct HandOff {
+    /// The new owner.
+    pub(crate) to: String,
+    /// The claim to answer once handed off.
+    pub(crate) reply: Option<ReplyTo<ClaimAnswer>>,
+}
+
+/// How a claim ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// Every other member said free: run the actor.
+    Owner,
+    /// Another member owns the identity now: forward to it.
+    Moved(String),
+    /// This node has no healthy majority (or no placement any more): stop.
+    Refused(String),
+}
+
+/// The placement server: answers claims for this node's activations.
+pub(crate) struct ClaimServer {
+    pub(crate) state: Weak<PlacementState>,
+}
+
+impl GenServer for ClaimServer {
+    type Calls = (Claim,);
+    type Casts = ();
+
+    async fn handle_info(&mut self, msg: joerl_core::Message, _ctx: &mut ActorContext) {
+        if let Ok(h) = msg.downcast::<Hello>() {
+            if let Some(state) = self.state.upgrade() {
+                state.hello_from(&h.node);
+            }
+        }
+    }
+}
+crate::remote_server!(ClaimServer);
+
+impl HandleCall<Claim> for ClaimServer {
+    async fn handle_call(
+        &mut self,
+        claim: Claim,
+        from: ReplyTo<ClaimAnswer>,
+        _ctx: &mut ActorContext,
+    ) -> CallResponse<ClaimAnswer> {
+        let Some(state) = self.state.upgrade() else {
+            return CallResponse::Reply(ClaimAnswer::Free);
+        };
+        let identity = Identity::new(claim.kind, claim.id);
+        state.answer_claim(&identity, &claim.claimant, from)
+    }
+}
+
+/// Claims `identity` for this node (see the module's documentation).
+pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> Claimed {
+    loop {
+        let (system, others, me) = {
+            let Some(s) = state.upgrade() else {
+                return Claimed::Refused("placement stopped".into());
+            };
+            match s.owner_of(identity) {
+                Ok(o) if o == s.me() => {}
+                Ok(o) => return Claimed::Moved(o),
+                Err(reason) => return Claimed::Refused(reason),
+            }
+            let Some(system) = s.system() else {
+                return Claimed::Refused("the node stopped".into());
+            };
+            (system, s.others(), s.me().to_string())
+        };
+        if others.is_empty() {
+            return Claimed::Owner;
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for node in others {
+            let system = system.clone();
+            let claim = Claim {
+                kind: identity.kind.clone(),
+                id: identity.id.clone(),
+                claimant: me.clone(),
+            };
+            calls.spawn(async move {
+                let server: ServerRef<ClaimServer> = ServerRef::new(Dest::Remote {
+                    name: PLACEMENT_SERVER.to_string(),
+                    node,
+                });
+                system.call_timeout(&server, claim, CLAIM_TIMEOUT).await
+            });
+        }
+        let mut granted = true;
+        while let Some(r) = calls.join_next().await {
+            // A member without placement runs nothing placed.
+            if !matches!(r, Ok(Ok(ClaimAnswer::Free)) | Ok(Err(CallError::NoProc))) {
+                granted = false;
+            }
+        }
+        if granted {
+            // Every member said free after this claim began; the owner check
+            // of the next round would only repeat this one's.
+            return Claimed::Owner;
+        }
+        if let Some(s) = state.upgrade() {
+            s.count_claim_retry();
+        }
+        tokio::time::sleep(CLAIM_RETRY).await;
+    }
+}
