@@ -346,17 +346,23 @@ async fn a_joining_owner_takes_over_only_after_the_old_one_handed_off_and_gets_w
     let sender = {
         let (b, pb, ids, stop) = (b.clone(), pb.clone(), ids.clone(), stop.clone());
         tokio::spawn(async move {
+            // What was sent, by id (a send refused for a moment without a
+            // healthy majority, on a loaded machine, is not counted).
+            let mut sent: BTreeMap<String, Vec<u64>> = BTreeMap::new();
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
                 for id in &ids {
-                    b.send(pb.actor::<Recorder>(id.clone()), Num(n))
+                    if b.send(pb.actor::<Recorder>(id.clone()), Num(n))
                         .await
-                        .unwrap();
+                        .is_ok()
+                    {
+                        sent.entry(id.clone()).or_default().push(n);
+                    }
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
-            n
+            sent
         })
     };
     wait_until("the identities run on a and b", || {
@@ -399,8 +405,9 @@ async fn a_joining_owner_takes_over_only_after_the_old_one_handed_off_and_gets_w
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = sender.await.unwrap();
+    let total: usize = sent.values().map(|v| v.len()).sum();
     wait_until("every message was handled", || {
-        RECORDED.lock().unwrap().len() as u64 >= sent * ids.len() as u64
+        RECORDED.lock().unwrap().len() >= total
     })
     .await;
 
@@ -410,7 +417,7 @@ async fn a_joining_owner_takes_over_only_after_the_old_one_handed_off_and_gets_w
         // Each number handled once: nothing lost, nothing twice.
         let mut nums: Vec<u64> = mine.iter().map(|r| r.2).collect();
         nums.sort_unstable();
-        assert_eq!(nums, (1..=sent).collect::<Vec<_>>(), "{id}");
+        assert_eq!(nums, sent[id], "{id}");
         // Handled on the old owner, then on c: never back and forth, and
         // in order on each.
         let first_on_c = mine.iter().position(|r| r.1 == c_name).expect("moved to c");
