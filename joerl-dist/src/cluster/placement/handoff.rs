@@ -14,10 +14,10 @@
 //! [`CLAIM_RETRY`] until every member said `Free` (a member without
 //! placement, whose server is `noproc`, counts as free), or gives up when
 //! its own view no longer makes it the owner: then it forwards what it
-//! holds to the owner. A member that does not answer is asked again until
-//! it answers or its node is `Failed` (left out of the view). Messages that
-//! reach a claiming activation wait in its mailbox, in the order they
-//! arrived, and are handled once it runs.
+//! holds to the owner; without a healthy majority it waits. A member that
+//! does not answer is asked again until it answers or its node is `Failed`
+//! (left out of the view). Messages that reach a claiming activation wait
+//! in its mailbox, in the order they arrived, and are handled once it runs.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -74,8 +74,16 @@ pub enum ClaimAnswer {
 pub struct Hello {
     /// The node that runs placement.
     pub node: String,
+    /// An answer to the other's hello (not answered again).
+    pub answer: bool,
 }
 crate::remote_message!(Hello, "joerl::placement::Hello");
+
+/// How often hellos are said again to members that have not answered.
+const HELLO_AGAIN: Duration = Duration::from_secs(1);
+
+/// The timer of [`HELLO_AGAIN`] (local only).
+struct HelloAgain;
 
 /// Tells an activation to hand off to `to`: its actor stops, and what
 /// reaches it afterwards is forwarded there (local only).
@@ -93,7 +101,7 @@ pub(crate) enum Claimed {
     Owner,
     /// Another member owns the identity now: forward to it.
     Moved(String),
-    /// This node has no healthy majority (or no placement any more): stop.
+    /// Placement or the node stopped: stop.
     Refused(String),
 }
 
@@ -106,11 +114,19 @@ impl GenServer for ClaimServer {
     type Calls = (Claim,);
     type Casts = ();
 
-    async fn handle_info(&mut self, msg: joerl_core::Message, _ctx: &mut ActorContext) {
-        if let Ok(h) = msg.downcast::<Hello>() {
-            if let Some(state) = self.state.upgrade() {
-                state.hello_from(&h.node);
-            }
+    async fn init(&mut self, ctx: &mut ActorContext) {
+        ctx.send_after(ctx.pid(), HelloAgain, HELLO_AGAIN);
+    }
+
+    async fn handle_info(&mut self, msg: joerl_core::Message, ctx: &mut ActorContext) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        if msg.is::<HelloAgain>() {
+            state.hello_again();
+            ctx.send_after(ctx.pid(), HelloAgain, HELLO_AGAIN);
+        } else if let Ok(h) = msg.downcast::<Hello>() {
+            state.hello_from(&h.node, h.answer);
         }
     }
 }
@@ -141,7 +157,13 @@ pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> 
             match s.owner_of(identity) {
                 Ok(o) if o == s.me() => {}
                 Ok(o) => return Claimed::Moved(o),
-                Err(reason) => return Claimed::Refused(reason),
+                // No majority for now: wait (what came waits too) until
+                // there is one, or the activation is stopped.
+                Err(_) => {
+                    drop(s);
+                    tokio::time::sleep(CLAIM_RETRY).await;
+                    continue;
+                }
             }
             let Some(system) = s.system() else {
                 return Claimed::Refused("the node stopped".into());
@@ -175,9 +197,16 @@ pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> 
             }
         }
         if granted {
-            // Every member said free after this claim began; the owner check
-            // of the next round would only repeat this one's.
-            return Claimed::Owner;
+            // Every member said free after this claim began; the view may
+            // have changed during the round.
+            let Some(s) = state.upgrade() else {
+                return Claimed::Refused("placement stopped".into());
+            };
+            return match s.owner_of(identity) {
+                Ok(o) if o == s.me() => Claimed::Owner,
+                Ok(o) => Claimed::Moved(o),
+                Err(_) => continue,
+            };
         }
         if let Some(s) = state.upgrade() {
             s.count_claim_retry();

@@ -170,6 +170,7 @@ pub fn spawn_as<K: PlacedActor>(
             busy: false,
             mode: Mode::Claiming,
             hooks,
+            check: 0,
         },
         options,
     )
@@ -195,6 +196,9 @@ struct Activation<K> {
     busy: bool,
     mode: Mode,
     hooks: Option<Hooks>,
+    /// The idle check that counts (older ones, from before a handoff or a
+    /// second one, are ignored).
+    check: u64,
 }
 
 impl<K: PlacedActor> Activation<K> {
@@ -208,13 +212,19 @@ impl<K: PlacedActor> Activation<K> {
         }
     }
 
-    /// Stops forwarding-mode checks: forwards to `to` from now on, and
-    /// leaves once nothing came for [`FORWARD_LINGER`].
+    /// Switches to forwarding: what arrives from now on goes to `to`, and
+    /// the wrapper leaves once nothing came for [`FORWARD_LINGER`].
     fn forward_to(&mut self, to: String, ctx: &mut ActorContext) {
         self.mode = Mode::Forwarding(to);
         self.set_phase(ctx, Phase::Forwarding);
         self.busy = false;
-        ctx.send_after(ctx.pid(), IdleCheck, FORWARD_LINGER);
+        self.check_after(FORWARD_LINGER, ctx);
+    }
+
+    /// Schedules the idle check that counts, after `after`.
+    fn check_after(&mut self, after: Duration, ctx: &mut ActorContext) {
+        self.check += 1;
+        ctx.send_after(ctx.pid(), IdleCheck(self.check), after);
     }
 
     /// Passes `msg` on to the new owner `to`, from its sender.
@@ -249,7 +259,7 @@ impl<K: PlacedActor> Activation<K> {
 }
 
 /// The idle check (local only).
-struct IdleCheck;
+struct IdleCheck(u64);
 
 impl<K: PlacedActor> Actor for Activation<K> {
     async fn started(&mut self, ctx: &mut ActorContext) {
@@ -267,12 +277,17 @@ impl<K: PlacedActor> Actor for Activation<K> {
         self.mode = Mode::Active;
         self.set_phase(ctx, Phase::Active);
         if let Some(idle) = self.idle {
-            ctx.send_after(ctx.pid(), IdleCheck, idle);
+            self.check_after(idle, ctx);
         }
         self.inner.started(ctx).await;
     }
 
     async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        let msg = match msg.downcast::<IdleCheck>() {
+            Ok(c) if c.0 != self.check => return,
+            Ok(c) => Box::new(*c) as Message,
+            Err(m) => m,
+        };
         let msg = match msg.downcast::<HandOff>() {
             Ok(h) => {
                 let HandOff { to, reply } = *h;
@@ -294,7 +309,7 @@ impl<K: PlacedActor> Actor for Activation<K> {
             if msg.is::<IdleCheck>() {
                 if self.busy {
                     self.busy = false;
-                    ctx.send_after(ctx.pid(), IdleCheck, FORWARD_LINGER);
+                    self.check_after(FORWARD_LINGER, ctx);
                 } else {
                     ctx.stop(ExitReason::Normal);
                 }
@@ -313,7 +328,7 @@ impl<K: PlacedActor> Actor for Activation<K> {
             if self.busy {
                 self.busy = false;
                 if let Some(idle) = self.idle {
-                    ctx.send_after(ctx.pid(), IdleCheck, idle);
+                    self.check_after(idle, ctx);
                 }
             } else {
                 ctx.stop(ExitReason::Normal);
@@ -325,11 +340,13 @@ impl<K: PlacedActor> Actor for Activation<K> {
     }
 
     async fn stopped(&mut self, reason: &ExitReason, ctx: &mut ActorContext) {
-        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
-            s.forget(&h.identity, ctx.pid());
-        }
+        // The actor stops before the entry goes: until then a claim is
+        // answered as for a running activation.
         if self.mode == Mode::Active {
             self.inner.stopped(reason, ctx).await;
+        }
+        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
+            s.forget(&h.identity, ctx.pid());
         }
     }
 }

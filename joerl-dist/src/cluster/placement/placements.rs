@@ -9,9 +9,9 @@
 //! [`placed_name`] on the owner; the owner starts the activation when the
 //! name is looked up and nothing holds it ([`NameService::activate`]). A
 //! node without a healthy majority routes and activates nothing
-//! ([`SendError::NotPlaced`]) and stops the activations it has. A node that
-//! stops owning an identity (a member joined, or came back) stops its
-//! activation.
+//! ([`SendError::NotPlaced`]) and stops the activations it runs. A node that
+//! stops owning an identity (a member joined, or came back) hands its
+//! activation off.
 //!
 //! Before an activation's actor starts, its node claims the identity from
 //! every other member ([`handoff`](super::handoff)): one activation per
@@ -156,10 +156,11 @@ impl PlacementState {
         self.system.upgrade()
     }
 
-    /// The other `Active` members of this node's view.
+    /// The other `Active` members of this node's view (whether or not
+    /// they said hello yet: a claim asks every one).
     pub(crate) fn others(&self) -> Vec<String> {
         let v = self.view.read().unwrap_or_else(|e| e.into_inner());
-        v.candidates
+        v.all
             .iter()
             .filter(|c| c.node != self.me)
             .map(|c| c.node.clone())
@@ -339,23 +340,39 @@ impl PlacementState {
         }
     }
 
-    /// The placement server of `node` said hello: it runs placement.
-    /// Answered with a hello if it is news, so both sides know.
-    pub(crate) fn hello_from(&self, node: &str) {
+    /// The placement server of `node` said hello: it runs placement. A
+    /// hello that is not itself an answer is answered (a restarted member
+    /// learns this node again).
+    pub(crate) fn hello_from(&self, node: &str, answer: bool) {
         let new = self
             .ready
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node.to_string());
-        if new {
+        if !answer {
             if let Some(system) = self.system.upgrade() {
-                send_hello(&system, &self.me, node);
+                send_hello(&system, &self.me, node, true);
             }
-            let (all, healthy) = {
-                let v = self.view.read().unwrap_or_else(|e| e.into_inner());
-                (v.all.clone(), v.healthy)
-            };
-            self.set_view(all, healthy);
+        }
+        if new {
+            self.update(None);
+        }
+    }
+
+    /// Says hello again to the members in the view that have not said it
+    /// (a hello may have been lost; run every second).
+    pub(crate) fn hello_again(&self) {
+        let Some(system) = self.system.upgrade() else {
+            return;
+        };
+        let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        for c in v
+            .all
+            .iter()
+            .filter(|c| c.node != self.me && !ready.contains(&c.node))
+        {
+            send_hello(&system, &self.me, &c.node, false);
         }
     }
 
@@ -368,40 +385,46 @@ impl PlacementState {
                 return;
             }
         }
-        self.set_view(all, healthy);
+        self.update(Some((all, healthy)));
     }
 
-    /// A new view of the `Active` members: placed on those known to run
+    /// Applies a new view of the `Active` members (`None`: recomputes the
+    /// one there is, after a hello): placed on those known to run
     /// placement; the identities this node no longer owns are handed off.
-    fn set_view(&self, all: Vec<Candidate>, healthy: bool) {
+    /// One lock orders every update, so an older view never lands over a
+    /// newer one.
+    fn update(&self, view: Option<HeldView>) {
         let Some(system) = self.system.upgrade() else {
             return;
         };
         {
             let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
             let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
-            // A member that left the view says hello again when it is back
-            // (a new incarnation may not run placement yet).
-            for gone in v
+            if let Some((all, healthy)) = view {
+                // A member that left the view says hello again when it is
+                // back (a new incarnation may not run placement yet).
+                for gone in v
+                    .all
+                    .iter()
+                    .filter(|c| !all.iter().any(|n| n.node == c.node))
+                {
+                    ready.remove(&gone.node);
+                }
+                for c in all
+                    .iter()
+                    .filter(|c| c.node != self.me && !ready.contains(&c.node))
+                {
+                    send_hello(&system, &self.me, &c.node, false);
+                }
+                v.all = all;
+                v.healthy = healthy;
+            }
+            v.candidates = v
                 .all
-                .iter()
-                .filter(|c| !all.iter().any(|n| n.node == c.node))
-            {
-                ready.remove(&gone.node);
-            }
-            for c in all
-                .iter()
-                .filter(|c| c.node != self.me && !ready.contains(&c.node))
-            {
-                send_hello(&system, &self.me, &c.node);
-            }
-            v.candidates = all
                 .iter()
                 .filter(|c| c.node == self.me || ready.contains(&c.node))
                 .cloned()
                 .collect();
-            v.all = all;
-            v.healthy = healthy;
         }
         let mine: Vec<Entry> = self.activations.iter().map(|a| a.clone()).collect();
         for e in mine {
@@ -410,30 +433,34 @@ impl PlacementState {
                 self.forget(&a.identity, a.pid);
                 continue;
             }
-            match self.owner(&a.identity) {
-                Ok(owner) if owner == self.me => {}
-                // Handed off: the actor stops, what comes later goes on
-                // to the new owner (a claiming activation finds out itself).
-                Ok(owner) => {
-                    if e.phase == Phase::Active {
-                        let handoff = HandOff {
-                            to: owner,
-                            reply: None,
-                        };
-                        let _ = system.try_deliver(None, a.pid, Box::new(handoff), usize::MAX);
-                    }
+            match (self.owner(&a.identity), &e.phase) {
+                // Owned here again while forwarding: the forwarder goes, so
+                // the next message activates the identity here.
+                (Ok(owner), Phase::Forwarding) if owner == self.me => {
+                    let _ = system.exit(a.pid, ExitReason::custom("owned here again"));
                 }
-                // The minority side keeps nothing running: the majority
-                // side takes its identities over (as Akka's keep-majority).
-                Err(_) => {
-                    if e.phase != Phase::Forwarding {
-                        self.stats
-                            .stopped_no_majority
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.forget(&a.identity, a.pid);
+                (Ok(owner), _) if owner == self.me => {}
+                // Handed off: the actor stops, what comes later goes on to
+                // the new owner (a forwarder is pointed at it; a claiming
+                // activation finds out itself).
+                (Ok(owner), Phase::Active | Phase::Forwarding) => {
+                    let handoff = HandOff {
+                        to: owner,
+                        reply: None,
+                    };
+                    let _ = system.try_deliver(None, a.pid, Box::new(handoff), usize::MAX);
+                }
+                (Ok(_), Phase::Claiming) => {}
+                // The minority side runs nothing: the majority side takes
+                // its identities over (as Akka's keep-majority). Claims
+                // wait for a majority; forwarders run no actor.
+                (Err(_), Phase::Active) => {
+                    self.stats
+                        .stopped_no_majority
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = system.exit(a.pid, ExitReason::custom("no healthy majority"));
                 }
+                (Err(_), _) => {}
             }
         }
     }
@@ -615,24 +642,23 @@ impl Placements {
     /// node keeps placing by the membership view it has, as a node whose
     /// membership events lag would; `false` applies the latest view.
     pub fn hold_view(&self, hold: bool) {
-        let latest = {
-            let mut held = self.state.held.lock().unwrap_or_else(|e| e.into_inner());
-            if hold {
-                held.get_or_insert(None);
-                return;
-            }
-            held.take().flatten()
-        };
-        if let Some((all, healthy)) = latest {
-            self.state.set_view(all, healthy);
+        // Under the lock: a view that comes meanwhile waits for this one.
+        let mut held = self.state.held.lock().unwrap_or_else(|e| e.into_inner());
+        if hold {
+            held.get_or_insert(None);
+            return;
+        }
+        if let Some(latest) = held.take().flatten() {
+            self.state.update(Some(latest));
         }
     }
 }
 
 /// Tells `node`'s placement server that this node runs placement.
-fn send_hello(system: &joerl_core::ActorSystem, me: &str, node: &str) {
+fn send_hello(system: &joerl_core::ActorSystem, me: &str, node: &str, answer: bool) {
     let hello = Hello {
         node: me.to_string(),
+        answer,
     };
     let to = Dest::Remote {
         name: PLACEMENT_SERVER.to_string(),
