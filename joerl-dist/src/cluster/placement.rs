@@ -8,11 +8,15 @@
 //! idle passivation ([`placements`]: [`start`], [`Placements`],
 //! [`PlacedRef`] is a `Dest`), the placement function and its seam, the
 //! leader election as a state machine and its seam, circuit breakers and
-//! retries, and the [`handoff`] that keeps one activation per identity
-//! while views differ. Not yet: the leader's coordination, migrate and
-//! drain, delivery guarantees, metrics and the management API.
+//! retries, the [`handoff`] that keeps one activation per identity while
+//! views differ (with the state of [`Migrate`] kinds), and the leader's
+//! [`directives`] (drain, migrate, registered identities) replicated to
+//! every member by [`coordinate`]. Not yet: delivery guarantees, metrics
+//! and the management API.
 
 pub mod breaker;
+pub mod coordinate;
+pub mod directives;
 pub mod elector;
 pub mod handoff;
 pub mod kinds;
@@ -24,8 +28,9 @@ pub mod view;
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerState, Breakers, CircuitBreaker, CircuitOpen, RetryPolicy,
 };
+pub use directives::{DirectiveError, Table};
 pub use elector::{EmbeddedLeader, LEADER_SERVER};
-pub use kinds::{PlacedActor, PlacedServer};
+pub use kinds::{Migrate, PlacedActor, PlacedServer};
 pub use leader::{Election, ElectionEffect, Leader, LeaderElection};
-pub use placements::{PlacedRef, PlacementError, Placements, start};
+pub use placements::{CommandError, PlacedRef, PlacementError, Placements, start, start_with};
 pub use rendezvous::{Candidate, Identity, LeastLoaded, Placement, PreferLocal, Rendezvous};

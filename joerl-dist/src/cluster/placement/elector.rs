@@ -1,7 +1,9 @@
 //! The embedded leader election running on a node: an actor registered as
 //! [`LEADER_SERVER`] that feeds [`Election`] the membership view and its
 //! peers' announcements and refusals, sends what it asks, and publishes
-//! `ClusterEvent::LeaderChanged` to the cluster's subscribers.
+//! `ClusterEvent::LeaderChanged` to the cluster's subscribers. The
+//! leader announces itself again every [`ANNOUNCE_AGAIN`], so a member
+//! that missed an announcement learns it.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +40,13 @@ crate::remote_message!(ForceElection, "joerl::leader::ForceElection");
 
 /// A new membership view is in the slot (local only).
 struct NewView;
+
+/// The leader's timer to announce itself again (local only).
+struct AnnounceAgain;
+
+/// How often a leader announces itself again to every member (an
+/// announcement lost to a connection that was not up yet is repaired).
+pub const ANNOUNCE_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct ElectorActor {
     me: String,
@@ -85,6 +94,10 @@ impl ElectorActor {
 }
 
 impl Actor for ElectorActor {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        ctx.send_after(ctx.pid(), AnnounceAgain, ANNOUNCE_AGAIN);
+    }
+
     async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(v) = latest {
@@ -95,6 +108,15 @@ impl Actor for ElectorActor {
         }
         let effects = joerl_core::receive!(msg, {
             NewView as _v => Vec::new(),
+            AnnounceAgain as _a => {
+                ctx.send_after(ctx.pid(), AnnounceAgain, ANNOUNCE_AGAIN);
+                let e = self.lock();
+                if e.is_leader() {
+                    vec![ElectionEffect::Announce { epoch: e.epoch() }]
+                } else {
+                    Vec::new()
+                }
+            },
             Announce as a => self.lock().on_announce(&a.node, a.epoch),
             Refuse as r => self.lock().on_refused(r.epoch),
             ForceElection as _f => {

@@ -18,6 +18,14 @@
 //! does not answer is asked again until it answers or its node is `Failed`
 //! (left out of the view). Messages that reach a claiming activation wait
 //! in its mailbox, in the order they arrived, and are handled once it runs.
+//!
+//! An activation started on a node that does not own its identity (a
+//! sender with a newer view routed a message here early) waits up to
+//! [`VIEW_PATIENCE`] for the node's view to make it the owner before it
+//! forwards what came; meanwhile it answers `Free` to the member its view
+//! says owns the identity. An old owner whose kind implements
+//! [`Migrate`](super::Migrate) answers with its state
+//! ([`ClaimAnswer::State`]), and keeps a copy for a claim that asks again.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -28,6 +36,8 @@ use joerl_core::gen_server::{
 use joerl_core::{ActorContext, Dest};
 use serde::{Deserialize, Serialize};
 
+use super::coordinate::{Command, Delta, Snapshot, Version, WantSnapshot};
+use super::directives::DirectiveError;
 use super::placements::PlacementState;
 use super::rendezvous::Identity;
 
@@ -39,6 +49,11 @@ pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The pause between two rounds of a claim that some member did not grant.
 pub const CLAIM_RETRY: Duration = Duration::from_millis(50);
+
+/// How long an activation whose node does not own its identity waits for
+/// the node's view to make it the owner before it forwards what came to
+/// the owner (a sender whose view was newer routed it here early).
+pub const VIEW_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long a handed-off activation keeps forwarding after the last message
 /// it forwarded (senders with an older view still route to it meanwhile).
@@ -59,12 +74,28 @@ impl Request for Claim {
 }
 
 /// The answer to a [`Claim`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClaimAnswer {
     /// Nothing of the identity runs here (any more).
     Free,
+    /// Free, and here is the state the activation handed off (its kind
+    /// implements [`Migrate`](super::Migrate)): the claimant starts from
+    /// it.
+    State(HandedState),
     /// It runs or is being claimed here: ask again later.
     Busy,
+}
+
+/// The state an activation handed off, with its generation: the number of
+/// handoffs with state behind it. A claimant that is given more than one
+/// (a copy a forwarder kept, and a newer activation's) starts from the
+/// highest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedState {
+    /// Handoffs with state before this one.
+    pub generation: u64,
+    /// The encoded state.
+    pub bytes: Vec<u8>,
 }
 
 /// A node's placement server tells another's that it runs placement:
@@ -97,10 +128,12 @@ pub(crate) struct HandOff {
 /// How a claim ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Claimed {
-    /// Every other member said free: run the actor.
-    Owner,
-    /// Another member owns the identity now: forward to it.
-    Moved(String),
+    /// Every other member said free: run the actor (from the state handed
+    /// off, if one came).
+    Owner(Option<HandedState>),
+    /// Another member owns the identity now: forward to it (and keep the
+    /// state that came for it).
+    Moved(String, Option<HandedState>),
     /// Placement or the node stopped: stop.
     Refused(String),
 }
@@ -111,7 +144,7 @@ pub(crate) struct ClaimServer {
 }
 
 impl GenServer for ClaimServer {
-    type Calls = (Claim,);
+    type Calls = (Claim, Command);
     type Casts = ();
 
     async fn init(&mut self, ctx: &mut ActorContext) {
@@ -124,9 +157,28 @@ impl GenServer for ClaimServer {
         };
         if msg.is::<HelloAgain>() {
             state.hello_again();
+            state.leader_tick();
             ctx.send_after(ctx.pid(), HelloAgain, HELLO_AGAIN);
-        } else if let Ok(h) = msg.downcast::<Hello>() {
-            state.hello_from(&h.node, h.answer);
+            return;
+        }
+        let msg = match msg.downcast::<Hello>() {
+            Ok(h) => return state.hello_from(&h.node, h.answer),
+            Err(m) => m,
+        };
+        let msg = match msg.downcast::<Delta>() {
+            Ok(d) => return state.on_delta(*d),
+            Err(m) => m,
+        };
+        let msg = match msg.downcast::<Snapshot>() {
+            Ok(s) => return state.on_snapshot(*s),
+            Err(m) => m,
+        };
+        let msg = match msg.downcast::<Version>() {
+            Ok(v) => return state.on_version(*v),
+            Err(m) => m,
+        };
+        if let Ok(w) = msg.downcast::<WantSnapshot>() {
+            state.on_want_snapshot(*w);
         }
     }
 }
@@ -147,8 +199,25 @@ impl HandleCall<Claim> for ClaimServer {
     }
 }
 
+impl HandleCall<Command> for ClaimServer {
+    async fn handle_call(
+        &mut self,
+        command: Command,
+        _from: ReplyTo<Result<u64, DirectiveError>>,
+        _ctx: &mut ActorContext,
+    ) -> CallResponse<Result<u64, DirectiveError>> {
+        let Some(state) = self.state.upgrade() else {
+            return CallResponse::Reply(Err(DirectiveError::NoLeader));
+        };
+        CallResponse::Reply(state.command(command.op))
+    }
+}
+
 /// Claims `identity` for this node (see the module's documentation).
 pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> Claimed {
+    // The state a member handed off, kept across rounds.
+    let mut carried: Option<HandedState> = None;
+    let patience = tokio::time::Instant::now() + VIEW_PATIENCE;
     loop {
         let (system, others, me) = {
             let Some(s) = state.upgrade() else {
@@ -156,7 +225,15 @@ pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> 
             };
             match s.owner_of(identity) {
                 Ok(o) if o == s.me() => {}
-                Ok(o) => return Claimed::Moved(o),
+                // Another member owns it in this view: wait a moment for
+                // the view to change (the message came early), then
+                // forward.
+                Ok(_) if tokio::time::Instant::now() < patience => {
+                    drop(s);
+                    tokio::time::sleep(CLAIM_RETRY).await;
+                    continue;
+                }
+                Ok(o) => return Claimed::Moved(o, carried),
                 // No majority for now: wait (what came waits too) until
                 // there is one, or the activation is stopped.
                 Err(_) => {
@@ -171,7 +248,7 @@ pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> 
             (system, s.others(), s.me().to_string())
         };
         if others.is_empty() {
-            return Claimed::Owner;
+            return Claimed::Owner(carried);
         }
         let mut calls = tokio::task::JoinSet::new();
         for node in others {
@@ -191,9 +268,16 @@ pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> 
         }
         let mut granted = true;
         while let Some(r) = calls.join_next().await {
-            // A member without placement runs nothing placed.
-            if !matches!(r, Ok(Ok(ClaimAnswer::Free)) | Ok(Err(CallError::NoProc))) {
-                granted = false;
+            match r {
+                Ok(Ok(ClaimAnswer::Free)) => {}
+                Ok(Ok(ClaimAnswer::State(s))) => {
+                    if carried.as_ref().is_none_or(|c| c.generation < s.generation) {
+                        carried = Some(s);
+                    }
+                }
+                // A member without placement runs nothing placed.
+                Ok(Err(CallError::NoProc)) => {}
+                _ => granted = false,
             }
         }
         if granted {
@@ -203,8 +287,8 @@ pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> 
                 return Claimed::Refused("placement stopped".into());
             };
             return match s.owner_of(identity) {
-                Ok(o) if o == s.me() => Claimed::Owner,
-                Ok(o) => Claimed::Moved(o),
+                Ok(o) if o == s.me() => Claimed::Owner(carried),
+                Ok(o) => Claimed::Moved(o, carried),
                 Err(_) => continue,
             };
         }

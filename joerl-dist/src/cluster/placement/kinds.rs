@@ -29,7 +29,7 @@ use joerl_core::{
     Actor, ActorContext, ActorSystem, Dest, ExitReason, Message, Pid, SpawnError, SpawnOptions,
 };
 
-use super::handoff::{ClaimAnswer, Claimed, FORWARD_LINGER, HandOff, claim};
+use super::handoff::{ClaimAnswer, Claimed, FORWARD_LINGER, HandOff, HandedState, claim};
 use super::placements::{Phase, PlacementState};
 use super::rendezvous::Identity;
 
@@ -60,6 +60,42 @@ pub trait PlacedServer: GenServer + Sized {
         Some(Duration::from_secs(600))
     }
 }
+
+/// A placed kind whose state moves with it: when an activation is handed
+/// off (a migration, a drain, a member joining), its state is exported,
+/// travels to the new owner with the claim's answer, and the new
+/// activation is made from it instead of from its id. Register the kind
+/// with `placed!(migrate Type, "name")` (or `placed!(server migrate ...)`).
+/// A kind without it starts fresh on its new owner. A state is not kept
+/// across a failure: a member that fails takes its activations' states
+/// with it (persist what must survive one).
+pub trait Migrate: Sized {
+    /// The state that travels.
+    type State: serde::Serialize + serde::de::DeserializeOwned;
+
+    /// The state to hand off, taken after the last message the old
+    /// activation handled and before its `stopped`.
+    fn export(&self) -> Self::State;
+
+    /// The activation of identity `id` on its new owner, made from the
+    /// state its old owner handed off.
+    fn import(id: &str, state: Self::State) -> Self;
+}
+
+impl<G: Migrate> Migrate for GenServerActor<G> {
+    type State = G::State;
+
+    fn export(&self) -> Self::State {
+        self.0.export()
+    }
+
+    fn import(id: &str, state: Self::State) -> Self {
+        GenServerActor(G::import(id, state))
+    }
+}
+
+/// Most bytes a handed-off state may take once decoded.
+pub const MAX_STATE_MEMORY: usize = 64 * 1024 * 1024;
 
 impl<G: PlacedServer> PlacedActor for GenServerActor<G> {
     fn activate(id: &str) -> Self {
@@ -117,9 +153,37 @@ pub fn conflicts() -> Vec<(&'static str, &'static str, &'static str)> {
 
 /// Registers a [`PlacedActor`] kind (or, with `server`, a
 /// [`PlacedServer`]) under a name every node uses:
-/// `placed!(Counter, "app::Counter")`, `placed!(server Account, "app::Account")`.
+/// `placed!(Counter, "app::Counter")`, `placed!(server Account, "app::Account")`;
+/// with `migrate`, a kind that also implements [`Migrate`]:
+/// `placed!(migrate Counter, "app::Counter")`, `placed!(server migrate Account, "app::Account")`.
 #[macro_export]
 macro_rules! placed {
+    (server migrate $ty:ty, $name:expr) => {
+        $crate::inventory::submit! {
+            $crate::cluster::placement::kinds::PlacedKind {
+                name: $name,
+                type_name: ::std::any::type_name::<$ty>,
+                spawn: $crate::cluster::placement::kinds::spawn_migrating::<
+                    $crate::gen_server::GenServerActor<$ty>,
+                >,
+            }
+        }
+        impl $crate::cluster::placement::kinds::NamedKind for $ty {
+            const KIND: &'static str = $name;
+        }
+    };
+    (migrate $ty:ty, $name:expr) => {
+        $crate::inventory::submit! {
+            $crate::cluster::placement::kinds::PlacedKind {
+                name: $name,
+                type_name: ::std::any::type_name::<$ty>,
+                spawn: $crate::cluster::placement::kinds::spawn_migrating::<$ty>,
+            }
+        }
+        impl $crate::cluster::placement::kinds::NamedKind for $ty {
+            const KIND: &'static str = $name;
+        }
+    };
     (server $ty:ty, $name:expr) => {
         $crate::inventory::submit! {
             $crate::cluster::placement::kinds::PlacedKind {
@@ -163,17 +227,40 @@ pub fn spawn_as<K: PlacedActor>(
     options: SpawnOptions,
     hooks: Option<Hooks>,
 ) -> Result<Pid, SpawnError> {
-    system.spawn_with(
-        Activation {
-            inner: K::activate(id),
-            idle: K::idle_timeout(),
-            busy: false,
-            mode: Mode::Claiming,
-            hooks,
-            check: 0,
+    system.spawn_with(Activation::new(K::activate(id), id, hooks, None), options)
+}
+
+/// Starts an activation of `K`, whose state moves with it (used by
+/// [`placed!`](crate::placed)).
+#[doc(hidden)]
+pub fn spawn_migrating<K: PlacedActor + Migrate>(
+    system: &ActorSystem,
+    id: &str,
+    options: SpawnOptions,
+    hooks: Option<Hooks>,
+) -> Result<Pid, SpawnError> {
+    let codec = StateCodec {
+        export: |k: &K| {
+            let mut out = Vec::new();
+            crate::codec::encode_into(&k.export(), &mut out).map_err(|e| e.to_string())?;
+            Ok(out)
         },
+        import: |id: &str, bytes: &[u8]| {
+            crate::codec::decode_exact::<K::State>(bytes, MAX_STATE_MEMORY)
+                .map(|state| K::import(id, state))
+                .map_err(|e| e.to_string())
+        },
+    };
+    system.spawn_with(
+        Activation::new(K::activate(id), id, hooks, Some(codec)),
         options,
     )
+}
+
+/// How a [`Migrate`] kind's state is written and read.
+struct StateCodec<K> {
+    export: fn(&K) -> Result<Vec<u8>, String>,
+    import: fn(&str, &[u8]) -> Result<K, String>,
 }
 
 /// Where an activation is.
@@ -199,9 +286,74 @@ struct Activation<K> {
     /// The idle check that counts (older ones, from before a handoff or a
     /// second one, are ignored).
     check: u64,
+    /// The identity's id.
+    id: String,
+    /// For a kind whose state moves with it.
+    codec: Option<StateCodec<K>>,
+    /// Linger periods a forwarder waited for a claim to take its state.
+    lingered: u32,
+    /// Handoffs with state behind this activation (see [`HandedState`]).
+    generation: u64,
 }
 
+/// Most linger periods a forwarder waits for a claim to take the state it
+/// keeps (then the state is dropped, logged).
+const MAX_STATE_LINGERS: u32 = 12;
+
 impl<K: PlacedActor> Activation<K> {
+    fn new(inner: K, id: &str, hooks: Option<Hooks>, codec: Option<StateCodec<K>>) -> Self {
+        Activation {
+            inner,
+            idle: K::idle_timeout(),
+            busy: false,
+            mode: Mode::Claiming,
+            hooks,
+            check: 0,
+            id: id.to_string(),
+            codec,
+            lingered: 0,
+            generation: 0,
+        }
+    }
+
+    /// The state to hand off, if the kind moves its state.
+    fn export(&self) -> Option<HandedState> {
+        let codec = self.codec.as_ref()?;
+        match (codec.export)(&self.inner) {
+            Ok(bytes) => Some(HandedState {
+                generation: self.generation,
+                bytes,
+            }),
+            Err(e) => {
+                tracing::warn!(id = %self.id, error = %e, "placement: state not exported; the next owner starts fresh");
+                None
+            }
+        }
+    }
+
+    /// Keeps a handed-off `state` for the next owner's claim.
+    fn keep(&self, state: HandedState, ctx: &ActorContext) {
+        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
+            s.set_carried(&h.identity, ctx.pid(), state);
+        }
+    }
+
+    /// Keeps a handed-off `state` for the next owner's claim, and wakes
+    /// that owner so that it claims soon.
+    fn carry(&self, state: HandedState, to: &str, ctx: &ActorContext) {
+        self.keep(state, ctx);
+        let Some(h) = &self.hooks else {
+            return;
+        };
+        let wake = Dest::Remote {
+            name: super::placements::placed_name(&h.identity),
+            node: to.to_string(),
+        };
+        if let Err(e) = ctx.try_send(wake, super::placements::Wake) {
+            tracing::debug!(identity = %h.identity, %to, error = %e, "placement: new owner not woken");
+        }
+    }
+
     fn state(&self) -> Option<Arc<PlacementState>> {
         self.hooks.as_ref().and_then(|h| h.state.upgrade())
     }
@@ -266,8 +418,29 @@ impl<K: PlacedActor> Actor for Activation<K> {
         // Messages that arrive meanwhile wait in the mailbox, in order.
         if let Some(h) = &self.hooks {
             match claim(&h.state, &h.identity).await {
-                Claimed::Owner => {}
-                Claimed::Moved(to) => return self.forward_to(to, ctx),
+                Claimed::Owner(None) => {}
+                Claimed::Owner(Some(handed)) => {
+                    if let Some(codec) = &self.codec {
+                        let decoded = (codec.import)(&self.id, &handed.bytes);
+                        self.generation = handed.generation + 1;
+                        if let Some(s) = self.state() {
+                            s.count_state(decoded.is_ok());
+                        }
+                        match decoded {
+                            Ok(inner) => self.inner = inner,
+                            Err(e) => {
+                                tracing::warn!(identity = %h.identity, error = %e, "placement: handed-off state undecodable; started fresh")
+                            }
+                        }
+                    }
+                }
+                Claimed::Moved(to, carried) => {
+                    self.forward_to(to.clone(), ctx);
+                    if let Some(state) = carried {
+                        self.carry(state, &to, ctx);
+                    }
+                    return;
+                }
                 Claimed::Refused(reason) => {
                     tracing::debug!(identity = %h.identity, %reason, "placement: not activated");
                     return ctx.stop(ExitReason::custom(reason));
@@ -291,15 +464,33 @@ impl<K: PlacedActor> Actor for Activation<K> {
         let msg = match msg.downcast::<HandOff>() {
             Ok(h) => {
                 let HandOff { to, reply } = *h;
+                let mut state = None;
                 if self.mode == Mode::Active {
+                    state = self.export();
                     let reason = ExitReason::custom(format!("handed off to {to}"));
                     self.inner.stopped(&reason, ctx).await;
                 }
                 if self.mode != Mode::Claiming {
-                    self.forward_to(to, ctx);
+                    self.forward_to(to.clone(), ctx);
                 }
-                if let Some(r) = reply {
-                    r.reply(ctx.system(), ClaimAnswer::Free);
+                match (reply, state) {
+                    (Some(r), Some(s)) => {
+                        self.keep(s.clone(), ctx);
+                        r.reply(ctx.system(), ClaimAnswer::State(s))
+                    }
+                    // Handed off already (a view change came first): the
+                    // state kept for the next owner goes to this claimant.
+                    (Some(r), None) => {
+                        let kept = self
+                            .hooks
+                            .as_ref()
+                            .zip(self.state())
+                            .and_then(|(h, s)| s.take_carried(&h.identity, ctx.pid()));
+                        let answer = kept.map_or(ClaimAnswer::Free, ClaimAnswer::State);
+                        r.reply(ctx.system(), answer)
+                    }
+                    (None, Some(s)) => self.carry(s, &to, ctx),
+                    (None, None) => {}
                 }
                 return;
             }
@@ -307,10 +498,21 @@ impl<K: PlacedActor> Actor for Activation<K> {
         };
         if let Mode::Forwarding(to) = &self.mode {
             if msg.is::<IdleCheck>() {
-                if self.busy {
+                let carries = self
+                    .hooks
+                    .as_ref()
+                    .zip(self.state())
+                    .is_some_and(|(h, s)| s.carries(&h.identity));
+                if self.busy || (carries && self.lingered < MAX_STATE_LINGERS) {
+                    if !self.busy {
+                        self.lingered += 1;
+                    }
                     self.busy = false;
                     self.check_after(FORWARD_LINGER, ctx);
                 } else {
+                    if carries {
+                        tracing::warn!(id = %self.id, %to, "placement: no claim took the handed-off state; dropped");
+                    }
                     ctx.stop(ExitReason::Normal);
                 }
                 return;
@@ -325,7 +527,13 @@ impl<K: PlacedActor> Actor for Activation<K> {
             return;
         }
         if msg.is::<IdleCheck>() {
-            if self.busy {
+            // A registered identity is not passivated.
+            let registered = self
+                .hooks
+                .as_ref()
+                .zip(self.state())
+                .is_some_and(|(h, s)| s.is_registered(&h.identity));
+            if self.busy || registered {
                 self.busy = false;
                 if let Some(idle) = self.idle {
                     self.check_after(idle, ctx);

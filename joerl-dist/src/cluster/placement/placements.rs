@@ -18,8 +18,11 @@
 //! identity while views differ, and what reaches an old owner after it
 //! handed off is forwarded to the new one.
 //!
-//! Not built yet (see CLUSTERING.md): the leader's coordination, migrate
-//! and drain, delivery guarantees.
+//! The leader's [`directives`](super::directives) take part: drained
+//! members are placed on no more, a pinned identity goes to its pin, and
+//! registered identities are activated eagerly on their owner.
+//!
+//! Not built yet (see CLUSTERING.md): delivery guarantees.
 //!
 //! [`Dest::Placed`]: joerl_core::Dest::Placed
 //! [`NameService::activate`]: joerl_core::NameService::activate
@@ -33,11 +36,16 @@ use dashmap::DashMap;
 use joerl_core::{Dest, ExitReason, Pid, SendError, SpawnOptions, WeakActorSystem};
 use serde::{Deserialize, Serialize};
 
-use super::handoff::{ClaimAnswer, ClaimServer, HandOff, Hello, PLACEMENT_SERVER};
+use super::directives::{DirectiveError, Op, Table};
+use super::handoff::{ClaimAnswer, ClaimServer, HandOff, HandedState, Hello, PLACEMENT_SERVER};
 use super::kinds::{self, NamedKind};
+use super::leader::LeaderElection;
 use super::rendezvous::{Candidate, Identity, Placement, Rendezvous};
 use crate::DistributedSystem;
 use crate::cluster::ClusterError;
+
+/// How long a management command waits for the leader's answer.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Names of activations start with this (a kind name must not contain
 /// `/`).
@@ -86,8 +94,11 @@ pub struct PlacementStats {
     pub claims_moved: AtomicU64,
     /// Messages a handed-off activation forwarded to the new owner.
     pub forwarded: AtomicU64,
-    /// Messages for identities this node does not own that arrived here
-    /// (dropped: the sender's view was older or newer than this node's).
+    /// Activations started for a message that arrived for an identity
+    /// this node did not own in its view (the sender's view was newer or
+    /// older): the message waits until this node's view agrees (up to
+    /// [`VIEW_PATIENCE`](super::handoff::VIEW_PATIENCE)), then is handled
+    /// here or forwarded to the owner.
     pub not_owner: AtomicU64,
     /// Routings and activations refused for want of a healthy majority.
     pub no_majority: AtomicU64,
@@ -95,16 +106,32 @@ pub struct PlacementStats {
     pub stopped_no_majority: AtomicU64,
     /// Messages for kinds this binary does not register.
     pub unknown_kind: AtomicU64,
+    /// Identities activated eagerly (registered, pinned here by a
+    /// migration, or woken by a handoff that carried state).
+    pub eager_activations: AtomicU64,
+    /// Activations that started from the state their old owner handed
+    /// off ([`Migrate`](super::Migrate)).
+    pub state_received: AtomicU64,
+    /// Handed-off states that could not be decoded (the activation started
+    /// fresh).
+    pub state_undecodable: AtomicU64,
+    /// Directive changes dropped: older than this node's, or from a
+    /// fenced leader.
+    pub stale_directives: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct View {
     /// The `Active` members, this node included, by name.
     all: Vec<Candidate>,
-    /// Those of them known to run placement (this node included): the
-    /// members identities are placed on.
+    /// Those of them known to run placement (this node included).
     candidates: Vec<Candidate>,
+    /// Those of them not being drained (all of them if every one is): the
+    /// members identities are placed on.
+    eligible: Vec<Candidate>,
     healthy: bool,
+    /// The leader's directives, as this node has them.
+    table: Table,
 }
 
 /// Where a local activation is.
@@ -123,6 +150,9 @@ pub(crate) enum Phase {
 struct Entry {
     info: ActivationInfo,
     phase: Phase,
+    /// The state a handed-off activation keeps for the next owner's claim,
+    /// and whether a claim took it from here.
+    carried: Option<(HandedState, bool)>,
 }
 
 /// A membership view held back: its members and health.
@@ -143,6 +173,8 @@ pub(crate) struct PlacementState {
     /// Fault injection: membership views are held back (the latest waits
     /// here) while set.
     held: std::sync::Mutex<Option<Option<HeldView>>>,
+    /// The leader election the directives are fenced by.
+    election: Option<Arc<dyn LeaderElection>>,
 }
 
 impl PlacementState {
@@ -175,6 +207,76 @@ impl PlacementState {
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_stale_directive(&self) {
+        self.stats.stale_directives.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_state(&self, decoded: bool) {
+        if decoded {
+            self.stats.state_received.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.state_undecodable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The leader election, if placement follows one.
+    pub(crate) fn election(&self) -> Option<&Arc<dyn LeaderElection>> {
+        self.election.as_ref()
+    }
+
+    /// Runs `f` on the directives and the members placed on now, under
+    /// the view's lock.
+    pub(crate) fn with_table<R, E>(
+        &self,
+        f: impl FnOnce(&mut Table, &BTreeSet<String>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
+        let members: BTreeSet<String> = v.candidates.iter().map(|c| c.node.clone()).collect();
+        f(&mut v.table, &members)
+    }
+
+    /// The directives as this node has them.
+    pub(crate) fn table(&self) -> Table {
+        self.view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .table
+            .clone()
+    }
+
+    /// True if this node's directives are behind `(epoch, seq)`.
+    pub(crate) fn table_behind(&self, epoch: u64, seq: u64, fence: u64) -> bool {
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        v.table.behind(epoch, seq, fence)
+    }
+
+    /// True if `identity` is registered for eager activation (it is not
+    /// passivated).
+    pub(crate) fn is_registered(&self, identity: &Identity) -> bool {
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        v.table.registered.contains(identity)
+    }
+
+    /// What a directive change asks of this node beyond a new view: an
+    /// identity pinned here is activated now (its state comes with its
+    /// claim). Registered ones are activated by [`Self::update`].
+    pub(crate) fn after_op(&self, op: &Op) {
+        match op {
+            Op::Pin(identity, node) if *node == self.me => self.wake(identity),
+            _ => {}
+        }
+    }
+
+    /// Activates `identity` here now, if this node owns it and runs none.
+    pub(crate) fn wake(&self, identity: &Identity) {
+        if self.activations.contains_key(identity) {
+            return;
+        }
+        if self.activate(&placed_name(identity)).is_some() {
+            self.stats.eager_activations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The activation `pid` of `identity` is in `phase` now.
     pub(crate) fn set_phase(&self, identity: &Identity, pid: Pid, phase: Phase) {
         if let Some(mut e) = self.activations.get_mut(identity) {
@@ -188,6 +290,38 @@ impl PlacementState {
                 e.phase = phase;
             }
         }
+    }
+
+    /// The handed-off activation `pid` keeps `state` for the next owner's
+    /// claim (also when it answered a claim with it: that answer may come
+    /// after the claimant stopped waiting, and its next claim finds it
+    /// here).
+    pub(crate) fn set_carried(&self, identity: &Identity, pid: Pid, state: HandedState) {
+        if let Some(mut e) = self.activations.get_mut(identity) {
+            if e.info.pid == pid {
+                e.carried = Some((state, false));
+            }
+        }
+    }
+
+    /// The state the forwarder `pid` of `identity` keeps, if any (a copy:
+    /// a claimant given it again keeps the highest generation).
+    pub(crate) fn take_carried(&self, identity: &Identity, pid: Pid) -> Option<HandedState> {
+        let mut e = self.activations.get_mut(identity)?;
+        if e.info.pid != pid {
+            return None;
+        }
+        let (state, taken) = e.carried.as_mut()?;
+        *taken = true;
+        Some(state.clone())
+    }
+
+    /// True while the forwarder of `identity` keeps a state no claim took
+    /// from it.
+    pub(crate) fn carries(&self, identity: &Identity) -> bool {
+        self.activations
+            .get(identity)
+            .is_some_and(|e| e.carried.as_ref().is_some_and(|(_, taken)| !taken))
     }
 
     /// The activation `pid` of `identity` stopped.
@@ -217,17 +351,30 @@ impl PlacementState {
         match entry {
             None => Reply(ClaimAnswer::Free),
             Some(e) if !system.is_alive(e.info.pid) => Reply(ClaimAnswer::Free),
+            // A forwarder hands the state it carries to the claimant.
             Some(Entry {
                 phase: Phase::Forwarding,
+                info,
                 ..
-            }) => Reply(ClaimAnswer::Free),
+            }) => match self.take_carried(identity, info.pid) {
+                Some(state) => Reply(ClaimAnswer::State(state)),
+                None => Reply(ClaimAnswer::Free),
+            },
+            // Claiming as the owner in this node's view: the views must
+            // agree first. Waiting for its view to make it the owner (a
+            // message came early), it runs nothing yet: free to the member
+            // this node's view says owns it.
             Some(Entry {
                 phase: Phase::Claiming,
                 ..
-            }) => Reply(ClaimAnswer::Busy),
+            }) => match self.owner(identity) {
+                Ok(owner) if owner == claimant => Reply(ClaimAnswer::Free),
+                _ => Reply(ClaimAnswer::Busy),
+            },
             Some(Entry {
                 info,
                 phase: Phase::Active,
+                ..
             }) => match self.owner(identity) {
                 Ok(owner) if owner == claimant => {
                     let handoff = HandOff {
@@ -257,11 +404,18 @@ impl PlacementState {
             self.stats.no_majority.fetch_add(1, Ordering::Relaxed);
             return Err("this node's membership view has no healthy majority".into());
         }
+        if !v.table.pins.is_empty() {
+            if let Some(pinned) = v.table.pins.get(identity) {
+                if v.eligible.iter().any(|c| c.node == *pinned) {
+                    return Ok(pinned.clone());
+                }
+            }
+        }
         let i = self
             .strategy
-            .place(identity, &v.candidates)
+            .place(identity, &v.eligible)
             .ok_or_else(|| "no active member".to_string())?;
-        Ok(v.candidates[i].node.clone())
+        Ok(v.eligible[i].node.clone())
     }
 
     /// See `NameService::route_placed`.
@@ -291,10 +445,12 @@ impl PlacementState {
         };
         match self.owner(&identity) {
             Ok(o) if o == self.me => {}
+            // The sender's view is newer (this node is about to own it) or
+            // older (the owner moved): the activation's claim waits for the
+            // views to agree, and runs it or forwards what came.
             Ok(o) => {
                 self.stats.not_owner.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%identity, owner = %o, "placement: not the owner here; dropped");
-                return None;
+                tracing::debug!(%identity, owner = %o, "placement: not the owner here yet; held");
             }
             Err(reason) => {
                 tracing::debug!(%identity, %reason, "placement: not activated");
@@ -329,6 +485,7 @@ impl PlacementState {
                         since: SystemTime::now(),
                     },
                     phase: Phase::Claiming,
+                    carried: None,
                 });
                 Some(pid)
             }
@@ -393,7 +550,7 @@ impl PlacementState {
     /// placement; the identities this node no longer owns are handed off.
     /// One lock orders every update, so an older view never lands over a
     /// newer one.
-    fn update(&self, view: Option<HeldView>) {
+    pub(crate) fn update(&self, view: Option<HeldView>) {
         let Some(system) = self.system.upgrade() else {
             return;
         };
@@ -425,6 +582,16 @@ impl PlacementState {
                 .filter(|c| c.node == self.me || ready.contains(&c.node))
                 .cloned()
                 .collect();
+            v.eligible = v
+                .candidates
+                .iter()
+                .filter(|c| !v.table.draining.contains(&c.node))
+                .cloned()
+                .collect();
+            // Better a drained member than none.
+            if v.eligible.is_empty() {
+                v.eligible = v.candidates.clone();
+            }
         }
         let mine: Vec<Entry> = self.activations.iter().map(|a| a.clone()).collect();
         for e in mine {
@@ -463,6 +630,22 @@ impl PlacementState {
                 (Err(_), _) => {}
             }
         }
+        // Registered identities this node owns now run here (re-homed
+        // after their owner failed, or moved by a change).
+        let registered: Vec<Identity> = {
+            let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+            if !v.healthy {
+                return;
+            }
+            v.table.registered.iter().cloned().collect()
+        };
+        for identity in registered {
+            if !self.activations.contains_key(&identity)
+                && matches!(self.owner(&identity), Ok(o) if o == self.me)
+            {
+                self.wake(&identity);
+            }
+        }
     }
 }
 
@@ -482,6 +665,21 @@ pub enum PlacementError {
     /// taken by another process, or the node is stopping).
     #[error("the placement server did not start: {0}")]
     Spawn(#[source] joerl_core::SpawnError),
+    /// The embedded leader election did not start (it runs already on
+    /// this node: pass it to [`start_with`]).
+    #[error("the leader election did not start: {0}")]
+    Leader(#[from] super::elector::ElectorError),
+}
+
+/// Why a management command (drain, migrate, register) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The leader refused it, or there is none.
+    #[error(transparent)]
+    Directive(#[from] DirectiveError),
+    /// The identity could not be reached to activate it.
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
 /// This node's placement: references to identities, its activations, its
@@ -500,11 +698,26 @@ impl std::fmt::Debug for Placements {
     }
 }
 
-/// Starts placement on `node` (clustering must be enabled): from then on
-/// [`Dest::Placed`] addresses work here, and this
-/// node activates the identities it owns. Every node that hosts or
-/// addresses placed actors starts it.
+/// Starts placement on `node` (clustering must be enabled), with the
+/// embedded leader election ([`elector`](super::elector)): from then on
+/// [`Dest::Placed`] addresses work here, and this node activates the
+/// identities it owns. Every node that hosts or addresses placed actors
+/// starts it.
 pub fn start(node: &DistributedSystem) -> Result<Placements, PlacementError> {
+    if let Some((name, a, b)) = kinds::conflicts().into_iter().next() {
+        return Err(PlacementError::KindConflict(name, a, b));
+    }
+    node.cluster()?;
+    let leader = super::elector::start(node)?;
+    start_with(node, Arc::new(leader))
+}
+
+/// Starts placement on `node` with another [`LeaderElection`] (a
+/// metadata-store lease, or an embedded election started already).
+pub fn start_with(
+    node: &DistributedSystem,
+    election: Arc<dyn LeaderElection>,
+) -> Result<Placements, PlacementError> {
     if let Some((name, a, b)) = kinds::conflicts().into_iter().next() {
         return Err(PlacementError::KindConflict(name, a, b));
     }
@@ -519,6 +732,7 @@ pub fn start(node: &DistributedSystem) -> Result<Placements, PlacementError> {
         this: this.clone(),
         ready: Default::default(),
         held: Default::default(),
+        election: Some(election),
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
@@ -599,9 +813,121 @@ impl Placements {
     }
 
     /// Activates the identity now, on its owner (Cajun's `register`),
-    /// instead of at its first message.
-    pub async fn register(&self, kind: &str, id: &str) -> Result<(), SendError> {
-        self.system.send(self.actor_of(kind, id), Wake).await
+    /// instead of at its first message; it is not passivated, and after its
+    /// owner fails it is activated on the new owner at once. Recorded by
+    /// the leader.
+    pub async fn register(&self, kind: &str, id: &str) -> Result<(), CommandError> {
+        self.register_many(kind, [id.to_string()]).await
+    }
+
+    /// [`Self::register`] for many ids of one kind (sent to the leader in
+    /// batches of [`MAX_BATCH`](super::directives::MAX_BATCH)).
+    pub async fn register_many(
+        &self,
+        kind: &str,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<(), CommandError> {
+        let ids: Vec<Identity> = ids.into_iter().map(|id| Identity::new(kind, id)).collect();
+        for batch in ids.chunks(super::directives::MAX_BATCH) {
+            self.command(Op::Register(batch.to_vec())).await?;
+            for identity in batch {
+                let r = PlacedRef {
+                    identity: identity.clone(),
+                };
+                self.system.send(r, Wake).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Self::register`]: the identity is activated at its first
+    /// message again, and passivated when idle.
+    pub async fn unregister(&self, kind: &str, id: &str) -> Result<(), CommandError> {
+        let op = Op::Unregister(vec![Identity::new(kind, id)]);
+        self.command(op).await?;
+        Ok(())
+    }
+
+    /// Moves `identity` to `node` (Cajun's migrate): the leader pins it
+    /// there, its activation is handed off (its state travels if its kind
+    /// implements [`Migrate`](super::Migrate)) and started on `node` at
+    /// once; what is sent meanwhile is forwarded in order. The pin lasts
+    /// until [`Self::unpin`], a drain of `node`, or `node` leaving.
+    /// Returns once every member was told; the move itself follows.
+    pub async fn migrate(&self, identity: &Identity, node: &str) -> Result<(), CommandError> {
+        let op = Op::Pin(identity.clone(), node.to_string());
+        self.command(op).await?;
+        Ok(())
+    }
+
+    /// Places `identity` by the placement function again.
+    pub async fn unpin(&self, identity: &Identity) -> Result<(), CommandError> {
+        self.command(Op::Unpin(identity.clone())).await?;
+        Ok(())
+    }
+
+    /// Drains `node`: nothing is placed on it any more, and its
+    /// activations are handed off to the members that own them now (what
+    /// is sent meanwhile is forwarded in order), so it can leave without
+    /// losing a message. Refused for the last member not drained.
+    pub async fn drain(&self, node: &str) -> Result<(), CommandError> {
+        self.command(Op::Drain(node.to_string())).await?;
+        Ok(())
+    }
+
+    /// Places on `node` again after a [`Self::drain`].
+    pub async fn undrain(&self, node: &str) -> Result<(), CommandError> {
+        self.command(Op::Undrain(node.to_string())).await?;
+        Ok(())
+    }
+
+    /// The leader this node accepts now, if any.
+    pub fn leader(&self) -> Option<super::Leader> {
+        self.state.election().and_then(|e| e.leader())
+    }
+
+    /// Starts a new leader term (see [`LeaderElection::force_election`]).
+    pub fn force_election(&self) {
+        if let Some(e) = self.state.election() {
+            e.force_election();
+        }
+    }
+
+    /// The leader's directives as this node has them: drained members,
+    /// pins, registered identities.
+    pub fn directives(&self) -> Table {
+        self.state.table()
+    }
+
+    /// Sends `op` to the leader (this node's own, if it leads) and waits
+    /// for its answer; a member that does not lead names the leader, which
+    /// is asked then.
+    async fn command(&self, op: Op) -> Result<u64, DirectiveError> {
+        let mut leader = self
+            .leader()
+            .map(|l| l.node)
+            .ok_or(DirectiveError::NoLeader)?;
+        for _ in 0..3 {
+            let answer = if leader == self.state.me {
+                self.state.command(op.clone())
+            } else {
+                let server: joerl_core::gen_server::ServerRef<ClaimServer> =
+                    joerl_core::gen_server::ServerRef::new(Dest::Remote {
+                        name: PLACEMENT_SERVER.to_string(),
+                        node: leader.clone(),
+                    });
+                let command = super::coordinate::Command { op: op.clone() };
+                self.system
+                    .call_timeout(&server, command, COMMAND_TIMEOUT)
+                    .await
+                    .map_err(|e| DirectiveError::Unreachable(e.to_string()))?
+            };
+            match answer {
+                Err(DirectiveError::NotLeader { leader: Some(l) }) if l != leader => leader = l,
+                other => return other,
+            }
+        }
+        Err(DirectiveError::NoLeader)
     }
 
     /// The node that owns `identity` in this node's view now.
