@@ -37,6 +37,7 @@ mod error;
 pub mod fxhash;
 pub mod gen_server;
 mod message;
+pub mod metrics;
 mod name_service;
 mod pid;
 mod process;

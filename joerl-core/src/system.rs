@@ -838,10 +838,30 @@ impl ActorSystem {
                 request: std::any::type_name::<Q>(),
             });
         }
+        let target = self.call_target(server.dest());
+        let started = std::time::Instant::now();
         let reply = self
             .call_dest(caller, server.dest(), request, timeout)
-            .await?;
-        typed_reply(reply)
+            .await
+            .and_then(typed_reply);
+        crate::metrics::call_done(target, started.elapsed(), reply.as_ref().err());
+        reply
+    }
+
+    /// Where a call to `dest` goes, for its metrics.
+    fn call_target(&self, dest: &Dest) -> &'static str {
+        match dest {
+            Dest::Pid(p) if p.node() == self.inner.node => "local",
+            Dest::Pid(_) => "remote",
+            Dest::Name(_) => "local",
+            Dest::Remote { node, .. } if self.inner.node_name.as_deref() == Some(node.as_str()) => {
+                "local"
+            }
+            Dest::Remote { .. } => "remote",
+            Dest::Placed { .. } => "placed",
+            Dest::Global(_) => "global",
+            Dest::Group(_) => "group",
+        }
     }
 
     /// An untyped call: `request` (a value, or a [`Message`] as it is) to the

@@ -25,13 +25,18 @@
 //!   groups (cluster services: a server per node at a well-known name);
 //!   global names and groups are addresses ([`Dest::Global`](joerl_core::Dest::Global),
 //!   [`Dest::Group`](joerl_core::Dest::Group)) through the node's name service;
-//! - [`placement`]: actors by identity (rendezvous placement, the leader,
-//!   circuit breakers; being built).
+//! - [`placement`]: actors by identity (rendezvous placement, the leader
+//!   and its directives, circuit breakers; being built);
+//! - [`management`]: the management API, in Rust and over HTTP JSON;
+//!   [`metrics`]: what the cluster reports through the `metrics` facade,
+//!   and the Prometheus exporter.
 
 pub mod config;
 pub mod global;
 pub mod gossip;
+pub mod management;
 pub mod member;
+pub mod metrics;
 mod names;
 pub mod node;
 pub mod packet;

@@ -144,7 +144,7 @@ pub(crate) struct ClaimServer {
 }
 
 impl GenServer for ClaimServer {
-    type Calls = (Claim, Command);
+    type Calls = (Claim, Command, crate::cluster::management::ListActivations);
     type Casts = ();
 
     async fn init(&mut self, ctx: &mut ActorContext) {
@@ -183,6 +183,16 @@ impl GenServer for ClaimServer {
     }
 }
 crate::remote_server!(ClaimServer);
+
+impl ClaimServer {
+    /// The activations running on this node now.
+    pub(crate) fn activations(&self) -> Vec<super::placements::ActivationInfo> {
+        self.state
+            .upgrade()
+            .map(|s| s.local_activations())
+            .unwrap_or_default()
+    }
+}
 
 impl HandleCall<Claim> for ClaimServer {
     async fn handle_call(

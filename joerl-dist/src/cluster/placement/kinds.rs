@@ -137,6 +137,17 @@ pub fn kind(name: &str) -> Option<&'static PlacedKind> {
         .find(|k| k.name == name)
 }
 
+/// The names of every registered kind, sorted, each once.
+pub fn names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = inventory::iter::<PlacedKind>
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Kinds registered under one name by two types: `(name, type, type)`.
 pub fn conflicts() -> Vec<(&'static str, &'static str, &'static str)> {
     let mut seen: Vec<&PlacedKind> = Vec::new();

@@ -178,6 +178,21 @@ pub(crate) struct PlacementState {
 }
 
 impl PlacementState {
+    /// The activations whose actor runs on this node, by identity.
+    pub(crate) fn local_activations(&self) -> Vec<ActivationInfo> {
+        let Some(system) = self.system.upgrade() else {
+            return Vec::new();
+        };
+        let mut v: Vec<ActivationInfo> = self
+            .activations
+            .iter()
+            .filter(|a| a.phase == Phase::Active && system.is_alive(a.info.pid))
+            .map(|a| a.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.identity.cmp(&b.identity));
+        v
+    }
+
     /// This node's name.
     pub(crate) fn me(&self) -> &str {
         &self.me
@@ -942,15 +957,7 @@ impl Placements {
 
     /// The activations alive on this node, by identity.
     pub fn local_activations(&self) -> Vec<ActivationInfo> {
-        let mut v: Vec<ActivationInfo> = self
-            .state
-            .activations
-            .iter()
-            .filter(|a| a.phase == Phase::Active && self.system.is_alive(a.info.pid))
-            .map(|a| a.info.clone())
-            .collect();
-        v.sort_by(|a, b| a.identity.cmp(&b.identity));
-        v
+        self.state.local_activations()
     }
 
     /// The members identities are placed on now, by name.
