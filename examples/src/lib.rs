@@ -2,6 +2,7 @@
 //! several examples exchange.
 #![warn(missing_docs)]
 
+pub mod placement_node;
 pub mod service_node;
 
 use std::time::Duration;

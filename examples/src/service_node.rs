@@ -691,6 +691,8 @@ pub struct ChildNode {
     pub name: String,
     /// Its gossip address, from its `ready` line.
     pub gossip: String,
+    /// The words of its `ready` line after the gossip address.
+    pub ready_rest: Vec<String>,
     proc: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -726,6 +728,7 @@ impl ChildNode {
         let mut c = ChildNode {
             name: name.to_string(),
             gossip: String::new(),
+            ready_rest: Vec::new(),
             proc,
             stdin,
             lines,
@@ -735,6 +738,7 @@ impl ChildNode {
         let mut w = ready.split_whitespace().skip(1);
         c.name = w.next().unwrap_or(name).to_string();
         c.gossip = w.next().unwrap_or("").to_string();
+        c.ready_rest = w.map(str::to_string).collect();
         Ok(c)
     }
 

@@ -473,3 +473,39 @@ fn dist_bench_over_tls_with_generated_certificates() {
     assert!(plain.output().contains("TLS"), "{}", plain.output());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cluster_mode_demo_rehomes_migrates_and_drains_within_a_minute() {
+    // Built first: the bound is on the demo's run, not on compiling it.
+    let binary = example("cluster_mode_demo");
+    let start = std::time::Instant::now();
+    let mut p = Proc::start("cluster_mode_demo", binary, &[], &[]);
+    let out = p.expect_success();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        out.contains("placement: 1000 counters by identity"),
+        "{out}"
+    );
+    assert!(out.contains("failover: cm_c killed"), "{out}");
+    assert!(out.contains("its count went on"), "{out}");
+    assert!(out.contains("every count kept"), "{out}");
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("summary: cluster_mode_demo "))
+        .unwrap_or_else(|| panic!("no summary in {out}"));
+    let field = |k: &str| -> u64 {
+        summary
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {summary}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("counters"), 1000);
+    assert!(field("rehome_ms") < 30_000, "{summary}");
+    assert!(summary.contains("migrate=ok drain=ok"), "{summary}");
+}

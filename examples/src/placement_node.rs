@@ -1,0 +1,254 @@
+//! A cluster node with placement, the management API and metrics, driven
+//! by lines on stdin: the node processes of `cluster_mode_demo`,
+//! `placement_bench` and the cross-process placement tests.
+//!
+//! It hosts one placed kind, [`Counter`] (a gen_server whose count moves
+//! with it: `placed!(server migrate ..)`), and serves the management API on
+//! 127.0.0.1 (mutations allowed, metrics on). Commands, one per line, each
+//! answered with one line starting with the command's name:
+//!
+//! ```text
+//! register PREFIX N          registers counters PREFIX0..PREFIX{N-1}  -> register ok N MS
+//! calls PREFIX N PAR MS      one Incr call to each, PAR at a time, MS timeout
+//!                            -> calls ok=.. err=.. sum=.. ms=.. nodes=NODE:COUNT,..
+//! local                      -> local N (activations running here)
+//! members                    -> members NODE,.. (the members placed on)
+//! leader                     -> leader NODE EPOCH | leader none
+//! owner ID                   -> owner NODE (of counter ID, in this node's view)
+//! count ID                   -> count N NODE (an Incr call to counter ID)
+//! quit
+//! ```
+//!
+//! It prints `ready NAME GOSSIP_ADDR MANAGEMENT_ADDR` once it runs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use joerl_dist::cluster::management::{Management, http};
+use joerl_dist::cluster::placement::{self, Migrate, PlacedServer, Placements};
+use joerl_dist::cluster::{ClusterConfig, metrics};
+use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request, ServerRef};
+use joerl_dist::{ActorContext, DistributedSystem, NodeBuilder, placed};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+
+/// The kind name of [`Counter`].
+pub const COUNTER: &str = "joerl_examples::Counter";
+
+/// A counter placed by identity; its count moves with it.
+pub struct Counter {
+    count: u64,
+}
+
+/// Adds one; the answer is the new count and the node that counted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Incr;
+
+/// The answer to [`Incr`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Counted {
+    /// The count after this one.
+    pub count: u64,
+    /// The node that counted.
+    pub node: String,
+}
+
+impl Request for Incr {
+    type Reply = Counted;
+}
+
+impl GenServer for Counter {
+    type Calls = (Incr,);
+    type Casts = ();
+}
+
+impl HandleCall<Incr> for Counter {
+    async fn handle_call(
+        &mut self,
+        _req: Incr,
+        _from: ReplyTo<Counted>,
+        ctx: &mut ActorContext,
+    ) -> CallResponse<Counted> {
+        self.count += 1;
+        CallResponse::Reply(Counted {
+            count: self.count,
+            node: ctx.node().unwrap_or("").to_string(),
+        })
+    }
+}
+joerl_dist::remote_server!(Counter);
+
+impl PlacedServer for Counter {
+    fn activate(_id: &str) -> Self {
+        Counter { count: 0 }
+    }
+}
+
+impl Migrate for Counter {
+    type State = u64;
+    fn export(&self) -> u64 {
+        self.count
+    }
+    fn import(_id: &str, count: u64) -> Self {
+        Counter { count }
+    }
+}
+placed!(server migrate Counter, "joerl_examples::Counter");
+
+/// The `node` subcommand's options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlacementNodeArgs {
+    /// The node's name.
+    #[arg(long)]
+    pub name: String,
+    /// A seed's gossip address.
+    #[arg(long)]
+    pub seed: Option<String>,
+    /// Membership probe interval in ms.
+    #[arg(long, default_value_t = 300)]
+    pub probe_ms: u64,
+}
+
+fn say(line: impl AsRef<str>) {
+    println!("{}", line.as_ref());
+}
+
+struct Running {
+    node: DistributedSystem,
+    placements: Placements,
+}
+
+/// Runs a node taking commands on stdin until `quit` or end of input.
+pub async fn run(args: PlacementNodeArgs) -> Result<()> {
+    let epmd =
+        joerl_epmd::EpmdServer::bind(joerl_epmd::ServerConfig::new("127.0.0.1:0".parse()?)).await?;
+    let cookie = std::env::var("JOERL_COOKIE").unwrap_or_else(|_| "cluster-mode-demo".into());
+    let node = NodeBuilder::new(&args.name, "127.0.0.1:0".parse()?, epmd.local_addr())
+        .cookie(cookie)
+        .start()
+        .await?;
+    let d = ClusterConfig::default();
+    let mut b = ClusterConfig::builder()
+        .cluster_name("cluster-mode")
+        .bind_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        .port(0)
+        .probe(
+            Duration::from_millis(args.probe_ms),
+            d.probe_timeout.min(Duration::from_millis(args.probe_ms)),
+        );
+    if let Some(s) = &args.seed {
+        b = b.seeds([s.clone()]);
+    }
+    let cluster = node.enable_clustering(b.build()?).await?;
+    let placements = placement::start(&node)?;
+    let _reporter = metrics::report(&node, Some(&placements));
+    let mgmt = Management::new(&node, &placements)?;
+    let server = http::serve(
+        mgmt,
+        http::HttpConfig::new("127.0.0.1:0".parse()?)
+            .allow_mutations(true)
+            .metrics(true),
+    )
+    .await?;
+    say(format!(
+        "ready {} {} {}",
+        node.name(),
+        cluster.gossip_addr(),
+        server.local_addr()
+    ));
+    let r = Running { node, placements };
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = stdin.next_line().await? {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"quit") {
+            break;
+        }
+        if let Err(e) = command(&r, &words).await {
+            say(format!("{} error {e:#}", words.first().unwrap_or(&"?")));
+        }
+    }
+    server.stop().await;
+    r.node.shutdown().await;
+    drop(epmd);
+    say("stopped");
+    Ok(())
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+async fn command(r: &Running, words: &[&str]) -> Result<()> {
+    match words {
+        ["register", prefix, n] => {
+            let n: usize = n.parse()?;
+            let t = Instant::now();
+            r.placements.register_many(COUNTER, ids(prefix, n)).await?;
+            say(format!("register ok {n} {}", t.elapsed().as_millis()));
+        }
+        ["calls", prefix, n, par, ms] => {
+            let (n, par, ms): (usize, usize, u64) = (n.parse()?, par.parse()?, ms.parse()?);
+            let t = Instant::now();
+            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(par.max(1)));
+            let mut set = tokio::task::JoinSet::new();
+            for id in ids(prefix, n) {
+                let permit = sem.clone().acquire_owned().await?;
+                let (node, p) = (r.node.clone(), r.placements.clone());
+                set.spawn(async move {
+                    let server: ServerRef<Counter> = ServerRef::new(p.actor::<Counter>(id));
+                    let got = node
+                        .call_timeout(&server, Incr, Duration::from_millis(ms))
+                        .await;
+                    drop(permit);
+                    got
+                });
+            }
+            let (mut ok, mut err, mut sum) = (0u64, 0u64, 0u64);
+            let mut per_node: BTreeMap<String, u64> = BTreeMap::new();
+            while let Some(got) = set.join_next().await {
+                match got? {
+                    Ok(c) => {
+                        ok += 1;
+                        sum += c.count;
+                        *per_node.entry(c.node).or_default() += 1;
+                    }
+                    Err(_) => err += 1,
+                }
+            }
+            let nodes: Vec<String> = per_node.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            say(format!(
+                "calls ok={ok} err={err} sum={sum} ms={} nodes={}",
+                t.elapsed().as_millis(),
+                nodes.join(",")
+            ));
+        }
+        ["local"] => say(format!("local {}", r.placements.local_activations().len())),
+        ["members"] => {
+            let m: Vec<String> = r.placements.members().into_iter().collect();
+            say(format!("members {}", m.join(",")));
+        }
+        ["leader"] => match r.placements.leader() {
+            Some(l) => say(format!("leader {} {}", l.node, l.epoch)),
+            None => say("leader none"),
+        },
+        ["owner", id] => {
+            let owner = r
+                .placements
+                .owner(r.placements.actor::<Counter>(*id).identity())?;
+            say(format!("owner {owner}"));
+        }
+        ["count", id] => {
+            let server: ServerRef<Counter> = ServerRef::new(r.placements.actor::<Counter>(*id));
+            let c = r
+                .node
+                .call_timeout(&server, Incr, Duration::from_secs(10))
+                .await
+                .context("the call failed")?;
+            say(format!("count {} {}", c.count, c.node));
+        }
+        [] => {}
+        other => bail!("unknown command {other:?}"),
+    }
+    Ok(())
+}
