@@ -16,6 +16,15 @@
 //! leader                     -> leader NODE EPOCH | leader none
 //! owner ID                   -> owner NODE (of counter ID, in this node's view)
 //! count ID                   -> count N NODE (an Incr call to counter ID)
+//! activate PREFIX N          one call to each of N fresh counters, one after another
+//!                            -> activate p50_us=.. p99_us=..
+//! pids PREFIX N              learns the Pids of counters PREFIX0.. (for `blast direct`)
+//!                            -> pids ok N
+//! blast routed|direct PREFIX N K
+//!                            K `Hit` messages round robin to the N counters, by
+//!                            identity or by the Pids `pids` learned -> blast sent=K ms=..
+//! hits                       -> hits H (Hit messages handled by this process's counters)
+//! owners PREFIX N            -> owners NODE,NODE,.. (the owner of each, in order)
 //! quit
 //! ```
 //!
@@ -29,7 +38,7 @@ use joerl_dist::cluster::management::{Management, http};
 use joerl_dist::cluster::placement::{self, Migrate, PlacedServer, Placements};
 use joerl_dist::cluster::{ClusterConfig, metrics};
 use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request, ServerRef};
-use joerl_dist::{ActorContext, DistributedSystem, NodeBuilder, placed};
+use joerl_dist::{ActorContext, Dest, DistributedSystem, NodeBuilder, Pid, placed};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
@@ -58,9 +67,42 @@ impl Request for Incr {
     type Reply = Counted;
 }
 
+/// A message a counter takes without answering (for throughput).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hit;
+joerl_dist::remote_message!(Hit, "joerl_examples::placement::Hit");
+
+/// Hit messages handled by the counters of this process.
+static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Asks a counter for its Pid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAreYou;
+impl Request for WhoAreYou {
+    type Reply = Pid;
+}
+
+impl HandleCall<WhoAreYou> for Counter {
+    async fn handle_call(
+        &mut self,
+        _req: WhoAreYou,
+        _from: ReplyTo<Pid>,
+        ctx: &mut ActorContext,
+    ) -> CallResponse<Pid> {
+        CallResponse::Reply(ctx.pid())
+    }
+}
+
 impl GenServer for Counter {
-    type Calls = (Incr,);
+    type Calls = (Incr, WhoAreYou);
     type Casts = ();
+
+    async fn handle_info(&mut self, msg: joerl_dist::Message, _ctx: &mut ActorContext) {
+        if msg.is::<Hit>() {
+            self.count += 1;
+            HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl HandleCall<Incr> for Counter {
@@ -117,6 +159,8 @@ fn say(line: impl AsRef<str>) {
 struct Running {
     node: DistributedSystem,
     placements: Placements,
+    /// The Pids `pids` learned.
+    pids: std::sync::Mutex<Vec<Pid>>,
 }
 
 /// Runs a node taking commands on stdin until `quit` or end of input.
@@ -157,7 +201,11 @@ pub async fn run(args: PlacementNodeArgs) -> Result<()> {
         cluster.gossip_addr(),
         server.local_addr()
     ));
-    let r = Running { node, placements };
+    let r = Running {
+        node,
+        placements,
+        pids: Default::default(),
+    };
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = stdin.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -246,6 +294,76 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
                 .await
                 .context("the call failed")?;
             say(format!("count {} {}", c.count, c.node));
+        }
+        ["activate", prefix, n] => {
+            let n: usize = n.parse()?;
+            let mut took: Vec<u128> = Vec::with_capacity(n);
+            for id in ids(prefix, n) {
+                let server: ServerRef<Counter> = ServerRef::new(r.placements.actor::<Counter>(id));
+                let t = Instant::now();
+                r.node
+                    .call_timeout(&server, Incr, Duration::from_secs(10))
+                    .await
+                    .context("an activating call failed")?;
+                took.push(t.elapsed().as_micros());
+            }
+            took.sort_unstable();
+            let at = |p: f64| took[((took.len() - 1) as f64 * p) as usize];
+            say(format!("activate p50_us={} p99_us={}", at(0.5), at(0.99)));
+        }
+        ["pids", prefix, n] => {
+            let n: usize = n.parse()?;
+            let mut pids = Vec::with_capacity(n);
+            for id in ids(prefix, n) {
+                let server: ServerRef<Counter> = ServerRef::new(r.placements.actor::<Counter>(id));
+                pids.push(
+                    r.node
+                        .call_timeout(&server, WhoAreYou, Duration::from_secs(10))
+                        .await?,
+                );
+            }
+            *r.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
+            say(format!("pids ok {n}"));
+        }
+        ["blast", mode, prefix, n, k] => {
+            let (n, k): (usize, usize) = (n.parse()?, k.parse()?);
+            let dests: Vec<Dest> = match *mode {
+                "routed" => ids(prefix, n)
+                    .into_iter()
+                    .map(|id| r.placements.actor::<Counter>(id).into())
+                    .collect(),
+                "direct" => r
+                    .pids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|p| Dest::Pid(*p))
+                    .collect(),
+                other => bail!("blast routed or direct, not {other}"),
+            };
+            if dests.is_empty() {
+                bail!("no targets (run pids first)");
+            }
+            let t = Instant::now();
+            for i in 0..k {
+                r.node.send(dests[i % dests.len()].clone(), Hit).await?;
+            }
+            say(format!("blast sent={k} ms={}", t.elapsed().as_millis()));
+        }
+        ["hits"] => say(format!(
+            "hits {}",
+            HITS.load(std::sync::atomic::Ordering::Relaxed)
+        )),
+        ["owners", prefix, n] => {
+            let n: usize = n.parse()?;
+            let mut owners = Vec::with_capacity(n);
+            for id in ids(prefix, n) {
+                owners.push(
+                    r.placements
+                        .owner(r.placements.actor::<Counter>(id).identity())?,
+                );
+            }
+            say(format!("owners {}", owners.join(",")));
         }
         [] => {}
         other => bail!("unknown command {other:?}"),

@@ -509,3 +509,47 @@ fn cluster_mode_demo_rehomes_migrates_and_drains_within_a_minute() {
     assert!(field("rehome_ms") < 30_000, "{summary}");
     assert!(summary.contains("migrate=ok drain=ok"), "{summary}");
 }
+
+#[test]
+fn placement_bench_prints_its_line() {
+    let mut p = Proc::start(
+        "placement_bench",
+        example("placement_bench"),
+        &[
+            "--nodes",
+            "3",
+            "--actors",
+            "100",
+            "--msgs",
+            "5000",
+            "--join-ids",
+            "1000",
+        ],
+        &[],
+    );
+    let out = p.expect_success();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("placement nodes=3 actors=100 "))
+        .unwrap_or_else(|| panic!("no result line in {out}"));
+    let field = |k: &str| -> String {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {line}"))
+            .to_string()
+    };
+    for k in [
+        "activate_us_p50",
+        "routed_msgs_per_s",
+        "direct_msgs_per_s",
+        "rehome_ms",
+    ] {
+        assert!(field(k).parse::<f64>().unwrap() > 0.0, "{k} in {line}");
+    }
+    let ratio: f64 = field("routed_ratio").parse().unwrap();
+    assert!(ratio > 0.0, "{line}");
+    // One node of four joined: about a quarter moved, all to it.
+    let moved: f64 = field("moved_on_join").parse().unwrap();
+    assert!((0.15..0.35).contains(&moved), "{line}");
+    assert_eq!(field("duplicates"), "unmeasured");
+}

@@ -423,3 +423,57 @@ async fn registered_identities_stay_and_come_back_on_a_survivor_with_no_message_
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_undone_at_once_loses_nothing_and_keeps_the_count() {
+    init_tracing();
+    let all = three("un").await;
+    let (b, pb) = (&all[1].0, &all[1].1);
+    let (me, mut rx) = collector(b);
+    let mut got: BTreeMap<u64, Got> = BTreeMap::new();
+    let mut sent = 0;
+    for round in 0..3 {
+        let tally = pb.actor::<Tally>(format!("u{round}"));
+        let owner = pb.owner(tally.identity()).unwrap();
+        let target = all
+            .iter()
+            .map(|m| m.0.name().to_string())
+            .find(|n| *n != owner)
+            .unwrap();
+        let base = round * 1000;
+        for n in 1..=20 {
+            b.send_from(Some(me), &tally, Num(base + n)).await.unwrap();
+        }
+        // Moved away and back at once, while messages flow (whether the
+        // target claimed it in between depends on timing).
+        pb.migrate(tally.identity(), &target).await.unwrap();
+        for n in 21..=40 {
+            b.send_from(Some(me), &tally, Num(base + n)).await.unwrap();
+        }
+        pb.unpin(tally.identity()).await.unwrap();
+        for n in 41..=60 {
+            b.send_from(Some(me), &tally, Num(base + n)).await.unwrap();
+        }
+        sent += 60;
+        while got.len() < sent {
+            let g = next(&mut rx).await;
+            assert!(got.insert(g.num, g.clone()).is_none(), "{} twice", g.num);
+        }
+        let totals: BTreeSet<u64> = got
+            .values()
+            .filter(|g| g.num > base && g.num <= base + 60)
+            .map(|g| g.total)
+            .collect();
+        assert_eq!(totals, (1..=60).collect(), "u{round}: the count went on");
+        let id = format!("u{round}");
+        assert_eq!(running_on(&all, "placement_moves::Tally", &id).await, owner);
+        b.send_from(Some(me), &tally, Num(base + 61)).await.unwrap();
+        let last = next(&mut rx).await;
+        assert_eq!((last.node.as_str(), last.total), (owner.as_str(), 61));
+        sent += 1;
+        got.insert(last.num, last);
+    }
+    for (n, _, _) in all {
+        n.shutdown().await;
+    }
+}

@@ -19,10 +19,13 @@
 //! malformed body, `404` for an unknown route, `409` for a command the
 //! leader refused (not a member, the last member, drained, unknown kind, a
 //! limit), `503` when there is no leader or it cannot be reached. Bodies
-//! are limited to [`MAX_BODY`] bytes, headers to 64 KiB read within
-//! [`HttpConfig::header_timeout`], and connections to
-//! [`HttpConfig::max_connections`] at once (more are closed at accept and
-//! counted in [`HttpServer::refused`]).
+//! are limited to [`MAX_BODY`] bytes, headers to 64 KiB, each read within
+//! [`HttpConfig::header_timeout`] (a body only after the request was
+//! authorized), a connection's whole life to [`CONNECTION_LIFETIME`], and
+//! connections to [`HttpConfig::max_connections`] at once (more are closed
+//! at accept and counted in [`HttpServer::refused`]). Answers other than
+//! the routes' own (a wrong method: `405`) come from the HTTP layer and
+//! are not JSON.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +33,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +51,10 @@ pub const TOKEN_CONTEXT: &[u8] = b"joerl management token";
 
 /// Most bytes of a request body.
 pub const MAX_BODY: usize = 16 * 1024;
+
+/// How long one connection is served at most (requests and answers
+/// included), so a slow reader cannot hold a connection forever.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The management token of nodes with this cookie: HMAC-SHA256 of
 /// [`TOKEN_CONTEXT`] keyed by the cookie, in lowercase hex (what
@@ -267,13 +273,30 @@ async fn migrate(
     State(s): Shared,
     Path((kind, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Json<MigrateBody>, JsonRejection>,
+    body: axum::body::Body,
 ) -> Response {
+    // Checked before the body is read: a client without the right to
+    // mutate cannot hold the connection with a slow body.
     if let Some(r) = refusal(&s, &headers) {
         return r;
     }
-    let body = match body {
-        Ok(Json(b)) => b,
+    let bytes = match tokio::time::timeout(
+        s.config.header_timeout,
+        axum::body::to_bytes(body, MAX_BODY),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            );
+        }
+    };
+    let body: MigrateBody = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
     match s.mgmt.migrate(&kind, &id, &body.node).await {
@@ -403,10 +426,17 @@ pub async fn serve(mgmt: Management, config: HttpConfig) -> Result<HttpServer, H
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(header_timeout)
                     .max_buf_size(64 * 1024)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-                if let Err(e) = served {
-                    tracing::debug!(%peer, error = %e, "management: connection ended");
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                // A client that reads its answer slowly, or keeps the
+                // connection, lets it go after a while.
+                match tokio::time::timeout(CONNECTION_LIFETIME, served).await {
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "management: connection ended")
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "management: connection closed after its lifetime")
+                    }
+                    Ok(Ok(())) => {}
                 }
                 drop(permit);
             });

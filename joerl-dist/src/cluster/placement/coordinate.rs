@@ -20,12 +20,14 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::atomic::Ordering;
+
 use joerl_core::Dest;
-use joerl_core::gen_server::Request;
+use joerl_core::gen_server::{Request, ServerRef};
 use serde::{Deserialize, Serialize};
 
 use super::directives::{DirectiveError, Op, Received, Table};
-use super::handoff::PLACEMENT_SERVER;
+use super::handoff::{ClaimServer, PLACEMENT_SERVER};
 use super::kinds;
 use super::placements::PlacementState;
 
@@ -59,6 +61,8 @@ crate::remote_message!(Delta, "joerl::placement::Delta");
 pub struct Snapshot {
     /// The leader's node name.
     pub leader: String,
+    /// Its epoch as leader (the table's may be older).
+    pub leader_epoch: u64,
     /// The directives.
     pub table: Table,
 }
@@ -69,12 +73,24 @@ crate::remote_message!(Snapshot, "joerl::placement::Snapshot");
 pub struct Version {
     /// The leader's node name.
     pub leader: String,
+    /// Its epoch as leader (the table's may be older).
+    pub leader_epoch: u64,
     /// The table's epoch.
     pub epoch: u64,
     /// Its seq.
     pub seq: u64,
 }
 crate::remote_message!(Version, "joerl::placement::Version");
+
+/// A new leader asks a member for its table (answered with it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetTable;
+impl Request for GetTable {
+    type Reply = Table;
+}
+
+/// How long a new leader waits for members' tables.
+pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A member behind the leader asks for the whole table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,8 +117,47 @@ impl PlacementState {
             .unwrap_or(0)
     }
 
+    /// A new leader's first step: adopts the newest table of a majority of
+    /// the members (itself included), so that no change it missed is
+    /// overwritten by its own.
+    async fn gather(&self, epoch: u64) -> Result<(), DirectiveError> {
+        if self.gathered.load(Ordering::Acquire) == epoch {
+            return Ok(());
+        }
+        let Some(system) = self.system() else {
+            return Err(DirectiveError::NoLeader);
+        };
+        let others = self.others();
+        // A majority of the members, this node included.
+        let members = others.len() + 1;
+        let needed = members / 2 + 1;
+        let mut calls = tokio::task::JoinSet::new();
+        for node in others {
+            let system = system.clone();
+            calls.spawn(async move {
+                let server: ServerRef<ClaimServer> = ServerRef::new(to_server(&node));
+                system.call_timeout(&server, GetTable, GATHER_TIMEOUT).await
+            });
+        }
+        let mut answered = 1;
+        while let Some(r) = calls.join_next().await {
+            if let Ok(Ok(table)) = r {
+                answered += 1;
+                let _ =
+                    self.with_table(|t, _| Ok::<_, DirectiveError>(t.on_sync(table, u64::MAX, 0)));
+            }
+        }
+        if answered < needed {
+            return Err(DirectiveError::Unreachable(format!(
+                "the new leader heard the directives of {answered} members, a majority is {needed}"
+            )));
+        }
+        self.gathered.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
     /// The leader's side of a [`Command`].
-    pub(crate) fn command(&self, op: Op) -> Result<u64, DirectiveError> {
+    pub(crate) async fn command(&self, op: Op) -> Result<u64, DirectiveError> {
         let leader = self
             .election()
             .and_then(|e| e.leader())
@@ -112,6 +167,7 @@ impl PlacementState {
                 leader: Some(leader.node),
             });
         }
+        self.gather(leader.epoch).await?;
         let unknown = |i: &super::Identity| kinds::kind(&i.kind).is_none();
         match &op {
             Op::Pin(i, _) if unknown(i) => {
@@ -130,6 +186,7 @@ impl PlacementState {
         if issued.full {
             self.broadcast(Snapshot {
                 leader: self.me().to_string(),
+                leader_epoch: leader.epoch,
                 table: self.table(),
             });
         } else {
@@ -174,12 +231,34 @@ impl PlacementState {
         }
     }
 
-    /// A member's side of a [`Snapshot`].
+    /// A member's side of a [`Snapshot`]: applied like the changes it
+    /// holds (identities newly pinned here are activated).
     pub(crate) fn on_snapshot(&self, s: Snapshot) {
         let fence = self.fence();
-        let r = self.with_table(|t, _| Ok::<_, DirectiveError>(t.on_sync(s.table, fence)));
+        let me = self.me().to_string();
+        let r = self.with_table(|t, _| {
+            let before: BTreeSet<super::Identity> = t
+                .pins
+                .iter()
+                .filter(|(_, n)| **n == me)
+                .map(|(i, _)| i.clone())
+                .collect();
+            let r = t.on_sync(s.table, s.leader_epoch, fence);
+            let new: Vec<super::Identity> = t
+                .pins
+                .iter()
+                .filter(|(i, n)| **n == me && !before.contains(*i))
+                .map(|(i, _)| i.clone())
+                .collect();
+            Ok::<_, DirectiveError>((r, new))
+        });
         match r {
-            Ok(Received::Applied) => self.update(None),
+            Ok((Received::Applied, new)) => {
+                self.update(None);
+                for identity in new {
+                    self.after_op(&Op::Pin(identity, me.clone()));
+                }
+            }
             _ => self.count_stale_directive(),
         }
     }
@@ -187,7 +266,7 @@ impl PlacementState {
     /// A member's side of a [`Version`].
     pub(crate) fn on_version(&self, v: Version) {
         let fence = self.fence();
-        if self.table_behind(v.epoch, v.seq, fence) {
+        if self.table_behind(v.epoch, v.seq, v.leader_epoch, fence) {
             self.want_snapshot(&v.leader);
         }
     }
@@ -202,6 +281,7 @@ impl PlacementState {
         };
         let snapshot = Snapshot {
             leader: self.me().to_string(),
+            leader_epoch: self.fence(),
             table: self.table(),
         };
         if let Err(e) = system.try_send(to_server(&w.node), snapshot) {
@@ -230,7 +310,7 @@ impl PlacementState {
 
     /// The leader's second: says its version to every member, and forgets
     /// the drains and pins of members that left its view.
-    pub(crate) fn leader_tick(&self) {
+    pub(crate) async fn leader_tick(&self) {
         if !self.leads() {
             return;
         }
@@ -253,18 +333,18 @@ impl PlacementState {
                 ?gone,
                 "placement: forgetting the directives of members that left"
             );
-            if let Err(e) = self.command(Op::Forget(gone)) {
+            if let Err(e) = self.command(Op::Forget(gone)).await {
                 tracing::debug!(error = %e, "placement: directives not pruned");
             }
+        }
+        let (epoch, seq) = self.table().version();
+        if (epoch, seq) == (0, 0) {
             return;
         }
-        if table.version() == (0, 0) {
-            return;
-        }
-        let (epoch, seq) = table.version();
         let me = self.me().to_string();
         self.broadcast(Version {
             leader: me,
+            leader_epoch: self.fence(),
             epoch,
             seq,
         });

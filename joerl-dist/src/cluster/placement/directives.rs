@@ -17,10 +17,15 @@
 //! - A member applies a delta only if it is the next one (same epoch, seq
 //!   one above its own); one further ahead is a gap, and the member asks
 //!   the leader for the whole table. A delta or table older than its own,
-//!   or from an epoch below the leader it accepts, is dropped (a stale
-//!   leader is fenced).
+//!   or sent by a leader whose epoch is below the leader the member
+//!   accepts, is dropped (a stale leader is fenced). The fence is on the
+//!   sender's epoch as leader, not on the table's (a leader that took
+//!   office after the last change sends a table of an older epoch).
 //! - The leader says its version every second; a member behind it asks for
 //!   the whole table, so a lost delta is repaired.
+//! - A new leader adopts the newest table a majority of members has before
+//!   its first change, so a leader that missed changes (or restarted
+//!   empty) does not overwrite them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -282,20 +287,20 @@ impl Table {
         Received::Applied
     }
 
-    /// A member's side: the whole table, from the leader (or a member that
-    /// has it); taken if it is newer and not from a fenced epoch.
-    pub fn on_sync(&mut self, table: Table, fence: u64) -> Received {
-        if table.epoch < fence || table.version() <= self.version() {
+    /// A member's side: the whole table, from a leader of epoch
+    /// `leader_epoch`; taken if it is newer and that leader is not fenced.
+    pub fn on_sync(&mut self, table: Table, leader_epoch: u64, fence: u64) -> Received {
+        if leader_epoch < fence || table.version() <= self.version() {
             return Received::Stale;
         }
         *self = table;
         Received::Applied
     }
 
-    /// A member's side: the leader says its version; true if this replica
-    /// is behind it (ask for the table).
-    pub fn behind(&self, epoch: u64, seq: u64, fence: u64) -> bool {
-        epoch >= fence && (epoch, seq) > self.version()
+    /// A member's side: a leader of epoch `leader_epoch` says its table's
+    /// version; true if this replica is behind it (ask for the table).
+    pub fn behind(&self, epoch: u64, seq: u64, leader_epoch: u64, fence: u64) -> bool {
+        leader_epoch >= fence && (epoch, seq) > self.version()
     }
 }
 
@@ -326,7 +331,7 @@ mod tests {
             let issued = leader.issue(3, op, &m).unwrap();
             assert_eq!(issued.full, i == 0);
             if issued.full {
-                assert_eq!(replica.on_sync(leader.clone(), 0), Received::Applied);
+                assert_eq!(replica.on_sync(leader.clone(), 3, 0), Received::Applied);
             } else {
                 assert_eq!(
                     replica.on_delta(issued.epoch, issued.seq, &issued.op, 3),
@@ -348,7 +353,7 @@ mod tests {
         let mut replica = Table::default();
         let first = leader.issue(1, Op::Drain("b".into()), &m).unwrap();
         assert!(first.full);
-        replica.on_sync(leader.clone(), 0);
+        replica.on_sync(leader.clone(), 3, 0);
         let _lost = leader.issue(1, Op::Undrain("b".into()), &m).unwrap();
         let third = leader.issue(1, Op::Pin(id("x"), "b".into()), &m).unwrap();
         assert_eq!(
@@ -357,10 +362,10 @@ mod tests {
         );
         // Nothing of the gapped delta was applied.
         assert!(replica.pins.is_empty() && replica.draining.contains("b"));
-        assert!(replica.behind(1, 3, 1));
-        assert_eq!(replica.on_sync(leader.clone(), 1), Received::Applied);
+        assert!(replica.behind(1, 3, 1, 1));
+        assert_eq!(replica.on_sync(leader.clone(), 1, 1), Received::Applied);
         assert_eq!(replica, leader);
-        assert!(!replica.behind(1, 3, 1));
+        assert!(!replica.behind(1, 3, 1, 1));
         // A delta it has already is stale, and changes nothing.
         assert_eq!(
             replica.on_delta(third.epoch, third.seq, &third.op, 1),
@@ -376,7 +381,7 @@ mod tests {
         let mut new = Table::default();
         let issued = new.issue(5, Op::Drain("c".into()), &m).unwrap();
         let mut replica = Table::default();
-        replica.on_sync(new.clone(), 5);
+        replica.on_sync(new.clone(), 5, 5);
         assert_eq!(
             new.issue(4, Op::Undrain("c".into()), &m),
             Err(DirectiveError::StaleLeader { epoch: 4, table: 5 })
@@ -384,7 +389,7 @@ mod tests {
         let mut old = Table::default();
         let stale = old.issue(4, Op::Undrain("c".into()), &m).unwrap();
         assert_eq!(
-            replica.on_sync(old.clone(), 5),
+            replica.on_sync(old.clone(), 4, 5),
             Received::Stale,
             "a table from below the accepted epoch is refused"
         );
@@ -395,8 +400,8 @@ mod tests {
         // A replica that has not accepted epoch 5 yet still refuses the
         // older version.
         let mut late = Table::default();
-        late.on_sync(new.clone(), 0);
-        assert_eq!(late.on_sync(old, 0), Received::Stale);
+        late.on_sync(new.clone(), 5, 0);
+        assert_eq!(late.on_sync(old, 4, 0), Received::Stale);
         assert!(late.draining.contains("c") && issued.epoch == 5);
         // A newer leader's first change replaces the table.
         let next = new.issue(6, Op::Undrain("c".into()), &m).unwrap();
@@ -406,8 +411,14 @@ mod tests {
             Received::Gap,
             "a new epoch's first change comes as the table"
         );
-        assert_eq!(replica.on_sync(new.clone(), 5), Received::Applied);
+        assert_eq!(replica.on_sync(new.clone(), 6, 5), Received::Applied);
         assert!(replica.draining.is_empty());
+        // A leader that took office after the last change sends a table of
+        // an older epoch: a member that accepts that leader takes it.
+        let mut behind = Table::default();
+        assert!(behind.behind(new.epoch, new.seq, 7, 7));
+        assert_eq!(behind.on_sync(new.clone(), 7, 7), Received::Applied);
+        assert_eq!(behind, new);
     }
 
     #[test]

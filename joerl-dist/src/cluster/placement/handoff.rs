@@ -36,7 +36,7 @@ use joerl_core::gen_server::{
 use joerl_core::{ActorContext, Dest};
 use serde::{Deserialize, Serialize};
 
-use super::coordinate::{Command, Delta, Snapshot, Version, WantSnapshot};
+use super::coordinate::{Command, Delta, GetTable, Snapshot, Version, WantSnapshot};
 use super::directives::DirectiveError;
 use super::placements::PlacementState;
 use super::rendezvous::Identity;
@@ -144,7 +144,12 @@ pub(crate) struct ClaimServer {
 }
 
 impl GenServer for ClaimServer {
-    type Calls = (Claim, Command, crate::cluster::management::ListActivations);
+    type Calls = (
+        Claim,
+        Command,
+        GetTable,
+        crate::cluster::management::ListActivations,
+    );
     type Casts = ();
 
     async fn init(&mut self, ctx: &mut ActorContext) {
@@ -157,7 +162,7 @@ impl GenServer for ClaimServer {
         };
         if msg.is::<HelloAgain>() {
             state.hello_again();
-            state.leader_tick();
+            state.leader_tick().await;
             ctx.send_after(ctx.pid(), HelloAgain, HELLO_AGAIN);
             return;
         }
@@ -219,7 +224,19 @@ impl HandleCall<Command> for ClaimServer {
         let Some(state) = self.state.upgrade() else {
             return CallResponse::Reply(Err(DirectiveError::NoLeader));
         };
-        CallResponse::Reply(state.command(command.op))
+        CallResponse::Reply(state.command(command.op).await)
+    }
+}
+
+impl HandleCall<GetTable> for ClaimServer {
+    async fn handle_call(
+        &mut self,
+        _req: GetTable,
+        _from: ReplyTo<super::directives::Table>,
+        _ctx: &mut ActorContext,
+    ) -> CallResponse<super::directives::Table> {
+        let table = self.state.upgrade().map(|s| s.table()).unwrap_or_default();
+        CallResponse::Reply(table)
     }
 }
 

@@ -30,7 +30,7 @@ use joerl_core::{
 };
 
 use super::handoff::{ClaimAnswer, Claimed, FORWARD_LINGER, HandOff, HandedState, claim};
-use super::placements::{Phase, PlacementState};
+use super::placements::{Phase, PlacementState, Reclaim};
 use super::rendezvous::Identity;
 
 /// An actor kind the cluster places by identity: made from its id when its
@@ -305,6 +305,8 @@ struct Activation<K> {
     lingered: u32,
     /// Handoffs with state behind this activation (see [`HandedState`]).
     generation: u64,
+    /// Its actor stopped at a handoff (a claim back makes a fresh one).
+    handed_off: bool,
 }
 
 /// Most linger periods a forwarder waits for a claim to take the state it
@@ -324,6 +326,7 @@ impl<K: PlacedActor> Activation<K> {
             codec,
             lingered: 0,
             generation: 0,
+            handed_off: false,
         }
     }
 
@@ -342,17 +345,9 @@ impl<K: PlacedActor> Activation<K> {
         }
     }
 
-    /// Keeps a handed-off `state` for the next owner's claim.
-    fn keep(&self, state: HandedState, ctx: &ActorContext) {
-        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
-            s.set_carried(&h.identity, ctx.pid(), state);
-        }
-    }
-
-    /// Keeps a handed-off `state` for the next owner's claim, and wakes
-    /// that owner so that it claims soon.
-    fn carry(&self, state: HandedState, to: &str, ctx: &ActorContext) {
-        self.keep(state, ctx);
+    /// Wakes the new owner `to` so that it claims the state this
+    /// activation keeps soon.
+    fn wake(&self, to: &str, ctx: &ActorContext) {
         let Some(h) = &self.hooks else {
             return;
         };
@@ -376,12 +371,92 @@ impl<K: PlacedActor> Activation<K> {
     }
 
     /// Switches to forwarding: what arrives from now on goes to `to`, and
-    /// the wrapper leaves once nothing came for [`FORWARD_LINGER`].
-    fn forward_to(&mut self, to: String, ctx: &mut ActorContext) {
+    /// the wrapper leaves once nothing came for [`FORWARD_LINGER`]; keeps
+    /// `carried` (the state, and whether a claim has it already) for the
+    /// next owner's claim, and wakes it if none has.
+    fn forward_to(
+        &mut self,
+        to: String,
+        carried: Option<(HandedState, bool)>,
+        ctx: &mut ActorContext,
+    ) {
+        let wake = carried.as_ref().is_some_and(|(_, taken)| !taken);
+        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
+            s.set_forwarding(&h.identity, ctx.pid(), carried);
+        }
+        if wake {
+            self.wake(&to, ctx);
+        }
         self.mode = Mode::Forwarding(to);
-        self.set_phase(ctx, Phase::Forwarding);
         self.busy = false;
+        self.lingered = 0;
         self.check_after(FORWARD_LINGER, ctx);
+    }
+
+    /// Claims the identity, then runs the actor (from the state handed
+    /// off, if one came), or forwards to the member that owns it now.
+    async fn claim_and_run(&mut self, ctx: &mut ActorContext) {
+        let Some(h) = &self.hooks else {
+            return self.run(ctx).await;
+        };
+        let (weak, identity) = (h.state.clone(), h.identity.clone());
+        loop {
+            match claim(&weak, &identity).await {
+                Claimed::Owner(handed) => {
+                    let Some(s) = self.state() else {
+                        return ctx.stop(ExitReason::custom("placement stopped"));
+                    };
+                    // This node answered `Free` to another claim meanwhile:
+                    // ask again.
+                    if !s.begin_active(&identity, ctx.pid()) {
+                        continue;
+                    }
+                    // A forwarder claiming back may keep a state itself.
+                    let own = s.take_own_carried(&identity, ctx.pid());
+                    let handed = match (handed, own) {
+                        (Some(a), Some(b)) => {
+                            Some(if a.generation >= b.generation { a } else { b })
+                        }
+                        (a, b) => a.or(b),
+                    };
+                    match (handed, &self.codec) {
+                        (Some(handed), Some(codec)) => {
+                            let decoded = (codec.import)(&self.id, &handed.bytes);
+                            s.count_state(decoded.is_ok());
+                            self.generation = handed.generation + 1;
+                            match decoded {
+                                Ok(inner) => self.inner = inner,
+                                Err(e) => {
+                                    tracing::warn!(%identity, error = %e, "placement: handed-off state undecodable; started fresh");
+                                    self.inner = K::activate(&self.id);
+                                }
+                            }
+                        }
+                        // The actor of a handoff stopped: a fresh one.
+                        _ if self.handed_off => self.inner = K::activate(&self.id),
+                        _ => {}
+                    }
+                    return self.run(ctx).await;
+                }
+                Claimed::Moved(to, carried) => {
+                    return self.forward_to(to, carried.map(|c| (c, false)), ctx);
+                }
+                Claimed::Refused(reason) => {
+                    tracing::debug!(%identity, %reason, "placement: not activated");
+                    return ctx.stop(ExitReason::custom(reason));
+                }
+            }
+        }
+    }
+
+    /// Runs the actor.
+    async fn run(&mut self, ctx: &mut ActorContext) {
+        self.mode = Mode::Active;
+        self.handed_off = false;
+        if let Some(idle) = self.idle {
+            self.check_after(idle, ctx);
+        }
+        self.inner.started(ctx).await;
     }
 
     /// Schedules the idle check that counts, after `after`.
@@ -427,84 +502,43 @@ struct IdleCheck(u64);
 impl<K: PlacedActor> Actor for Activation<K> {
     async fn started(&mut self, ctx: &mut ActorContext) {
         // Messages that arrive meanwhile wait in the mailbox, in order.
-        if let Some(h) = &self.hooks {
-            match claim(&h.state, &h.identity).await {
-                Claimed::Owner(None) => {}
-                Claimed::Owner(Some(handed)) => {
-                    if let Some(codec) = &self.codec {
-                        let decoded = (codec.import)(&self.id, &handed.bytes);
-                        self.generation = handed.generation + 1;
-                        if let Some(s) = self.state() {
-                            s.count_state(decoded.is_ok());
-                        }
-                        match decoded {
-                            Ok(inner) => self.inner = inner,
-                            Err(e) => {
-                                tracing::warn!(identity = %h.identity, error = %e, "placement: handed-off state undecodable; started fresh")
-                            }
-                        }
-                    }
-                }
-                Claimed::Moved(to, carried) => {
-                    self.forward_to(to.clone(), ctx);
-                    if let Some(state) = carried {
-                        self.carry(state, &to, ctx);
-                    }
-                    return;
-                }
-                Claimed::Refused(reason) => {
-                    tracing::debug!(identity = %h.identity, %reason, "placement: not activated");
-                    return ctx.stop(ExitReason::custom(reason));
-                }
-            }
-        }
-        self.mode = Mode::Active;
-        self.set_phase(ctx, Phase::Active);
-        if let Some(idle) = self.idle {
-            self.check_after(idle, ctx);
-        }
-        self.inner.started(ctx).await;
+        self.claim_and_run(ctx).await;
     }
 
     async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if msg.is::<Reclaim>() {
+            if matches!(self.mode, Mode::Forwarding(_)) {
+                self.mode = Mode::Claiming;
+                self.set_phase(ctx, Phase::Claiming);
+                self.claim_and_run(ctx).await;
+            }
+            return;
+        }
+        self.handle(msg, ctx).await;
+    }
+
+    async fn stopped(&mut self, reason: &ExitReason, ctx: &mut ActorContext) {
+        // The actor stops before the entry goes: until then a claim is
+        // answered as for a running activation.
+        if self.mode == Mode::Active {
+            self.inner.stopped(reason, ctx).await;
+        }
+        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
+            s.forget(&h.identity, ctx.pid());
+        }
+    }
+}
+
+impl<K: PlacedActor> Activation<K> {
+    /// A message other than `Reclaim`.
+    async fn handle(&mut self, msg: Message, ctx: &mut ActorContext) {
         let msg = match msg.downcast::<IdleCheck>() {
             Ok(c) if c.0 != self.check => return,
             Ok(c) => Box::new(*c) as Message,
             Err(m) => m,
         };
         let msg = match msg.downcast::<HandOff>() {
-            Ok(h) => {
-                let HandOff { to, reply } = *h;
-                let mut state = None;
-                if self.mode == Mode::Active {
-                    state = self.export();
-                    let reason = ExitReason::custom(format!("handed off to {to}"));
-                    self.inner.stopped(&reason, ctx).await;
-                }
-                if self.mode != Mode::Claiming {
-                    self.forward_to(to.clone(), ctx);
-                }
-                match (reply, state) {
-                    (Some(r), Some(s)) => {
-                        self.keep(s.clone(), ctx);
-                        r.reply(ctx.system(), ClaimAnswer::State(s))
-                    }
-                    // Handed off already (a view change came first): the
-                    // state kept for the next owner goes to this claimant.
-                    (Some(r), None) => {
-                        let kept = self
-                            .hooks
-                            .as_ref()
-                            .zip(self.state())
-                            .and_then(|(h, s)| s.take_carried(&h.identity, ctx.pid()));
-                        let answer = kept.map_or(ClaimAnswer::Free, ClaimAnswer::State);
-                        r.reply(ctx.system(), answer)
-                    }
-                    (None, Some(s)) => self.carry(s, &to, ctx),
-                    (None, None) => {}
-                }
-                return;
-            }
+            Ok(h) => return self.hand_off(*h, ctx).await,
             Err(m) => m,
         };
         if let Mode::Forwarding(to) = &self.mode {
@@ -558,14 +592,60 @@ impl<K: PlacedActor> Actor for Activation<K> {
         self.inner.handle_message(msg, ctx).await;
     }
 
-    async fn stopped(&mut self, reason: &ExitReason, ctx: &mut ActorContext) {
-        // The actor stops before the entry goes: until then a claim is
-        // answered as for a running activation.
-        if self.mode == Mode::Active {
-            self.inner.stopped(reason, ctx).await;
-        }
-        if let (Some(h), Some(s)) = (&self.hooks, self.state()) {
-            s.forget(&h.identity, ctx.pid());
+    /// Hands off to the member that owns the identity now (the one the
+    /// `HandOff` names may be stale: it waited in the mailbox while the
+    /// view changed); ignored if this node owns it again.
+    async fn hand_off(&mut self, h: HandOff, ctx: &mut ActorContext) {
+        let HandOff { to, reply } = h;
+        let current = match (&self.hooks, self.state()) {
+            (Some(hk), Some(s)) => s.owner_of(&hk.identity).ok(),
+            _ => Some(to),
+        };
+        let me = ctx.node().unwrap_or("").to_string();
+        let Some(to) = current.filter(|o| *o != me) else {
+            if let Some(r) = reply {
+                r.reply(ctx.system(), ClaimAnswer::Busy);
+            }
+            return;
+        };
+        match self.mode.clone() {
+            Mode::Active => {
+                let state = self.export();
+                let reason = ExitReason::custom(format!("handed off to {to}"));
+                self.inner.stopped(&reason, ctx).await;
+                self.handed_off = true;
+                // A copy is kept also when the answer carries it (it is
+                // taken then: no need to wake the new owner).
+                let answered = reply.is_some();
+                self.forward_to(to, state.clone().map(|s| (s, answered)), ctx);
+                if let Some(r) = reply {
+                    r.reply(
+                        ctx.system(),
+                        state.map_or(ClaimAnswer::Free, ClaimAnswer::State),
+                    );
+                }
+            }
+            Mode::Forwarding(_) => {
+                // Pointed at the newest owner; a claim gets the state kept.
+                self.mode = Mode::Forwarding(to);
+                if let Some(r) = reply {
+                    let kept = self
+                        .hooks
+                        .as_ref()
+                        .zip(self.state())
+                        .and_then(|(h, s)| s.take_carried(&h.identity, ctx.pid()));
+                    r.reply(
+                        ctx.system(),
+                        kept.map_or(ClaimAnswer::Free, ClaimAnswer::State),
+                    );
+                }
+            }
+            // A claim under way finds the owner itself.
+            Mode::Claiming => {
+                if let Some(r) = reply {
+                    r.reply(ctx.system(), ClaimAnswer::Busy);
+                }
+            }
         }
     }
 }

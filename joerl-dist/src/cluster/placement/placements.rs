@@ -63,6 +63,10 @@ pub fn identity_of(name: &str) -> Option<Identity> {
     Some(Identity::new(kind, id))
 }
 
+/// Tells a forwarder whose identity this node owns again to claim it back
+/// (local only).
+pub(crate) struct Reclaim;
+
 /// Wakes an identity up (an eager activation): the activation takes it and
 /// does not pass it on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,7 +104,10 @@ pub struct PlacementStats {
     /// [`VIEW_PATIENCE`](super::handoff::VIEW_PATIENCE)), then is handled
     /// here or forwarded to the owner.
     pub not_owner: AtomicU64,
-    /// Routings and activations refused for want of a healthy majority.
+    /// Owner lookups refused for want of a healthy majority: routings and
+    /// activations, and the node's own lookups while it has none (claims
+    /// waiting, view updates), so it grows while the majority is missing
+    /// even with no traffic.
     pub no_majority: AtomicU64,
     /// Activations stopped because this node lost its healthy majority.
     pub stopped_no_majority: AtomicU64,
@@ -153,6 +160,10 @@ struct Entry {
     /// The state a handed-off activation keeps for the next owner's claim,
     /// and whether a claim took it from here.
     carried: Option<(HandedState, bool)>,
+    /// While claiming: this node answered `Free` to another member's claim
+    /// (its view made that member the owner), so this claim must not end
+    /// in running the actor without asking again.
+    yielded: bool,
 }
 
 /// A membership view held back: its members and health.
@@ -175,6 +186,9 @@ pub(crate) struct PlacementState {
     held: std::sync::Mutex<Option<Option<HeldView>>>,
     /// The leader election the directives are fenced by.
     election: Option<Arc<dyn LeaderElection>>,
+    /// The leader epoch at which this node, leading, adopted the newest
+    /// table of a majority (see `coordinate`).
+    pub(crate) gathered: AtomicU64,
 }
 
 impl PlacementState {
@@ -260,9 +274,9 @@ impl PlacementState {
     }
 
     /// True if this node's directives are behind `(epoch, seq)`.
-    pub(crate) fn table_behind(&self, epoch: u64, seq: u64, fence: u64) -> bool {
+    pub(crate) fn table_behind(&self, epoch: u64, seq: u64, leader_epoch: u64, fence: u64) -> bool {
         let v = self.view.read().unwrap_or_else(|e| e.into_inner());
-        v.table.behind(epoch, seq, fence)
+        v.table.behind(epoch, seq, leader_epoch, fence)
     }
 
     /// True if `identity` is registered for eager activation (it is not
@@ -307,16 +321,59 @@ impl PlacementState {
         }
     }
 
-    /// The handed-off activation `pid` keeps `state` for the next owner's
-    /// claim (also when it answered a claim with it: that answer may come
-    /// after the claimant stopped waiting, and its next claim finds it
-    /// here).
-    pub(crate) fn set_carried(&self, identity: &Identity, pid: Pid, state: HandedState) {
+    /// The activation `pid` of `identity` hands off: it forwards from now
+    /// on, and keeps `carried` (the state, and whether a claim has it
+    /// already) for the next owner's claim, in one step (a claim answered
+    /// between the two would find a forwarder without its state). A copy is
+    /// kept also when a claim's answer carries it: that answer may come
+    /// after the claimant stopped waiting, and its next claim finds it here.
+    pub(crate) fn set_forwarding(
+        &self,
+        identity: &Identity,
+        pid: Pid,
+        carried: Option<(HandedState, bool)>,
+    ) {
         if let Some(mut e) = self.activations.get_mut(identity) {
             if e.info.pid == pid {
-                e.carried = Some((state, false));
+                if e.phase == Phase::Active {
+                    self.stats.handed_off.fetch_add(1, Ordering::Relaxed);
+                }
+                if e.phase == Phase::Claiming {
+                    self.stats.claims_moved.fetch_add(1, Ordering::Relaxed);
+                }
+                e.phase = Phase::Forwarding;
+                if carried.is_some() {
+                    e.carried = carried;
+                }
             }
         }
+    }
+
+    /// The claiming activation `pid` of `identity` may run its actor now:
+    /// false (and the mark cleared) if this node answered another member's
+    /// claim with `Free` since, so it must claim again.
+    pub(crate) fn begin_active(&self, identity: &Identity, pid: Pid) -> bool {
+        let Some(mut e) = self.activations.get_mut(identity) else {
+            return false;
+        };
+        if e.info.pid != pid {
+            return false;
+        }
+        if std::mem::take(&mut e.yielded) {
+            return false;
+        }
+        e.phase = Phase::Active;
+        true
+    }
+
+    /// Takes the state the activation `pid` of `identity` kept itself (a
+    /// forwarder that claims its identity back).
+    pub(crate) fn take_own_carried(&self, identity: &Identity, pid: Pid) -> Option<HandedState> {
+        let mut e = self.activations.get_mut(identity)?;
+        if e.info.pid != pid {
+            return None;
+        }
+        e.carried.take().map(|(s, _)| s)
     }
 
     /// The state the forwarder `pid` of `identity` keeps, if any (a copy:
@@ -382,10 +439,20 @@ impl PlacementState {
             Some(Entry {
                 phase: Phase::Claiming,
                 ..
-            }) => match self.owner(identity) {
-                Ok(owner) if owner == claimant => Reply(ClaimAnswer::Free),
-                _ => Reply(ClaimAnswer::Busy),
-            },
+            }) => {
+                // Under the entry's lock, so that the claim in progress here
+                // sees the mark before it runs the actor.
+                let Some(mut e) = self.activations.get_mut(identity) else {
+                    return Reply(ClaimAnswer::Free);
+                };
+                match (&e.phase, self.owner(identity)) {
+                    (Phase::Claiming, Ok(owner)) if owner == claimant => {
+                        e.yielded = true;
+                        Reply(ClaimAnswer::Free)
+                    }
+                    _ => Reply(ClaimAnswer::Busy),
+                }
+            }
             Some(Entry {
                 info,
                 phase: Phase::Active,
@@ -501,6 +568,7 @@ impl PlacementState {
                     },
                     phase: Phase::Claiming,
                     carried: None,
+                    yielded: false,
                 });
                 Some(pid)
             }
@@ -616,10 +684,11 @@ impl PlacementState {
                 continue;
             }
             match (self.owner(&a.identity), &e.phase) {
-                // Owned here again while forwarding: the forwarder goes, so
-                // the next message activates the identity here.
+                // Owned here again while forwarding: the forwarder claims the
+                // identity back and runs it (what waits in its mailbox is
+                // handled then, its state kept).
                 (Ok(owner), Phase::Forwarding) if owner == self.me => {
-                    let _ = system.exit(a.pid, ExitReason::custom("owned here again"));
+                    let _ = system.try_deliver(None, a.pid, Box::new(Reclaim), usize::MAX);
                 }
                 (Ok(owner), _) if owner == self.me => {}
                 // Handed off: the actor stops, what comes later goes on to
@@ -748,6 +817,7 @@ pub fn start_with(
         ready: Default::default(),
         held: Default::default(),
         election: Some(election),
+        gathered: AtomicU64::new(0),
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
@@ -924,7 +994,7 @@ impl Placements {
             .ok_or(DirectiveError::NoLeader)?;
         for _ in 0..3 {
             let answer = if leader == self.state.me {
-                self.state.command(op.clone())
+                self.state.command(op.clone()).await
             } else {
                 let server: joerl_core::gen_server::ServerRef<ClaimServer> =
                     joerl_core::gen_server::ServerRef::new(Dest::Remote {
