@@ -99,7 +99,6 @@ async fn round(nodes: &mut [ChildNode], mode: &str, actors: usize, msgs: usize) 
         .ask(&format!("blast {mode} r {actors} {msgs}"), "blast ")
         .await?;
     ensure!(line.starts_with("blast sent="), "{line}");
-    eprintln!("DEBUG {mode} {line} after {:?}", t.elapsed());
     let want = before + msgs as u64;
     loop {
         let now = hits(nodes).await?;
@@ -113,7 +112,6 @@ async fn round(nodes: &mut [ChildNode], mode: &str, actors: usize, msgs: usize) 
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    eprintln!("DEBUG {mode} all handled after {:?}", t.elapsed());
     Ok(msgs as f64 / t.elapsed().as_secs_f64())
 }
 
