@@ -164,6 +164,7 @@ async fn main() -> Result<()> {
         .ask(&format!("activate a {actors}"), "activate ")
         .await?;
     let activate_us_p50: u64 = word(&line, "p50_us")?.parse()?;
+    eprintln!("phase activate: {line}");
 
     // Registered counters for throughput and re-homing.
     let line = nodes[0]
@@ -179,6 +180,7 @@ async fn main() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("phase register: every counter runs");
     let line = nodes[0].ask(&format!("pids r {actors}"), "pids ").await?;
     ensure!(line.starts_with("pids ok"), "{line}");
     let (mut routed, mut direct) = (0f64, 0f64);
@@ -187,6 +189,7 @@ async fn main() -> Result<()> {
         direct = direct.max(round(&mut nodes, "direct", actors, args.msgs).await?);
     }
 
+    eprintln!("phase throughput: routed {routed:.0}/s, direct {direct:.0}/s");
     // Moves when one node joins.
     let before = nodes[0]
         .ask(&format!("owners m {}", args.join_ids), "owners ")
@@ -226,6 +229,7 @@ async fn main() -> Result<()> {
     extra.quit().await?;
     wait_members(&mut nodes, &names).await?;
 
+    eprintln!("phase join: {moved_on_join:.3} moved");
     // Re-homing after a SIGKILL of the last node.
     let mut victim = nodes.pop().context("a node to kill")?;
     victim.kill().await?;

@@ -134,6 +134,11 @@ impl Proc {
 
     /// Waits for the process to exit; returns its exit code.
     pub fn wait_exit(&mut self) -> i32 {
+        self.wait_exit_within(DEADLINE)
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit code.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> i32 {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -141,9 +146,9 @@ impl Proc {
                 std::thread::sleep(Duration::from_millis(50));
                 return status.code().unwrap_or(-1);
             }
-            if start.elapsed() > DEADLINE {
+            if start.elapsed() > limit {
                 panic!(
-                    "{} did not exit within {DEADLINE:?}; output:\n{}",
+                    "{} did not exit within {limit:?}; output:\n{}",
                     self.name,
                     self.output()
                 );
@@ -154,7 +159,12 @@ impl Proc {
 
     /// Waits for a successful exit.
     pub fn expect_success(&mut self) -> String {
-        let code = self.wait_exit();
+        self.expect_success_within(DEADLINE)
+    }
+
+    /// Waits up to `limit` for a successful exit.
+    pub fn expect_success_within(&mut self, limit: Duration) -> String {
+        let code = self.wait_exit_within(limit);
         let out = self.output();
         assert_eq!(code, 0, "{} exited with {code}; output:\n{out}", self.name);
         out
