@@ -79,8 +79,7 @@ async fn calls(node: &mut ChildNode, n: usize, timeout_ms: u64) -> Result<Calls>
 }
 
 async fn local(node: &mut ChildNode) -> Result<usize> {
-    let line = node.ask("local", "local ").await?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+    Ok(placement_node::ask_number(node, "local").await? as usize)
 }
 
 /// Evaluates `cond` every 100 ms until it holds, for up to `limit`.
@@ -129,15 +128,7 @@ async fn main() -> Result<()> {
     if let Some(Role::Node(a)) = args.role {
         return placement_node::run(a).await;
     }
-    // SAFETY: set before any other thread reads the environment; the
-    // children inherit the cookie, and log errors only unless told (each
-    // call to the killed node's counters would warn).
-    unsafe {
-        std::env::set_var("JOERL_COOKIE", COOKIE);
-        if std::env::var_os("RUST_LOG").is_none() {
-            std::env::set_var("RUST_LOG", "error");
-        }
-    }
+    placement_node::prepare_children(COOKIE);
     let started = Instant::now();
     let n = args.counters;
     let mut a = ChildNode::start("cm_a", None, &[]).await?;
@@ -229,8 +220,7 @@ async fn main() -> Result<()> {
     } else {
         &names[0]
     };
-    let before = b.ask("count c7", "count ").await?;
-    let before: u64 = before.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    let before = placement_node::ask_number(&mut b, "count c7").await?;
     admin(
         api,
         &format!("/cluster/actors/{COUNTER}/c7/migrate"),

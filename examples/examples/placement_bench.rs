@@ -18,8 +18,8 @@
 //!   `routed_ratio` is routed over direct (goal ≥ 0.9).
 //! - `moved_on_join`: the fraction of 10,000 identities whose owner
 //!   changes when one more node joins (≈ 1/(N+1)).
-//! - `rehome_ms`: SIGKILL of the last node, owning about 1/N of the
-//!   registered counters, until every counter answered a call from its new
+//! - `rehome_ms`: SIGKILL of the node that joined, owning about 1/(N+1)
+//!   of the registered counters, until every counter answered a call from its new
 //!   owner (calls in rounds every 100 ms, 1 s timeout each).
 //! - `duplicates` and `lost` come from a churn run with delivery
 //!   guarantees, not built yet: printed as `unmeasured`.
@@ -66,29 +66,11 @@ fn word<'a>(line: &'a str, key: &str) -> Result<&'a str> {
 }
 
 async fn hits(nodes: &mut [ChildNode]) -> Result<u64> {
-    let mut sum = 0;
-    for n in nodes.iter_mut() {
-        let line = n.ask("hits", "hits ").await?;
-        sum += line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("0")
-            .parse::<u64>()?;
-    }
-    Ok(sum)
+    placement_node::sum_of(nodes, "hits").await
 }
 
 async fn local(nodes: &mut [ChildNode]) -> Result<usize> {
-    let mut sum = 0;
-    for n in nodes.iter_mut() {
-        let line = n.ask("local", "local ").await?;
-        sum += line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("0")
-            .parse::<usize>()?;
-    }
-    Ok(sum)
+    Ok(placement_node::sum_of(nodes, "local").await? as usize)
 }
 
 /// One throughput round: messages per second until all were handled.
@@ -139,15 +121,7 @@ async fn main() -> Result<()> {
         return placement_node::run(a).await;
     }
     ensure!(args.nodes >= 2, "--nodes must be at least 2");
-    // SAFETY: set before any other thread reads the environment; the
-    // children inherit it (errors only: a killed node makes every call to
-    // it warn).
-    unsafe {
-        std::env::set_var("JOERL_COOKIE", "placement-bench");
-        if std::env::var_os("RUST_LOG").is_none() {
-            std::env::set_var("RUST_LOG", "error");
-        }
-    }
+    placement_node::prepare_children("placement-bench");
     let (n, actors) = (args.nodes, args.actors);
     let mut nodes: Vec<ChildNode> = Vec::new();
     nodes.push(ChildNode::start("pb_1", None, &[]).await?);
@@ -194,7 +168,7 @@ async fn main() -> Result<()> {
     let before = nodes[0]
         .ask(&format!("owners m {}", args.join_ids), "owners ")
         .await?;
-    let extra = ChildNode::start(&format!("pb_{}", n + 1), Some(&seed), &[]).await?;
+    let mut extra = ChildNode::start(&format!("pb_{}", n + 1), Some(&seed), &[]).await?;
     let mut with_extra = names.clone();
     with_extra.push(extra.name.clone());
     with_extra.sort();
@@ -226,12 +200,14 @@ async fn main() -> Result<()> {
         "an identity moved to a member other than the new one"
     );
     let moved_on_join = moved as f64 / args.join_ids as f64;
-    extra.quit().await?;
-    wait_members(&mut nodes, &names).await?;
+    // The joined node stays: it is the one killed next (a graceful leave
+    // followed by a kill left a member without a majority in some runs:
+    // see the closing note of issue 14).
+    wait_members(&mut nodes, &with_extra).await?;
 
     eprintln!("phase join: {moved_on_join:.3} moved");
-    // Re-homing after a SIGKILL of the last node.
-    let mut victim = nodes.pop().context("a node to kill")?;
+    // Re-homing after a SIGKILL of the node that joined.
+    let victim = &mut extra;
     victim.kill().await?;
     let killed = Instant::now();
     loop {

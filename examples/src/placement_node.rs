@@ -152,6 +152,39 @@ pub struct PlacementNodeArgs {
     pub probe_ms: u64,
 }
 
+/// For a program that drives placement nodes as children: the cookie they
+/// inherit, and errors only in their logs unless `RUST_LOG` says otherwise
+/// (every call to a killed node's counters would warn). Call it first in
+/// `main`, before any other thread runs.
+pub fn prepare_children(cookie: &str) {
+    // SAFETY: called before any other thread reads the environment.
+    unsafe {
+        std::env::set_var("JOERL_COOKIE", cookie);
+        if std::env::var_os("RUST_LOG").is_none() {
+            std::env::set_var("RUST_LOG", "error");
+        }
+    }
+}
+
+/// Asks a child node `command` and reads the number after the answer's
+/// first word (`local`, `hits`, `count ID`).
+pub async fn ask_number(node: &mut crate::service_node::ChildNode, command: &str) -> Result<u64> {
+    let answer = command.split_whitespace().next().unwrap_or(command);
+    let line = node.ask(command, &format!("{answer} ")).await?;
+    let n = line.split_whitespace().nth(1).unwrap_or("");
+    n.parse()
+        .with_context(|| format!("{}: no number in {line:?}", node.name))
+}
+
+/// [`ask_number`] summed over `nodes`.
+pub async fn sum_of(nodes: &mut [crate::service_node::ChildNode], command: &str) -> Result<u64> {
+    let mut sum = 0;
+    for n in nodes.iter_mut() {
+        sum += ask_number(n, command).await?;
+    }
+    Ok(sum)
+}
+
 fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }

@@ -139,6 +139,14 @@ async fn three(prefix: &str) -> Vec<(DistributedSystem, Placements, joerl_epmd::
     all
 }
 
+/// A member of `all` other than `node`.
+fn another(all: &[(DistributedSystem, Placements, joerl_epmd::EpmdServer)], node: &str) -> String {
+    all.iter()
+        .map(|m| m.0.name().to_string())
+        .find(|n| n != node)
+        .expect("another member")
+}
+
 /// Collects [`Got`] answers.
 struct Collect(mpsc::UnboundedSender<Got>);
 impl Actor for Collect {
@@ -191,11 +199,7 @@ async fn a_migration_moves_the_identity_with_its_state_and_loses_nothing_sent_me
     let (b, pb) = (&all[1].0, &all[1].1);
     let tally = pb.actor::<Tally>("t1");
     let owner = pb.owner(tally.identity()).unwrap();
-    let target = all
-        .iter()
-        .map(|m| m.0.name().to_string())
-        .find(|n| *n != owner)
-        .unwrap();
+    let target = another(&all, &owner);
     let (me, mut rx) = collector(b);
     for n in 1..=50 {
         b.send_from(Some(me), &tally, Num(n)).await.unwrap();
@@ -244,11 +248,7 @@ async fn a_migration_moves_the_identity_with_its_state_and_loses_nothing_sent_me
     let fresh = pb.actor::<Fresh>("f1");
     b.send_from(Some(me), &fresh, Num(1)).await.unwrap();
     let first = next(&mut rx).await;
-    let elsewhere = all
-        .iter()
-        .map(|m| m.0.name().to_string())
-        .find(|n| *n != first.node)
-        .unwrap();
+    let elsewhere = another(&all, &first.node);
     pb.migrate(fresh.identity(), &elsewhere).await.unwrap();
     wait_until("b routes f1 to its target", || {
         pb.owner(fresh.identity()).ok().as_deref() == Some(elsewhere.as_str())
@@ -435,11 +435,7 @@ async fn a_migration_undone_at_once_loses_nothing_and_keeps_the_count() {
     for round in 0..3 {
         let tally = pb.actor::<Tally>(format!("u{round}"));
         let owner = pb.owner(tally.identity()).unwrap();
-        let target = all
-            .iter()
-            .map(|m| m.0.name().to_string())
-            .find(|n| *n != owner)
-            .unwrap();
+        let target = another(&all, &owner);
         let base = round * 1000;
         for n in 1..=20 {
             b.send_from(Some(me), &tally, Num(base + n)).await.unwrap();

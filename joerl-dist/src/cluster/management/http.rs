@@ -305,21 +305,29 @@ async fn migrate(
     }
 }
 
-async fn drain(State(s): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
-        return r;
-    }
-    match s.mgmt.drain(&name).await {
-        Ok(()) => done(),
-        Err(e) => command_error(e),
-    }
+async fn drain(s: Shared, name: Path<String>, headers: HeaderMap) -> Response {
+    drain_or_undrain(s, name, headers, true).await
 }
 
-async fn undrain(State(s): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn undrain(s: Shared, name: Path<String>, headers: HeaderMap) -> Response {
+    drain_or_undrain(s, name, headers, false).await
+}
+
+async fn drain_or_undrain(
+    State(s): Shared,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    drain: bool,
+) -> Response {
     if let Some(r) = refusal(&s, &headers) {
         return r;
     }
-    match s.mgmt.undrain(&name).await {
+    let done_or = if drain {
+        s.mgmt.drain(&name).await
+    } else {
+        s.mgmt.undrain(&name).await
+    };
+    match done_or {
         Ok(()) => done(),
         Err(e) => command_error(e),
     }

@@ -307,15 +307,10 @@ impl PlacementState {
     }
 
     /// The activation `pid` of `identity` is in `phase` now.
+    /// (Handing off goes through [`Self::set_forwarding`], which counts it.)
     pub(crate) fn set_phase(&self, identity: &Identity, pid: Pid, phase: Phase) {
         if let Some(mut e) = self.activations.get_mut(identity) {
             if e.info.pid == pid {
-                if phase == Phase::Forwarding && e.phase == Phase::Active {
-                    self.stats.handed_off.fetch_add(1, Ordering::Relaxed);
-                }
-                if phase == Phase::Forwarding && e.phase == Phase::Claiming {
-                    self.stats.claims_moved.fetch_add(1, Ordering::Relaxed);
-                }
                 e.phase = phase;
             }
         }
