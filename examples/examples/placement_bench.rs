@@ -12,10 +12,13 @@
 //!   owner's activation, its claim from every other member, the call.
 //! - `routed_msgs_per_s` / `direct_msgs_per_s`: `--msgs` messages from the
 //!   first node round robin to the `actors` registered counters, sent by
-//!   identity (routed by placement on the sending node: the owner is
-//!   computed, there is no lookup) and by Pid, until every counter handled
-//!   them; the two alternate, twice each, the best of each counts.
-//!   `routed_ratio` is routed over direct (goal ≥ 0.9).
+//!   identity (routed by placement on the sending node from its location
+//!   cache: no lookup, no allocation) and by Pid, until every counter
+//!   handled them; the two alternate, twice each, the best of each counts.
+//!   `routed_ratio` is routed over direct (goal ≥ 0.9). Each round also
+//!   sends by `{name, node}` (`named`, the route taken by hand) and stderr
+//!   shows each round's sending time and the cost of computing a route
+//!   (`routecost`), to tell routing from the named send.
 //! - `moved_on_join`: the fraction of 10,000 identities whose owner
 //!   changes when one more node joins (≈ 1/(N+1)).
 //! - `rehome_ms`: SIGKILL of the node that joined, owning about 1/(N+1)
@@ -81,6 +84,7 @@ async fn round(nodes: &mut [ChildNode], mode: &str, actors: usize, msgs: usize) 
         .ask(&format!("blast {mode} r {actors} {msgs}"), "blast ")
         .await?;
     ensure!(line.starts_with("blast sent="), "{line}");
+    eprintln!("phase throughput: {mode} {line}");
     let want = before + msgs as u64;
     loop {
         let now = hits(nodes).await?;
@@ -157,10 +161,15 @@ async fn main() -> Result<()> {
     eprintln!("phase register: every counter runs");
     let line = nodes[0].ask(&format!("pids r {actors}"), "pids ").await?;
     ensure!(line.starts_with("pids ok"), "{line}");
+    let line = nodes[0]
+        .ask(&format!("routecost r {actors} 200000"), "routecost ")
+        .await?;
+    eprintln!("phase throughput: {line}");
     let (mut routed, mut direct) = (0f64, 0f64);
     for _ in 0..2 {
         routed = routed.max(round(&mut nodes, "routed", actors, args.msgs).await?);
         direct = direct.max(round(&mut nodes, "direct", actors, args.msgs).await?);
+        round(&mut nodes, "named", actors, args.msgs).await?;
     }
 
     eprintln!("phase throughput: routed {routed:.0}/s, direct {direct:.0}/s");

@@ -20,9 +20,11 @@
 //!                            -> activate p50_us=.. p99_us=..
 //! pids PREFIX N              learns the Pids of counters PREFIX0.. (for `blast direct`)
 //!                            -> pids ok N
-//! blast routed|direct PREFIX N K
+//! blast routed|direct|named PREFIX N K
 //!                            K `Hit` messages round robin to the N counters, by
-//!                            identity or by the Pids `pids` learned -> blast sent=K ms=..
+//!                            identity, by the Pids `pids` learned, or by their
+//!                            {name, owner} -> blast sent=K ms=.. route_hits=.. route_misses=..
+//! routecost PREFIX N K       K owner computations over N identities -> routecost ns=..
 //! hits                       -> hits H (Hit messages handled by this process's counters)
 //! owners PREFIX N            -> owners NODE,NODE,.. (the owner of each, in order)
 //! quit
@@ -372,7 +374,21 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
                     .iter()
                     .map(|p| Dest::Pid(*p))
                     .collect(),
-                other => bail!("blast routed or direct, not {other}"),
+                "named" => ids(prefix, n)
+                    .into_iter()
+                    .map(|id| {
+                        let r0 = r.placements.actor::<Counter>(id);
+                        let owner = r.placements.owner(r0.identity()).expect("owner");
+                        let name =
+                            joerl_dist::cluster::placement::placements::placed_name(r0.identity());
+                        if owner == r.node.name() {
+                            Dest::Name(name)
+                        } else {
+                            Dest::Remote { name, node: owner }
+                        }
+                    })
+                    .collect(),
+                other => bail!("blast routed, direct or named, not {other}"),
             };
             if dests.is_empty() {
                 bail!("no targets (run pids first)");
@@ -381,7 +397,28 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
             for i in 0..k {
                 r.node.send(dests[i % dests.len()].clone(), Hit).await?;
             }
-            say(format!("blast sent={k} ms={}", t.elapsed().as_millis()));
+            let s = r.placements.stats();
+            say(format!(
+                "blast sent={k} ms={} route_hits={} route_misses={}",
+                t.elapsed().as_millis(),
+                s.route_hits.load(std::sync::atomic::Ordering::Relaxed),
+                s.route_misses.load(std::sync::atomic::Ordering::Relaxed)
+            ));
+        }
+        ["routecost", prefix, n, k] => {
+            let (n, k): (usize, usize) = (n.parse()?, k.parse()?);
+            let refs: Vec<_> = ids(prefix, n)
+                .into_iter()
+                .map(|id| r.placements.actor::<Counter>(id))
+                .collect();
+            let t = Instant::now();
+            for i in 0..k {
+                std::hint::black_box(r.placements.owner(refs[i % n].identity())?);
+            }
+            say(format!(
+                "routecost ns={}",
+                t.elapsed().as_nanos() / k as u128
+            ));
         }
         ["hits"] => say(format!(
             "hits {}",

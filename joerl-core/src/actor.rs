@@ -214,7 +214,7 @@ impl ActorContext {
             // Resolved here, once: the monitor follows the process the name
             // or group gave.
             Dest::Placed { kind, id } => match self.system.route_placed(&kind, &id) {
-                Ok(to) => self.monitor(to),
+                Ok(to) => self.monitor(Dest::from(to)),
                 Err(_) => Ok(self.system.inner.monitor_nobody(&self.process)),
             },
             dest @ (Dest::Global(_) | Dest::Group(_)) => match self.system.cluster_target(&dest) {

@@ -54,10 +54,11 @@ pub enum Dest {
     /// (activated on its first message): needs joerl-dist's
     /// `cluster::placement` running on this node.
     Placed {
-        /// The kind's registered name.
-        kind: String,
+        /// The kind's registered name (shared: a copy of the address is
+        /// cheap, as a Pid is).
+        kind: std::sync::Arc<str>,
         /// The id within the kind.
-        id: String,
+        id: std::sync::Arc<str>,
     },
 }
 

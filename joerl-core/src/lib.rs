@@ -53,7 +53,7 @@ pub use dest::{Dest, GroupDest, Pick};
 pub use error::{LinkError, NodeError, RegisterError, SendError, SpawnError, StartError};
 pub use gen_server::CallError;
 pub use message::{DownMessage, ExitMessage, Message, MonitorRef, UnsentMessage};
-pub use name_service::NameService;
+pub use name_service::{NameService, PlacedRoute};
 pub use pid::{LOCAL_NODE, ParsePidError, Pid, node_id};
 pub use reason::ExitReason;
 pub use router::{ConnectFuture, NodeOpError, ReadyFuture, RouteError, Router, WhereisFuture};

@@ -10,7 +10,37 @@
 //! [`Dest::Group`]: crate::Dest::Group
 //! [`Dest::Placed`]: crate::Dest::Placed
 
+use std::sync::Arc;
+
 use crate::{Dest, GroupDest, Message, Pid, SendError};
+
+/// Where a message to a placed identity goes now: the name its activation
+/// is registered under, on this node or on its owner. Shared strings, so a
+/// service that caches routes hands out copies without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacedRoute {
+    /// Registered (or activated on its first message) here.
+    Here(Arc<str>),
+    /// Registered (or activated on its first message) on `node`.
+    There {
+        /// The registered name.
+        name: Arc<str>,
+        /// The owner node's full name.
+        node: Arc<str>,
+    },
+}
+
+impl From<PlacedRoute> for Dest {
+    fn from(r: PlacedRoute) -> Dest {
+        match r {
+            PlacedRoute::Here(name) => Dest::Name(name.to_string()),
+            PlacedRoute::There { name, node } => Dest::Remote {
+                name: name.to_string(),
+                node: node.to_string(),
+            },
+        }
+    }
+}
 
 /// Looks cluster-wide addresses up, without waiting: from a view the
 /// cluster layer keeps in memory.
@@ -28,8 +58,9 @@ pub trait NameService: Send + Sync + 'static {
     fn copy_message(&self, msg: &Message) -> Option<Message>;
 
     /// Where a message to the placed identity `(kind, id)` goes now: a name
-    /// on this node or on its owner node (never a `Dest::Placed`).
-    fn route_placed(&self, kind: &str, id: &str) -> Result<Dest, SendError> {
+    /// on this node or on its owner node. Called for every send by identity:
+    /// keep it cheap (a cached route).
+    fn route_placed(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
         let _ = id;
         Err(SendError::NoNameService(format!(
             "the placed kind {kind:?}"

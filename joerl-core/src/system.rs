@@ -26,7 +26,8 @@ use crate::process::{Process, PushError};
 use crate::timer::TimerRef;
 use crate::{
     Actor, CallError, Dest, ExitReason, LinkError, Message, MonitorRef, NameService, Pid,
-    RegisterError, RouteError, Router, SendError, Signal, SpawnError, StartError, UnsentMessage,
+    PlacedRoute, RegisterError, RouteError, Router, SendError, Signal, SpawnError, StartError,
+    UnsentMessage,
 };
 
 /// Default capacity of a user mailbox, in messages.
@@ -271,7 +272,7 @@ impl ActorSystem {
 
     /// Where a placed identity's message goes now (a name, here or on its
     /// owner).
-    pub(crate) fn route_placed(&self, kind: &str, id: &str) -> Result<Dest, SendError> {
+    pub(crate) fn route_placed(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
         let service = self
             .inner
             .name_service
@@ -547,10 +548,26 @@ impl ActorSystem {
                     Err(e) => Err(route_error(e, type_name)),
                 }
             }
-            Dest::Placed { kind, id } => {
-                let to = self.route_placed(&kind, &id)?;
-                self.try_send_from(from, to, msg)
-            }
+            Dest::Placed { kind, id } => match self.route_placed(&kind, &id)? {
+                PlacedRoute::Here(name) => {
+                    let pid = self
+                        .whereis(&name)
+                        .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
+                    self.try_send_pid(from, pid, msg, type_name)
+                }
+                PlacedRoute::There { name, node } => {
+                    let router = self
+                        .inner
+                        .router
+                        .get()
+                        .ok_or_else(|| SendError::NoRouterForNode(node.to_string()))?;
+                    match router.try_send_named(from, &name, &node, msg) {
+                        Ok(()) => Ok(()),
+                        Err(RouteError::Full(m)) => Err(SendError::Full(m)),
+                        Err(e) => Err(route_error(e, type_name)),
+                    }
+                }
+            },
             dest @ (Dest::Global(_) | Dest::Group(_)) => {
                 let mut sends = self.cluster_deliveries(&dest, msg, type_name)?;
                 if sends.len() == 1 {
@@ -894,7 +911,7 @@ impl ActorSystem {
             Dest::Remote { name, node } => (name, node),
             Dest::Placed { kind, id } => {
                 let to = self.route_placed(kind, id).map_err(CallError::Send)?;
-                return Box::pin(self.call_dest(caller, &to, request, timeout)).await;
+                return Box::pin(self.call_dest(caller, &to.into(), request, timeout)).await;
             }
             Dest::Global(_) | Dest::Group(_) => {
                 // Nothing registered is `noproc`, as for a local name (and
@@ -1007,10 +1024,18 @@ impl ActorSystem {
                 self.send_to_node_from(from, name, node, msg, type_name)
                     .await
             }
-            Dest::Placed { kind, id } => {
-                let to = self.route_placed(kind, id)?;
-                Box::pin(self.send_dest(from, &to, msg, type_name)).await
-            }
+            Dest::Placed { kind, id } => match self.route_placed(kind, id)? {
+                PlacedRoute::Here(name) => {
+                    let pid = self
+                        .whereis(&name)
+                        .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
+                    self.send_message(from, pid, msg, type_name).await
+                }
+                PlacedRoute::There { name, node } => {
+                    self.send_to_node_from(from, &name, &node, msg, type_name)
+                        .await
+                }
+            },
             Dest::Global(_) | Dest::Group(_) => {
                 let mut sends = self.cluster_deliveries(dest, msg, type_name)?;
                 if sends.len() == 1 {

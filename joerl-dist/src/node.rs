@@ -915,6 +915,13 @@ impl NodeInner {
     /// The peer for a full node name, created if new (then entered in the
     /// node table as learned `how`).
     pub(crate) fn peer_by_name(&self, node: &str, how: Learned) -> Result<Arc<Peer>, DistError> {
+        let id = joerl_core::node_id(node);
+        // The hot path (every named send): a known peer, read-locked.
+        if let Some(p) = self.peers.get(&id) {
+            if p.name == node {
+                return Ok(p.clone());
+            }
+        }
         split_node_name(node)?;
         if node == self.me.name {
             return Err(DistError::Connect {
@@ -922,7 +929,6 @@ impl NodeInner {
                 reason: "that is this node".into(),
             });
         }
-        let id = joerl_core::node_id(node);
         let peer = match self.peers.entry(id) {
             dashmap::Entry::Occupied(e) => e.get().clone(),
             dashmap::Entry::Vacant(e) => {

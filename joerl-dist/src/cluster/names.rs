@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use joerl_core::{Dest, GroupDest, Message, NameService, Pick, Pid, SendError};
+use joerl_core::{GroupDest, Message, NameService, Pick, Pid, PlacedRoute, SendError};
 
 use super::global::Table;
 use super::pg::View;
@@ -122,7 +122,7 @@ impl NameService for ClusterNames {
         Ok(vec![one])
     }
 
-    fn route_placed(&self, kind: &str, id: &str) -> Result<Dest, SendError> {
+    fn route_placed(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
         match self.placement.get() {
             Some(p) => p.route(kind, id),
             None => Err(SendError::NoNameService(format!(

@@ -11,16 +11,18 @@
 //! retries, the [`handoff`] that keeps one activation per identity while
 //! views differ (with the state of [`Migrate`] kinds), and the leader's
 //! [`directives`] (drain, migrate, registered identities) replicated to
-//! every member by [`coordinate`]. Not yet: delivery guarantees, metrics
-//! and the management API.
+//! every member by [`coordinate`], and [`delivery`] guarantees
+//! (at-least-once, exactly-once) driven by each node's [`outbox`].
 
 pub mod breaker;
 pub mod coordinate;
+pub mod delivery;
 pub mod directives;
 pub mod elector;
 pub mod handoff;
 pub mod kinds;
 pub mod leader;
+pub mod outbox;
 pub mod placements;
 pub mod rendezvous;
 pub mod view;
@@ -28,9 +30,14 @@ pub mod view;
 pub use breaker::{
     BreakerConfig, BreakerError, BreakerState, Breakers, CircuitBreaker, CircuitOpen, RetryPolicy,
 };
+pub use delivery::{DeliveryError, Guarantee};
 pub use directives::{DirectiveError, Table};
 pub use elector::{EmbeddedLeader, LEADER_SERVER};
 pub use kinds::{Migrate, PlacedActor, PlacedServer};
 pub use leader::{Election, ElectionEffect, Leader, LeaderElection};
-pub use placements::{CommandError, PlacedRef, PlacementError, Placements, start, start_with};
+pub use outbox::OutboxStats;
+pub use placements::{
+    CommandError, PlacedRef, PlacementError, PlacementOptions, Placements, start, start_with,
+    start_with_options,
+};
 pub use rendezvous::{Candidate, Identity, LeastLoaded, Placement, PreferLocal, Rendezvous};

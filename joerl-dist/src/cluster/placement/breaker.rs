@@ -136,11 +136,12 @@ impl CircuitBreaker {
     }
 }
 
-/// A breaker per target, created closed on first use.
-#[derive(Debug, Default)]
+/// A breaker per target, created closed on first use. Clones share the
+/// breakers (give one to the metrics reporter, keep another).
+#[derive(Debug, Default, Clone)]
 pub struct Breakers {
     config: BreakerConfig,
-    all: Mutex<HashMap<String, CircuitBreaker>>,
+    all: std::sync::Arc<Mutex<HashMap<String, CircuitBreaker>>>,
 }
 
 impl Breakers {
@@ -148,7 +149,7 @@ impl Breakers {
     pub fn new(config: BreakerConfig) -> Self {
         Breakers {
             config,
-            all: Mutex::new(HashMap::new()),
+            all: Default::default(),
         }
     }
 
@@ -180,6 +181,23 @@ impl Breakers {
                 Err(BreakerError::Failed(e))
             }
         }
+    }
+
+    /// May an operation to `target` start now? `Ok(true)` if it is the
+    /// half-open probe; report its outcome with [`Self::success`] or
+    /// [`Self::failure`].
+    pub fn acquire(&self, target: &str) -> Result<bool, CircuitOpen> {
+        self.with(target, |b| b.try_acquire(target, Instant::now()))
+    }
+
+    /// An operation to `target` succeeded.
+    pub fn success(&self, target: &str) {
+        self.with(target, |b| b.on_success());
+    }
+
+    /// An operation to `target` failed (or timed out) with `reason`.
+    pub fn failure(&self, target: &str, reason: &str) {
+        self.with(target, |b| b.on_failure(reason, Instant::now()));
     }
 
     /// Every target's state now, sorted by target.

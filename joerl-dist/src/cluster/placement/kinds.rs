@@ -29,6 +29,7 @@ use joerl_core::{
     Actor, ActorContext, ActorSystem, Dest, ExitReason, Message, Pid, SpawnError, SpawnOptions,
 };
 
+use super::delivery::{Ack, Guarantee, Reliable};
 use super::handoff::{ClaimAnswer, Claimed, FORWARD_LINGER, HandOff, HandedState, claim};
 use super::placements::{Phase, PlacementState, Reclaim};
 use super::rendezvous::Identity;
@@ -46,6 +47,12 @@ pub trait PlacedActor: Actor + Sized {
     fn idle_timeout() -> Option<Duration> {
         Some(Duration::from_secs(600))
     }
+
+    /// The guarantee [`Placements::tell`](super::Placements::tell) sends
+    /// this kind's messages with (at-most-once unless overridden).
+    fn guarantee() -> Guarantee {
+        Guarantee::AtMostOnce
+    }
 }
 
 /// A gen_server kind the cluster places by identity, so typed calls reach
@@ -58,6 +65,11 @@ pub trait PlacedServer: GenServer + Sized {
     /// As [`PlacedActor::idle_timeout`].
     fn idle_timeout() -> Option<Duration> {
         Some(Duration::from_secs(600))
+    }
+
+    /// As [`PlacedActor::guarantee`].
+    fn guarantee() -> Guarantee {
+        Guarantee::AtMostOnce
     }
 }
 
@@ -105,6 +117,10 @@ impl<G: PlacedServer> PlacedActor for GenServerActor<G> {
     fn idle_timeout() -> Option<Duration> {
         G::idle_timeout()
     }
+
+    fn guarantee() -> Guarantee {
+        G::guarantee()
+    }
 }
 
 /// A registered kind (made by [`placed!`](crate::placed); not for direct
@@ -118,6 +134,8 @@ pub struct PlacedKind {
     /// Starts an activation of the given id with these options (claimed
     /// through the hooks, if any, before its actor starts).
     pub spawn: fn(&ActorSystem, &str, SpawnOptions, Option<Hooks>) -> Result<Pid, SpawnError>,
+    /// The kind's [`PlacedActor::guarantee`].
+    pub guarantee: fn() -> Guarantee,
 }
 
 /// What an activation needs of its node's placement (made by placement;
@@ -177,6 +195,7 @@ macro_rules! placed {
                 spawn: $crate::cluster::placement::kinds::spawn_migrating::<
                     $crate::gen_server::GenServerActor<$ty>,
                 >,
+                guarantee: <$ty as $crate::cluster::placement::PlacedServer>::guarantee,
             }
         }
         impl $crate::cluster::placement::kinds::NamedKind for $ty {
@@ -189,6 +208,7 @@ macro_rules! placed {
                 name: $name,
                 type_name: ::std::any::type_name::<$ty>,
                 spawn: $crate::cluster::placement::kinds::spawn_migrating::<$ty>,
+                guarantee: <$ty as $crate::cluster::placement::PlacedActor>::guarantee,
             }
         }
         impl $crate::cluster::placement::kinds::NamedKind for $ty {
@@ -203,6 +223,7 @@ macro_rules! placed {
                 spawn: $crate::cluster::placement::kinds::spawn_as::<
                     $crate::gen_server::GenServerActor<$ty>,
                 >,
+                guarantee: <$ty as $crate::cluster::placement::PlacedServer>::guarantee,
             }
         }
         impl $crate::cluster::placement::kinds::NamedKind for $ty {
@@ -215,6 +236,7 @@ macro_rules! placed {
                 name: $name,
                 type_name: ::std::any::type_name::<$ty>,
                 spawn: $crate::cluster::placement::kinds::spawn_as::<$ty>,
+                guarantee: <$ty as $crate::cluster::placement::PlacedActor>::guarantee,
             }
         }
         impl $crate::cluster::placement::kinds::NamedKind for $ty {
@@ -589,7 +611,66 @@ impl<K: PlacedActor> Activation<K> {
             return;
         }
         self.busy = true;
+        let msg = match msg.downcast::<Reliable>() {
+            Ok(r) => return self.handle_reliable(*r, ctx).await,
+            Err(m) => m,
+        };
         self.inner.handle_message(msg, ctx).await;
+    }
+
+    /// A message with a guarantee: handled (unless it is a duplicate the
+    /// window knows), then acknowledged to its sender. One that does not
+    /// decode is acknowledged too (sending it again would not help),
+    /// logged and counted.
+    async fn handle_reliable(&mut self, r: Reliable, ctx: &mut ActorContext) {
+        let state = self.state();
+        let identity = self.hooks.as_ref().map(|h| h.identity.clone());
+        let duplicate = r.dedup
+            && state
+                .as_ref()
+                .zip(identity.as_ref())
+                .is_some_and(|(s, i)| s.seen(i, &r.sender, r.seq));
+        if duplicate {
+            if let Some(s) = &state {
+                s.count_duplicate();
+            }
+        } else {
+            let decoded = crate::registry::tables()
+                .by_wire(r.wire)
+                .ok_or_else(|| format!("wire type {:#x} not registered here", r.wire))
+                .and_then(|ty| {
+                    // The frame that brought it was checked against the
+                    // node's limit already; its payload gets the default.
+                    let max = crate::config::DEFAULT_MAX_MESSAGE_MEMORY;
+                    (ty.decode)(&r.bytes, max).map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok(msg) => self.inner.handle_message(msg, ctx).await,
+                Err(e) => {
+                    if let Some(s) = &state {
+                        s.count_undecodable();
+                    }
+                    tracing::warn!(id = %self.id, error = %e, "placement: a guaranteed message did not decode; acknowledged and dropped");
+                }
+            }
+            if r.dedup {
+                if let (Some(s), Some(i)) = (&state, &identity) {
+                    s.mark_seen(i, &r.sender, r.seq);
+                }
+            }
+        }
+        let ack = Ack {
+            session: r.sender.session,
+            seq: r.seq,
+            by: ctx.node().unwrap_or("").to_string(),
+        };
+        let to = Dest::Remote {
+            name: super::outbox::ACK_SERVER.to_string(),
+            node: r.sender.node,
+        };
+        if let Err(e) = ctx.try_send(to, ack) {
+            tracing::debug!(id = %self.id, error = %e, "placement: acknowledgement not sent; the sender sends again");
+        }
     }
 
     /// Hands off to the member that owns the identity now (the one the

@@ -33,9 +33,10 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
-use joerl_core::{Dest, ExitReason, Pid, SendError, SpawnOptions, WeakActorSystem};
+use joerl_core::{Dest, ExitReason, Pid, PlacedRoute, SendError, SpawnOptions, WeakActorSystem};
 use serde::{Deserialize, Serialize};
 
+use super::delivery::{DedupWindow, DeliveryError, Guarantee, Sender};
 use super::directives::{DirectiveError, Op, Table};
 use super::handoff::{ClaimAnswer, ClaimServer, HandOff, HandedState, Hello, PLACEMENT_SERVER};
 use super::kinds::{self, NamedKind};
@@ -125,6 +126,15 @@ pub struct PlacementStats {
     /// Directive changes dropped: older than this node's, or from a
     /// fenced leader.
     pub stale_directives: AtomicU64,
+    /// Guaranteed messages dropped here as duplicates (exactly-once).
+    pub duplicates_dropped: AtomicU64,
+    /// Guaranteed messages whose payload did not decode here.
+    pub undecodable: AtomicU64,
+    /// Sends by identity routed from the location cache.
+    pub route_hits: AtomicU64,
+    /// Sends by identity whose route was computed (first send, or the
+    /// view changed since).
+    pub route_misses: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +149,23 @@ struct View {
     healthy: bool,
     /// The leader's directives, as this node has them.
     table: Table,
+    /// Counts the changes to this view (members, health, directives): a
+    /// cached route computed at an older one is computed again.
+    generation: u64,
+}
+
+/// Routes kept by the location cache at most; past it the cache starts
+/// again empty (the routes are computed, not looked up, so a miss costs
+/// a hash per member and no round trip).
+pub const ROUTE_CACHE_MAX: usize = 100_000;
+
+/// A route the location cache keeps, and the view it was computed at.
+#[derive(Debug, Clone)]
+struct CachedRoute {
+    generation: u64,
+    kind: Arc<str>,
+    id: Arc<str>,
+    route: PlacedRoute,
 }
 
 /// Where a local activation is.
@@ -175,6 +202,9 @@ pub(crate) struct PlacementState {
     system: WeakActorSystem,
     strategy: Rendezvous,
     view: RwLock<View>,
+    /// The location cache: routes by a hash of the identity (the identity
+    /// is kept and compared), valid while the view's generation is theirs.
+    routes: DashMap<u64, CachedRoute>,
     activations: DashMap<Identity, Entry>,
     stats: PlacementStats,
     /// This state, for the activations it starts.
@@ -189,7 +219,15 @@ pub(crate) struct PlacementState {
     /// The leader epoch at which this node, leading, adopted the newest
     /// table of a majority (see `coordinate`).
     pub(crate) gathered: AtomicU64,
+    /// Guaranteed deliveries sent from here.
+    outbox: super::outbox::Outbox,
+    /// The deduplication windows of identities handled here (exactly-once).
+    dedup: DashMap<Identity, DedupWindow>,
 }
+
+/// Identities whose deduplication window a node keeps at most (past it,
+/// the windows start again empty, logged).
+pub const MAX_DEDUP_IDENTITIES: usize = 100_000;
 
 impl PlacementState {
     /// The activations whose actor runs on this node, by identity.
@@ -208,6 +246,32 @@ impl PlacementState {
     }
 
     /// This node's name.
+    pub(crate) fn outbox(&self) -> &super::outbox::Outbox {
+        &self.outbox
+    }
+
+    /// True if `seq` from `sender` was handled here already for `identity`.
+    pub(crate) fn seen(&self, identity: &Identity, sender: &Sender, seq: u64) -> bool {
+        self.dedup
+            .get(identity)
+            .is_some_and(|w| w.seen(sender, seq))
+    }
+
+    /// `seq` from `sender` was handled here for `identity`.
+    pub(crate) fn mark_seen(&self, identity: &Identity, sender: &Sender, seq: u64) {
+        if !self.dedup.contains_key(identity) && self.dedup.len() >= MAX_DEDUP_IDENTITIES {
+            tracing::warn!(
+                limit = MAX_DEDUP_IDENTITIES,
+                "placement: deduplication windows full; they start again empty"
+            );
+            self.dedup.clear();
+        }
+        self.dedup
+            .entry(identity.clone())
+            .or_default()
+            .mark(sender, seq);
+    }
+
     pub(crate) fn me(&self) -> &str {
         &self.me
     }
@@ -230,6 +294,16 @@ impl PlacementState {
 
     pub(crate) fn count_claim_retry(&self) {
         self.stats.claim_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_duplicate(&self) {
+        self.stats
+            .duplicates_dropped
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_undecodable(&self) {
+        self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_forwarded(&self) {
@@ -260,6 +334,7 @@ impl PlacementState {
         f: impl FnOnce(&mut Table, &BTreeSet<String>) -> Result<R, E>,
     ) -> Result<R, E> {
         let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
+        v.generation += 1;
         let members: BTreeSet<String> = v.candidates.iter().map(|c| c.node.clone()).collect();
         f(&mut v.table, &members)
     }
@@ -477,6 +552,10 @@ impl PlacementState {
 
     fn owner(&self, identity: &Identity) -> Result<String, String> {
         let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        self.owner_in(&v, identity)
+    }
+
+    fn owner_in(&self, v: &View, identity: &Identity) -> Result<String, String> {
         if !v.healthy {
             self.stats.no_majority.fetch_add(1, Ordering::Relaxed);
             return Err("this node's membership view has no healthy majority".into());
@@ -496,20 +575,51 @@ impl PlacementState {
     }
 
     /// See `NameService::route_placed`.
-    pub(crate) fn route(&self, kind: &str, id: &str) -> Result<Dest, SendError> {
+    ///
+    /// From the location cache when the view has not changed since the
+    /// route was computed: a hit costs a hash of the identity and no
+    /// allocation.
+    pub(crate) fn route(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
+        let key = super::rendezvous::stable_hash(&[kind.as_bytes(), id.as_bytes()]);
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = self.routes.get(&key) {
+            if c.generation == v.generation && &*c.kind == kind && &*c.id == id {
+                self.stats.route_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(c.route.clone());
+            }
+        }
         let identity = Identity::new(kind, id);
         let owner = self
-            .owner(&identity)
+            .owner_in(&v, &identity)
             .map_err(|reason| SendError::NotPlaced {
                 identity: identity.to_string(),
                 reason,
             })?;
-        let name = placed_name(&identity);
-        if owner == self.me {
-            Ok(Dest::Name(name))
+        let generation = v.generation;
+        drop(v);
+        let name: Arc<str> = placed_name(&identity).into();
+        let route = if owner == self.me {
+            PlacedRoute::Here(name)
         } else {
-            Ok(Dest::Remote { name, node: owner })
+            PlacedRoute::There {
+                name,
+                node: owner.into(),
+            }
+        };
+        self.stats.route_misses.fetch_add(1, Ordering::Relaxed);
+        if self.routes.len() >= ROUTE_CACHE_MAX {
+            self.routes.clear();
         }
+        self.routes.insert(
+            key,
+            CachedRoute {
+                generation,
+                kind: kind.into(),
+                id: id.into(),
+                route: route.clone(),
+            },
+        );
+        Ok(route)
     }
 
     /// See `NameService::activate`.
@@ -635,6 +745,7 @@ impl PlacementState {
         {
             let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
             let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
+            v.generation += 1;
             if let Some((all, healthy)) = view {
                 // A member that left the view says hello again when it is
                 // back (a new incarnation may not run placement yet).
@@ -797,6 +908,23 @@ pub fn start_with(
     node: &DistributedSystem,
     election: Arc<dyn LeaderElection>,
 ) -> Result<Placements, PlacementError> {
+    start_with_options(node, election, PlacementOptions::default())
+}
+
+/// What [`start_with_options`] may change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlacementOptions {
+    /// When the circuit to an owner node opens for the sends to placed
+    /// actors ([`Placements::deliver`], [`Placements::call`]).
+    pub breaker: super::BreakerConfig,
+}
+
+/// [`start_with`], with options.
+pub fn start_with_options(
+    node: &DistributedSystem,
+    election: Arc<dyn LeaderElection>,
+    options: PlacementOptions,
+) -> Result<Placements, PlacementError> {
     if let Some((name, a, b)) = kinds::conflicts().into_iter().next() {
         return Err(PlacementError::KindConflict(name, a, b));
     }
@@ -806,6 +934,7 @@ pub fn start_with(
         system: (**node).downgrade(),
         strategy: Rendezvous,
         view: RwLock::new(View::default()),
+        routes: DashMap::new(),
         activations: DashMap::new(),
         stats: PlacementStats::default(),
         this: this.clone(),
@@ -813,6 +942,8 @@ pub fn start_with(
         held: Default::default(),
         election: Some(election),
         gathered: AtomicU64::new(0),
+        outbox: super::outbox::Outbox::new(node.name(), super::Breakers::new(options.breaker)),
+        dedup: DashMap::new(),
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
@@ -825,6 +956,7 @@ pub fn start_with(
         SpawnOptions::new().name(PLACEMENT_SERVER),
     )
     .map_err(PlacementError::Spawn)?;
+    super::outbox::start(node, &state).map_err(PlacementError::Spawn)?;
     // The view follows membership, in the order of its events.
     let follow = Arc::downgrade(&state);
     super::view::follow(cluster, move |view| {
@@ -855,6 +987,9 @@ pub fn start_with(
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PlacedRef {
     identity: Identity,
+    /// The same, shared: the `Dest` is made without allocating.
+    kind: Arc<str>,
+    id: Arc<str>,
 }
 
 impl PlacedRef {
@@ -867,8 +1002,8 @@ impl PlacedRef {
 impl From<PlacedRef> for Dest {
     fn from(r: PlacedRef) -> Dest {
         Dest::Placed {
-            kind: r.identity.kind,
-            id: r.identity.id,
+            kind: r.kind,
+            id: r.id,
         }
     }
 }
@@ -887,8 +1022,11 @@ impl Placements {
 
     /// A reference to the actor of the kind named `kind` with this id.
     pub fn actor_of(&self, kind: &str, id: impl Into<String>) -> PlacedRef {
+        let identity = Identity::new(kind, id);
         PlacedRef {
-            identity: Identity::new(kind, id),
+            kind: identity.kind.as_str().into(),
+            id: identity.id.as_str().into(),
+            identity,
         }
     }
 
@@ -911,9 +1049,7 @@ impl Placements {
         for batch in ids.chunks(super::directives::MAX_BATCH) {
             self.command(Op::Register(batch.to_vec())).await?;
             for identity in batch {
-                let r = PlacedRef {
-                    identity: identity.clone(),
-                };
+                let r = self.actor_of(&identity.kind, identity.id.clone());
                 self.system.send(r, Wake).await?;
             }
         }
@@ -1034,6 +1170,120 @@ impl Placements {
     /// This node's counters.
     pub fn stats(&self) -> &PlacementStats {
         &self.state.stats
+    }
+
+    /// This node's counters of guaranteed deliveries.
+    pub fn delivery_stats(&self) -> &super::OutboxStats {
+        &self.state.outbox.stats
+    }
+
+    /// Messages sent from here with a guarantee and not acknowledged yet.
+    pub fn unacknowledged(&self) -> usize {
+        self.state.outbox.pending()
+    }
+
+    /// The circuit breakers of the sends to placed actors, by owner node
+    /// (a clone shares them: give it to the metrics reporter).
+    pub fn breakers(&self) -> super::Breakers {
+        self.state.outbox.breakers.clone()
+    }
+
+    /// Sends `msg` to `to` with the kind's guarantee
+    /// ([`PlacedActor::guarantee`](super::PlacedActor::guarantee); at-most-once
+    /// unless the kind says otherwise) and the default deadline.
+    pub async fn tell<M: std::any::Any + Send>(
+        &self,
+        to: &PlacedRef,
+        msg: M,
+    ) -> Result<(), DeliveryError> {
+        let guarantee = kinds::kind(&to.identity.kind)
+            .map(|k| (k.guarantee)())
+            .unwrap_or_default();
+        self.deliver(to, msg, guarantee).await
+    }
+
+    /// Sends `msg` to `to` with `guarantee` and the default deadline
+    /// ([`DEFAULT_DEADLINE`](super::delivery::DEFAULT_DEADLINE)); see
+    /// [`Self::deliver_within`].
+    pub async fn deliver<M: std::any::Any + Send>(
+        &self,
+        to: &PlacedRef,
+        msg: M,
+        guarantee: Guarantee,
+    ) -> Result<(), DeliveryError> {
+        self.deliver_within(to, msg, guarantee, super::delivery::DEFAULT_DEADLINE)
+            .await
+    }
+
+    /// Sends `msg` to `to` with `guarantee`. At-most-once returns once the
+    /// message is on its way, failing fast with
+    /// [`DeliveryError::CircuitOpen`] while the owner node's circuit is
+    /// open. At-least-once and exactly-once return once the activation has
+    /// handled the message (its handler returned) and said so, or with
+    /// [`DeliveryError::DeadlinePassed`] after `within`; meanwhile the
+    /// message is sent again to whichever member owns the identity then.
+    /// A guaranteed message's type must be a `remote_message!` (its bytes
+    /// are kept); its handler sees no sender (`ctx.sender()` is `None`).
+    pub async fn deliver_within<M: std::any::Any + Send>(
+        &self,
+        to: &PlacedRef,
+        msg: M,
+        guarantee: Guarantee,
+        within: std::time::Duration,
+    ) -> Result<(), DeliveryError> {
+        let outbox = &self.state.outbox;
+        let owner = self
+            .state
+            .owner_of(&to.identity)
+            .ok()
+            .filter(|o| *o != self.state.me);
+        if guarantee == Guarantee::AtMostOnce {
+            if let Some(o) = &owner {
+                outbox.breakers.acquire(o)?;
+            }
+            return match self.system.send(to, msg).await {
+                Ok(()) => {
+                    if let Some(o) = &owner {
+                        outbox.breakers.success(o);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    if let Some(o) = &owner {
+                        outbox.breakers.failure(o, &e.to_string());
+                    }
+                    Err(DeliveryError::Send(e.to_string()))
+                }
+            };
+        }
+        let (ty, wire) = crate::registry::tables()
+            .by_type(std::any::TypeId::of::<M>())
+            .ok_or(DeliveryError::NotRemote {
+                type_name: std::any::type_name::<M>(),
+            })?;
+        let mut bytes = Vec::new();
+        (ty.encode)(&msg, &mut bytes).map_err(|e| DeliveryError::Encode(e.to_string()))?;
+        let (reliable, outcome) = outbox.keep(
+            to.identity.clone(),
+            wire,
+            bytes,
+            guarantee == Guarantee::ExactlyOnce,
+            within,
+        )?;
+        let seq = reliable.seq;
+        // An open circuit skips the first send: the resends try again.
+        match owner.as_deref().map(|o| outbox.breakers.acquire(o)) {
+            Some(Err(open)) => {
+                outbox.stats.circuit_open.fetch_add(1, Ordering::Relaxed);
+                outbox.failed(seq, open.to_string());
+            }
+            _ => {
+                if let Err(e) = self.system.send(to, reliable).await {
+                    outbox.failed(seq, e.to_string());
+                }
+            }
+        }
+        outcome.await.unwrap_or(Err(DeliveryError::Stopped))
     }
 
     /// Fault injection, for tests and drills: while `hold` is true this

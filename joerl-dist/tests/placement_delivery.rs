@@ -1,0 +1,264 @@
+//! Delivery guarantees to placed actors on clustered nodes over TCP: a
+//! message is sent again until its activation has handled it (so a handler
+//! slower than the first resend runs twice at-least-once and once
+//! exactly-once), nothing sent at-least-once is lost when its owner goes
+//! away with messages in flight, and a message never acknowledged fails
+//! with its deadline.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use joerl_dist::cluster::placement::{self, DeliveryError, Guarantee, PlacedActor, Placements};
+use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, placed};
+use serde::{Deserialize, Serialize};
+
+/// A numbered message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Num(u64);
+joerl_dist::remote_message!(Num, "placement_delivery::Num");
+
+/// What every activation of the test's kinds handled: (node, id, number),
+/// in order. The nodes share this process, so a node that goes away
+/// leaves its record here.
+static HANDLED: Mutex<Vec<(String, String, u64)>> = Mutex::new(Vec::new());
+
+fn handled(id: &str) -> Vec<u64> {
+    HANDLED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, i, _)| i == id)
+        .map(|(_, _, n)| *n)
+        .collect()
+}
+
+/// Records each number; takes `pause` over each.
+struct Record {
+    id: String,
+    pause: Duration,
+}
+
+impl Record {
+    async fn handle(&mut self, msg: Message, ctx: &mut ActorContext) {
+        if let Some(Num(n)) = msg.downcast_ref::<Num>() {
+            tokio::time::sleep(self.pause).await;
+            HANDLED.lock().unwrap().push((
+                ctx.node().unwrap_or("").to_string(),
+                self.id.clone(),
+                *n,
+            ));
+        }
+    }
+}
+
+/// Handles at once.
+struct Quick(Record);
+
+impl Actor for Quick {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        self.0.handle(msg, ctx).await;
+    }
+}
+
+impl PlacedActor for Quick {
+    fn activate(id: &str) -> Self {
+        Quick(Record {
+            id: id.to_string(),
+            pause: Duration::ZERO,
+        })
+    }
+    fn guarantee() -> Guarantee {
+        Guarantee::AtLeastOnce
+    }
+}
+placed!(Quick, "placement_delivery::Quick");
+
+/// Takes 2.5 s over each message: longer than the first two resends
+/// (0.5 s, then 1 s later).
+struct Slow(Record);
+
+impl Actor for Slow {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        self.0.handle(msg, ctx).await;
+    }
+}
+
+impl PlacedActor for Slow {
+    fn activate(id: &str) -> Self {
+        Slow(Record {
+            id: id.to_string(),
+            pause: Duration::from_millis(2500),
+        })
+    }
+}
+placed!(Slow, "placement_delivery::Slow");
+
+type Member = (DistributedSystem, Placements, joerl_epmd::EpmdServer);
+
+async fn member(name: &str, seed: Option<std::net::SocketAddr>) -> Member {
+    let (node, e) = clustered(name, "placement-delivery", seed).await;
+    let p = placement::start(&node).unwrap();
+    (node, p, e)
+}
+
+/// Three members that all place on the three.
+async fn three(prefix: &str) -> Vec<Member> {
+    let first = member(&format!("{prefix}_a"), None).await;
+    let seed = first.0.cluster().unwrap().gossip_addr();
+    let b = member(&format!("{prefix}_b"), Some(seed)).await;
+    let c = member(&format!("{prefix}_c"), Some(seed)).await;
+    let all = vec![first, b, c];
+    let names: BTreeSet<String> = all.iter().map(|m| m.0.name().to_string()).collect();
+    for (_, p, _) in &all {
+        wait_until(&format!("{p:?} places on {names:?}"), || {
+            p.members() == names
+        })
+        .await;
+    }
+    all
+}
+
+/// An id of `kind` whose owner is `node`, as `p` places.
+fn id_owned_by(p: &Placements, kind: &str, node: &str, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|id| {
+            p.owner(p.actor_of(kind, id.clone()).identity())
+                .is_ok_and(|o| o == node)
+        })
+        .expect("some id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_the_resend_runs_twice_at_least_once_and_once_exactly_once() {
+    init_tracing();
+    let all = three("pd_slow").await;
+    let (a, b) = (&all[0], &all[1]);
+    let kind = "placement_delivery::Slow";
+    let twice = id_owned_by(&a.1, kind, b.0.name(), "twice");
+    let once = id_owned_by(&a.1, kind, b.0.name(), "once");
+
+    // At-least-once: acknowledged after the first handling, and the copy
+    // sent while it ran is handled again.
+    let r = a.1.actor_of(kind, twice.clone());
+    a.1.deliver(&r, Num(1), Guarantee::AtLeastOnce)
+        .await
+        .expect("acknowledged");
+    assert!(a.1.delivery_stats().resent.load(Ordering::Relaxed) >= 1);
+    wait_until("the resent copy is handled too", || {
+        handled(&twice).len() >= 2
+    })
+    .await;
+    assert!(handled(&twice).iter().all(|n| *n == 1));
+
+    // Exactly-once: the copies are dropped by the owner's window.
+    let before = b.1.stats().duplicates_dropped.load(Ordering::Relaxed);
+    let r = a.1.actor_of(kind, once.clone());
+    a.1.deliver(&r, Num(7), Guarantee::ExactlyOnce)
+        .await
+        .expect("acknowledged");
+    wait_until("the owner dropped a copy", || {
+        b.1.stats().duplicates_dropped.load(Ordering::Relaxed) > before
+    })
+    .await;
+    assert_eq!(handled(&once), vec![7], "handled once");
+    assert_eq!(a.1.unacknowledged(), 0);
+
+    for (n, _, _) in all {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_sent_at_least_once_is_lost_when_its_owner_goes_away_with_messages_in_flight() {
+    init_tracing();
+    let mut all = three("pd_gone").await;
+    let kind = "placement_delivery::Quick";
+    let victim = all[2].0.name().to_string();
+    let id = id_owned_by(&all[0].1, kind, &victim, "gone");
+    let p = all[0].1.clone();
+    const N: u64 = 300;
+    // `tell` uses the kind's guarantee: at-least-once for `Quick`.
+    let sender = tokio::spawn(async move {
+        let r = p.actor_of(kind, id.clone());
+        let mut results = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for n in 1..=N {
+            let (p, r) = (p.clone(), r.clone());
+            tasks.push(tokio::spawn(async move { (n, p.tell(&r, Num(n)).await) }));
+            if n % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for t in tasks {
+            let (n, res) = t.await.unwrap();
+            results.insert(n, res);
+        }
+        (id, results)
+    });
+    // The owner goes while numbers are on their way to it.
+    let gone_id = id_owned_by(&all[0].1, kind, &victim, "gone");
+    wait_until("the owner handled some", || handled(&gone_id).len() >= 20).await;
+    let (v, _, _e) = all.remove(2);
+    v.shutdown().await;
+    let (id, results) = tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("every delivery ends")
+        .unwrap();
+    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(failed.is_empty(), "failed deliveries: {failed:?}");
+    let got: BTreeSet<u64> = handled(&id).into_iter().collect();
+    let lost: Vec<u64> = (1..=N).filter(|n| !got.contains(n)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    let on: BTreeSet<String> = HANDLED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, i, _)| *i == id)
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    assert!(
+        on.len() >= 2,
+        "handled on the owner and then a survivor: {on:?}"
+    );
+    for (n, _, _) in all {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_never_acknowledged_fails_with_its_deadline() {
+    init_tracing();
+    let all = three("pd_late").await;
+    let a = &all[0];
+    let r = a.1.actor_of("placement_delivery::Slow", "late");
+    let e =
+        a.1.deliver_within(&r, Num(1), Guarantee::AtLeastOnce, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+    match e {
+        DeliveryError::DeadlinePassed {
+            deadline, attempts, ..
+        } => {
+            assert_eq!(deadline, Duration::from_secs(1));
+            assert!(attempts >= 2, "{attempts} sends");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.1.unacknowledged(), 0, "not kept after its deadline");
+    // A type that is not a remote_message cannot be kept.
+    struct Local;
+    let e =
+        a.1.deliver(&r, Local, Guarantee::AtLeastOnce)
+            .await
+            .unwrap_err();
+    assert!(matches!(e, DeliveryError::NotRemote { .. }), "{e}");
+    for (n, _, _) in all {
+        n.shutdown().await;
+    }
+}
