@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p joerl-examples --example placement_bench -- --nodes 3
-//! placement nodes=3 actors=1000 activate_us_p50=.. routed_msgs_per_s=.. direct_msgs_per_s=.. routed_ratio=.. rehome_ms=.. duplicates=.. lost=.. moved_on_join=..
+//! placement nodes=3 actors=1000 activate_us_p50=.. routed_msgs_per_s=.. direct_msgs_per_s=.. routed_ratio=.. rehome_ms=.. duplicates=.. lost=.. moved_on_join=.. lost_exactly_once=.. duplicates_processed_exactly_once=.. lost_at_most_once=..
 //! ```
 //!
 //! - `activate_us_p50`: a call to a counter no node runs yet, from the
@@ -24,9 +24,22 @@
 //! - `rehome_ms`: SIGKILL of the node that joined, owning about 1/(N+1)
 //!   of the registered counters, until every counter answered a call from its new
 //!   owner (calls in rounds every 100 ms, 1 s timeout each).
-//! - `duplicates` and `lost` come from a churn run with delivery
-//!   guarantees, not built yet: printed as `unmeasured`.
+//! - The churn run (`--churn-secs`, 60 by default): the first node sends a
+//!   numbered tick every 4 ms to each of three streams of `--churn-ids`
+//!   counters (at-least-once, exactly-once, at-most-once; at most 256
+//!   guaranteed deliveries in flight per stream) while a node joins (at
+//!   10 % of the run) and leaves (30 %), another joins (45 %) and is
+//!   killed with SIGKILL (60 %), and a third joins (75 %). Each counter
+//!   tells the sender which tick it handled before its handler returns.
+//!   `duplicates`: identities seen running on two nodes at once, sampled
+//!   every 250 ms (a node asked later that runs an identity since before
+//!   an earlier-asked node, which ran it too, was asked). `lost`:
+//!   at-least-once ticks never handled; `lost_exactly_once` and
+//!   `duplicates_processed_exactly_once` the same for the exactly-once
+//!   stream (ticks handled twice); `lost_at_most_once`: at-most-once ticks
+//!   never handled (the loss at the kill and at the leave).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -53,6 +66,12 @@ struct Args {
     /// Identities for `moved_on_join`.
     #[arg(long, default_value_t = 10_000)]
     join_ids: usize,
+    /// Length of the churn run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    churn_secs: u64,
+    /// Counters per stream in the churn run.
+    #[arg(long, default_value_t = 200)]
+    churn_ids: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +118,109 @@ async fn round(nodes: &mut [ChildNode], mode: &str, actors: usize, msgs: usize) 
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(msgs as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Identities running on two nodes at once in one sample: `samples` are
+/// `(asked at, [(id, running since)])` in the order the nodes were asked
+/// (microseconds since the epoch, one machine's clock). An identity that a
+/// later-asked node has run since before an earlier-asked node was asked
+/// (and that node said it ran it) ran on both at that moment.
+fn overlapping(samples: &[(u128, Vec<(String, u128)>)]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, (asked, ids)) in samples.iter().enumerate() {
+        for (_, later) in &samples[i + 1..] {
+            for (id, since) in later {
+                if *since < *asked && ids.iter().any(|(x, _)| x == id) {
+                    out.insert(id.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn sample(nodes: &mut [&mut ChildNode]) -> Result<Vec<(u128, Vec<(String, u128)>)>> {
+    let mut out = Vec::new();
+    for n in nodes.iter_mut() {
+        let line = n.ask("actives c", "actives ").await?;
+        let mut words = line.split_whitespace().skip(1);
+        let at: u128 = words.next().context("a time")?.parse()?;
+        let ids = words
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                let (id, since) = s.rsplit_once(':')?;
+                Some((id.to_string(), since.parse().ok()?))
+            })
+            .collect();
+        out.push((at, ids));
+    }
+    Ok(out)
+}
+
+/// The churn run: numbered ticks from the first node to three streams of
+/// counters (at-least-once, exactly-once, at-most-once) for `secs`
+/// seconds while a node joins and leaves, another joins and is killed
+/// with SIGKILL, and a third joins; every 250 ms each node says what it
+/// runs. Returns the identities seen running on two nodes at once and
+/// the sender's report.
+async fn churn_run(
+    nodes: &mut [ChildNode],
+    seed: &str,
+    n: usize,
+    secs: u64,
+    ids: usize,
+) -> Result<(usize, String)> {
+    let line = nodes[0]
+        .ask(&format!("churn start c {ids} {secs}"), "churn ")
+        .await?;
+    ensure!(line == "churn started", "{line}");
+    let start = Instant::now();
+    let at = |f: f64| Duration::from_secs_f64(secs as f64 * f);
+    let mut step = 0;
+    let mut extra: Option<ChildNode> = None;
+    let mut dups = BTreeSet::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        let t = start.elapsed();
+        let due = [at(0.1), at(0.3), at(0.45), at(0.6), at(0.75)];
+        if step < due.len() && t >= due[step] {
+            match step {
+                0 | 2 | 4 => {
+                    let name = format!("pb_churn{}", n + 2 + step);
+                    eprintln!("churn {:.1}s: {name} joins", t.as_secs_f64());
+                    extra = Some(ChildNode::start(&name, Some(seed), &[]).await?);
+                }
+                1 => {
+                    if let Some(e) = extra.take() {
+                        eprintln!("churn {:.1}s: {} leaves", t.as_secs_f64(), e.name);
+                        e.quit().await?;
+                    }
+                }
+                _ => {
+                    if let Some(mut e) = extra.take() {
+                        eprintln!("churn {:.1}s: {} killed", t.as_secs_f64(), e.name);
+                        e.kill().await?;
+                    }
+                }
+            }
+            step += 1;
+        }
+        let mut live: Vec<&mut ChildNode> = nodes.iter_mut().collect();
+        if let Some(e) = extra.as_mut() {
+            live.push(e);
+        }
+        dups.extend(overlapping(&sample(&mut live).await?));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Every delivery ends within its 30 s deadline.
+    nodes[0].tell("churn report").await?;
+    let report = nodes[0].expect("churn ", Duration::from_secs(120)).await?;
+    if let Some(e) = extra {
+        e.quit().await?;
+    }
+    Ok((dups.len(), report))
 }
 
 async fn wait_members(nodes: &mut [ChildNode], names: &[String]) -> Result<()> {
@@ -232,12 +354,21 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rehome_ms = killed.elapsed().as_millis();
+    eprintln!("phase rehome: {rehome_ms} ms");
+    drop(extra);
 
+    let (duplicates, report) =
+        churn_run(&mut nodes, &seed, n, args.churn_secs, args.churn_ids).await?;
+    eprintln!("phase churn: {report}");
+    let lost: u64 = word(&report, "alo_lost")?.parse()?;
+    let eo_lost: u64 = word(&report, "eo_lost")?.parse()?;
+    let eo_dup: u64 = word(&report, "eo_dup")?.parse()?;
+    let amo_lost: u64 = word(&report, "amo_lost")?.parse()?;
     for c in nodes {
         c.quit().await?;
     }
     println!(
-        "placement nodes={n} actors={actors} activate_us_p50={activate_us_p50} routed_msgs_per_s={routed:.0} direct_msgs_per_s={direct:.0} routed_ratio={:.2} rehome_ms={rehome_ms} duplicates=unmeasured lost=unmeasured moved_on_join={moved_on_join:.3}",
+        "placement nodes={n} actors={actors} activate_us_p50={activate_us_p50} routed_msgs_per_s={routed:.0} direct_msgs_per_s={direct:.0} routed_ratio={:.2} rehome_ms={rehome_ms} duplicates={duplicates} lost={lost} moved_on_join={moved_on_join:.3} lost_exactly_once={eo_lost} duplicates_processed_exactly_once={eo_dup} lost_at_most_once={amo_lost}",
         routed / direct
     );
     Ok(())

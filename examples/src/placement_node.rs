@@ -25,6 +25,11 @@
 //!                            identity, by the Pids `pids` learned, or by their
 //!                            {name, owner} -> blast sent=K ms=.. route_hits=.. route_misses=..
 //! routecost PREFIX N K       K owner computations over N identities -> routecost ns=..
+//! churn start PREFIX N SECS  numbered ticks for SECS s to three streams of N counters each
+//!                            (at-least-once, exactly-once, at-most-once), in the background
+//! churn report               waits for the run's end -> churn alo_sent=.. alo_failed=..
+//!                            alo_lost=.. alo_dup=.. eo_sent=.. .. amo_lost=.. resent=..
+//! actives PREFIX             -> actives NOW_US ID:SINCE_US,.. (activations running here)
 //! hits                       -> hits H (Hit messages handled by this process's counters)
 //! owners PREFIX N            -> owners NODE,NODE,.. (the owner of each, in order)
 //! quit
@@ -74,6 +79,30 @@ impl Request for Incr {
 pub struct Hit;
 joerl_dist::remote_message!(Hit, "joerl_examples::placement::Hit");
 
+/// A numbered message of a churn stream; the counter answers [`Done`] to
+/// `to` before its handler returns (so before a guaranteed one is
+/// acknowledged).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tick {
+    /// The stream: 0 at-least-once, 1 exactly-once, 2 at-most-once.
+    pub stream: u8,
+    /// Its number in the stream.
+    pub seq: u64,
+    /// Where [`Done`] goes.
+    pub to: Pid,
+}
+joerl_dist::remote_message!(Tick, "joerl_examples::placement::Tick");
+
+/// A counter handled a [`Tick`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    /// The tick's stream.
+    pub stream: u8,
+    /// The tick's number.
+    pub seq: u64,
+}
+joerl_dist::remote_message!(Done, "joerl_examples::placement::Done");
+
 /// Hit messages handled by the counters of this process.
 static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -99,10 +128,21 @@ impl GenServer for Counter {
     type Calls = (Incr, WhoAreYou);
     type Casts = ();
 
-    async fn handle_info(&mut self, msg: joerl_dist::Message, _ctx: &mut ActorContext) {
+    async fn handle_info(&mut self, msg: joerl_dist::Message, ctx: &mut ActorContext) {
         if msg.is::<Hit>() {
             self.count += 1;
             HITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else if let Some(t) = msg.downcast_ref::<Tick>() {
+            self.count += 1;
+            let _ = ctx
+                .send(
+                    t.to,
+                    Done {
+                        stream: t.stream,
+                        seq: t.seq,
+                    },
+                )
+                .await;
         }
     }
 }
@@ -196,6 +236,110 @@ struct Running {
     placements: Placements,
     /// The Pids `pids` learned.
     pids: std::sync::Mutex<Vec<Pid>>,
+    /// The churn run under way (`churn start`), reported by `churn report`.
+    churn: std::sync::Mutex<Option<tokio::task::JoinHandle<String>>>,
+}
+
+/// The [`Done`]s a churn run's collector saw, per stream and number.
+type Seen = std::sync::Arc<std::sync::Mutex<[BTreeMap<u64, u32>; 3]>>;
+
+/// Takes a churn run's [`Done`]s.
+struct Collector(Seen);
+
+impl joerl_dist::Actor for Collector {
+    async fn handle_message(&mut self, msg: joerl_dist::Message, _ctx: &mut ActorContext) {
+        if let Some(d) = msg.downcast_ref::<Done>() {
+            let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            *seen[usize::from(d.stream.min(2))].entry(d.seq).or_default() += 1;
+        }
+    }
+}
+
+/// A churn run: for `secs` seconds, a tick every `every` to each stream
+/// (at-least-once, exactly-once, at-most-once; each to its own `n`
+/// counters `PREFIX{a,e,m}{i}`), at most 256 guaranteed deliveries in
+/// flight per stream; then waits for every delivery to end and the last
+/// at-most-once ticks to land, and says what was lost and handled twice.
+async fn churn(
+    node: DistributedSystem,
+    p: Placements,
+    prefix: String,
+    n: usize,
+    secs: u64,
+) -> String {
+    use joerl_dist::cluster::placement::Guarantee;
+    let seen: Seen = Default::default();
+    let collector = node.spawn(Collector(seen.clone()));
+    let every = Duration::from_millis(4);
+    let sems: Vec<_> = (0..2)
+        .map(|_| std::sync::Arc::new(tokio::sync::Semaphore::new(256)))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    let mut sent = [0u64; 3];
+    let mut amo_failed = 0u64;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    while start.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        for (stream, letter) in [(0u8, 'a'), (1, 'e'), (2, 'm')] {
+            let s = usize::from(stream);
+            sent[s] += 1;
+            let seq = sent[s];
+            let r = p.actor::<Counter>(format!("{prefix}{letter}{}", seq as usize % n));
+            let t = Tick {
+                stream,
+                seq,
+                to: collector,
+            };
+            if stream == 2 {
+                if p.deliver(&r, t, Guarantee::AtMostOnce).await.is_err() {
+                    amo_failed += 1;
+                }
+                continue;
+            }
+            let g = if stream == 0 {
+                Guarantee::AtLeastOnce
+            } else {
+                Guarantee::ExactlyOnce
+            };
+            let Ok(permit) = sems[s].clone().acquire_owned().await else {
+                break;
+            };
+            let p = p.clone();
+            set.spawn(async move {
+                let got = p.deliver(&r, t, g).await;
+                drop(permit);
+                (stream, got.is_ok())
+            });
+        }
+    }
+    let mut failed = [0u64; 2];
+    while let Some(Ok((stream, ok))) = set.join_next().await {
+        if !ok {
+            failed[usize::from(stream)] += 1;
+        }
+    }
+    // The last at-most-once ticks land (or are lost) within this.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let lost = |s: usize| (1..=sent[s]).filter(|q| !seen[s].contains_key(q)).count();
+    let dup = |s: usize| seen[s].values().map(|c| u64::from(c - 1)).sum::<u64>();
+    format!(
+        "churn alo_sent={} alo_failed={} alo_lost={} alo_dup={} eo_sent={} eo_failed={} eo_lost={} eo_dup={} amo_sent={} amo_failed={amo_failed} amo_lost={} resent={}",
+        sent[0],
+        failed[0],
+        lost(0),
+        dup(0),
+        sent[1],
+        failed[1],
+        lost(1),
+        dup(1),
+        sent[2],
+        lost(2),
+        p.delivery_stats()
+            .resent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 /// Runs a node taking commands on stdin until `quit` or end of input.
@@ -240,6 +384,7 @@ pub async fn run(args: PlacementNodeArgs) -> Result<()> {
         node,
         placements,
         pids: Default::default(),
+        churn: Default::default(),
     };
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = stdin.next_line().await? {
@@ -256,6 +401,12 @@ pub async fn run(args: PlacementNodeArgs) -> Result<()> {
     drop(epmd);
     say("stopped");
     Ok(())
+}
+
+fn micros(t: std::time::SystemTime) -> u128 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
 }
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -419,6 +570,36 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
                 "routecost ns={}",
                 t.elapsed().as_nanos() / k as u128
             ));
+        }
+        ["churn", "start", prefix, n, secs] => {
+            let (n, secs): (usize, u64) = (n.parse()?, secs.parse()?);
+            let task = tokio::spawn(churn(
+                r.node.clone(),
+                r.placements.clone(),
+                prefix.to_string(),
+                n.max(1),
+                secs,
+            ));
+            *r.churn.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+            say("churn started");
+        }
+        ["churn", "report"] => {
+            let task = r.churn.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(task) = task else {
+                bail!("no churn run (churn start first)");
+            };
+            say(task.await?);
+        }
+        ["actives", prefix] => {
+            let at = micros(std::time::SystemTime::now());
+            let list: Vec<String> = r
+                .placements
+                .local_activations()
+                .into_iter()
+                .filter(|a| a.identity.id.starts_with(prefix))
+                .map(|a| format!("{}:{}", a.identity.id, micros(a.since)))
+                .collect();
+            say(format!("actives {at} {}", list.join(",")));
         }
         ["hits"] => say(format!(
             "hits {}",

@@ -524,11 +524,15 @@ fn placement_bench_prints_its_line() {
             "2000",
             "--join-ids",
             "1000",
+            "--churn-secs",
+            "15",
+            "--churn-ids",
+            "20",
         ],
         &[],
     );
-    // Four node processes of a debug build, next to the other tests.
-    let out = p.expect_success_within(std::time::Duration::from_secs(240));
+    // Up to five node processes of a debug build, next to the other tests.
+    let out = p.expect_success_within(std::time::Duration::from_secs(300));
     let line = out
         .lines()
         .find(|l| l.starts_with("placement nodes=3 actors=50 "))
@@ -552,5 +556,17 @@ fn placement_bench_prints_its_line() {
     // One node of four joined: about a quarter moved, all to it.
     let moved: f64 = field("moved_on_join").parse().unwrap();
     assert!((0.15..0.35).contains(&moved), "{line}");
-    assert_eq!(field("duplicates"), "unmeasured");
+    // The churn run, across processes, one of them killed with SIGKILL
+    // while at-least-once and exactly-once ticks flowed: nothing lost, never
+    // two activations of an identity at once. (Exactly-once copies handled
+    // twice are printed, not asserted: a tick the killed owner handled
+    // before its acknowledgement left is handled again by the new owner, as
+    // CLUSTERING.md says.)
+    assert_eq!(field("duplicates"), "0", "{line}");
+    assert_eq!(field("lost"), "0", "{line}");
+    assert_eq!(field("lost_exactly_once"), "0", "{line}");
+    field("duplicates_processed_exactly_once")
+        .parse::<u64>()
+        .unwrap();
+    field("lost_at_most_once").parse::<u64>().unwrap();
 }

@@ -28,8 +28,10 @@
 //! | `joerl_leader_is_leader` | gauge | node | 1 on the leader |
 //! | `joerl_leader_changes_total` | counter | node | `LeaderChanged` events seen |
 //! | `joerl_placement_activations` | gauge | node, kind | activations running here |
-//! | `joerl_placement_events_total` | counter | node, event | `activated`, `handed_off`, `forwarded`, `claim_retries`, `claims_moved`, `eager_activations`, `state_received` |
-//! | `joerl_placement_failures_total` | counter | node, cause | `not_owner`, `no_majority`, `stopped_no_majority`, `unknown_kind`, `state_undecodable`, `stale_directives` |
+//! | `joerl_placement_events_total` | counter | node, event | `activated`, `handed_off`, `forwarded`, `claim_retries`, `claims_moved`, `eager_activations`, `state_received`, `route_hits`, `route_misses`, `duplicates_dropped` |
+//! | `joerl_placement_failures_total` | counter | node, cause | `not_owner`, `no_majority`, `stopped_no_majority`, `unknown_kind`, `state_undecodable`, `stale_directives`, `undecodable` |
+//! | `joerl_delivery_events_total` | counter | node, event | guaranteed deliveries from here: `acked`, `resent`, `expired`, `circuit_open` |
+//! | `joerl_delivery_unacknowledged` | gauge | node | guaranteed messages kept, not acknowledged yet |
 //! | `joerl_breaker_state` | gauge | node, target | 0 closed, 1 half-open, 2 open (breakers given to [`Reporter::breakers`]) |
 //!
 //! joerl-core adds `joerl_call_duration_seconds{target}` (a histogram of
@@ -259,6 +261,9 @@ fn publish(
             ("claims_moved", &s.claims_moved),
             ("eager_activations", &s.eager_activations),
             ("state_received", &s.state_received),
+            ("route_hits", &s.route_hits),
+            ("route_misses", &s.route_misses),
+            ("duplicates_dropped", &s.duplicates_dropped),
         ];
         for (event, v) in events {
             metrics::counter!("joerl_placement_events_total", "node" => n.clone(), "event" => event)
@@ -271,11 +276,24 @@ fn publish(
             ("unknown_kind", &s.unknown_kind),
             ("state_undecodable", &s.state_undecodable),
             ("stale_directives", &s.stale_directives),
+            ("undecodable", &s.undecodable),
         ];
         for (cause, v) in failures {
             metrics::counter!("joerl_placement_failures_total", "node" => n.clone(), "cause" => cause)
                 .absolute(v.load(Ordering::Relaxed));
         }
+        let d = p.delivery_stats();
+        for (event, v) in [
+            ("acked", &d.acked),
+            ("resent", &d.resent),
+            ("expired", &d.expired),
+            ("circuit_open", &d.circuit_open),
+        ] {
+            metrics::counter!("joerl_delivery_events_total", "node" => n.clone(), "event" => event)
+                .absolute(v.load(Ordering::Relaxed));
+        }
+        metrics::gauge!("joerl_delivery_unacknowledged", "node" => n.clone())
+            .set(p.unacknowledged() as f64);
     }
     for b in breakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         for (target, state) in b.states() {
