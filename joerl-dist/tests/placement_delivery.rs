@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use joerl_dist::cluster::placement::{self, DeliveryError, Guarantee, PlacedActor, Placements};
-use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, placed};
+use joerl_dist::cluster::placement::{DeliveryError, Guarantee, PlacedActor, Placements};
+use joerl_dist::{Actor, ActorContext, Message, placed};
 use serde::{Deserialize, Serialize};
 
 /// A numbered message.
@@ -98,29 +98,8 @@ impl PlacedActor for Slow {
 }
 placed!(Slow, "placement_delivery::Slow");
 
-type Member = (DistributedSystem, Placements, joerl_epmd::EpmdServer);
-
-async fn member(name: &str, seed: Option<std::net::SocketAddr>) -> Member {
-    let (node, e) = clustered(name, "placement-delivery", seed).await;
-    let p = placement::start(&node).unwrap();
-    (node, p, e)
-}
-
-/// Three members that all place on the three.
-async fn three(prefix: &str) -> Vec<Member> {
-    let first = member(&format!("{prefix}_a"), None).await;
-    let seed = first.0.cluster().unwrap().gossip_addr();
-    let b = member(&format!("{prefix}_b"), Some(seed)).await;
-    let c = member(&format!("{prefix}_c"), Some(seed)).await;
-    let all = vec![first, b, c];
-    let names: BTreeSet<String> = all.iter().map(|m| m.0.name().to_string()).collect();
-    for (_, p, _) in &all {
-        wait_until(&format!("{p:?} places on {names:?}"), || {
-            p.members() == names
-        })
-        .await;
-    }
-    all
+async fn three(prefix: &str) -> Vec<PlacedMember> {
+    placed_three(prefix, "placement-delivery").await
 }
 
 /// An id of `kind` whose owner is `node`, as `p` places.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use joerl_dist::cluster::placement::{
-    self, CommandError, DirectiveError, Migrate, PlacedActor, Placements,
+    CommandError, DirectiveError, Migrate, PlacedActor, Placements,
 };
 use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, Pid, placed};
 use serde::{Deserialize, Serialize};
@@ -106,37 +106,8 @@ impl PlacedActor for Fresh {
 }
 placed!(Fresh, "placement_moves::Fresh");
 
-async fn member(
-    name: &str,
-    seed: Option<std::net::SocketAddr>,
-) -> (DistributedSystem, Placements, joerl_epmd::EpmdServer) {
-    let (node, e) = clustered(name, "placement-moves", seed).await;
-    let p = placement::start(&node).unwrap();
-    (node, p, e)
-}
-
-/// Three members that all place on the three and agree on a leader.
-async fn three(prefix: &str) -> Vec<(DistributedSystem, Placements, joerl_epmd::EpmdServer)> {
-    let first = member(&format!("{prefix}_a"), None).await;
-    let seed = first.0.cluster().unwrap().gossip_addr();
-    let b = member(&format!("{prefix}_b"), Some(seed)).await;
-    let c = member(&format!("{prefix}_c"), Some(seed)).await;
-    let all = vec![first, b, c];
-    let names: BTreeSet<String> = all.iter().map(|m| m.0.name().to_string()).collect();
-    for (_, p, _) in &all {
-        wait_until(&format!("{p:?} places on {names:?}"), || {
-            p.members() == names
-        })
-        .await;
-    }
-    let leader = all[0].0.name().to_string();
-    for (_, p, _) in &all {
-        wait_until(&format!("{p:?} accepts {leader} as leader"), || {
-            p.leader().is_some_and(|l| l.node == leader)
-        })
-        .await;
-    }
-    all
+async fn three(prefix: &str) -> Vec<PlacedMember> {
+    placed_three(prefix, "placement-moves").await
 }
 
 /// A member of `all` other than `node`.

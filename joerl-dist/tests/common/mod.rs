@@ -340,3 +340,47 @@ pub async fn clustered(
         .unwrap();
     (node, e)
 }
+
+/// A clustered node running placement, its placement, and its EPMD.
+pub type PlacedMember = (
+    DistributedSystem,
+    joerl_dist::cluster::placement::Placements,
+    EpmdServer,
+);
+
+/// A clustered node running placement (embedded leader election).
+pub async fn placed_member(
+    name: &str,
+    cluster_name: &str,
+    seed: Option<SocketAddr>,
+) -> PlacedMember {
+    let (node, e) = clustered(name, cluster_name, seed).await;
+    let p = joerl_dist::cluster::placement::start(&node).unwrap();
+    (node, p, e)
+}
+
+/// Three members `PREFIX_a`, `_b`, `_c` that all place on the three and
+/// accept the first as leader.
+pub async fn placed_three(prefix: &str, cluster_name: &str) -> Vec<PlacedMember> {
+    let first = placed_member(&format!("{prefix}_a"), cluster_name, None).await;
+    let seed = first.0.cluster().unwrap().gossip_addr();
+    let b = placed_member(&format!("{prefix}_b"), cluster_name, Some(seed)).await;
+    let c = placed_member(&format!("{prefix}_c"), cluster_name, Some(seed)).await;
+    let all = vec![first, b, c];
+    let names: std::collections::BTreeSet<String> =
+        all.iter().map(|m| m.0.name().to_string()).collect();
+    for (_, p, _) in &all {
+        wait_until(&format!("{p:?} places on {names:?}"), || {
+            p.members() == names
+        })
+        .await;
+    }
+    let leader = all[0].0.name().to_string();
+    for (_, p, _) in &all {
+        wait_until(&format!("{p:?} accepts {leader} as leader"), || {
+            p.leader().is_some_and(|l| l.node == leader)
+        })
+        .await;
+    }
+    all
+}
