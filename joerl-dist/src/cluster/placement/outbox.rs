@@ -3,7 +3,7 @@
 //! acknowledged, the actor that takes the acknowledgements
 //! ([`ACK_SERVER`]), and the task that sends again what is due, each time
 //! to the identity's owner of the moment, through the owner node's
-//! [`Breakers`](super::Breakers) (an open circuit skips that send; the
+//! [`Breakers`] (an open circuit skips that send; the
 //! message waits for the next).
 
 use std::collections::HashMap;

@@ -915,7 +915,7 @@ pub fn start_with(
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlacementOptions {
     /// When the circuit to an owner node opens for the sends to placed
-    /// actors ([`Placements::deliver`], [`Placements::call`]).
+    /// actors ([`Placements::deliver`], [`Placements::tell`]).
     pub breaker: super::BreakerConfig,
 }
 
