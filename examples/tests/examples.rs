@@ -570,3 +570,31 @@ fn placement_bench_prints_its_line() {
         .unwrap();
     field("lost_at_most_once").parse::<u64>().unwrap();
 }
+
+#[test]
+fn placement_faults_change_leader_and_refuse_in_a_minority() {
+    let mut p = Proc::start("placement_faults", example("placement_faults"), &[], &[]);
+    // Three debug node processes and two failure detections.
+    let out = p.expect_success_within(std::time::Duration::from_secs(240));
+    let kill = out
+        .lines()
+        .find(|l| l.starts_with("leader_kill "))
+        .unwrap_or_else(|| panic!("no leader_kill line in {out}"));
+    assert!(kill.contains("old=pf_1@"), "{kill}");
+    assert!(kill.contains("new=pf_2@"), "{kill}");
+    assert!(kill.contains("answered=30 registered_after=ok"), "{kill}");
+    // The new leader's epoch is above the old one's (the fence).
+    let epoch = |key: &str| -> u64 {
+        kill.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.rsplit_once('/'))
+            .map(|(_, e)| e.parse().unwrap())
+            .unwrap_or_else(|| panic!("{key} in {kill}"))
+    };
+    assert!(epoch("new=") > epoch("old="), "{kill}");
+    assert!(
+        out.contains("minority local=0 answered=0 refused=30"),
+        "{out}"
+    );
+    assert!(out.contains("placement_faults ok"), "{out}");
+}
