@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use common::*;
 use joerl_dist::cluster::placement::{DeliveryError, Guarantee, PlacedActor, Placements};
+use joerl_dist::cluster::placement::{PlacedServer, RetryPolicy};
+use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo, Request};
 use joerl_dist::{Actor, ActorContext, Message, placed};
 use serde::{Deserialize, Serialize};
 
@@ -237,6 +239,91 @@ async fn a_message_never_acknowledged_fails_with_its_deadline() {
             .await
             .unwrap_err();
     assert!(matches!(e, DeliveryError::NotRemote { .. }), "{e}");
+    for (n, _, _) in all {
+        n.shutdown().await;
+    }
+}
+
+/// Which node answers (a request safe to repeat).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WhereAreYou;
+impl Request for WhereAreYou {
+    type Reply = String;
+}
+
+/// A placed gen_server that says where it runs.
+struct Teller;
+
+impl GenServer for Teller {
+    type Calls = (WhereAreYou,);
+    type Casts = ();
+}
+
+impl HandleCall<WhereAreYou> for Teller {
+    async fn handle_call(
+        &mut self,
+        _req: WhereAreYou,
+        _from: ReplyTo<String>,
+        ctx: &mut ActorContext,
+    ) -> CallResponse<String> {
+        CallResponse::Reply(ctx.node().unwrap_or("").to_string())
+    }
+}
+joerl_dist::remote_server!(Teller);
+
+impl PlacedServer for Teller {
+    fn activate(_id: &str) -> Self {
+        Teller
+    }
+}
+placed!(server Teller, "placement_delivery::Teller");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_is_retried_until_a_survivor_answers_after_its_owner_goes() {
+    init_tracing();
+    let mut all = three("pd_retry").await;
+    let kind = "placement_delivery::Teller";
+    let victim = all[2].0.name().to_string();
+    let id = id_owned_by(&all[0].1, kind, &victim, "t");
+    let p = all[0].1.clone();
+    let r = p.actor_of(kind, id);
+    let policy = RetryPolicy {
+        attempts: 20,
+        initial: Duration::from_millis(50),
+        max: Duration::from_secs(1),
+        multiplier: 2.0,
+    };
+    let first = p
+        .call_idempotent::<Teller, _>(&r, WhereAreYou, Duration::from_secs(1), policy)
+        .await
+        .expect("the owner answers");
+    assert_eq!(first, victim);
+    // The owner goes while the caller's view is held back for 600 ms (it
+    // keeps routing to the owner that is gone): the attempts meanwhile fail
+    // and are retried until the released view routes to the new owner.
+    p.hold_view(true);
+    let (v, _, _e) = all.remove(2);
+    v.shutdown().await;
+    let release = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            p.hold_view(false);
+        })
+    };
+    let t = std::time::Instant::now();
+    let next = p
+        .call_idempotent::<Teller, _>(&r, WhereAreYou, Duration::from_secs(1), policy)
+        .await
+        .expect("a survivor answers");
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "answered after {:?}, while the view was still held",
+        t.elapsed()
+    );
+    release.await.unwrap();
+    assert_ne!(next, victim);
+    assert!(all.iter().any(|m| m.0.name() == next), "{next}");
     for (n, _, _) in all {
         n.shutdown().await;
     }

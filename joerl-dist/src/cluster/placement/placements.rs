@@ -1172,6 +1172,67 @@ impl Placements {
         &self.state.stats
     }
 
+    /// A typed call to the placed gen_server `to` (of kind `S`:
+    /// `p.call_idempotent::<Account, _>(&r, Balance, ..)`) for a request that is
+    /// safe to repeat: through the owner node's circuit breaker (fails fast
+    /// with [`BreakerError::Open`](super::BreakerError::Open) while it is
+    /// open), retried as `policy` says (exponential backoff, full jitter)
+    /// when the failure may pass: a timeout, a lost connection, an
+    /// unreachable node, no activation (`noproc`, as during a handoff), an
+    /// exit during the call, or no placement (no healthy majority yet).
+    /// Each attempt is routed again, so a retry reaches the new owner after
+    /// a failure. A refused attempt (open circuit) is retried too while
+    /// attempts remain.
+    pub async fn call_idempotent<S, Q>(
+        &self,
+        to: &PlacedRef,
+        request: Q,
+        timeout: std::time::Duration,
+        policy: super::RetryPolicy,
+    ) -> Result<Q::Reply, super::BreakerError<joerl_core::CallError>>
+    where
+        S: joerl_core::gen_server::HandleCall<Q>,
+        Q: joerl_core::gen_server::Request + Clone,
+    {
+        use joerl_core::CallError;
+        let breakers = &self.state.outbox.breakers;
+        let server = joerl_core::gen_server::ServerRef::<S>::new(to.clone());
+        let server = &server;
+        let retryable = |e: &super::BreakerError<CallError>| match e {
+            super::BreakerError::Open(_) => true,
+            super::BreakerError::Failed(e) => matches!(
+                e,
+                CallError::Timeout
+                    | CallError::NoProc
+                    | CallError::NoConnection
+                    | CallError::Unreachable(_)
+                    | CallError::Exit(_)
+                    | CallError::Send(SendError::NotPlaced { .. })
+            ),
+        };
+        super::breaker::retry(policy, retryable, |_| {
+            let request = request.clone();
+            let owner = self
+                .state
+                .owner_of(&to.identity)
+                .ok()
+                .filter(|o| *o != self.state.me);
+            async move {
+                let Some(owner) = owner else {
+                    return self
+                        .system
+                        .call_timeout(server, request, timeout)
+                        .await
+                        .map_err(super::BreakerError::Failed);
+                };
+                breakers
+                    .call(&owner, self.system.call_timeout(server, request, timeout))
+                    .await
+            }
+        })
+        .await
+    }
+
     /// This node's counters of guaranteed deliveries.
     pub fn delivery_stats(&self) -> &super::OutboxStats {
         &self.state.outbox.stats
