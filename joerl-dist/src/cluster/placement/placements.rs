@@ -914,8 +914,9 @@ pub fn start_with(
 /// What [`start_with_options`] may change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlacementOptions {
-    /// When the circuit to an owner node opens for the sends to placed
-    /// actors ([`Placements::deliver`], [`Placements::tell`]).
+    /// When the circuit to an owner node opens for the sends and calls to
+    /// placed actors ([`Placements::deliver`], [`Placements::tell`],
+    /// [`Placements::call_idempotent`]).
     pub breaker: super::BreakerConfig,
 }
 
