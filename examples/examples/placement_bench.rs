@@ -223,22 +223,6 @@ async fn churn_run(
     Ok((dups.len(), report))
 }
 
-async fn wait_members(nodes: &mut [ChildNode], names: &[String]) -> Result<()> {
-    let want = format!("members {}", names.join(","));
-    let start = Instant::now();
-    for n in nodes.iter_mut() {
-        while n.ask("members", "members ").await? != want {
-            ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "{} does not place on {want}",
-                n.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     joerl_examples::init_logging();
@@ -257,7 +241,7 @@ async fn main() -> Result<()> {
     }
     let mut names: Vec<String> = nodes.iter().map(|c| c.name.clone()).collect();
     names.sort();
-    wait_members(&mut nodes, &names).await?;
+    placement_node::wait_members(&mut nodes, &names).await?;
 
     // Activation of fresh identities.
     let line = nodes[0]
@@ -303,7 +287,7 @@ async fn main() -> Result<()> {
     let mut with_extra = names.clone();
     with_extra.push(extra.name.clone());
     with_extra.sort();
-    wait_members(&mut nodes[..1], &with_extra).await?;
+    placement_node::wait_members(&mut nodes[..1], &with_extra).await?;
     let after = nodes[0]
         .ask(&format!("owners m {}", args.join_ids), "owners ")
         .await?;
@@ -334,7 +318,7 @@ async fn main() -> Result<()> {
     // The joined node stays: it is the one killed next (a graceful leave
     // followed by a kill left a member without a majority in some runs:
     // see the closing note of issue 14).
-    wait_members(&mut nodes, &with_extra).await?;
+    placement_node::wait_members(&mut nodes, &with_extra).await?;
 
     eprintln!("phase join: {moved_on_join:.3} moved");
     // Re-homing after a SIGKILL of the node that joined.

@@ -103,13 +103,7 @@ async fn main() -> Result<()> {
     }
     let mut names: Vec<String> = nodes.iter().map(|c| c.name.clone()).collect();
     names.sort();
-    let want = format!("members {}", names.join(","));
-    for n in nodes.iter_mut() {
-        let d = Deadline::new("every node places on the three");
-        while n.ask("members", "members ").await? != want {
-            d.wait().await?;
-        }
-    }
+    placement_node::wait_members(&mut nodes, &names).await?;
     // The leader is the lowest-ordered member: pf_1.
     let mut old = None;
     for n in nodes.iter_mut() {

@@ -218,6 +218,27 @@ pub async fn ask_number(node: &mut crate::service_node::ChildNode, command: &str
         .with_context(|| format!("{}: no number in {line:?}", node.name))
 }
 
+/// Waits (up to 60 s) until every one of `nodes` places on exactly the
+/// members `names` (sorted).
+pub async fn wait_members(
+    nodes: &mut [crate::service_node::ChildNode],
+    names: &[String],
+) -> Result<()> {
+    let want = format!("members {}", names.join(","));
+    let start = std::time::Instant::now();
+    for n in nodes.iter_mut() {
+        while n.ask("members", "members ").await? != want {
+            anyhow::ensure!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "{} does not place on {want}",
+                n.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
 /// [`ask_number`] summed over `nodes`.
 pub async fn sum_of(nodes: &mut [crate::service_node::ChildNode], command: &str) -> Result<u64> {
     let mut sum = 0;

@@ -216,8 +216,7 @@ fn resend_due(s: &PlacementState, system: &ActorSystem) {
         outbox.stats.resent.fetch_add(1, Ordering::Relaxed);
         let seq = message.seq;
         // No acknowledgement in time counts against the owner's circuit.
-        let owner = s.owner_of(&identity).ok();
-        if let Some(o) = owner.as_deref().filter(|o| *o != s.me()) {
+        if let Some(o) = s.remote_owner(&identity).as_deref() {
             outbox.breakers.failure(o, "no acknowledgement in time");
             if let Err(open) = outbox.breakers.acquire(o) {
                 outbox.stats.circuit_open.fetch_add(1, Ordering::Relaxed);

@@ -130,7 +130,8 @@ pub struct PlacementStats {
     pub duplicates_dropped: AtomicU64,
     /// Guaranteed messages whose payload did not decode here.
     pub undecodable: AtomicU64,
-    /// Sends by identity routed from the location cache.
+    /// Routes by identity answered from the location cache (sends, and
+    /// the owner lookups of guaranteed deliveries and idempotent calls).
     pub route_hits: AtomicU64,
     /// Sends by identity whose route was computed (first send, or the
     /// view changed since).
@@ -548,6 +549,16 @@ impl PlacementState {
     /// The owner of `identity` in this node's view, or why there is none.
     pub(crate) fn owner_of(&self, identity: &Identity) -> Result<String, String> {
         self.owner(identity)
+    }
+
+    /// The member other than this node that owns `identity`, from the
+    /// location cache (`None` if this node owns it or none does): the
+    /// target whose circuit breaker a send to `identity` goes through.
+    pub(crate) fn remote_owner(&self, identity: &Identity) -> Option<Arc<str>> {
+        match self.route(&identity.kind, &identity.id) {
+            Ok(PlacedRoute::There { node, .. }) => Some(node),
+            _ => None,
+        }
     }
 
     fn owner(&self, identity: &Identity) -> Result<String, String> {
@@ -1213,11 +1224,7 @@ impl Placements {
         };
         super::breaker::retry(policy, retryable, |_| {
             let request = request.clone();
-            let owner = self
-                .state
-                .owner_of(&to.identity)
-                .ok()
-                .filter(|o| *o != self.state.me);
+            let owner = self.state.remote_owner(&to.identity);
             async move {
                 let Some(owner) = owner else {
                     return self
@@ -1294,11 +1301,7 @@ impl Placements {
         within: std::time::Duration,
     ) -> Result<(), DeliveryError> {
         let outbox = &self.state.outbox;
-        let owner = self
-            .state
-            .owner_of(&to.identity)
-            .ok()
-            .filter(|o| *o != self.state.me);
+        let owner = self.state.remote_owner(&to.identity);
         if guarantee == Guarantee::AtMostOnce {
             if let Some(o) = &owner {
                 outbox.breakers.acquire(o)?;
