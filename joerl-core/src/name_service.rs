@@ -59,8 +59,10 @@ pub trait NameService: Send + Sync + 'static {
 
     /// Where a message to the placed identity `(kind, id)` goes now: a name
     /// on this node or on its owner node. Called for every send by identity:
-    /// keep it cheap (a cached route).
-    fn route_placed(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
+    /// keep it cheap (a cached route). `kind` and `id` are the
+    /// destination's own shared strings: a cache may keep them and compare
+    /// by pointer before comparing the text.
+    fn route_placed(&self, kind: &Arc<str>, id: &Arc<str>) -> Result<PlacedRoute, SendError> {
         let _ = id;
         Err(SendError::NoNameService(format!(
             "the placed kind {kind:?}"

@@ -272,7 +272,11 @@ impl ActorSystem {
 
     /// Where a placed identity's message goes now (a name, here or on its
     /// owner).
-    pub(crate) fn route_placed(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
+    pub(crate) fn route_placed(
+        &self,
+        kind: &Arc<str>,
+        id: &Arc<str>,
+    ) -> Result<PlacedRoute, SendError> {
         let service = self
             .inner
             .name_service

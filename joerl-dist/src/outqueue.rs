@@ -72,9 +72,10 @@ struct Buf {
     writer_busy: bool,
     /// The connection attached while a connection is up.
     sink: Option<Sink>,
-    /// When the last frame was pushed.
+    /// When the last frame was pushed (when its write ended, if its
+    /// sender wrote it itself).
     last_push: Option<Instant>,
-    /// When a sender last wrote to the socket itself.
+    /// When a sender's own write to the socket last ended.
     last_direct: Option<Instant>,
 }
 
@@ -312,8 +313,16 @@ impl OutQueue {
             && buf.bytes.len() <= MAX_DIRECT_CHUNK
         {
             if let Some(Sink::Direct(sink)) = buf.sink.clone() {
-                buf.last_direct = Some(now);
-                match sink.try_write(&buf.bytes) {
+                let written = sink.try_write(&buf.bytes);
+                // Timed from the write's end: on loopback the system call
+                // also runs the receiver's side of TCP and can take tens of
+                // microseconds, and a sender whose next push came that much
+                // later would otherwise find the queue idle again and pay a
+                // system call per frame.
+                let end = Instant::now();
+                buf.last_direct = Some(end);
+                buf.last_push = Some(end);
+                match written {
                     Ok(0) => {}
                     Ok(n) if n == buf.bytes.len() => {
                         Self::keep_direct(&mut buf, n);

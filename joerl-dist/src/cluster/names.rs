@@ -122,9 +122,9 @@ impl NameService for ClusterNames {
         Ok(vec![one])
     }
 
-    fn route_placed(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
+    fn route_placed(&self, kind: &Arc<str>, id: &Arc<str>) -> Result<PlacedRoute, SendError> {
         match self.placement.get() {
-            Some(p) => p.route(kind, id),
+            Some(p) => p.route_shared(kind, id),
             None => Err(SendError::NoNameService(format!(
                 "the placed identity {kind}/{id}"
             ))),

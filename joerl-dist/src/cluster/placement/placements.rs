@@ -206,6 +206,10 @@ pub(crate) struct PlacementState {
     /// The location cache: routes by a hash of the identity (the identity
     /// is kept and compared), valid while the view's generation is theirs.
     routes: DashMap<u64, CachedRoute>,
+    /// The view's generation, also readable without its lock: a cache hit
+    /// reads only this (stored under the view's write lock, after the
+    /// change).
+    generation: AtomicU64,
     activations: DashMap<Identity, Entry>,
     stats: PlacementStats,
     /// This state, for the activations it starts.
@@ -337,7 +341,9 @@ impl PlacementState {
         let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
         v.generation += 1;
         let members: BTreeSet<String> = v.candidates.iter().map(|c| c.node.clone()).collect();
-        f(&mut v.table, &members)
+        let out = f(&mut v.table, &members);
+        self.generation.store(v.generation, Ordering::Release);
+        out
     }
 
     /// The directives as this node has them.
@@ -591,14 +597,41 @@ impl PlacementState {
     /// route was computed: a hit costs a hash of the identity and no
     /// allocation.
     pub(crate) fn route(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
+        self.route_in(kind, id, None)
+    }
+
+    /// [`Self::route`] for a destination's shared strings: the cache keeps
+    /// them, so the next send through the same reference (or a clone of
+    /// it) is matched by pointer, without reading the text again.
+    pub(crate) fn route_shared(
+        &self,
+        kind: &Arc<str>,
+        id: &Arc<str>,
+    ) -> Result<PlacedRoute, SendError> {
+        self.route_in(kind, id, Some((kind, id)))
+    }
+
+    fn route_in(
+        &self,
+        kind: &str,
+        id: &str,
+        shared: Option<(&Arc<str>, &Arc<str>)>,
+    ) -> Result<PlacedRoute, SendError> {
         let key = super::rendezvous::stable_hash(&[kind.as_bytes(), id.as_bytes()]);
-        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        // A hit reads no lock of the view: a route cached at the
+        // generation read here is the route of a view at least that new.
+        let generation = self.generation.load(Ordering::Acquire);
         if let Some(c) = self.routes.get(&key) {
-            if c.generation == v.generation && &*c.kind == kind && &*c.id == id {
+            let same = |cached: &Arc<str>, s: &str| {
+                std::ptr::eq(cached.as_ptr(), s.as_ptr()) && cached.len() == s.len()
+                    || **cached == *s
+            };
+            if c.generation == generation && same(&c.kind, kind) && same(&c.id, id) {
                 self.stats.route_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(c.route.clone());
             }
         }
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
         let identity = Identity::new(kind, id);
         let owner = self
             .owner_in(&v, &identity)
@@ -625,8 +658,8 @@ impl PlacementState {
             key,
             CachedRoute {
                 generation,
-                kind: kind.into(),
-                id: id.into(),
+                kind: shared.map_or_else(|| kind.into(), |(k, _)| k.clone()),
+                id: shared.map_or_else(|| id.into(), |(_, i)| i.clone()),
                 route: route.clone(),
             },
         );
@@ -792,6 +825,7 @@ impl PlacementState {
             if v.eligible.is_empty() {
                 v.eligible = v.candidates.clone();
             }
+            self.generation.store(v.generation, Ordering::Release);
         }
         let mine: Vec<Entry> = self.activations.iter().map(|a| a.clone()).collect();
         for e in mine {
@@ -947,6 +981,7 @@ pub fn start_with_options(
         strategy: Rendezvous,
         view: RwLock::new(View::default()),
         routes: DashMap::new(),
+        generation: AtomicU64::new(0),
         activations: DashMap::new(),
         stats: PlacementStats::default(),
         this: this.clone(),
