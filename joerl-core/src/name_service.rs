@@ -15,10 +15,18 @@ use std::sync::Arc;
 use crate::{Dest, GroupDest, Message, Pid, SendError};
 
 /// Where a message to a placed identity goes now: the name its activation
-/// is registered under, on this node or on its owner. Shared strings, so a
-/// service that caches routes hands out copies without allocating.
+/// is registered under, on this node or on its owner, or (for a send, see
+/// [`NameService::route_placed_send`]) the activation's Pid. Shared
+/// strings, so a service that caches routes hands out copies without
+/// allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlacedRoute {
+    /// The activation itself, for a send: the service learnt its Pid and
+    /// answers [`NameService::moved`] for it once it is gone, so a message
+    /// that reaches it too late goes on to the identity's next activation.
+    /// Never the answer for a call or a monitor (those go by name, which
+    /// activates the identity again).
+    Activation(Pid),
     /// Registered (or activated on its first message) here.
     Here(Arc<str>),
     /// Registered (or activated on its first message) on `node`.
@@ -33,6 +41,7 @@ pub enum PlacedRoute {
 impl From<PlacedRoute> for Dest {
     fn from(r: PlacedRoute) -> Dest {
         match r {
+            PlacedRoute::Activation(pid) => Dest::Pid(pid),
             PlacedRoute::Here(name) => Dest::Name(name.to_string()),
             PlacedRoute::There { name, node } => Dest::Remote {
                 name: name.to_string(),
@@ -67,6 +76,27 @@ pub trait NameService: Send + Sync + 'static {
         Err(SendError::NoNameService(format!(
             "the placed kind {kind:?}"
         )))
+    }
+
+    /// Like [`route_placed`](Self::route_placed), for a send (not a call or
+    /// a monitor): may answer [`PlacedRoute::Activation`] with the Pid of
+    /// the identity's activation, which the service must then answer
+    /// [`moved`](Self::moved) for after it ends (for as long as senders
+    /// may still hold it), so that no message is lost that its name would
+    /// have delivered. By default, the route by name.
+    fn route_placed_send(&self, kind: &Arc<str>, id: &Arc<str>) -> Result<PlacedRoute, SendError> {
+        self.route_placed(kind, id)
+    }
+
+    /// A message (from this node or another) came for the local `pid`,
+    /// which is gone: the name it goes to instead, looked up (and
+    /// activated) as a named send would be. The service answers it for
+    /// the Pids it handed out as [`PlacedRoute::Activation`]; `None` (the
+    /// default) drops the message, as a send to a dead Pid is lost in
+    /// Erlang. Called only when a delivery fails: it may take a lock.
+    fn moved(&self, pid: Pid) -> Option<String> {
+        let _ = pid;
+        None
     }
 
     /// Nothing is registered here as `name`, which something is sent to,

@@ -75,8 +75,9 @@ impl State {
 pub(crate) enum PushError {
     /// The mailbox is full; the envelope is returned.
     Full(Envelope),
-    /// The process is gone; the envelope is dropped.
-    Closed,
+    /// The process is gone; the envelope is returned (a message for a
+    /// placed activation that ended may go on to its identity's next one).
+    Closed(Envelope),
 }
 
 /// What the owner finds when it wakes up.
@@ -141,7 +142,7 @@ impl Process {
     pub(crate) fn try_push_beyond(&self, env: Envelope, extra: usize) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.closed {
-            return Err(PushError::Closed);
+            return Err(PushError::Closed(env));
         }
         if st.queue.len() >= st.capacity.saturating_add(extra) {
             return Err(PushError::Full(env));
@@ -160,7 +161,7 @@ impl Process {
     pub(crate) fn poll_push(&self, env: Envelope, cx: &mut Context<'_>) -> Result<(), PushError> {
         let mut st = self.lock();
         if st.closed {
-            return Err(PushError::Closed);
+            return Err(PushError::Closed(env));
         }
         if st.queue.len() >= st.capacity {
             if !st.send_waiters.iter().any(|w| w.will_wake(cx.waker())) {

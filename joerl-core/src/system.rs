@@ -285,6 +285,17 @@ impl ActorSystem {
         service.route_placed(kind, id)
     }
 
+    /// Where a message sent to a placed identity goes now: also the
+    /// activation's Pid, when the service knows it.
+    fn route_placed_send(&self, kind: &Arc<str>, id: &Arc<str>) -> Result<PlacedRoute, SendError> {
+        let service = self
+            .inner
+            .name_service
+            .get()
+            .ok_or_else(|| SendError::NoNameService(format!("the placed kind {kind:?}")))?;
+        service.route_placed_send(kind, id)
+    }
+
     /// The one Pid a call or a monitor to a cluster-wide address goes to.
     pub(crate) fn cluster_target(&self, dest: &Dest) -> Result<Pid, SendError> {
         let service = self
@@ -488,10 +499,21 @@ impl ActorSystem {
     ) -> Result<(), SendError> {
         match self.inner.classify(to) {
             Target::Local => {
-                let Some(process) = self.inner.local_process(to) else {
+                let env = Envelope::new(from, msg);
+                let env = match self.inner.local_process(to) {
+                    Some(process) => match push_waiting(&process, env).await {
+                        Ok(()) => return Ok(()),
+                        Err(env) => env,
+                    },
+                    None => env,
+                };
+                // Gone: a placed activation's message goes on to its next one.
+                let Some(next) = self.inner.moved(to) else {
                     return Err(SendError::NoProc(to));
                 };
-                push_waiting(&process, Envelope::new(from, msg)).await
+                push_waiting(&next, env)
+                    .await
+                    .map_err(|_| SendError::NoProc(to))
             }
             Target::Stale => Err(SendError::NoProc(to)),
             Target::Remote => {
@@ -552,7 +574,8 @@ impl ActorSystem {
                     Err(e) => Err(route_error(e, type_name)),
                 }
             }
-            Dest::Placed { kind, id } => match self.route_placed(&kind, &id)? {
+            Dest::Placed { kind, id } => match self.route_placed_send(&kind, &id)? {
+                PlacedRoute::Activation(pid) => self.try_send_pid(from, pid, msg, type_name),
                 PlacedRoute::Here(name) => {
                     let pid = self
                         .whereis(&name)
@@ -597,13 +620,25 @@ impl ActorSystem {
     ) -> Result<(), SendError> {
         match self.inner.classify(to) {
             Target::Local => {
-                let Some(process) = self.inner.processes.get(&to.id()) else {
+                let env = Envelope::new(from, msg);
+                let env = match self.inner.processes.get(&to.id()) {
+                    Some(process) => match process.try_push(env) {
+                        Ok(()) => return Ok(()),
+                        Err(PushError::Full(env)) => {
+                            return Err(SendError::Full(UnsentMessage::new(env.msg)));
+                        }
+                        Err(PushError::Closed(env)) => env,
+                    },
+                    None => env,
+                };
+                // Gone: a placed activation's message goes on to its next one.
+                let Some(next) = self.inner.moved(to) else {
                     return Err(SendError::NoProc(to));
                 };
-                match process.try_push(Envelope::new(from, msg)) {
+                match next.try_push(env) {
                     Ok(()) => Ok(()),
                     Err(PushError::Full(env)) => Err(SendError::Full(UnsentMessage::new(env.msg))),
-                    Err(PushError::Closed) => Err(SendError::NoProc(to)),
+                    Err(PushError::Closed(_)) => Err(SendError::NoProc(to)),
                 }
             }
             Target::Stale => Err(SendError::NoProc(to)),
@@ -631,13 +666,27 @@ impl ActorSystem {
         msg: Message,
         overflow: usize,
     ) -> Result<(), SendError> {
-        let Some(process) = self.inner.local_process_ref(to) else {
+        let env = Envelope::new(from, msg);
+        let env = match self.inner.local_process_ref(to) {
+            Some(process) => match process.try_push_beyond(env, overflow) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Full(env)) => {
+                    return Err(SendError::Full(UnsentMessage::new(env.msg)));
+                }
+                Err(PushError::Closed(env)) => env,
+            },
+            None => env,
+        };
+        // Gone: a placed activation's message goes on to its next one (a
+        // full mailbox there is `Full`, parked under `to`, and redirected
+        // again when it is delivered).
+        let Some(next) = self.inner.moved(to) else {
             return Err(SendError::NoProc(to));
         };
-        match process.try_push_beyond(Envelope::new(from, msg), overflow) {
+        match next.try_push_beyond(env, overflow) {
             Ok(()) => Ok(()),
             Err(PushError::Full(env)) => Err(SendError::Full(UnsentMessage::new(env.msg))),
-            Err(PushError::Closed) => Err(SendError::NoProc(to)),
+            Err(PushError::Closed(_)) => Err(SendError::NoProc(to)),
         }
     }
 
@@ -1028,7 +1077,8 @@ impl ActorSystem {
                 self.send_to_node_from(from, name, node, msg, type_name)
                     .await
             }
-            Dest::Placed { kind, id } => match self.route_placed(kind, id)? {
+            Dest::Placed { kind, id } => match self.route_placed_send(kind, id)? {
+                PlacedRoute::Activation(pid) => self.send_message(from, pid, msg, type_name).await,
                 PlacedRoute::Here(name) => {
                     let pid = self
                         .whereis(&name)
@@ -1102,11 +1152,12 @@ fn route_error(e: RouteError, type_name: Option<&'static str>) -> SendError {
     }
 }
 
-/// Sends `env` to a local process, waiting while its mailbox is full.
-async fn push_waiting(process: &Process, env: Envelope) -> Result<(), SendError> {
+/// Sends `env` to a local process, waiting while its mailbox is full;
+/// hands it back if the process is gone.
+async fn push_waiting(process: &Process, env: Envelope) -> Result<(), Envelope> {
     let env = match process.try_push(env) {
         Ok(()) => return Ok(()),
-        Err(PushError::Closed) => return Err(SendError::NoProc(process.pid)),
+        Err(PushError::Closed(env)) => return Err(env),
         Err(PushError::Full(env)) => env,
     };
     let mut pending = Some(env);
@@ -1114,7 +1165,7 @@ async fn push_waiting(process: &Process, env: Envelope) -> Result<(), SendError>
         let env = pending.take().expect("polled after completion");
         match process.poll_push(env, cx) {
             Ok(()) => Poll::Ready(Ok(())),
-            Err(PushError::Closed) => Poll::Ready(Err(SendError::NoProc(process.pid))),
+            Err(PushError::Closed(env)) => Poll::Ready(Err(env)),
             Err(PushError::Full(env)) => {
                 pending = Some(env);
                 Poll::Pending
@@ -1297,6 +1348,18 @@ impl Inner {
             return Some(*p);
         }
         self.name_service.get()?.activate(name)
+    }
+
+    /// A message came for the local `to`, which is gone: the process it
+    /// goes to instead, if the name service names one (the next activation
+    /// of a placed identity, see [`NameService::moved`]).
+    pub(crate) fn moved(&self, to: Pid) -> Option<Arc<Process>> {
+        let name = self.name_service.get()?.moved(to)?;
+        let next = self.whereis(&name)?;
+        if next == to {
+            return None;
+        }
+        self.local_process(next)
     }
 
     pub(crate) fn monitor_local_name(

@@ -131,6 +131,19 @@ impl NameService for ClusterNames {
         }
     }
 
+    fn route_placed_send(&self, kind: &Arc<str>, id: &Arc<str>) -> Result<PlacedRoute, SendError> {
+        match self.placement.get() {
+            Some(p) => p.route_send_shared(kind, id),
+            None => Err(SendError::NoNameService(format!(
+                "the placed identity {kind}/{id}"
+            ))),
+        }
+    }
+
+    fn moved(&self, pid: Pid) -> Option<String> {
+        self.placement.get()?.moved(pid)
+    }
+
     fn activate(&self, name: &str) -> Option<Pid> {
         self.placement.get()?.activate(name)
     }

@@ -11,8 +11,9 @@
 //! retries, the [`handoff`] that keeps one activation per identity while
 //! views differ (with the state of [`Migrate`] kinds), and the leader's
 //! [`directives`] (drain, migrate, registered identities) replicated to
-//! every member by [`coordinate`], and [`delivery`] guarantees
-//! (at-least-once, exactly-once) driven by each node's [`outbox`].
+//! every member by [`coordinate`], [`delivery`] guarantees
+//! (at-least-once, exactly-once) driven by each node's [`outbox`], and the
+//! [`locator`] that lets sends by identity go by the activation's Pid.
 
 pub mod breaker;
 pub mod coordinate;
@@ -22,6 +23,7 @@ pub mod elector;
 pub mod handoff;
 pub mod kinds;
 pub mod leader;
+pub mod locator;
 pub mod outbox;
 pub mod placements;
 pub mod rendezvous;

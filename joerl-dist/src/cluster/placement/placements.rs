@@ -22,7 +22,10 @@
 //! members are placed on no more, a pinned identity goes to its pin, and
 //! registered identities are activated eagerly on their owner.
 //!
-//! Not built yet (see CLUSTERING.md): delivery guarantees.
+//! Routes are kept in a location cache per view generation; once the
+//! [`locator`](super::locator) learnt an activation's Pid, sends go to it
+//! (calls and monitors stay by name), and a message that reaches a Pid
+//! whose activation ended goes on to the identity's name.
 //!
 //! [`Dest::Placed`]: joerl_core::Dest::Placed
 //! [`NameService::activate`]: joerl_core::NameService::activate
@@ -136,6 +139,17 @@ pub struct PlacementStats {
     /// Sends by identity whose route was computed (first send, or the
     /// view changed since).
     pub route_misses: AtomicU64,
+    /// Activations' Pids the location cache learnt (sends by identity go
+    /// to them).
+    pub pids_learned: AtomicU64,
+    /// Learnt Pids taken out of the cache again (their activation ended,
+    /// or its node was lost).
+    pub pids_forgotten: AtomicU64,
+    /// Messages that reached a handed-out Pid after its activation ended
+    /// and went on to the identity's name (activated again, or forwarded).
+    pub redirected: AtomicU64,
+    /// Pids not cached because the locator watched the most it may.
+    pub unwatched: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -161,12 +175,55 @@ struct View {
 pub const ROUTE_CACHE_MAX: usize = 100_000;
 
 /// A route the location cache keeps, and the view it was computed at.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct CachedRoute {
     generation: u64,
     kind: Arc<str>,
     id: Arc<str>,
+    /// The route by name (calls and monitors go by it, and sends while
+    /// there is no Pid).
     route: PlacedRoute,
+    /// The activation's Pid, once learnt (see [`locator`](super::locator)):
+    /// sends go to it.
+    pid: Option<Pid>,
+    /// When (milliseconds into this state's life, 0 for never) the Pid was
+    /// last asked for.
+    asked: AtomicU64,
+}
+
+/// How long a route without a Pid waits before its Pid is asked for again
+/// (the identity was not running yet, or its activation ended).
+pub const ASK_AGAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long an owner still redirects messages sent to the Pid of an
+/// activation that ended (the senders' monitors take the Pid out of their
+/// caches well before).
+pub const HANDED_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Pids of activations an owner hands out at most at once (past it, its
+/// identities are routed by name).
+pub const MAX_HANDED: usize = 200_000;
+
+/// The Pids of activations this node handed out as routes: a message that
+/// reaches one after its activation ended goes on to the identity's name.
+#[derive(Debug, Default)]
+struct HandedPids {
+    by_pid: std::collections::HashMap<Pid, Identity>,
+    /// Those whose activation ended, oldest first (kept for
+    /// [`HANDED_LINGER`]).
+    ended: std::collections::VecDeque<(std::time::Instant, Pid)>,
+}
+
+impl HandedPids {
+    fn expire(&mut self, now: std::time::Instant) {
+        while let Some((at, pid)) = self.ended.front().copied() {
+            if now.duration_since(at) < HANDED_LINGER {
+                break;
+            }
+            self.ended.pop_front();
+            self.by_pid.remove(&pid);
+        }
+    }
 }
 
 /// Where a local activation is.
@@ -228,6 +285,14 @@ pub(crate) struct PlacementState {
     outbox: super::outbox::Outbox,
     /// The deduplication windows of identities handled here (exactly-once).
     dedup: DashMap<Identity, DedupWindow>,
+    /// The Pids of activations handed out as routes.
+    handed: std::sync::Mutex<HandedPids>,
+    /// The locator, which learns where identities run on other members.
+    pub(crate) locator: std::sync::OnceLock<Pid>,
+    /// This node's id (the node part of its Pids).
+    me_id: u32,
+    /// The clock of [`CachedRoute::asked`].
+    started: std::time::Instant,
 }
 
 /// Identities whose deduplication window a node keeps at most (past it,
@@ -477,6 +542,8 @@ impl PlacementState {
     pub(crate) fn forget(&self, identity: &Identity, pid: Pid) {
         self.activations
             .remove_if(identity, |_, e| e.info.pid == pid);
+        self.ended(pid);
+        self.unlearn(identity, pid);
     }
 
     /// Answers `claimant`'s claim of `identity` (see
@@ -597,7 +664,18 @@ impl PlacementState {
     /// route was computed: a hit costs a hash of the identity and no
     /// allocation.
     pub(crate) fn route(&self, kind: &str, id: &str) -> Result<PlacedRoute, SendError> {
-        self.route_in(kind, id, None)
+        self.route_in(kind, id, None, false)
+    }
+
+    /// See `NameService::route_placed_send`: [`Self::route_shared`], or the
+    /// activation's Pid once this node learnt it (asked for on a route
+    /// without one, at most every [`ASK_AGAIN`]).
+    pub(crate) fn route_send_shared(
+        &self,
+        kind: &Arc<str>,
+        id: &Arc<str>,
+    ) -> Result<PlacedRoute, SendError> {
+        self.route_in(kind, id, Some((kind, id)), true)
     }
 
     /// [`Self::route`] for a destination's shared strings: the cache keeps
@@ -608,7 +686,7 @@ impl PlacementState {
         kind: &Arc<str>,
         id: &Arc<str>,
     ) -> Result<PlacedRoute, SendError> {
-        self.route_in(kind, id, Some((kind, id)))
+        self.route_in(kind, id, Some((kind, id)), false)
     }
 
     fn route_in(
@@ -616,6 +694,7 @@ impl PlacementState {
         kind: &str,
         id: &str,
         shared: Option<(&Arc<str>, &Arc<str>)>,
+        send: bool,
     ) -> Result<PlacedRoute, SendError> {
         let key = super::rendezvous::stable_hash(&[kind.as_bytes(), id.as_bytes()]);
         // A hit reads no lock of the view: a route cached at the
@@ -628,7 +707,19 @@ impl PlacementState {
             };
             if c.generation == generation && same(&c.kind, kind) && same(&c.id, id) {
                 self.stats.route_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(c.route.clone());
+                if !send {
+                    return Ok(c.route.clone());
+                }
+                if let Some(pid) = c.pid {
+                    return Ok(PlacedRoute::Activation(pid));
+                }
+                let route = c.route.clone();
+                let ask = self.due(&c.asked).then(|| (c.kind.clone(), c.id.clone()));
+                drop(c);
+                if let Some((kind, id)) = ask {
+                    self.ask(&kind, &id, &route, generation);
+                }
+                return Ok(route);
             }
         }
         let v = self.view.read().unwrap_or_else(|e| e.into_inner());
@@ -654,16 +745,166 @@ impl PlacementState {
         if self.routes.len() >= ROUTE_CACHE_MAX {
             self.routes.clear();
         }
+        let kind: Arc<str> = shared.map_or_else(|| kind.into(), |(k, _)| k.clone());
+        let id: Arc<str> = shared.map_or_else(|| id.into(), |(_, i)| i.clone());
         self.routes.insert(
             key,
             CachedRoute {
                 generation,
-                kind: shared.map_or_else(|| kind.into(), |(k, _)| k.clone()),
-                id: shared.map_or_else(|| id.into(), |(_, i)| i.clone()),
+                kind: kind.clone(),
+                id: id.clone(),
                 route: route.clone(),
+                pid: None,
+                asked: AtomicU64::new(if send { self.now_ms() } else { 0 }),
             },
         );
+        if send {
+            self.ask(&kind, &id, &route, generation);
+        }
         Ok(route)
+    }
+
+    /// Milliseconds into this state's life, at least 1.
+    fn now_ms(&self) -> u64 {
+        (self.started.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// True (and marked asked now) if a route's Pid is due to be asked for.
+    fn due(&self, asked: &AtomicU64) -> bool {
+        let now = self.now_ms();
+        let last = asked.load(Ordering::Relaxed);
+        if last != 0 && now < last + ASK_AGAIN.as_millis() as u64 {
+            return false;
+        }
+        asked
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Asks for the Pid of the activation `route` leads to: here, from the
+    /// activations; on another member, through the locator.
+    fn ask(&self, kind: &Arc<str>, id: &Arc<str>, route: &PlacedRoute, generation: u64) {
+        match route {
+            PlacedRoute::Here(_) => {
+                let identity = Identity::new(&**kind, &**id);
+                if let Some(pid) = self.hand_out(&identity) {
+                    self.learn(&identity, generation, pid);
+                }
+            }
+            PlacedRoute::There { node, .. } => {
+                let (Some(system), Some(locator)) = (self.system.upgrade(), self.locator.get())
+                else {
+                    return;
+                };
+                let learn = super::locator::Learn {
+                    kind: kind.clone(),
+                    id: id.clone(),
+                    node: node.clone(),
+                    generation,
+                };
+                let _ = system.try_send(*locator, learn);
+            }
+            PlacedRoute::Activation(_) => {}
+        }
+    }
+
+    /// The Pid of `identity`'s running activation here, recorded as handed
+    /// out (a message that reaches it after it ends goes on by name); `None`
+    /// if it is not running here (or too many are handed out).
+    pub(crate) fn hand_out(&self, identity: &Identity) -> Option<Pid> {
+        let system = self.system.upgrade()?;
+        let pid = {
+            let e = self.activations.get(identity)?;
+            if e.phase != Phase::Active {
+                return None;
+            }
+            e.info.pid
+        };
+        if !system.is_alive(pid) {
+            return None;
+        }
+        {
+            let mut h = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+            h.expire(std::time::Instant::now());
+            if !h.by_pid.contains_key(&pid) {
+                if h.by_pid.len() >= MAX_HANDED {
+                    return None;
+                }
+                h.by_pid.insert(pid, identity.clone());
+            }
+        }
+        // Ended meanwhile (its `forget` did not see it handed out): it
+        // lingers as one that ended.
+        if self
+            .activations
+            .get(identity)
+            .is_none_or(|e| e.info.pid != pid)
+        {
+            self.ended(pid);
+        }
+        Some(pid)
+    }
+
+    /// The handed-out `pid`'s activation ended: redirected for
+    /// [`HANDED_LINGER`] more.
+    fn ended(&self, pid: Pid) {
+        let now = std::time::Instant::now();
+        let mut h = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        if h.by_pid.contains_key(&pid) {
+            h.ended.push_back((now, pid));
+        }
+        h.expire(now);
+    }
+
+    /// See `NameService::moved`: the name a message for the handed-out
+    /// `pid`, whose activation is gone, goes on to.
+    pub(crate) fn moved(&self, pid: Pid) -> Option<String> {
+        let h = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        let identity = h.by_pid.get(&pid)?;
+        self.stats.redirected.fetch_add(1, Ordering::Relaxed);
+        Some(placed_name(identity))
+    }
+
+    /// `pid` runs `identity` (its owner said so, or it runs here): cached
+    /// with the route if that is still the one computed at `generation`
+    /// and leads to `pid`'s node.
+    pub(crate) fn learn(&self, identity: &Identity, generation: u64, pid: Pid) {
+        let key =
+            super::rendezvous::stable_hash(&[identity.kind.as_bytes(), identity.id.as_bytes()]);
+        let Some(mut c) = self.routes.get_mut(&key) else {
+            return;
+        };
+        if c.generation != generation || *c.kind != *identity.kind || *c.id != *identity.id {
+            return;
+        }
+        let node_matches = match &c.route {
+            PlacedRoute::Here(_) => pid.node() == self.me_id,
+            PlacedRoute::There { node, .. } => pid.node() == joerl_core::node_id(node),
+            PlacedRoute::Activation(_) => false,
+        };
+        if node_matches {
+            c.pid = Some(pid);
+            self.stats.pids_learned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `pid`, which ran `identity`, is gone: out of the cache (asked for
+    /// again after [`ASK_AGAIN`]).
+    pub(crate) fn unlearn(&self, identity: &Identity, pid: Pid) {
+        let key =
+            super::rendezvous::stable_hash(&[identity.kind.as_bytes(), identity.id.as_bytes()]);
+        if let Some(mut c) = self.routes.get_mut(&key) {
+            if c.pid == Some(pid) {
+                c.pid = None;
+                c.asked.store(self.now_ms(), Ordering::Relaxed);
+                self.stats.pids_forgotten.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A locator did not watch a Pid: it watches [`MAX_WATCHED`](super::locator::MAX_WATCHED) already.
+    pub(crate) fn count_unwatched(&self) {
+        self.stats.unwatched.fetch_add(1, Ordering::Relaxed);
     }
 
     /// See `NameService::activate`.
@@ -991,6 +1232,10 @@ pub fn start_with_options(
         gathered: AtomicU64::new(0),
         outbox: super::outbox::Outbox::new(node.name(), super::Breakers::new(options.breaker)),
         dedup: DashMap::new(),
+        handed: Default::default(),
+        locator: Default::default(),
+        me_id: joerl_core::node_id(node.name()),
+        started: std::time::Instant::now(),
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
@@ -1004,6 +1249,8 @@ pub fn start_with_options(
     )
     .map_err(PlacementError::Spawn)?;
     super::outbox::start(node, &state).map_err(PlacementError::Spawn)?;
+    let locator = super::locator::start(node, &state).map_err(PlacementError::Spawn)?;
+    let _ = state.locator.set(locator);
     // The view follows membership, in the order of its events.
     let follow = Arc::downgrade(&state);
     super::view::follow(cluster, move |view| {
