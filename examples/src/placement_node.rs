@@ -23,7 +23,7 @@
 //! blast routed|direct|named PREFIX N K
 //!                            K `Hit` messages round robin to the N counters, by
 //!                            identity, by the Pids `pids` learned, or by their
-//!                            {name, owner} -> blast sent=K ms=.. route_hits=.. route_misses=..
+//!                            {name, owner} -> blast sent=K ms=.. route_hits=.. route_misses=.. pids_learned=..
 //! routecost PREFIX N K       K owner computations over N identities -> routecost ns=..
 //! churn start PREFIX N SECS  numbered ticks for SECS s to three streams of N counters each
 //!                            (at-least-once, exactly-once, at-most-once), in the background
@@ -571,10 +571,11 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
             }
             let s = r.placements.stats();
             say(format!(
-                "blast sent={k} ms={} route_hits={} route_misses={}",
+                "blast sent={k} ms={} route_hits={} route_misses={} pids_learned={}",
                 t.elapsed().as_millis(),
                 s.route_hits.load(std::sync::atomic::Ordering::Relaxed),
-                s.route_misses.load(std::sync::atomic::Ordering::Relaxed)
+                s.route_misses.load(std::sync::atomic::Ordering::Relaxed),
+                s.pids_learned.load(std::sync::atomic::Ordering::Relaxed)
             ));
         }
         ["routecost", prefix, n, k] => {

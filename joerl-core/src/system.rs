@@ -484,6 +484,11 @@ impl ActorSystem {
         match to.into() {
             // The hot path: a small future, as if names did not exist.
             Dest::Pid(pid) => self.send_message(from, pid, msg, type_name).await,
+            // A placed identity whose activation's Pid is known: as fast.
+            Dest::Placed { kind, id } => match self.route_placed_send(&kind, &id)? {
+                PlacedRoute::Activation(pid) => self.send_message(from, pid, msg, type_name).await,
+                route => Box::pin(self.send_placed(from, route, msg, type_name)).await,
+            },
             // A name is looked up, and a named send to another node has a
             // future of its own: kept out of the Pid path's.
             dest => Box::pin(self.send_dest(from, &dest, msg, type_name)).await,
@@ -1077,19 +1082,10 @@ impl ActorSystem {
                 self.send_to_node_from(from, name, node, msg, type_name)
                     .await
             }
-            Dest::Placed { kind, id } => match self.route_placed_send(kind, id)? {
-                PlacedRoute::Activation(pid) => self.send_message(from, pid, msg, type_name).await,
-                PlacedRoute::Here(name) => {
-                    let pid = self
-                        .whereis(&name)
-                        .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
-                    self.send_message(from, pid, msg, type_name).await
-                }
-                PlacedRoute::There { name, node } => {
-                    self.send_to_node_from(from, &name, &node, msg, type_name)
-                        .await
-                }
-            },
+            Dest::Placed { kind, id } => {
+                let route = self.route_placed_send(kind, id)?;
+                self.send_placed(from, route, msg, type_name).await
+            }
             Dest::Global(_) | Dest::Group(_) => {
                 let mut sends = self.cluster_deliveries(dest, msg, type_name)?;
                 if sends.len() == 1 {
@@ -1102,6 +1098,29 @@ impl ActorSystem {
                     let _ = self.send_message(from, pid, msg, type_name).await;
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Sends to where a placed identity's route leads.
+    async fn send_placed(
+        &self,
+        from: Option<Pid>,
+        route: PlacedRoute,
+        msg: Message,
+        type_name: Option<&'static str>,
+    ) -> Result<(), SendError> {
+        match route {
+            PlacedRoute::Activation(pid) => self.send_message(from, pid, msg, type_name).await,
+            PlacedRoute::Here(name) => {
+                let pid = self
+                    .whereis(&name)
+                    .ok_or_else(|| SendError::NameNotRegistered(name.to_string()))?;
+                self.send_message(from, pid, msg, type_name).await
+            }
+            PlacedRoute::There { name, node } => {
+                self.send_to_node_from(from, &name, &node, msg, type_name)
+                    .await
             }
         }
     }

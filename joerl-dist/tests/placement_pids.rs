@@ -143,7 +143,10 @@ async fn a_passivated_activations_cached_pid_is_dropped_and_nothing_sent_is_lost
         "the activation passivated"
     );
 
-    // The next numbers start a new activation, and its Pid is learnt again.
+    // The next numbers start a new activation, and its Pid is learnt again;
+    // none goes to the old Pid (not even from this thread's copy of the
+    // route), so the owner redirects none.
+    let redirected = b.1.stats().redirected.load(Ordering::Relaxed);
     let again = learned(&a.1);
     let resumed = next;
     next = send_until_learned(a, &id, next, again).await;
@@ -168,6 +171,11 @@ async fn a_passivated_activations_cached_pid_is_dropped_and_nothing_sent_is_lost
     assert!(
         later.iter().all(|p| *p != first),
         "a new activation took them"
+    );
+    assert_eq!(
+        b.1.stats().redirected.load(Ordering::Relaxed),
+        redirected,
+        "nothing was sent to the forgotten Pid"
     );
 
     for (n, _, _) in all {

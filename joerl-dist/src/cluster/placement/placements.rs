@@ -134,7 +134,8 @@ pub struct PlacementStats {
     /// Guaranteed messages whose payload did not decode here.
     pub undecodable: AtomicU64,
     /// Routes by identity answered from the location cache (sends, and
-    /// the owner lookups of guaranteed deliveries and idempotent calls).
+    /// the owner lookups of guaranteed deliveries and idempotent calls);
+    /// not the sends a thread's own copy of a route by Pid answered.
     pub route_hits: AtomicU64,
     /// Sends by identity whose route was computed (first send, or the
     /// view changed since).
@@ -262,7 +263,12 @@ pub(crate) struct PlacementState {
     view: RwLock<View>,
     /// The location cache: routes by a hash of the identity (the identity
     /// is kept and compared), valid while the view's generation is theirs.
-    routes: DashMap<u64, CachedRoute>,
+    /// The hash is seeded ([`Self::route_key`]), so the map's own hash of it
+    /// can be the cheapest.
+    routes: DashMap<u64, CachedRoute, joerl_core::fxhash::FxBuildHasher>,
+    /// The seed of the location cache's hash (ids may come from outside:
+    /// chosen keys must not pile up in one place of the map).
+    route_seed: foldhash::fast::RandomState,
     /// The view's generation, also readable without its lock: a cache hit
     /// reads only this (stored under the view's write lock, after the
     /// change).
@@ -293,7 +299,47 @@ pub(crate) struct PlacementState {
     me_id: u32,
     /// The clock of [`CachedRoute::asked`].
     started: std::time::Instant,
+    /// Counts the Pids the cache forgot: threads' copies of Pids made at an
+    /// older count are not used.
+    pid_epoch: AtomicU64,
+    /// Tells this state's routes in the threads' copies from other states'
+    /// (several nodes may run in one process).
+    state_id: u64,
 }
+
+/// Slots of each thread's copy of the routes it sent by Pid last.
+const THREAD_ROUTE_SLOTS: usize = 4096;
+
+/// A thread's copy of a route by Pid, matched by the destination's own
+/// strings (kept, so their addresses are not reused while here).
+struct ThreadRoute {
+    state: u64,
+    kind: Arc<str>,
+    id: Arc<str>,
+    generation: u64,
+    epoch: u64,
+    pid: Pid,
+}
+
+thread_local! {
+    /// The routes by Pid this thread used last, by the address of the
+    /// destination's strings: a send through the same `PlacedRef` (or a
+    /// clone) finds its Pid with no hash of the text and no shared lock.
+    static THREAD_ROUTES: std::cell::RefCell<Vec<Option<ThreadRoute>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The first slot of the set (two slots) of `(kind, id)` in a thread's
+/// copy, from their addresses.
+fn thread_slot(kind: &Arc<str>, id: &Arc<str>) -> usize {
+    let a = Arc::as_ptr(id) as *const u8 as usize;
+    let b = Arc::as_ptr(kind) as *const u8 as usize;
+    let h = (a ^ b.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((h >> 40) % THREAD_ROUTE_SLOTS) & !1
+}
+
+/// Tells placement states apart (see `PlacementState::state_id`).
+static NEXT_STATE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Identities whose deduplication window a node keeps at most (past it,
 /// the windows start again empty, logged).
@@ -675,7 +721,55 @@ impl PlacementState {
         kind: &Arc<str>,
         id: &Arc<str>,
     ) -> Result<PlacedRoute, SendError> {
-        self.route_in(kind, id, Some((kind, id)), true)
+        // Read before the route: a Pid forgotten after this bumps it, so
+        // the thread's copy made below is not used.
+        let epoch = self.pid_epoch.load(Ordering::Acquire);
+        let generation = self.generation.load(Ordering::Acquire);
+        let set = thread_slot(kind, id);
+        let same = |r: &ThreadRoute| {
+            r.state == self.state_id && Arc::ptr_eq(&r.id, id) && Arc::ptr_eq(&r.kind, kind)
+        };
+        let hit = THREAD_ROUTES.with_borrow(|slots| {
+            slots
+                .get(set..set + 2)?
+                .iter()
+                .flatten()
+                .find(|r| same(r))
+                .filter(|r| r.generation == generation && r.epoch == epoch)
+                .map(|r| r.pid)
+        });
+        // Not counted in `route_hits`: a shared counter would cost this
+        // path more than the rest of it.
+        if let Some(pid) = hit {
+            return Ok(PlacedRoute::Activation(pid));
+        }
+        let route = self.route_in(kind, id, Some((kind, id)), true)?;
+        if let PlacedRoute::Activation(pid) = route {
+            THREAD_ROUTES.with_borrow_mut(|slots| {
+                if slots.is_empty() {
+                    slots.resize_with(THREAD_ROUTE_SLOTS, || None);
+                }
+                // Two ways per set, the newest first: the older one makes
+                // way.
+                let slot = if slots[set + 1].as_ref().is_some_and(&same) {
+                    set + 1
+                } else {
+                    if !slots[set].as_ref().is_some_and(&same) {
+                        slots[set + 1] = slots[set].take();
+                    }
+                    set
+                };
+                slots[slot] = Some(ThreadRoute {
+                    state: self.state_id,
+                    kind: kind.clone(),
+                    id: id.clone(),
+                    generation,
+                    epoch,
+                    pid,
+                });
+            });
+        }
+        Ok(route)
     }
 
     /// [`Self::route`] for a destination's shared strings: the cache keeps
@@ -696,7 +790,7 @@ impl PlacementState {
         shared: Option<(&Arc<str>, &Arc<str>)>,
         send: bool,
     ) -> Result<PlacedRoute, SendError> {
-        let key = super::rendezvous::stable_hash(&[kind.as_bytes(), id.as_bytes()]);
+        let key = self.route_key(kind, id);
         // A hit reads no lock of the view: a route cached at the
         // generation read here is the route of a view at least that new.
         let generation = self.generation.load(Ordering::Acquire);
@@ -744,6 +838,8 @@ impl PlacementState {
         self.stats.route_misses.fetch_add(1, Ordering::Relaxed);
         if self.routes.len() >= ROUTE_CACHE_MAX {
             self.routes.clear();
+            // The Pids go with their routes, threads' copies too.
+            self.pid_epoch.fetch_add(1, Ordering::Release);
         }
         let kind: Arc<str> = shared.map_or_else(|| kind.into(), |(k, _)| k.clone());
         let id: Arc<str> = shared.map_or_else(|| id.into(), |(_, i)| i.clone());
@@ -762,6 +858,17 @@ impl PlacementState {
             self.ask(&kind, &id, &route, generation);
         }
         Ok(route)
+    }
+
+    /// The location cache's key of `(kind, id)`: a fast hash with this
+    /// node's random seed.
+    fn route_key(&self, kind: &str, id: &str) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.route_seed.build_hasher();
+        h.write(kind.as_bytes());
+        h.write_u8(0xff);
+        h.write(id.as_bytes());
+        h.finish()
     }
 
     /// Milliseconds into this state's life, at least 1.
@@ -869,8 +976,7 @@ impl PlacementState {
     /// with the route if that is still the one computed at `generation`
     /// and leads to `pid`'s node.
     pub(crate) fn learn(&self, identity: &Identity, generation: u64, pid: Pid) {
-        let key =
-            super::rendezvous::stable_hash(&[identity.kind.as_bytes(), identity.id.as_bytes()]);
+        let key = self.route_key(&identity.kind, &identity.id);
         let Some(mut c) = self.routes.get_mut(&key) else {
             return;
         };
@@ -891,8 +997,7 @@ impl PlacementState {
     /// `pid`, which ran `identity`, is gone: out of the cache (asked for
     /// again after [`ASK_AGAIN`]).
     pub(crate) fn unlearn(&self, identity: &Identity, pid: Pid) {
-        let key =
-            super::rendezvous::stable_hash(&[identity.kind.as_bytes(), identity.id.as_bytes()]);
+        let key = self.route_key(&identity.kind, &identity.id);
         if let Some(mut c) = self.routes.get_mut(&key) {
             if c.pid == Some(pid) {
                 c.pid = None;
@@ -900,6 +1005,9 @@ impl PlacementState {
                 self.stats.pids_forgotten.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // Whatever the cache held (a colliding identity may have replaced
+        // the entry): no thread's copy of a Pid outlives this.
+        self.pid_epoch.fetch_add(1, Ordering::Release);
     }
 
     /// A locator did not watch a Pid: it watches [`MAX_WATCHED`](super::locator::MAX_WATCHED) already.
@@ -1221,7 +1329,8 @@ pub fn start_with_options(
         system: (**node).downgrade(),
         strategy: Rendezvous,
         view: RwLock::new(View::default()),
-        routes: DashMap::new(),
+        routes: DashMap::default(),
+        route_seed: foldhash::fast::RandomState::default(),
         generation: AtomicU64::new(0),
         activations: DashMap::new(),
         stats: PlacementStats::default(),
@@ -1236,6 +1345,8 @@ pub fn start_with_options(
         locator: Default::default(),
         me_id: joerl_core::node_id(node.name()),
         started: std::time::Instant::now(),
+        pid_epoch: AtomicU64::new(0),
+        state_id: NEXT_STATE_ID.fetch_add(1, Ordering::Relaxed),
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
