@@ -2,8 +2,8 @@
 //! message is sent again until its activation has handled it (so a handler
 //! slower than the first resend runs twice at-least-once and once
 //! exactly-once), nothing sent at-least-once is lost when its owner goes
-//! away with messages in flight, and a message never acknowledged fails
-//! with its deadline.
+//! away with messages in flight, a message never acknowledged fails with
+//! its deadline, and a payload is decoded within the owner's memory limit.
 
 mod common;
 
@@ -325,6 +325,97 @@ async fn an_idempotent_call_is_retried_until_a_survivor_answers_after_its_owner_
     assert_ne!(next, victim);
     assert!(all.iter().any(|m| m.0.name() == next), "{next}");
     for (n, _, _) in all {
+        n.shutdown().await;
+    }
+}
+
+/// Many small values: a payload that claims about eight times its size on
+/// the wire when decoded (a `u64` length per string).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Wide(Vec<String>);
+joerl_dist::remote_message!(Wide, "placement_delivery::Wide");
+
+/// Records how many strings each `Wide` it handles holds.
+struct Widths;
+
+static WIDTHS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+impl Actor for Widths {
+    async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+        if let Some(Wide(v)) = msg.downcast_ref::<Wide>() {
+            WIDTHS.lock().unwrap().push(v.len());
+        }
+    }
+}
+
+impl PlacedActor for Widths {
+    fn activate(_id: &str) -> Self {
+        Widths
+    }
+}
+placed!(Widths, "placement_delivery::Widths");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guaranteed_payload_is_decoded_within_the_owners_memory_limit() {
+    init_tracing();
+    let kind = "placement_delivery::Widths";
+    let a = placed_member("pd_limit_a", "placement-delivery-limit", None).await;
+    let seed = a.0.cluster().unwrap().gossip_addr();
+    // The owner decodes at most 1 MiB per message.
+    let e = epmd().await;
+    let node = builder("pd_limit_b", e.local_addr())
+        .max_message_memory(1 << 20)
+        .start()
+        .await
+        .unwrap();
+    node.enable_clustering(cluster_config("placement-delivery-limit", Some(seed)))
+        .await
+        .unwrap();
+    let p = joerl_dist::cluster::placement::start(&node).unwrap();
+    let b: PlacedMember = (node, p, e);
+    let names: BTreeSet<String> = [a.0.name().to_string(), b.0.name().to_string()].into();
+    for m in [&a, &b] {
+        wait_until("both place on both", || m.1.members() == names).await;
+        wait_until("both know the leader", || m.1.leader().is_some()).await;
+    }
+    let r =
+        a.1.actor_of(kind, id_owned_by(&a.1, kind, b.0.name(), "wide"));
+
+    // 10 strings: handled.
+    a.1.deliver(&r, Wide(vec![String::new(); 10]), Guarantee::AtLeastOnce)
+        .await
+        .expect("acknowledged");
+    wait_until("the small one is handled", || {
+        WIDTHS.lock().unwrap().contains(&10)
+    })
+    .await;
+
+    // 200,000 empty strings: ~200 KB on the wire (the envelope is within
+    // the owner's 1 MiB), ~1.6 MB claimed when its payload is decoded (over
+    // it, though within 64 times its size): acknowledged, counted, not
+    // handled.
+    let undecodable = b.1.stats().undecodable.load(Ordering::Relaxed);
+    a.1.deliver(
+        &r,
+        Wide(vec![String::new(); 200_000]),
+        Guarantee::AtLeastOnce,
+    )
+    .await
+    .expect("acknowledged, though not handled");
+    assert_eq!(
+        b.1.stats().undecodable.load(Ordering::Relaxed),
+        undecodable + 1
+    );
+    a.1.deliver(&r, Wide(vec![String::new(); 11]), Guarantee::AtLeastOnce)
+        .await
+        .expect("acknowledged");
+    wait_until("the next one is handled", || {
+        WIDTHS.lock().unwrap().contains(&11)
+    })
+    .await;
+    assert!(!WIDTHS.lock().unwrap().contains(&200_000));
+
+    for (n, _, _) in [a, b] {
         n.shutdown().await;
     }
 }

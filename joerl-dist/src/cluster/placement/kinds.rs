@@ -639,9 +639,12 @@ impl<K: PlacedActor> Activation<K> {
                 .by_wire(r.wire)
                 .ok_or_else(|| format!("wire type {:#x} not registered here", r.wire))
                 .and_then(|ty| {
-                    // The frame that brought it was checked against the
-                    // node's limit already; its payload gets the default.
-                    let max = crate::config::DEFAULT_MAX_MESSAGE_MEMORY;
+                    // Within the node's limit, as the frame that brought it.
+                    let max = state
+                        .as_ref()
+                        .map_or(crate::config::DEFAULT_MAX_MESSAGE_MEMORY, |s| {
+                            s.max_message_memory()
+                        });
                     (ty.decode)(&r.bytes, max).map_err(|e| e.to_string())
                 });
             match decoded {

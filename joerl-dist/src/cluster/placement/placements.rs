@@ -305,6 +305,9 @@ pub(crate) struct PlacementState {
     /// Tells this state's routes in the threads' copies from other states'
     /// (several nodes may run in one process).
     state_id: u64,
+    /// The node's `max_message_memory`: the payload of a guaranteed
+    /// message is decoded within it, as the frame that brought it was.
+    max_message_memory: usize,
 }
 
 /// Slots of each thread's copy of the routes it sent by Pid last.
@@ -390,6 +393,12 @@ impl PlacementState {
 
     pub(crate) fn me(&self) -> &str {
         &self.me
+    }
+
+    /// The most memory decoding a guaranteed message's payload may take
+    /// (the node's `max_message_memory`).
+    pub(crate) fn max_message_memory(&self) -> usize {
+        self.max_message_memory
     }
 
     /// The node's actor system, while it runs.
@@ -1347,6 +1356,7 @@ pub fn start_with_options(
         started: std::time::Instant::now(),
         pid_epoch: AtomicU64::new(0),
         state_id: NEXT_STATE_ID.fetch_add(1, Ordering::Relaxed),
+        max_message_memory: node.config().max_message_memory,
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
