@@ -744,6 +744,11 @@ pub(crate) struct NodeInner {
 static REFUSED_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
 /// Log lines about connections closed for a malformed frame, per second.
 static MALFORMED_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
+/// Warnings about failed connects and nodes given up on, per second: every
+/// send to a node that is gone starts an attempt again, and a sender that
+/// keeps sending (thousands a second) must not flood the log.
+static UNREACHABLE_LOG: joerl_epmd::log_limit::LogLimiter =
+    joerl_epmd::log_limit::LogLimiter::new(5);
 
 impl NodeInner {
     async fn start(b: NodeBuilder) -> Result<DistributedSystem, DistError> {
@@ -1038,7 +1043,14 @@ impl NodeInner {
                     owners,
                 } => {
                     if let NodeDownReason::Unreachable(why) = &reason {
-                        tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %why, dropped, "giving up on the node until the next send");
+                        match UNREACHABLE_LOG.check() {
+                            Some(suppressed) => {
+                                tracing::warn!(node = %self.me.name, peer = %peer.name, reason = %why, dropped, suppressed, "giving up on the node until the next send")
+                            }
+                            None => {
+                                tracing::debug!(node = %self.me.name, peer = %peer.name, reason = %why, dropped, "giving up on the node until the next send")
+                            }
+                        }
                     } else if dropped > 0 && !self.is_shutting_down() {
                         tracing::warn!(peer = %peer.name, dropped, %reason, "queued frames dropped: no connection will carry them");
                     }
@@ -1819,8 +1831,9 @@ async fn dial_loop(node: Arc<NodeInner>, peer: Arc<Peer>, dial: u64, delay: Opti
                 ..
             }
         );
-        if (failures == 1 || auth) && !simultaneous {
-            tracing::warn!(node = %node.me.name, peer = %peer.name, reason = %failure, "cannot connect");
+        let warn = (failures == 1 || auth) && !simultaneous;
+        if let Some(suppressed) = warn.then(|| UNREACHABLE_LOG.check()).flatten() {
+            tracing::warn!(node = %node.me.name, peer = %peer.name, reason = %failure, suppressed, "cannot connect");
         } else {
             tracing::debug!(node = %node.me.name, peer = %peer.name, reason = %failure, failures, "cannot connect");
         }
