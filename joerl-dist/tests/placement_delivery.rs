@@ -3,7 +3,9 @@
 //! slower than the first resend runs twice at-least-once and once
 //! exactly-once), nothing sent at-least-once is lost when its owner goes
 //! away with messages in flight, a message never acknowledged fails with
-//! its deadline, and a payload is decoded within the owner's memory limit.
+//! its deadline, a payload is decoded within the owner's memory limit, and
+//! an exactly-once message sent again after its owner handed off is not
+//! handled again by the new owner.
 
 mod common;
 
@@ -416,6 +418,54 @@ async fn a_guaranteed_payload_is_decoded_within_the_owners_memory_limit() {
     assert!(!WIDTHS.lock().unwrap().contains(&200_000));
 
     for (n, _, _) in [a, b] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_message_sent_again_after_its_owner_handed_off_is_not_handled_twice() {
+    init_tracing();
+    let all = three("pd_window").await;
+    let (a, b, c) = (&all[0], &all[1], &all[2]);
+    let kind = "placement_delivery::Quick";
+    let id = id_owned_by(&a.1, kind, b.0.name(), "window");
+    let r = a.1.actor_of(kind, id.clone());
+
+    // The sender's acknowledgements are lost (its acknowledgement actor is
+    // gone), so it sends the message again and again.
+    let acks =
+        a.0.whereis(joerl_dist::cluster::placement::outbox::ACK_SERVER)
+            .expect("the acknowledgement actor runs");
+    a.0.exit(acks, joerl_dist::ExitReason::Kill).unwrap();
+    wait_until("the acknowledgement actor is gone", || !a.0.is_alive(acks)).await;
+    let p = a.1.clone();
+    let r2 = r.clone();
+    let sending = tokio::spawn(async move {
+        p.deliver_within(&r2, Num(1), Guarantee::ExactlyOnce, Duration::from_secs(60))
+            .await
+    });
+    wait_until("the owner handled it", || handled(&id) == vec![1]).await;
+
+    // The identity moves to c; the copies sent again reach c, whose window
+    // has what b handled: dropped there, not handled again.
+    let dropped = c.1.stats().duplicates_dropped.load(Ordering::Relaxed);
+    a.1.migrate(r.identity(), c.0.name())
+        .await
+        .expect("migrated");
+    wait_until("c runs the identity", || {
+        c.1.local_activations()
+            .iter()
+            .any(|x| x.identity == *r.identity())
+    })
+    .await;
+    wait_until("a copy sent again reached c and was dropped", || {
+        c.1.stats().duplicates_dropped.load(Ordering::Relaxed) > dropped
+    })
+    .await;
+    assert_eq!(handled(&id), vec![1], "handled once, by b");
+    sending.abort();
+
+    for (n, _, _) in all {
         n.shutdown().await;
     }
 }

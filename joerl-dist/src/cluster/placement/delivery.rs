@@ -357,6 +357,38 @@ impl DedupWindow {
     pub fn senders(&self) -> usize {
         self.senders.len()
     }
+
+    /// What the window holds, for the identity's next owner (see
+    /// [`ClaimAnswer::Handed`](super::handoff::ClaimAnswer::Handed)).
+    pub fn export(&self) -> Vec<SeenBy> {
+        self.senders
+            .iter()
+            .map(|(sender, w)| SeenBy {
+                sender: sender.clone(),
+                seqs: w.seen.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// Adds what another node's window for the same identity held (its
+    /// previous owner's): those messages were handled there.
+    pub fn merge(&mut self, seen: &[SeenBy]) {
+        for s in seen {
+            for &seq in s.seqs.iter().rev().take(DEDUP_WINDOW).rev() {
+                self.mark(&s.sender, seq);
+            }
+        }
+    }
+}
+
+/// The sequence numbers one sender's guaranteed messages to an identity
+/// had when its owner handed it off (they were handled there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenBy {
+    /// The sender.
+    pub sender: Sender,
+    /// The sequence numbers handled, ascending.
+    pub seqs: Vec<u64>,
 }
 
 #[cfg(test)]
@@ -374,6 +406,40 @@ mod tests {
             wire: 1,
             bytes: vec![0; size],
         }
+    }
+
+    #[test]
+    fn a_window_handed_on_makes_its_messages_duplicates_at_the_next_owner() {
+        let (a, b) = (
+            Sender {
+                node: "a@h".into(),
+                session: 1,
+            },
+            Sender {
+                node: "b@h".into(),
+                session: 2,
+            },
+        );
+        let mut old = DedupWindow::default();
+        for seq in 1..=10 {
+            old.mark(&a, seq);
+        }
+        old.mark(&b, 7);
+        let mut new = DedupWindow::default();
+        new.mark(&a, 11);
+        new.merge(&old.export());
+        assert!((1..=11).all(|s| new.seen(&a, s)));
+        assert!(new.seen(&b, 7) && !new.seen(&b, 8));
+        assert!(!new.seen(&a, 12));
+        // The merged window keeps its bound.
+        let mut big = DedupWindow::default();
+        for seq in 1..=(2 * DEDUP_WINDOW as u64) {
+            big.mark(&a, seq);
+        }
+        let mut merged = DedupWindow::default();
+        merged.merge(&big.export());
+        assert!(merged.seen(&a, 2 * DEDUP_WINDOW as u64));
+        assert!(!merged.seen(&a, DEDUP_WINDOW as u64));
     }
 
     #[test]

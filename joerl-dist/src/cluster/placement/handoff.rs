@@ -26,6 +26,9 @@
 //! says owns the identity. An old owner whose kind implements
 //! [`Migrate`](super::Migrate) answers with its state
 //! ([`ClaimAnswer::State`]), and keeps a copy for a claim that asks again.
+//! A member that has a deduplication window for the identity (exactly-once
+//! messages its activation handled) answers [`ClaimAnswer::Handed`] with it
+//! (and the state, if any): the claimant adds it to its own window.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -84,6 +87,17 @@ pub enum ClaimAnswer {
     State(HandedState),
     /// It runs or is being claimed here: ask again later.
     Busy,
+    /// Free, with what an activation of the identity left here: its state
+    /// (if its kind implements [`Migrate`](super::Migrate)) and the
+    /// guaranteed messages it handled ([`ExactlyOnce`](super::Guarantee)'s
+    /// window), which the claimant adds to its own, so that a copy sent
+    /// again after the handoff is not handled twice.
+    Handed {
+        /// The state, as in [`ClaimAnswer::State`].
+        state: Option<HandedState>,
+        /// The deduplication window, per sender.
+        seen: Vec<super::delivery::SeenBy>,
+    },
 }
 
 /// The state an activation handed off, with its generation: the number of
@@ -300,6 +314,18 @@ pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> 
                 Ok(Ok(ClaimAnswer::State(s))) => {
                     if carried.as_ref().is_none_or(|c| c.generation < s.generation) {
                         carried = Some(s);
+                    }
+                }
+                Ok(Ok(ClaimAnswer::Handed { state: s, seen })) => {
+                    // Taken now, whatever this round's outcome: those
+                    // messages were handled.
+                    if let Some(st) = state.upgrade() {
+                        st.merge_seen(identity, &seen);
+                    }
+                    if let Some(s) = s {
+                        if carried.as_ref().is_none_or(|c| c.generation < s.generation) {
+                            carried = Some(s);
+                        }
                     }
                 }
                 // A member without placement runs nothing placed.

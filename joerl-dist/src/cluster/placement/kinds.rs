@@ -703,25 +703,25 @@ impl<K: PlacedActor> Activation<K> {
                 let answered = reply.is_some();
                 self.forward_to(to, state.clone().map(|s| (s, answered)), ctx);
                 if let Some(r) = reply {
-                    r.reply(
-                        ctx.system(),
-                        state.map_or(ClaimAnswer::Free, ClaimAnswer::State),
-                    );
+                    let answer = match (&self.hooks, self.state()) {
+                        (Some(h), Some(s)) => s.handed_answer(&h.identity, state),
+                        _ => state.map_or(ClaimAnswer::Free, ClaimAnswer::State),
+                    };
+                    r.reply(ctx.system(), answer);
                 }
             }
             Mode::Forwarding(_) => {
                 // Pointed at the newest owner; a claim gets the state kept.
                 self.mode = Mode::Forwarding(to);
                 if let Some(r) = reply {
-                    let kept = self
-                        .hooks
-                        .as_ref()
-                        .zip(self.state())
-                        .and_then(|(h, s)| s.take_carried(&h.identity, ctx.pid()));
-                    r.reply(
-                        ctx.system(),
-                        kept.map_or(ClaimAnswer::Free, ClaimAnswer::State),
-                    );
+                    let answer = match (&self.hooks, self.state()) {
+                        (Some(h), Some(s)) => {
+                            let kept = s.take_carried(&h.identity, ctx.pid());
+                            s.handed_answer(&h.identity, kept)
+                        }
+                        _ => ClaimAnswer::Free,
+                    };
+                    r.reply(ctx.system(), answer);
                 }
             }
             // A claim under way finds the owner itself.

@@ -376,6 +376,41 @@ impl PlacementState {
             .is_some_and(|w| w.seen(sender, seq))
     }
 
+    /// A claim's answer that lets the claimant go: with `state` and this
+    /// node's deduplication window of `identity`, if there is one.
+    pub(crate) fn handed_answer(
+        &self,
+        identity: &Identity,
+        state: Option<HandedState>,
+    ) -> ClaimAnswer {
+        let seen = self
+            .dedup
+            .get(identity)
+            .map(|w| w.export())
+            .unwrap_or_default();
+        match (state, seen.is_empty()) {
+            (None, true) => ClaimAnswer::Free,
+            (Some(s), true) => ClaimAnswer::State(s),
+            (state, false) => ClaimAnswer::Handed { state, seen },
+        }
+    }
+
+    /// Adds the window another node's activation of `identity` left (see
+    /// [`ClaimAnswer::Handed`]).
+    pub(crate) fn merge_seen(&self, identity: &Identity, seen: &[super::delivery::SeenBy]) {
+        if seen.is_empty() {
+            return;
+        }
+        if !self.dedup.contains_key(identity) && self.dedup.len() >= MAX_DEDUP_IDENTITIES {
+            tracing::warn!(
+                limit = MAX_DEDUP_IDENTITIES,
+                "placement: deduplication windows full; they start again empty"
+            );
+            self.dedup.clear();
+        }
+        self.dedup.entry(identity.clone()).or_default().merge(seen);
+    }
+
     /// `seq` from `sender` was handled here for `identity`.
     pub(crate) fn mark_seen(&self, identity: &Identity, sender: &Sender, seq: u64) {
         if !self.dedup.contains_key(identity) && self.dedup.len() >= MAX_DEDUP_IDENTITIES {
@@ -620,17 +655,19 @@ impl PlacementState {
         }
         let entry = self.activations.get(identity).map(|e| e.clone());
         match entry {
-            None => Reply(ClaimAnswer::Free),
-            Some(e) if !system.is_alive(e.info.pid) => Reply(ClaimAnswer::Free),
+            // Nothing runs here (any more): free, with the window an
+            // earlier activation here left.
+            None => Reply(self.handed_answer(identity, None)),
+            Some(e) if !system.is_alive(e.info.pid) => Reply(self.handed_answer(identity, None)),
             // A forwarder hands the state it carries to the claimant.
             Some(Entry {
                 phase: Phase::Forwarding,
                 info,
                 ..
-            }) => match self.take_carried(identity, info.pid) {
-                Some(state) => Reply(ClaimAnswer::State(state)),
-                None => Reply(ClaimAnswer::Free),
-            },
+            }) => {
+                let state = self.take_carried(identity, info.pid);
+                Reply(self.handed_answer(identity, state))
+            }
             // Claiming as the owner in this node's view: the views must
             // agree first. Waiting for its view to make it the owner (a
             // message came early), it runs nothing yet: free to the member
@@ -642,12 +679,12 @@ impl PlacementState {
                 // Under the entry's lock, so that the claim in progress here
                 // sees the mark before it runs the actor.
                 let Some(mut e) = self.activations.get_mut(identity) else {
-                    return Reply(ClaimAnswer::Free);
+                    return Reply(self.handed_answer(identity, None));
                 };
                 match (&e.phase, self.owner(identity)) {
                     (Phase::Claiming, Ok(owner)) if owner == claimant => {
                         e.yielded = true;
-                        Reply(ClaimAnswer::Free)
+                        Reply(self.handed_answer(identity, None))
                     }
                     _ => Reply(ClaimAnswer::Busy),
                 }
