@@ -12,14 +12,17 @@
 //!   owner's activation, its claim from every other member, the call.
 //! - `routed_msgs_per_s` / `direct_msgs_per_s`: `--msgs` messages from the
 //!   first node round robin to the `actors` registered counters, sent by
-//!   identity (routed by placement on the sending node from its location
+//!   identity with `Placements::send(&r, msg)` (routed by placement on the sending node from its location
 //!   cache: no lookup, no allocation; by the activation's Pid once the
 //!   sending node learnt it from the owner) and by Pid, until every counter
-//!   handled them; the two alternate, twice each, the best of each counts.
+//!   handled them; the two alternate, three times each, the best of each
+//!   counts (the first routed round also learns the activations' Pids).
 //!   2,000,000 by default: a round of about a second (a round of 0.1 s
 //!   swung by half between runs).
 //!   `routed_ratio` is routed over direct (goal ≥ 0.9). Each round also
-//!   sends by `{name, node}` (`named`, the route taken by hand) and stderr
+//!   sends by `{name, node}` (`named`, the route taken by hand) and by
+//!   identity through `node.send` of a `Dest` copy per message
+//!   (`routed-dest`: two reference counts more per send), and stderr
 //!   shows each round's sending time and the cost of computing a route
 //!   (`routecost`), to tell routing from the named send.
 //! - `moved_on_join`: the fraction of 10,000 identities whose owner
@@ -274,14 +277,18 @@ async fn main() -> Result<()> {
         .ask(&format!("routecost r {actors} 200000"), "routecost ")
         .await?;
     eprintln!("phase throughput: {line}");
-    let (mut routed, mut direct) = (0f64, 0f64);
-    for _ in 0..2 {
+    let (mut routed, mut direct, mut routed_dest) = (0f64, 0f64, 0f64);
+    for _ in 0..3 {
         routed = routed.max(round(&mut nodes, "routed", actors, args.msgs).await?);
         direct = direct.max(round(&mut nodes, "direct", actors, args.msgs).await?);
         round(&mut nodes, "named", actors, args.msgs).await?;
+        routed_dest = routed_dest.max(round(&mut nodes, "routed-dest", actors, args.msgs).await?);
     }
 
-    eprintln!("phase throughput: routed {routed:.0}/s, direct {direct:.0}/s");
+    eprintln!(
+        "phase throughput: routed {routed:.0}/s, direct {direct:.0}/s, routed by a Dest copy {routed_dest:.0}/s ({:.2})",
+        routed_dest / direct
+    );
     // Moves when one node joins.
     let before = nodes[0]
         .ask(&format!("owners m {}", args.join_ids), "owners ")

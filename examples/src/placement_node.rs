@@ -20,9 +20,10 @@
 //!                            -> activate p50_us=.. p99_us=..
 //! pids PREFIX N              learns the Pids of counters PREFIX0.. (for `blast direct`)
 //!                            -> pids ok N
-//! blast routed|direct|named PREFIX N K
+//! blast routed|routed-dest|direct|named PREFIX N K
 //!                            K `Hit` messages round robin to the N counters, by
-//!                            identity, by the Pids `pids` learned, or by their
+//!                            identity (`Placements::send`, or `node.send` of a
+//!                            `Dest` copy), by the Pids `pids` learned, or by their
 //!                            {name, owner} -> blast sent=K ms=.. route_hits=.. route_misses=.. pids_learned=..
 //! routecost PREFIX N K       K owner computations over N identities -> routecost ns=..
 //! churn start PREFIX N SECS  numbered ticks for SECS s to three streams of N counters each
@@ -535,7 +536,7 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
         ["blast", mode, prefix, n, k] => {
             let (n, k): (usize, usize) = (n.parse()?, k.parse()?);
             let dests: Vec<Dest> = match *mode {
-                "routed" => ids(prefix, n)
+                "routed" | "routed-dest" => ids(prefix, n)
                     .into_iter()
                     .map(|id| r.placements.actor::<Counter>(id).into())
                     .collect(),
@@ -560,14 +561,30 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
                         }
                     })
                     .collect(),
-                other => bail!("blast routed, direct or named, not {other}"),
+                other => bail!("blast routed, routed-dest, direct or named, not {other}"),
             };
             if dests.is_empty() {
                 bail!("no targets (run pids first)");
             }
+            // By identity, through `Placements::send` (the reference is
+            // not copied); `routed-dest` sends the same as a `Dest` copy.
+            let refs: Vec<_> = if *mode == "routed" {
+                ids(prefix, n)
+                    .into_iter()
+                    .map(|id| r.placements.actor::<Counter>(id))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let t = Instant::now();
-            for i in 0..k {
-                r.node.send(dests[i % dests.len()].clone(), Hit).await?;
+            if refs.is_empty() {
+                for i in 0..k {
+                    r.node.send(dests[i % dests.len()].clone(), Hit).await?;
+                }
+            } else {
+                for i in 0..k {
+                    r.placements.send(&refs[i % refs.len()], Hit).await?;
+                }
             }
             let s = r.placements.stats();
             say(format!(

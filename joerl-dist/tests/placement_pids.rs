@@ -114,11 +114,12 @@ async fn a_passivated_activations_cached_pid_is_dropped_and_nothing_sent_is_lost
     let (a, b) = (&all[0], &all[1]);
     let id = id_owned_by(&a.1, b.0.name(), "pass");
 
-    // Learnt from the owner while numbers flow; then a burst by Pid.
+    // Learnt from the owner while numbers flow; then a burst by Pid
+    // (`Placements::send`; `node.send` of the reference goes the same way).
     let mut next = send_until_learned(a, &id, 1, learned(&a.1)).await;
     let r = a.1.actor_of(KIND, id.clone());
     for _ in 0..500 {
-        a.0.send(r.clone(), Num(next)).await.expect("sent");
+        a.1.send(&r, Num(next)).await.expect("sent");
         next += 1;
     }
     wait_until("every number is handled", || {
@@ -252,13 +253,13 @@ async fn a_drain_moves_an_identity_whose_pid_senders_cache_and_loses_nothing() {
     // Numbers flow (to the cached Pid, then by name, then to the new
     // activation's Pid) while the owner is drained.
     let r = a.1.actor_of(KIND, id.clone());
-    let node = a.0.clone();
+    let p = a.1.clone();
     let start = next;
     let flow = tokio::spawn(async move {
         let mut n = start;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
         while tokio::time::Instant::now() < deadline {
-            node.send(r.clone(), Num(n)).await.expect("sent");
+            p.send(&r, Num(n)).await.expect("sent");
             n += 1;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -1697,6 +1697,34 @@ impl Placements {
         self.state.outbox.breakers.clone()
     }
 
+    /// Sends `msg` to `to` at most once, as `node.send(to, msg)` does
+    /// (Erlang's `!`: no breaker, no acknowledgement), without copying the
+    /// reference: by the activation's Pid once this node learnt it, else by
+    /// name to its owner. Waits while the target's queue is full.
+    pub async fn send<M: std::any::Any + Send>(
+        &self,
+        to: &PlacedRef,
+        msg: M,
+    ) -> Result<(), SendError> {
+        match self.state.route_send_shared(&to.kind, &to.id) {
+            Ok(PlacedRoute::Activation(pid)) => self.system.send(pid, msg).await,
+            _ => self.system.send(to, msg).await,
+        }
+    }
+
+    /// [`Self::send`] without waiting: a full queue gives
+    /// [`SendError::Full`] with the message.
+    pub fn try_send<M: std::any::Any + Send>(
+        &self,
+        to: &PlacedRef,
+        msg: M,
+    ) -> Result<(), SendError> {
+        match self.state.route_send_shared(&to.kind, &to.id) {
+            Ok(PlacedRoute::Activation(pid)) => self.system.try_send(pid, msg),
+            _ => self.system.try_send(to, msg),
+        }
+    }
+
     /// Sends `msg` to `to` with the kind's guarantee
     /// ([`PlacedActor::guarantee`](super::PlacedActor::guarantee); at-most-once
     /// unless the kind says otherwise) and the default deadline.
