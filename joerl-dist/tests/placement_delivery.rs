@@ -5,7 +5,8 @@
 //! away with messages in flight, a message never acknowledged fails with
 //! its deadline, a payload is decoded within the owner's memory limit, and
 //! an exactly-once message sent again after its owner handed off is not
-//! handled again by the new owner.
+//! handled again by the new owner, and a delivery still waiting when its
+//! node shuts down fails at once.
 
 mod common;
 
@@ -464,6 +465,43 @@ async fn an_exactly_once_message_sent_again_after_its_owner_handed_off_is_not_ha
     .await;
     assert_eq!(handled(&id), vec![1], "handled once, by b");
     sending.abort();
+
+    for (n, _, _) in all {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_waiting_when_its_node_shuts_down_fails_at_once_as_stopped() {
+    init_tracing();
+    let mut all = three("pd_stop").await;
+    let kind = "placement_delivery::Slow";
+    let id = id_owned_by(&all[0].1, kind, all[1].0.name(), "stop");
+    let r = all[0].1.actor_of(kind, id.clone());
+    let p = all[0].1.clone();
+    // Handled in 2.5 s, acknowledged after that: still waiting when the
+    // sending node shuts down.
+    let waiting = tokio::spawn(async move {
+        p.deliver_within(&r, Num(1), Guarantee::AtLeastOnce, Duration::from_secs(60))
+            .await
+    });
+    let owner = all[1].1.clone();
+    wait_until("the owner runs the identity", || {
+        owner
+            .local_activations()
+            .iter()
+            .any(|x| x.identity.id == id)
+    })
+    .await;
+    let (a, _, _e) = all.remove(0);
+    let t = std::time::Instant::now();
+    a.shutdown().await;
+    let res = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the delivery ends well before its 60 s deadline")
+        .unwrap();
+    assert!(matches!(res, Err(DeliveryError::Stopped)), "{res:?}");
+    assert!(t.elapsed() < Duration::from_secs(20));
 
     for (n, _, _) in all {
         n.shutdown().await;

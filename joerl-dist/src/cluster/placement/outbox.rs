@@ -151,6 +151,17 @@ impl Actor for AckServer {
             s.outbox().acked(ack.session, ack.seq, &ack.by);
         }
     }
+
+    /// The node shuts down: no acknowledgement can come any more, so every
+    /// delivery still waiting fails now with `Stopped` (not at its
+    /// deadline).
+    async fn stopped(&mut self, reason: &joerl_core::ExitReason, _ctx: &mut ActorContext) {
+        if matches!(reason, joerl_core::ExitReason::Shutdown) {
+            if let Some(s) = self.state.upgrade() {
+                s.outbox().close();
+            }
+        }
+    }
 }
 
 /// Starts the acknowledgement actor and the resend task of `state`.
