@@ -186,7 +186,17 @@ pub type Due = (Vec<(Identity, Reliable)>, Vec<(u64, DeliveryError)>);
 #[derive(Debug, Default)]
 pub struct PendingSet {
     by_seq: BTreeMap<u64, Pending>,
+    /// When each one is due next (its next send or its deadline, the
+    /// earlier), so [`Self::due`] looks only at what is due.
+    by_time: BTreeSet<(Instant, u64)>,
     bytes: usize,
+}
+
+impl Pending {
+    /// When it is due next: sent again, or reported failed.
+    fn due_at(&self) -> Instant {
+        self.next.min(self.deadline)
+    }
 }
 
 impl PendingSet {
@@ -230,18 +240,22 @@ impl PendingSet {
             });
         }
         self.bytes += size;
-        self.by_seq.insert(
-            message.seq,
-            Pending {
-                identity,
-                message,
-                deadline: now + within,
-                within,
-                next: now + FIRST_RESEND,
-                attempts: 1,
-                last_error: None,
-            },
-        );
+        let seq = message.seq;
+        let p = Pending {
+            identity,
+            message,
+            deadline: now + within,
+            within,
+            next: now + FIRST_RESEND,
+            attempts: 1,
+            last_error: None,
+        };
+        self.by_time.insert((p.due_at(), seq));
+        if let Some(old) = self.by_seq.insert(seq, p) {
+            // A number used twice (not done by the outbox): the newer wins.
+            self.bytes -= old.message.bytes.len();
+            self.by_time.remove(&(old.due_at(), seq));
+        }
         Ok(())
     }
 
@@ -250,6 +264,7 @@ impl PendingSet {
     pub fn ack(&mut self, seq: u64) -> Option<Pending> {
         let p = self.by_seq.remove(&seq)?;
         self.bytes -= p.message.bytes.len();
+        self.by_time.remove(&(p.due_at(), seq));
         Some(p)
     }
 
@@ -268,19 +283,32 @@ impl PendingSet {
     pub fn due(&mut self, now: Instant, jitter: f64) -> Due {
         let mut again = Vec::new();
         let mut expired = Vec::new();
-        for (&seq, p) in self.by_seq.iter_mut() {
+        let mut rescheduled = Vec::new();
+        // Only what is due: the earliest first, up to `now`.
+        while let Some(&(at, seq)) = self.by_time.first() {
+            if at > now {
+                break;
+            }
+            self.by_time.pop_first();
+            let Some(p) = self.by_seq.get_mut(&seq) else {
+                continue;
+            };
             if now >= p.deadline {
+                // Put back, so that `ack` finds and removes it.
+                rescheduled.push((at, seq));
                 expired.push(seq);
-            } else if now >= p.next {
+            } else {
                 let wait = FIRST_RESEND
                     .saturating_mul(1 << p.attempts.min(16))
                     .min(MAX_RESEND);
                 let wait = wait.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0);
                 p.attempts += 1;
                 p.next = (now + wait).min(p.deadline);
+                rescheduled.push((p.due_at(), seq));
                 again.push((p.identity.clone(), p.message.clone()));
             }
         }
+        self.by_time.extend(rescheduled);
         let expired = expired
             .into_iter()
             .filter_map(|seq| {
@@ -303,7 +331,7 @@ impl PendingSet {
 
     /// The earliest instant something is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.by_seq.values().map(|p| p.next.min(p.deadline)).min()
+        self.by_time.first().map(|&(at, _)| at)
     }
 }
 
@@ -406,6 +434,38 @@ mod tests {
             wire: 1,
             bytes: vec![0; size],
         }
+    }
+
+    #[test]
+    fn due_takes_only_what_is_due_among_many_and_acked_ones_are_gone_from_the_schedule() {
+        let t0 = Instant::now();
+        let mut p = PendingSet::default();
+        let id = Identity::new("k", "i");
+        // 10,000 kept at t0 (first resend at t0 + 0.5 s), one at t0 + 10 s.
+        for seq in 1..=10_000 {
+            p.insert(id.clone(), msg(seq, 1), Duration::from_secs(30), t0)
+                .unwrap();
+        }
+        let late = t0 + Duration::from_secs(10);
+        p.insert(id.clone(), msg(10_001, 1), Duration::from_secs(30), late)
+            .unwrap();
+        for seq in 1..=10_000 {
+            p.ack(seq).unwrap();
+        }
+        assert_eq!(p.next_due(), Some(late + FIRST_RESEND));
+        let (again, expired) = p.due(late, 0.0);
+        assert!(again.is_empty() && expired.is_empty());
+        let (again, _) = p.due(late + FIRST_RESEND, 0.0);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.seq, 10_001);
+        // Rescheduled once, doubled: 1 s later.
+        assert_eq!(p.next_due(), Some(late + FIRST_RESEND * 3));
+        // At the deadline it expires, and nothing is left to schedule.
+        let (_, expired) = p.due(late + Duration::from_secs(30), 0.0);
+        assert_eq!(expired.len(), 1);
+        assert!(p.is_empty());
+        assert_eq!(p.next_due(), None);
+        assert_eq!(p.bytes(), 0);
     }
 
     #[test]
