@@ -624,28 +624,7 @@ impl ActorSystem {
         type_name: Option<&'static str>,
     ) -> Result<(), SendError> {
         match self.inner.classify(to) {
-            Target::Local => {
-                let env = Envelope::new(from, msg);
-                let env = match self.inner.processes.get(&to.id()) {
-                    Some(process) => match process.try_push(env) {
-                        Ok(()) => return Ok(()),
-                        Err(PushError::Full(env)) => {
-                            return Err(SendError::Full(UnsentMessage::new(env.msg)));
-                        }
-                        Err(PushError::Closed(env)) => env,
-                    },
-                    None => env,
-                };
-                // Gone: a placed activation's message goes on to its next one.
-                let Some(next) = self.inner.moved(to) else {
-                    return Err(SendError::NoProc(to));
-                };
-                match next.try_push(env) {
-                    Ok(()) => Ok(()),
-                    Err(PushError::Full(env)) => Err(SendError::Full(UnsentMessage::new(env.msg))),
-                    Err(PushError::Closed(_)) => Err(SendError::NoProc(to)),
-                }
-            }
+            Target::Local => self.try_push_local(to, Envelope::new(from, msg), 0),
             Target::Stale => Err(SendError::NoProc(to)),
             Target::Remote => {
                 let router = self.inner.router.get().ok_or(SendError::NoRouter(to))?;
@@ -671,9 +650,21 @@ impl ActorSystem {
         msg: Message,
         overflow: usize,
     ) -> Result<(), SendError> {
-        let env = Envelope::new(from, msg);
-        let env = match self.inner.local_process_ref(to) {
-            Some(process) => match process.try_push_beyond(env, overflow) {
+        if !matches!(self.inner.classify(to), Target::Local) {
+            return Err(SendError::NoProc(to));
+        }
+        // A full mailbox where it was redirected is `Full`: parked under
+        // `to`, and redirected again when it is delivered.
+        self.try_push_local(to, Envelope::new(from, msg), overflow)
+    }
+
+    /// Pushes to the local process `to` (classified local) while its
+    /// mailbox holds fewer than its capacity plus `extra`; if it is gone, a
+    /// placed activation's message goes on to its next one
+    /// ([`NameService::moved`]).
+    fn try_push_local(&self, to: Pid, env: Envelope, extra: usize) -> Result<(), SendError> {
+        let env = match self.inner.processes.get(&to.id()) {
+            Some(process) => match process.try_push_beyond(env, extra) {
                 Ok(()) => return Ok(()),
                 Err(PushError::Full(env)) => {
                     return Err(SendError::Full(UnsentMessage::new(env.msg)));
@@ -682,13 +673,10 @@ impl ActorSystem {
             },
             None => env,
         };
-        // Gone: a placed activation's message goes on to its next one (a
-        // full mailbox there is `Full`, parked under `to`, and redirected
-        // again when it is delivered).
         let Some(next) = self.inner.moved(to) else {
             return Err(SendError::NoProc(to));
         };
-        match next.try_push_beyond(env, overflow) {
+        match next.try_push_beyond(env, extra) {
             Ok(()) => Ok(()),
             Err(PushError::Full(env)) => Err(SendError::Full(UnsentMessage::new(env.msg))),
             Err(PushError::Closed(_)) => Err(SendError::NoProc(to)),
@@ -1220,16 +1208,6 @@ impl Inner {
     }
 
     /// Like `local_process`, without cloning the Arc (holds a table shard's read lock).
-    pub(crate) fn local_process_ref(
-        &self,
-        pid: Pid,
-    ) -> Option<dashmap::mapref::one::Ref<'_, u64, Arc<Process>>> {
-        match self.classify(pid) {
-            Target::Local => self.processes.get(&pid.id()),
-            _ => None,
-        }
-    }
-
     pub(crate) fn local_process(&self, pid: Pid) -> Option<Arc<Process>> {
         match self.classify(pid) {
             Target::Local => self.processes.get(&pid.id()).map(|p| p.clone()),
