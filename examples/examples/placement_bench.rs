@@ -15,8 +15,11 @@
 //!   identity with `Placements::send(&r, msg)` (routed by placement on the sending node from its location
 //!   cache: no lookup, no allocation; by the activation's Pid once the
 //!   sending node learnt it from the owner) and by Pid, until every counter
-//!   handled them; the two alternate, three times each, the best of each
-//!   counts (the first routed round also learns the activations' Pids).
+//!   handled them; the two alternate, `--rounds` (5) times each, the
+//!   median of each counts (the first routed round also learns the
+//!   activations' Pids). Medians, not the best: a round's speed depends on
+//!   how the receivers' batching happens to fall, and the best of a few
+//!   rounds swung by a third.
 //!   2,000,000 by default: a round of about a second (a round of 0.1 s
 //!   swung by half between runs).
 //!   `routed_ratio` is routed over direct (goal ≥ 0.9). Each round also
@@ -69,6 +72,9 @@ struct Args {
     /// Messages per throughput round.
     #[arg(long, default_value_t = 2_000_000)]
     msgs: usize,
+    /// Throughput rounds of each kind (they alternate; the median counts).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Identities for `moved_on_join`.
     #[arg(long, default_value_t = 10_000)]
     join_ids: usize,
@@ -277,13 +283,14 @@ async fn main() -> Result<()> {
         .ask(&format!("routecost r {actors} 200000"), "routecost ")
         .await?;
     eprintln!("phase throughput: {line}");
-    let (mut routed, mut direct, mut routed_dest) = (0f64, 0f64, 0f64);
-    for _ in 0..3 {
-        routed = routed.max(round(&mut nodes, "routed", actors, args.msgs).await?);
-        direct = direct.max(round(&mut nodes, "direct", actors, args.msgs).await?);
+    let (mut routed, mut direct, mut routed_dest) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds.max(1) {
+        routed.push(round(&mut nodes, "routed", actors, args.msgs).await?);
+        direct.push(round(&mut nodes, "direct", actors, args.msgs).await?);
         round(&mut nodes, "named", actors, args.msgs).await?;
-        routed_dest = routed_dest.max(round(&mut nodes, "routed-dest", actors, args.msgs).await?);
+        routed_dest.push(round(&mut nodes, "routed-dest", actors, args.msgs).await?);
     }
+    let (routed, direct, routed_dest) = (median(routed), median(direct), median(routed_dest));
 
     eprintln!(
         "phase throughput: routed {routed:.0}/s, direct {direct:.0}/s, routed by a Dest copy {routed_dest:.0}/s ({:.2})",
@@ -366,4 +373,10 @@ async fn main() -> Result<()> {
         routed / direct
     );
     Ok(())
+}
+
+/// The middle of `v` (the upper middle for an even length).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

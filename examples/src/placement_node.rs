@@ -24,7 +24,8 @@
 //!                            K `Hit` messages round robin to the N counters, by
 //!                            identity (`Placements::send`, or `node.send` of a
 //!                            `Dest` copy), by the Pids `pids` learned, or by their
-//!                            {name, owner} -> blast sent=K ms=.. route_hits=.. route_misses=.. pids_learned=..
+//!                            {name, owner} -> blast sent=K ms=.. route_hits=..
+//!                            route_misses=.. thread_copy_misses=.. pids_learned=..
 //! routecost PREFIX N K       K owner computations over N identities -> routecost ns=..
 //! churn start PREFIX N SECS  numbered ticks for SECS s to three streams of N counters each
 //!                            (at-least-once, exactly-once, at-most-once), in the background
@@ -330,6 +331,9 @@ async fn churn(
             let p = p.clone();
             set.spawn(async move {
                 let got = p.deliver(&r, t, g).await;
+                if let Err(e) = &got {
+                    eprintln!("churn: a delivery failed: {e}");
+                }
                 drop(permit);
                 (stream, got.is_ok())
             });
@@ -588,10 +592,12 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
             }
             let s = r.placements.stats();
             say(format!(
-                "blast sent={k} ms={} route_hits={} route_misses={} pids_learned={}",
+                "blast sent={k} ms={} route_hits={} route_misses={} thread_copy_misses={} pids_learned={}",
                 t.elapsed().as_millis(),
                 s.route_hits.load(std::sync::atomic::Ordering::Relaxed),
                 s.route_misses.load(std::sync::atomic::Ordering::Relaxed),
+                s.thread_copy_misses
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 s.pids_learned.load(std::sync::atomic::Ordering::Relaxed)
             ));
         }

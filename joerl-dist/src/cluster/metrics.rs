@@ -28,7 +28,7 @@
 //! | `joerl_leader_is_leader` | gauge | node | 1 on the leader |
 //! | `joerl_leader_changes_total` | counter | node | `LeaderChanged` events seen |
 //! | `joerl_placement_activations` | gauge | node, kind | activations running here |
-//! | `joerl_placement_events_total` | counter | node, event | `activated`, `handed_off`, `forwarded`, `claim_retries`, `claims_moved`, `eager_activations`, `state_received`, `route_hits`, `route_misses`, `duplicates_dropped`, `pids_learned`, `pids_forgotten`, `redirected` |
+//! | `joerl_placement_events_total` | counter | node, event | `activated`, `handed_off`, `forwarded`, `claim_retries`, `claims_moved`, `eager_activations`, `state_received`, `route_hits`, `route_misses`, `thread_copy_misses`, `duplicates_dropped`, `pids_learned`, `pids_forgotten`, `redirected` |
 //! | `joerl_placement_failures_total` | counter | node, cause | `not_owner`, `no_majority`, `stopped_no_majority`, `unknown_kind`, `state_undecodable`, `stale_directives`, `undecodable` |
 //! | `joerl_delivery_events_total` | counter | node, event | guaranteed deliveries from here: `acked`, `resent`, `expired`, `circuit_open` |
 //! | `joerl_delivery_unacknowledged` | gauge | node | guaranteed messages kept, not acknowledged yet |
@@ -263,6 +263,7 @@ fn publish(
             ("state_received", &s.state_received),
             ("route_hits", &s.route_hits),
             ("route_misses", &s.route_misses),
+            ("thread_copy_misses", &s.thread_copy_misses),
             ("duplicates_dropped", &s.duplicates_dropped),
             ("pids_learned", &s.pids_learned),
             ("pids_forgotten", &s.pids_forgotten),
