@@ -26,7 +26,9 @@
 //!   global names and groups are addresses ([`Dest::Global`](joerl_core::Dest::Global),
 //!   [`Dest::Group`](joerl_core::Dest::Group)) through the node's name service;
 //! - [`placement`]: actors by identity (rendezvous placement, the leader
-//!   and its directives, circuit breakers; being built);
+//!   and its directives, circuit breakers, delivery guarantees);
+//! - [`store`]: the metadata store seam ([`store::MetadataStore`]) and
+//!   its etcd implementation;
 //! - [`management`]: the management API, in Rust and over HTTP JSON;
 //!   [`metrics`]: what the cluster reports through the `metrics` facade,
 //!   and the Prometheus exporter.
@@ -45,6 +47,7 @@ pub mod placement;
 pub mod service;
 pub mod spawn;
 pub mod state;
+pub mod store;
 
 pub use config::{ClusterConfig, ConfigError, DEFAULT_GOSSIP_PORT};
 pub use node::{Cluster, ClusterError, ClusterEvents, MemberDirectory};

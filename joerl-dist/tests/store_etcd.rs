@@ -1,0 +1,470 @@
+//! The metadata store against a real etcd (Debian's `etcd-server`), started
+//! by each test on free ports of 127.0.0.1 with its own data directory and
+//! stopped by its PID: every trait method, lease expiry, watch order,
+//! compare-and-swap conflicts, lock exclusivity, elections, an unreachable
+//! store, and keys written by hand that are not what joerl writes.
+//! Built with joerl-dist's `etcd` feature (`cargo test --workspace --all-features`).
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::init_tracing;
+use joerl_dist::cluster::store::etcd::{EtcdOptions, EtcdStore};
+use joerl_dist::cluster::store::local_etcd::LocalEtcd;
+use joerl_dist::cluster::store::{CasOutcome, Expect, MetadataStore, StoreError, WatchEvent};
+
+async fn etcd() -> (LocalEtcd, EtcdStore) {
+    init_tracing();
+    let e = LocalEtcd::start().await.expect("etcd starts");
+    let s = EtcdStore::connect(EtcdOptions::new([e.endpoint()]))
+        .await
+        .expect("connects");
+    (e, s)
+}
+
+/// The next watch event, within 20 s.
+async fn next(w: &mut joerl_dist::cluster::store::Watch) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("an event within 20 s")
+        .expect("the watch goes on")
+        .expect("no error")
+}
+
+#[tokio::test]
+async fn get_put_delete_and_list_by_prefix() {
+    let (_e, s) = etcd().await;
+    assert_eq!(s.get("t/a").await.unwrap(), None);
+    let r1 = s.put("t/a", b"1".to_vec(), None).await.unwrap();
+    let r2 = s.put("t/b", b"2".to_vec(), None).await.unwrap();
+    s.put("u/c", b"3".to_vec(), None).await.unwrap();
+    assert!(r2 > r1, "revisions grow");
+    let a = s.get("t/a").await.unwrap().expect("present");
+    assert_eq!(
+        (
+            a.key.as_str(),
+            a.value.as_slice(),
+            a.mod_revision,
+            a.version,
+            a.lease
+        ),
+        ("t/a", &b"1"[..], r1, 1, None)
+    );
+    let r3 = s.put("t/a", b"1b".to_vec(), None).await.unwrap();
+    let a = s.get("t/a").await.unwrap().unwrap();
+    assert_eq!((a.version, a.create_revision, a.mod_revision), (2, r1, r3));
+
+    let (list, at) = s.list("t/").await.unwrap();
+    let keys: Vec<_> = list.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["t/a", "t/b"], "only the prefix, in key order");
+    assert!(at >= r3);
+
+    assert!(s.delete("t/a").await.unwrap(), "existed");
+    assert!(!s.delete("t/a").await.unwrap(), "gone");
+    assert_eq!(s.get("t/a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn compare_and_swap_creates_if_absent_and_reports_conflicts() {
+    let (_e, s) = etcd().await;
+    let first = s
+        .compare_and_swap("k", Expect::Absent, b"one".to_vec(), None)
+        .await
+        .unwrap();
+    let CasOutcome::Swapped { revision } = first else {
+        panic!("created: {first:?}")
+    };
+    // A second create-if-absent conflicts and sees the first's value.
+    match s
+        .compare_and_swap("k", Expect::Absent, b"two".to_vec(), None)
+        .await
+        .unwrap()
+    {
+        CasOutcome::Conflict { current: Some(e) } => assert_eq!(e.value, b"one"),
+        other => panic!("conflict expected: {other:?}"),
+    }
+    // A swap at the right revision wins, at a stale one loses.
+    let won = s
+        .compare_and_swap("k", Expect::ModRevision(revision), b"three".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(matches!(won, CasOutcome::Swapped { .. }), "{won:?}");
+    let lost = s
+        .compare_and_swap("k", Expect::ModRevision(revision), b"four".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&lost, CasOutcome::Conflict { current: Some(e) } if e.value == b"three"),
+        "{lost:?}"
+    );
+    // A swap of an absent key at a revision conflicts with nothing there.
+    let none = s
+        .compare_and_swap("absent", Expect::ModRevision(1), b"x".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(none, CasOutcome::Conflict { current: None });
+
+    // Ten racing creators: exactly one wins.
+    let s = Arc::new(s);
+    let racers: Vec<_> = (0..10)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.compare_and_swap("race", Expect::Absent, format!("{i}").into_bytes(), None)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        if matches!(r.await.unwrap(), CasOutcome::Swapped { .. }) {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "one creator wins");
+}
+
+#[tokio::test]
+async fn keys_of_a_lease_vanish_when_it_expires_or_is_revoked() {
+    let (_e, s) = etcd().await;
+    // Expiry: a 2 s lease, not kept alive.
+    let lease = s.grant_lease(Duration::from_secs(2)).await.unwrap();
+    s.put("l/a", b"a".to_vec(), Some(lease)).await.unwrap();
+    s.put("l/b", b"b".to_vec(), Some(lease)).await.unwrap();
+    s.put("l/stays", b"c".to_vec(), None).await.unwrap();
+    assert_eq!(
+        s.get("l/a").await.unwrap().and_then(|e| e.lease),
+        Some(lease)
+    );
+    let ttl = s.keep_alive(lease).await.unwrap();
+    assert!(
+        ttl >= Duration::from_secs(1) && ttl <= Duration::from_secs(2),
+        "{ttl:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while s.get("l/a").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease's keys stay"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.get("l/b").await.unwrap(), None, "together");
+    assert!(
+        s.get("l/stays").await.unwrap().is_some(),
+        "keys without it stay"
+    );
+    match s.keep_alive(lease).await {
+        Err(StoreError::LeaseGone(l)) => assert_eq!(l, lease),
+        other => panic!("an expired lease cannot be renewed: {other:?}"),
+    }
+
+    // Revocation: at once.
+    let lease = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    s.put("l/r", b"r".to_vec(), Some(lease)).await.unwrap();
+    s.revoke_lease(lease).await.unwrap();
+    assert_eq!(s.get("l/r").await.unwrap(), None);
+    assert!(matches!(
+        s.put("l/r2", b"x".to_vec(), Some(lease)).await,
+        Err(StoreError::LeaseGone(_))
+    ));
+}
+
+#[tokio::test]
+async fn kept_alive_leases_outlive_their_ttl() {
+    let (_e, s) = etcd().await;
+    let lease = s.grant_lease(Duration::from_secs(2)).await.unwrap();
+    s.put("ka", b"v".to_vec(), Some(lease)).await.unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        s.keep_alive(lease).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        s.get("ka").await.unwrap().is_some(),
+        "kept for 5 s on a 2 s TTL"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_delivers_puts_and_deletes_in_order_from_a_revision() {
+    let (_e, s) = etcd().await;
+    s.put("w/old", b"0".to_vec(), None).await.unwrap();
+    let (_, at) = s.list("w/").await.unwrap();
+    let mut w = s.watch("w/", Some(at)).await.unwrap();
+    let lease = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let mut revs = Vec::new();
+    for i in 0..50 {
+        revs.push(s.put(&format!("w/{i}"), vec![i], None).await.unwrap());
+    }
+    s.put("other/x", b"not watched".to_vec(), None)
+        .await
+        .unwrap();
+    s.delete("w/3").await.unwrap();
+    s.put("w/leased", b"l".to_vec(), Some(lease)).await.unwrap();
+    s.revoke_lease(lease).await.unwrap();
+    for (i, rev) in revs.iter().enumerate() {
+        match next(&mut w).await {
+            WatchEvent::Put(e) => {
+                assert_eq!(
+                    (e.key, e.value, e.mod_revision),
+                    (format!("w/{i}"), vec![i as u8], *rev)
+                )
+            }
+            other => panic!("put {i} expected: {other:?}"),
+        }
+    }
+    match next(&mut w).await {
+        WatchEvent::Deleted { key, .. } => assert_eq!(key, "w/3"),
+        other => panic!("the delete: {other:?}"),
+    }
+    assert!(matches!(next(&mut w).await, WatchEvent::Put(e) if e.key == "w/leased"));
+    match next(&mut w).await {
+        WatchEvent::Deleted { key, .. } => assert_eq!(key, "w/leased", "the lease's end"),
+        other => panic!("the lease's delete: {other:?}"),
+    }
+
+    // From an old revision: the history since then, first event first.
+    let mut again = s.watch("w/", Some(at)).await.unwrap();
+    assert!(matches!(next(&mut again).await, WatchEvent::Put(e) if e.key == "w/0"));
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_revision_ends_with_compacted() {
+    let (e, s) = etcd().await;
+    let r1 = s.put("c/a", b"1".to_vec(), None).await.unwrap();
+    let r2 = s.put("c/a", b"2".to_vec(), None).await.unwrap();
+    // Compact with etcdctl, as an operator (or etcd's auto-compaction) does.
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(e.endpoint())
+        .arg("compaction")
+        .arg(r2.to_string())
+        .output()
+        .expect("etcdctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut w = s.watch("c/", Some(r1 - 1)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("an answer")
+        .expect("an item");
+    match got {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            assert_eq!((requested, compacted), (r1, r2))
+        }
+        other => panic!("compacted expected: {other:?}"),
+    }
+    assert!(w.next().await.is_none(), "the watch ended");
+}
+
+#[tokio::test]
+async fn a_watch_forwards_to_an_actor() {
+    use joerl_dist::{Actor, ActorContext, ActorSystem, Message};
+    struct Sink(tokio::sync::mpsc::UnboundedSender<WatchEvent>);
+    impl Actor for Sink {
+        async fn handle_message(&mut self, msg: Message, _ctx: &mut ActorContext) {
+            if let Ok(ev) = msg.downcast::<WatchEvent>() {
+                let _ = self.0.send(*ev);
+            }
+        }
+    }
+    let (_e, s) = etcd().await;
+    let system = ActorSystem::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = system.spawn(Sink(tx));
+    let forward = s
+        .watch("f/", None)
+        .await
+        .unwrap()
+        .forward_to(system.clone(), sink);
+    s.put("f/1", b"x".to_vec(), None).await.unwrap();
+    s.delete("f/1").await.unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(a, WatchEvent::Put(e) if e.key == "f/1"));
+    assert!(matches!(b, WatchEvent::Deleted { key, .. } if key == "f/1"));
+    forward.abort();
+}
+
+#[tokio::test]
+async fn a_lock_has_one_holder_and_passes_on_unlock_or_lease_end() {
+    let (_e, s) = etcd().await;
+    let s = Arc::new(s);
+    let l1 = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let held = s.lock("mutex", l1).await.unwrap();
+
+    // A second taker waits while it is held...
+    let s2 = s.clone();
+    let l2 = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let mut second = tokio::spawn(async move { s2.lock("mutex", l2).await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), &mut second)
+            .await
+            .is_err(),
+        "the second taker waits"
+    );
+    // ...and gets it when the first unlocks.
+    s.unlock(&held).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("taken after the unlock")
+        .unwrap()
+        .unwrap();
+    assert_ne!(got.key, held.key);
+
+    // A third gets it when the second's lease is revoked (its holder died).
+    let s3 = s.clone();
+    let l3 = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let third = tokio::spawn(async move { s3.lock("mutex", l3).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.revoke_lease(l2).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), third)
+        .await
+        .expect("taken after the lease's end")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_election_has_one_leader_and_the_next_takes_over() {
+    let (_e, s) = etcd().await;
+    let s = Arc::new(s);
+    assert_eq!(s.leader("el").await.unwrap(), None, "nobody yet");
+    let l1 = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let t1 = s.campaign("el", b"node1".to_vec(), l1).await.unwrap();
+    let now = s.leader("el").await.unwrap().expect("a leader");
+    assert_eq!(
+        (now.value.as_slice(), now.revision),
+        (&b"node1"[..], t1.revision)
+    );
+
+    let s2 = s.clone();
+    let l2 = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let mut second = tokio::spawn(async move { s2.campaign("el", b"node2".to_vec(), l2).await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), &mut second)
+            .await
+            .is_err(),
+        "the second candidate waits"
+    );
+    s.proclaim(&t1, b"node1-again".to_vec()).await.unwrap();
+    assert_eq!(s.leader("el").await.unwrap().unwrap().value, b"node1-again");
+
+    s.resign(&t1).await.unwrap();
+    let t2 = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("elected after the resignation")
+        .unwrap()
+        .unwrap();
+    assert!(
+        t2.revision > t1.revision,
+        "a later term has a greater revision"
+    );
+    assert_eq!(s.leader("el").await.unwrap().unwrap().value, b"node2");
+
+    // The old term cannot proclaim any more.
+    assert!(s.proclaim(&t1, b"stale".to_vec()).await.is_err());
+    // The leader's lease ends: nobody leads.
+    s.revoke_lease(l2).await.unwrap();
+    assert_eq!(s.leader("el").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_stopped_store_gives_unavailable_and_a_restarted_one_answers_again() {
+    init_tracing();
+    let dir = std::env::temp_dir().join(format!("joerl-etcd-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut e = LocalEtcd::start_in(&dir).await.expect("etcd starts");
+    let (client, peer) = (e.client_addr(), e.peer_addr());
+    let mut options = EtcdOptions::new([e.endpoint()]);
+    options.request_timeout = Duration::from_secs(2);
+    options.connect_timeout = Duration::from_secs(1);
+    let s = EtcdStore::connect(options).await.unwrap();
+    s.put("kept", b"v".to_vec(), None).await.unwrap();
+
+    e.stop();
+    let err = s.get("kept").await.expect_err("etcd is down");
+    assert!(err.is_transient(), "{err:?}");
+
+    drop(e);
+    let e = LocalEtcd::start_at(&dir, client, peer)
+        .await
+        .expect("restarts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match s.get("kept").await {
+            Ok(v) => break v,
+            Err(err) => {
+                assert!(err.is_transient(), "{err:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no answer after the restart"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(
+        got.map(|e| e.value),
+        Some(b"v".to_vec()),
+        "the data survived"
+    );
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn keys_that_are_not_utf8_are_skipped_with_a_typed_error() {
+    let (e, s) = etcd().await;
+    s.put("m/good", b"ok".to_vec(), None).await.unwrap();
+    // A key written by hand that is not UTF-8 (etcdctl takes raw bytes).
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(e.endpoint())
+        .arg("put")
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"m/bad-\xff\xfe"))
+        .arg("x")
+        .output()
+        .expect("etcdctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (list, _) = s.list("m/").await.unwrap();
+    let keys: Vec<_> = list.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["m/good"], "the bad key is skipped, the rest listed");
+    // A watch skips it too and goes on.
+    let mut w = s.watch("m/", None).await.unwrap();
+    std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(e.endpoint())
+        .arg("put")
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"m/bad-\xff"))
+        .arg("y")
+        .output()
+        .expect("etcdctl runs");
+    s.put("m/after", b"z".to_vec(), None).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Put(e) if e.key == "m/after"));
+}
