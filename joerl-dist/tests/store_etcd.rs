@@ -468,3 +468,76 @@ async fn keys_that_are_not_utf8_are_skipped_with_a_typed_error() {
     s.put("m/after", b"z".to_vec(), None).await.unwrap();
     assert!(matches!(next(&mut w).await, WatchEvent::Put(e) if e.key == "m/after"));
 }
+
+/// The other OS process of the test below (this test binary run again with
+/// `JOERL_LOCK_CHILD` set to the etcd endpoint): takes the lock, says
+/// `locked`, holds it 1.5 s, unlocks, says `unlocked`. Without the variable
+/// it does nothing.
+#[tokio::test]
+async fn lock_child_process() {
+    let Ok(endpoint) = std::env::var("JOERL_LOCK_CHILD") else {
+        return;
+    };
+    let s = EtcdStore::connect(EtcdOptions::new([endpoint]))
+        .await
+        .expect("connects");
+    let lease = s.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let held = s.lock("cross-process", lease).await.unwrap();
+    println!("JOERL-CHILD locked");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    println!("JOERL-CHILD unlocked");
+    s.unlock(&held).await.unwrap();
+}
+
+/// The child's next `JOERL-CHILD ..` line (the test harness prints its own).
+async fn child_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    loop {
+        let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the child says something within 30 s")
+            .unwrap()
+            .expect("the child's output goes on");
+        // libtest may print `test name ... ` on the same line first.
+        if let Some(at) = l.find("JOERL-CHILD ") {
+            return l[at + "JOERL-CHILD ".len()..].trim().to_string();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lock_held_by_another_os_process_excludes_this_one_until_released() {
+    use tokio::io::AsyncBufReadExt;
+    let (e, s) = etcd().await;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lock_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("JOERL_LOCK_CHILD", e.endpoint())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the child starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(child_line(&mut lines).await, "locked");
+    // Held by the other process: this one waits until it says it unlocks.
+    let lease = s.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let s = Arc::new(s);
+    let s2 = s.clone();
+    let mut mine = tokio::spawn(async move { s2.lock("cross-process", lease).await });
+    let said = tokio::select! {
+        got = &mut mine => panic!("locked while the other process held it: {got:?}"),
+        said = child_line(&mut lines) => said,
+    };
+    assert_eq!(said, "unlocked");
+    tokio::time::timeout(Duration::from_secs(20), mine)
+        .await
+        .expect("taken once the other process released it")
+        .unwrap()
+        .unwrap();
+    assert!(child.wait().await.unwrap().success());
+}
