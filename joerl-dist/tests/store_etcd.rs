@@ -541,3 +541,128 @@ async fn a_lock_held_by_another_os_process_excludes_this_one_until_released() {
         .unwrap();
     assert!(child.wait().await.unwrap().success());
 }
+
+#[tokio::test]
+async fn create_many_gives_each_key_its_own_outcome_within_etcds_limits() {
+    let (_e, s) = etcd().await;
+    s.put("r/1", b"taken".to_vec(), None).await.unwrap();
+    let items: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("r/{i}"), vec![i as u8])).collect();
+    let out = s.create_many(&items, None).await.unwrap();
+    assert!(matches!(out[0], CasOutcome::Swapped { .. }), "{out:?}");
+    assert!(
+        matches!(&out[1], CasOutcome::Conflict { current: Some(e) } if e.value == b"taken"),
+        "{out:?}"
+    );
+    assert!(matches!(out[2], CasOutcome::Swapped { .. }), "{out:?}");
+    assert_eq!(s.get("r/1").await.unwrap().unwrap().value, b"taken", "kept");
+
+    // etcd takes a transaction at both of joerl's limits: 128 operations,
+    // and 15 values of 100 KiB (just under the byte limit).
+    use joerl_dist::cluster::store::{MAX_TXN_BYTES, MAX_TXN_OPS, TXN_OP_OVERHEAD};
+    let many: Vec<(String, Vec<u8>)> = (0..MAX_TXN_OPS)
+        .map(|i| (format!("n/{i}"), vec![1]))
+        .collect();
+    let out = s.create_many(&many, None).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, CasOutcome::Swapped { .. })));
+    let big: Vec<(String, Vec<u8>)> = (0..15)
+        .map(|i| (format!("b/{i}"), vec![2; 100 * 1024]))
+        .collect();
+    let bytes: usize = big
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + TXN_OP_OVERHEAD)
+        .sum();
+    assert!(bytes <= MAX_TXN_BYTES);
+    let out = s.create_many(&big, None).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, CasOutcome::Swapped { .. })));
+    // Past them, refused before anything is sent; a key twice too.
+    let too_many: Vec<(String, Vec<u8>)> = (0..=MAX_TXN_OPS)
+        .map(|i| (format!("x/{i}"), vec![]))
+        .collect();
+    assert!(matches!(
+        s.create_many(&too_many, None).await,
+        Err(StoreError::Refused(_))
+    ));
+    let twice = vec![("d".to_string(), vec![]), ("d".to_string(), vec![])];
+    assert!(matches!(
+        s.create_many(&twice, None).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert_eq!(s.list("x/").await.unwrap().0.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_registrations_are_batched_and_each_caller_learns_its_outcome() {
+    use joerl_dist::cluster::store::batch::{BatchLimits, Registrations};
+    use joerl_dist::cluster::store::{MAX_TXN_BYTES, MAX_TXN_OPS};
+    use std::sync::atomic::Ordering;
+    let (_e, s) = etcd().await;
+    let s: Arc<dyn MetadataStore> = Arc::new(s);
+    for i in 0..100 {
+        s.put(&format!("reg/{}", i * 100), b"before".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    let regs = Registrations::start(s.clone(), None, BatchLimits::default());
+    let tasks: Vec<_> = (0..10_000)
+        .map(|i| {
+            let regs = regs.clone();
+            tokio::spawn(async move {
+                (
+                    i,
+                    regs.register(format!("reg/{i}"), format!("v{i}").into_bytes())
+                        .await,
+                )
+            })
+        })
+        .collect();
+    let (mut created, mut conflicts) = (0, 0);
+    for t in tasks {
+        let (i, got) = t.await.unwrap();
+        match got.unwrap() {
+            CasOutcome::Swapped { .. } => {
+                assert_ne!(i % 100, 0, "reg/{i} existed");
+                created += 1;
+            }
+            CasOutcome::Conflict { current } => {
+                assert_eq!(i % 100, 0, "reg/{i} did not exist");
+                assert_eq!(current.unwrap().value, b"before");
+                conflicts += 1;
+            }
+        }
+    }
+    assert_eq!((created, conflicts), (9_900, 100));
+    let st = regs.stats();
+    assert!(st.ops_max.load(Ordering::Relaxed) <= MAX_TXN_OPS as u64);
+    assert!(
+        st.txns.load(Ordering::Relaxed) >= 10_000 / MAX_TXN_OPS as u64,
+        "batched: {} transactions",
+        st.txns.load(Ordering::Relaxed)
+    );
+    assert!(st.txns.load(Ordering::Relaxed) < 10_000, "not one each");
+    let (all, _) = s.list("reg/").await.unwrap();
+    assert_eq!(all.len(), 10_000);
+    assert!(all.iter().filter(|e| e.value == b"before").count() == 100);
+
+    // Large values: batches keep under the byte limit.
+    let big: Vec<_> = (0..40)
+        .map(|i| {
+            let regs = regs.clone();
+            tokio::spawn(
+                async move { regs.register(format!("big/{i}"), vec![3; 100 * 1024]).await },
+            )
+        })
+        .collect();
+    for t in big {
+        assert!(matches!(
+            t.await.unwrap().unwrap(),
+            CasOutcome::Swapped { .. }
+        ));
+    }
+    assert!(st.bytes_max.load(Ordering::Relaxed) <= MAX_TXN_BYTES as u64);
+    // One that can never fit is refused alone.
+    assert!(matches!(
+        regs.register("huge".into(), vec![0; MAX_TXN_BYTES + 1])
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+}

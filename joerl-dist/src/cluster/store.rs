@@ -15,6 +15,7 @@
 //! call is bounded by the store's request timeout and fails with a typed
 //! [`StoreError`] that says what to do.
 
+pub mod batch;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod leader;
@@ -28,6 +29,17 @@ use std::time::Duration;
 /// A store call's future (boxed, so the trait can be used as
 /// `Arc<dyn MetadataStore>`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Operations one transaction may hold (etcd's default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
+/// Bytes of keys and values one transaction may hold: below etcd's default
+/// `--max-request-bytes` (1.5 MiB) by room for the request's framing (32
+/// bytes per operation are counted on top of its key and value).
+pub const MAX_TXN_BYTES: usize = 1536 * 1024 - 16 * 1024;
+
+/// Framing counted per operation toward [`MAX_TXN_BYTES`].
+pub const TXN_OP_OVERHEAD: usize = 32;
 
 /// A store revision: a number that grows with every change of the whole
 /// store (etcd's `mod_revision` space), so it orders all writes.
@@ -281,6 +293,33 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error for another caller (the cause kept as text where it
+    /// cannot be shared).
+    pub fn copy(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable { endpoints, source } => StoreError::Unavailable {
+                endpoints: endpoints.clone(),
+                source: source.to_string().into(),
+            },
+            StoreError::Timeout(d) => StoreError::Timeout(*d),
+            StoreError::LeaseGone(l) => StoreError::LeaseGone(*l),
+            StoreError::Malformed { key, reason } => StoreError::Malformed {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => StoreError::Compacted {
+                requested: *requested,
+                compacted: *compacted,
+            },
+            StoreError::WatchLagged => StoreError::WatchLagged,
+            StoreError::Refused(m) => StoreError::Refused(m.clone()),
+            StoreError::Protocol(m) => StoreError::Protocol(m.clone()),
+        }
+    }
+
     /// True if the call may succeed when tried again (the store was
     /// unreachable or slow); false if trying again gives the same answer.
     pub fn is_transient(&self) -> bool {
@@ -334,6 +373,21 @@ pub trait MetadataStore: Send + Sync + 'static {
         lease: Option<LeaseId>,
     ) -> StoreFuture<'a, CasOutcome>;
 
+    /// Creates each `(key, value)` that does not exist yet, each with its
+    /// own outcome (in the order given): `Swapped` if created, `Conflict`
+    /// with the existing entry if not. Each create is create-if-absent;
+    /// the keys created are created together in one transaction (etcd:
+    /// one round if none existed, a second for the rest if some did).
+    /// The keys must differ; at most [`MAX_TXN_OPS`] of them and
+    /// [`MAX_TXN_BYTES`] of keys and values (etcd's defaults), else
+    /// [`StoreError::Refused`]. [`batch::Registrations`] packs single
+    /// registrations into such calls.
+    fn create_many<'a>(
+        &'a self,
+        items: &'a [(String, Vec<u8>)],
+        lease: Option<LeaseId>,
+    ) -> StoreFuture<'a, Vec<CasOutcome>>;
+
     /// Every key under `prefix`, in key order, and the store's revision at
     /// the read (watch from the revision after it to miss nothing).
     /// Entries whose key is not UTF-8 are skipped with a logged warning.
@@ -379,4 +433,33 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Ends `term`: the next candidate takes over.
     fn resign<'a>(&'a self, term: &'a LeaderTerm) -> StoreFuture<'a, ()>;
+}
+
+/// Checks a [`MetadataStore::create_many`] batch against the limits and
+/// for repeated keys (for implementations).
+pub fn check_batch(items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    if items.len() > MAX_TXN_OPS {
+        return Err(StoreError::Refused(format!(
+            "{} operations in one transaction; at most {MAX_TXN_OPS}",
+            items.len()
+        )));
+    }
+    let bytes: usize = items
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + TXN_OP_OVERHEAD)
+        .sum();
+    if bytes > MAX_TXN_BYTES {
+        return Err(StoreError::Refused(format!(
+            "{bytes} bytes in one transaction; at most {MAX_TXN_BYTES}"
+        )));
+    }
+    let mut keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return Err(StoreError::Refused(format!(
+            "key {:?} twice in one transaction",
+            w[0]
+        )));
+    }
+    Ok(())
 }

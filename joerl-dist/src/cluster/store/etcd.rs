@@ -288,6 +288,95 @@ impl MetadataStore for EtcdStore {
         })
     }
 
+    fn create_many<'a>(
+        &'a self,
+        items: &'a [(String, Vec<u8>)],
+        lease: Option<LeaseId>,
+    ) -> StoreFuture<'a, Vec<CasOutcome>> {
+        Box::pin(async move {
+            super::check_batch(items)?;
+            if items.is_empty() {
+                return Ok(Vec::new());
+            }
+            // One transaction: if none of the keys exists, all are
+            // created; else its other branch reads them all, the taken
+            // ones are reported, and the rest go again (each key's create
+            // stays create-if-absent). Nested transactions would say it in
+            // one round, but etcd counts their operations toward
+            // `--max-txn-ops` too (128 nested creates are refused).
+            let mut outcomes: Vec<Option<CasOutcome>> = vec![None; items.len()];
+            let mut pending: Vec<usize> = (0..items.len()).collect();
+            for _round in 0..4 {
+                if pending.is_empty() {
+                    break;
+                }
+                let key = |i: &usize| items[*i].0.as_str();
+                let txn = Txn::new()
+                    .when(
+                        pending
+                            .iter()
+                            .map(|i| Compare::create_revision(key(i), CompareOp::Equal, 0))
+                            .collect::<Vec<_>>(),
+                    )
+                    .and_then(
+                        pending
+                            .iter()
+                            .map(|i| TxnOp::put(key(i), items[*i].1.clone(), put_options(lease)))
+                            .collect::<Vec<_>>(),
+                    )
+                    .or_else(
+                        pending
+                            .iter()
+                            .map(|i| TxnOp::get(key(i), None))
+                            .collect::<Vec<_>>(),
+                    );
+                let resp = self
+                    .call(lease, |mut c| async move { c.txn(txn).await })
+                    .await?;
+                if resp.succeeded() {
+                    let revision = revision_of(resp.header())?;
+                    for i in pending.drain(..) {
+                        outcomes[i] = Some(CasOutcome::Swapped { revision });
+                    }
+                    break;
+                }
+                let answers = resp.op_responses();
+                if answers.len() != pending.len() {
+                    return Err(StoreError::Protocol(format!(
+                        "{} reads for {} keys",
+                        answers.len(),
+                        pending.len()
+                    )));
+                }
+                let mut still = Vec::new();
+                for (i, a) in pending.iter().zip(answers) {
+                    let TxnOpResponse::Get(g) = a else {
+                        return Err(StoreError::Protocol("a read answered out of shape".into()));
+                    };
+                    match g.kvs().first() {
+                        Some(kv) => {
+                            outcomes[*i] = Some(CasOutcome::Conflict {
+                                current: Some(entry(kv)?),
+                            })
+                        }
+                        None => still.push(*i),
+                    }
+                }
+                pending = still;
+            }
+            outcomes
+                .into_iter()
+                .map(|o| {
+                    o.ok_or_else(|| {
+                        StoreError::Protocol(
+                            "keys kept being created and deleted under a batch of creates".into(),
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, (Vec<Entry>, Revision)> {
         Box::pin(async move {
             let resp = self
