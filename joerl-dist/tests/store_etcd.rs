@@ -666,3 +666,73 @@ async fn ten_thousand_registrations_are_batched_and_each_caller_learns_its_outco
         Err(StoreError::Refused(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_ride_out_a_store_restart_and_reachability_follows_it() {
+    use joerl_dist::cluster::placement::RetryPolicy;
+    use joerl_dist::cluster::store::retry::{RetryingStore, StoreReachability};
+    init_tracing();
+    let dir = std::env::temp_dir().join(format!("joerl-etcd-retry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut e = LocalEtcd::start_in(&dir).await.expect("etcd starts");
+    let (client, peer) = (e.client_addr(), e.peer_addr());
+    let mut options = EtcdOptions::new([e.endpoint()]);
+    options.request_timeout = Duration::from_secs(1);
+    options.connect_timeout = Duration::from_millis(500);
+    let inner: Arc<dyn MetadataStore> = Arc::new(EtcdStore::connect(options).await.unwrap());
+    let once = RetryingStore::new(
+        inner.clone(),
+        RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+    );
+    let patient = RetryingStore::new(
+        inner,
+        RetryPolicy {
+            attempts: 60,
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+            multiplier: 2.0,
+        },
+    );
+    patient.put("kept", b"v".to_vec(), None).await.unwrap();
+    let mut changes = once.subscribe();
+    assert_eq!(once.reachability(), StoreReachability::Reachable);
+
+    e.stop();
+    let err = once.get("kept").await.expect_err("one attempt, etcd down");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(matches!(
+        once.reachability(),
+        StoreReachability::Unreachable { .. }
+    ));
+    tokio::time::timeout(Duration::from_secs(5), changes.changed())
+        .await
+        .expect("the change is streamed")
+        .unwrap();
+
+    // A patient read waits through the restart.
+    let read = tokio::spawn(async move {
+        let got = patient.get("kept").await;
+        (got, patient.reachability())
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!read.is_finished(), "still retrying while etcd is down");
+    drop(e);
+    let e = LocalEtcd::start_at(&dir, client, peer)
+        .await
+        .expect("restarts");
+    let (got, reach) = tokio::time::timeout(Duration::from_secs(40), read)
+        .await
+        .expect("the read ends")
+        .unwrap();
+    assert_eq!(got.unwrap().map(|e| e.value), Some(b"v".to_vec()));
+    assert_eq!(reach, StoreReachability::Reachable);
+    // The one-attempt store is reachable again at its next answer.
+    once.get("kept").await.unwrap();
+    assert_eq!(once.reachability(), StoreReachability::Reachable);
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
+}

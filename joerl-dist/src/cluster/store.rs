@@ -21,6 +21,7 @@ pub mod etcd;
 pub mod leader;
 #[cfg(feature = "etcd")]
 pub mod local_etcd;
+pub mod retry;
 
 use std::future::Future;
 use std::pin::Pin;
