@@ -49,7 +49,7 @@ pub mod spawn;
 pub mod state;
 pub mod store;
 
-pub use config::{ClusterConfig, ConfigError, DEFAULT_GOSSIP_PORT};
+pub use config::{ClusterConfig, ConfigError, DEFAULT_GOSSIP_PORT, MetadataStoreKind};
 pub use node::{Cluster, ClusterError, ClusterEvents, MemberDirectory};
 pub use state::{ClusterEvent, ClusterHealth, Member, MemberState};
 

@@ -77,6 +77,36 @@ pub struct ClusterConfig {
     pub connect_all: bool,
     /// How long `Cluster::join` waits for a seed to answer.
     pub join_timeout: Duration,
+    /// Where cluster metadata (placement's assignments, the leader) is
+    /// kept: decided among the members (`embedded`, the default), or in
+    /// etcd (`etcd`, with [`ClusterConfig::etcd_endpoints`]).
+    pub metadata_store: MetadataStoreKind,
+    /// The etcd members' client URLs (`http://host:2379` or `https://..`),
+    /// for `metadata_store: etcd`.
+    pub etcd_endpoints: Vec<String>,
+}
+
+/// Where cluster metadata is kept (the `metadata_store` key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataStoreKind {
+    /// Decided among the members (the embedded leader and placement).
+    #[default]
+    Embedded,
+    /// In etcd (`cluster::store::etcd`, joerl-dist's `etcd` feature).
+    Etcd,
+}
+
+impl std::str::FromStr for MetadataStoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "embedded" => Ok(MetadataStoreKind::Embedded),
+            "etcd" => Ok(MetadataStoreKind::Etcd),
+            other => Err(format!("{other:?} is not embedded or etcd")),
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +125,8 @@ impl Default for ClusterConfig {
             metadata: BTreeMap::new(),
             connect_all: false,
             join_timeout: Duration::from_secs(5),
+            metadata_store: MetadataStoreKind::Embedded,
+            etcd_endpoints: Vec::new(),
         }
     }
 }
@@ -144,6 +176,8 @@ struct Layer {
     metadata: Option<BTreeMap<String, String>>,
     connect_all: Option<bool>,
     join_timeout_ms: Option<u64>,
+    metadata_store: Option<MetadataStoreKind>,
+    etcd_endpoints: Option<Vec<String>>,
 }
 
 impl Layer {
@@ -188,6 +222,12 @@ impl Layer {
         if let Some(v) = self.join_timeout_ms {
             c.join_timeout = ms(v);
         }
+        if let Some(v) = self.metadata_store {
+            c.metadata_store = v;
+        }
+        if let Some(v) = self.etcd_endpoints {
+            c.etcd_endpoints = v;
+        }
     }
 
     /// The layer the environment variables make (`get` reads one).
@@ -203,15 +243,24 @@ impl Layer {
             layer.cluster_name = Some(name.trim().to_string());
         }
         // Empty means unset, as for most tools' variables.
+        let list = |s: String| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
         if let Some(seeds) = get("CLUSTER_SEEDS").filter(|s| !s.trim().is_empty()) {
-            layer.seeds = Some(
-                seeds
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
+            layer.seeds = Some(list(seeds));
+        }
+        if let Some(kind) = get("CLUSTER_METADATA_STORE").filter(|s| !s.trim().is_empty()) {
+            layer.metadata_store = Some(
+                kind.parse()
+                    .map_err(|e| invalid("CLUSTER_METADATA_STORE", e))?,
             );
+        }
+        if let Some(e) = get("CLUSTER_ETCD_ENDPOINTS").filter(|s| !s.trim().is_empty()) {
+            layer.etcd_endpoints = Some(list(e));
         }
         Ok(layer)
     }
@@ -270,6 +319,15 @@ impl ClusterConfig {
         }
         for seed in &self.seeds {
             check_seed(seed)?;
+        }
+        for e in &self.etcd_endpoints {
+            check_etcd_endpoint(e)?;
+        }
+        if self.metadata_store == MetadataStoreKind::Etcd && self.etcd_endpoints.is_empty() {
+            return Err(invalid(
+                "etcd_endpoints",
+                "metadata_store: etcd needs at least one endpoint (http://host:port)",
+            ));
         }
         let positive = |field: &str, d: Duration| {
             if d.is_zero() {
@@ -335,6 +393,32 @@ impl ClusterConfig {
     }
 }
 
+/// An etcd client URL: `http://` or `https://`, then `host:port` (no path).
+fn check_etcd_endpoint(url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            invalid(
+                "etcd_endpoints",
+                format!("{url:?} must start with http:// or https://"),
+            )
+        })?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let bad = |why: &str| invalid("etcd_endpoints", format!("{url:?}: {why}"));
+    if rest.contains('/') {
+        return Err(bad("no path is allowed after host:port"));
+    }
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("needs a port"))?;
+    if host.is_empty() {
+        return Err(bad("needs a host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("the port must be 1 to 65535")),
+    }
+}
+
 /// A seed is `host:port` with a port other than 0.
 fn check_seed(seed: &str) -> Result<(), ConfigError> {
     let field = "seeds";
@@ -359,7 +443,8 @@ impl ClusterConfigBuilder {
         self
     }
 
-    /// Reads `CLUSTER_PORT`, `CLUSTER_NAME` and `CLUSTER_SEEDS` from the
+    /// Reads `CLUSTER_PORT`, `CLUSTER_NAME`, `CLUSTER_SEEDS`,
+    /// `CLUSTER_METADATA_STORE` and `CLUSTER_ETCD_ENDPOINTS` from the
     /// process environment, over the file.
     pub fn env(self) -> Self {
         self.env_from(|k| std::env::var(k).ok())
@@ -445,6 +530,18 @@ impl ClusterConfigBuilder {
     /// Sets the largest gossip packet.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.explicit.max_packet_size = Some(bytes);
+        self
+    }
+
+    /// Chooses where cluster metadata is kept.
+    pub fn metadata_store(mut self, kind: MetadataStoreKind) -> Self {
+        self.explicit.metadata_store = Some(kind);
+        self
+    }
+
+    /// Sets the etcd endpoints (client URLs).
+    pub fn etcd_endpoints<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.explicit.etcd_endpoints = Some(urls.into_iter().map(Into::into).collect());
         self
     }
 
@@ -725,5 +822,88 @@ mod tests {
             .build()
             .unwrap();
         assert!(!c.connect_all, "the builder wins");
+    }
+
+    #[test]
+    fn the_metadata_store_keys_load_from_files_the_environment_and_code() {
+        let dir = tempdir::Dir::new("store");
+        let yaml = write(
+            &dir,
+            "c.yaml",
+            "metadata_store: etcd\netcd_endpoints: [\"http://10.0.0.1:2379\", \"https://e2:2379\"]\n",
+        );
+        let c = ClusterConfig::builder().file(&yaml).build().unwrap();
+        assert_eq!(c.metadata_store, MetadataStoreKind::Etcd);
+        assert_eq!(
+            c.etcd_endpoints,
+            ["http://10.0.0.1:2379", "https://e2:2379"]
+        );
+        // The environment wins over the file, the builder over both.
+        let c = ClusterConfig::builder()
+            .file(&yaml)
+            .env_from(env(&[(
+                "CLUSTER_ETCD_ENDPOINTS",
+                "http://127.0.0.1:1, http://127.0.0.1:2",
+            )]))
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.etcd_endpoints,
+            ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+        );
+        let c = ClusterConfig::builder()
+            .file(&yaml)
+            .env_from(env(&[("CLUSTER_METADATA_STORE", "embedded")]))
+            .build()
+            .unwrap();
+        assert_eq!(c.metadata_store, MetadataStoreKind::Embedded);
+        let c = ClusterConfig::builder()
+            .file(&yaml)
+            .metadata_store(MetadataStoreKind::Embedded)
+            .etcd_endpoints(["http://h:3"])
+            .build()
+            .unwrap();
+        assert_eq!(
+            (c.metadata_store, c.etcd_endpoints),
+            (MetadataStoreKind::Embedded, vec!["http://h:3".to_string()])
+        );
+        assert_eq!(
+            ClusterConfig::default().metadata_store,
+            MetadataStoreKind::Embedded
+        );
+
+        // Refusals name the field.
+        let field_of = |b: ClusterConfigBuilder| match b.build() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let b = ClusterConfig::builder;
+        assert_eq!(
+            field_of(b().metadata_store(MetadataStoreKind::Etcd)),
+            "etcd_endpoints",
+            "etcd without endpoints"
+        );
+        for bad in [
+            "10.0.0.1:2379",
+            "http://h",
+            "http://:2379",
+            "http://h:0",
+            "http://h:2379/v3",
+        ] {
+            assert_eq!(
+                field_of(b().etcd_endpoints([bad])),
+                "etcd_endpoints",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            field_of(b().env_from(env(&[("CLUSTER_METADATA_STORE", "zookeeper")]))),
+            "CLUSTER_METADATA_STORE"
+        );
+        let wrong = write(&dir, "w.yaml", "metadata_store: zookeeper\n");
+        assert!(matches!(
+            ClusterConfig::builder().file(&wrong).build(),
+            Err(ConfigError::File { .. })
+        ));
     }
 }
