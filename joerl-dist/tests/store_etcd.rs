@@ -736,3 +736,29 @@ async fn retries_ride_out_a_store_restart_and_reachability_follows_it() {
     drop(e);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_cluster_configuration_chooses_etcd_and_its_endpoints() {
+    use joerl_dist::cluster::{ClusterConfig, MetadataStoreKind};
+    let (e, _s) = etcd().await;
+    let config = ClusterConfig::builder()
+        .env_from({
+            let ep = e.endpoint();
+            move |k| match k {
+                "CLUSTER_METADATA_STORE" => Some("etcd".into()),
+                "CLUSTER_ETCD_ENDPOINTS" => Some(ep.clone()),
+                _ => None,
+            }
+        })
+        .build()
+        .unwrap();
+    let options = EtcdOptions::from_config(&config).expect("etcd chosen");
+    let store = EtcdStore::connect(options).await.unwrap();
+    store.put("from-config", b"1".to_vec(), None).await.unwrap();
+    assert!(store.get("from-config").await.unwrap().is_some());
+    let embedded = ClusterConfig::builder()
+        .metadata_store(MetadataStoreKind::Embedded)
+        .build()
+        .unwrap();
+    assert!(EtcdOptions::from_config(&embedded).is_none());
+}

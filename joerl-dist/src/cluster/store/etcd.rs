@@ -50,6 +50,13 @@ pub struct EtcdOptions {
 }
 
 impl EtcdOptions {
+    /// The options a cluster configuration asks for: `Some` with its
+    /// `etcd_endpoints` if its `metadata_store` is `etcd`, else `None`.
+    pub fn from_config(config: &crate::cluster::ClusterConfig) -> Option<EtcdOptions> {
+        (config.metadata_store == crate::cluster::MetadataStoreKind::Etcd)
+            .then(|| EtcdOptions::new(config.etcd_endpoints.iter().cloned()))
+    }
+
     /// Options for `endpoints` with the defaults.
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> EtcdOptions {
         EtcdOptions {
