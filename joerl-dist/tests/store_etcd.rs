@@ -762,3 +762,52 @@ async fn the_cluster_configuration_chooses_etcd_and_its_endpoints() {
         .unwrap();
     assert!(EtcdOptions::from_config(&embedded).is_none());
 }
+
+#[tokio::test]
+async fn tls_to_etcd_with_client_certificates() {
+    use joerl_dist::cluster::store::etcd::EtcdTls;
+    use joerl_dist::cluster::store::local_etcd::LocalEtcdTls;
+    init_tracing();
+    let certs = joerl_dist::transport::generate_certs(&["etcd", "client"], &[]).unwrap();
+    let (_, scert, skey) = certs.nodes[0].clone();
+    let (_, ccert, ckey) = certs.nodes[1].clone();
+    let e = LocalEtcd::start_tls(LocalEtcdTls {
+        ca_pem: certs.ca.clone(),
+        server: (scert, skey),
+        client: (ccert, ckey),
+    })
+    .await
+    .expect("etcd starts with TLS");
+    assert!(e.endpoint().starts_with("https://"));
+    let mut o = EtcdOptions::new([e.endpoint()]);
+    o.tls = e.client_tls();
+    let s = EtcdStore::connect(o).await.unwrap();
+    s.put("tls", b"secret".to_vec(), None).await.unwrap();
+    assert_eq!(s.get("tls").await.unwrap().unwrap().value, b"secret");
+
+    // A client whose certificate another CA signed is refused.
+    let other = joerl_dist::transport::generate_certs(&["intruder"], &[]).unwrap();
+    let mut o = EtcdOptions::new([e.endpoint()]);
+    o.request_timeout = Duration::from_secs(2);
+    o.tls = Some(EtcdTls {
+        ca_pem: certs.ca.clone().into_bytes(),
+        identity: Some((
+            other.nodes[0].1.clone().into_bytes(),
+            other.nodes[0].2.clone().into_bytes(),
+        )),
+        domain: None,
+    });
+    let refused = match EtcdStore::connect(o).await {
+        Ok(s) => s.get("tls").await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(refused.is_err(), "a foreign client certificate is refused");
+    // Plain HTTP to the TLS port gets no answer either.
+    let mut o = EtcdOptions::new([format!("http://{}", e.client_addr())]);
+    o.request_timeout = Duration::from_secs(2);
+    let plain = match EtcdStore::connect(o).await {
+        Ok(s) => s.get("tls").await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(plain.is_err());
+}

@@ -43,10 +43,24 @@ pub enum LocalEtcdError {
     },
 }
 
+/// TLS for a local etcd's client port (PEM text), e.g. from
+/// [`generate_certs`](crate::transport::generate_certs).
+#[derive(Debug, Clone)]
+pub struct LocalEtcdTls {
+    /// The CA that signed both certificates.
+    pub ca_pem: String,
+    /// etcd's certificate and key (valid for 127.0.0.1).
+    pub server: (String, String),
+    /// The client certificate and key etcd requires
+    /// (`--client-cert-auth`), used by the readiness probe too.
+    pub client: (String, String),
+}
+
 /// A running local etcd.
 #[derive(Debug)]
 pub struct LocalEtcd {
     child: Option<Child>,
+    tls: Option<LocalEtcdTls>,
     client: SocketAddr,
     peer: SocketAddr,
     data_dir: PathBuf,
@@ -71,9 +85,40 @@ impl LocalEtcd {
             rand::random::<u64>()
         ));
         std::fs::create_dir_all(&dir).map_err(LocalEtcdError::Setup)?;
-        let mut e = Self::start_in(&dir).await?;
+        let client = free_port().map_err(LocalEtcdError::Setup)?;
+        let peer = free_port().map_err(LocalEtcdError::Setup)?;
+        let mut e = Self::spawn(&dir, client, peer, None).await?;
         e.owns_dir = true;
         Ok(e)
+    }
+
+    /// [`LocalEtcd::start`] with TLS on the client port: `https`, and a
+    /// client certificate signed by `tls.ca_pem` required of every client.
+    pub async fn start_tls(tls: LocalEtcdTls) -> Result<LocalEtcd, LocalEtcdError> {
+        let dir = std::env::temp_dir().join(format!(
+            "joerl-etcd-tls-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).map_err(LocalEtcdError::Setup)?;
+        let client = free_port().map_err(LocalEtcdError::Setup)?;
+        let peer = free_port().map_err(LocalEtcdError::Setup)?;
+        let mut e = Self::spawn(&dir, client, peer, Some(tls)).await?;
+        e.owns_dir = true;
+        Ok(e)
+    }
+
+    /// The TLS options a client of this etcd needs (its CA and the client
+    /// certificate), if it runs with TLS.
+    pub fn client_tls(&self) -> Option<super::etcd::EtcdTls> {
+        self.tls.as_ref().map(|t| super::etcd::EtcdTls {
+            ca_pem: t.ca_pem.clone().into_bytes(),
+            identity: Some((
+                t.client.0.clone().into_bytes(),
+                t.client.1.clone().into_bytes(),
+            )),
+            domain: None,
+        })
     }
 
     /// Starts `etcd` with its data in `dir` (kept when stopped, so a
@@ -92,14 +137,39 @@ impl LocalEtcd {
         client: SocketAddr,
         peer: SocketAddr,
     ) -> Result<LocalEtcd, LocalEtcdError> {
+        Self::spawn(dir, client, peer, None).await
+    }
+
+    async fn spawn(
+        dir: &Path,
+        client: SocketAddr,
+        peer: SocketAddr,
+        tls: Option<LocalEtcdTls>,
+    ) -> Result<LocalEtcd, LocalEtcdError> {
         let program = std::env::var("JOERL_ETCD").unwrap_or_else(|_| "etcd".to_string());
         let data_dir = dir.join("data");
         let log = dir.join("etcd.log");
         let log_file = std::fs::File::create(&log).map_err(LocalEtcdError::Setup)?;
         let log_err = log_file.try_clone().map_err(LocalEtcdError::Setup)?;
-        let client_url = format!("http://{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://{client}");
         let peer_url = format!("http://{peer}");
-        let child = Command::new(&program)
+        let mut cmd = Command::new(&program);
+        if let Some(t) = &tls {
+            let write = |name: &str, text: &str| -> Result<PathBuf, LocalEtcdError> {
+                let p = dir.join(name);
+                std::fs::write(&p, text).map_err(LocalEtcdError::Setup)?;
+                Ok(p)
+            };
+            cmd.arg("--cert-file")
+                .arg(write("server.pem", &t.server.0)?)
+                .arg("--key-file")
+                .arg(write("server.key", &t.server.1)?)
+                .arg("--trusted-ca-file")
+                .arg(write("ca.pem", &t.ca_pem)?)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name")
             .arg("joerl")
             .arg("--data-dir")
@@ -128,6 +198,7 @@ impl LocalEtcd {
             })?;
         let mut e = LocalEtcd {
             child: Some(child),
+            tls,
             client,
             peer,
             data_dir,
@@ -143,6 +214,7 @@ impl LocalEtcd {
         use super::MetadataStore;
         let deadline = tokio::time::Instant::now() + waited;
         let mut options = super::etcd::EtcdOptions::new([self.endpoint()]);
+        options.tls = self.client_tls();
         options.connect_timeout = Duration::from_secs(1);
         options.request_timeout = Duration::from_secs(1);
         loop {
@@ -171,9 +243,10 @@ impl LocalEtcd {
         }
     }
 
-    /// The client URL (`http://127.0.0.1:PORT`).
+    /// The client URL (`http://127.0.0.1:PORT`, `https://..` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client)
     }
 
     /// The client address.
