@@ -811,3 +811,38 @@ async fn tls_to_etcd_with_client_certificates() {
     };
     assert!(plain.is_err());
 }
+
+#[tokio::test]
+async fn waiting_for_a_lock_or_a_campaign_outlasts_the_request_timeout() {
+    init_tracing();
+    let e = LocalEtcd::start().await.expect("etcd starts");
+    let mut o = EtcdOptions::new([e.endpoint()]);
+    o.request_timeout = Duration::from_millis(500);
+    let s = Arc::new(EtcdStore::connect(o).await.unwrap());
+    let l1 = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let held = s.lock("long", l1).await.unwrap();
+    let t1 = s.campaign("long-el", b"one".to_vec(), l1).await.unwrap();
+    let (s2, s3) = (s.clone(), s.clone());
+    let l2 = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let lock = tokio::spawn(async move { s2.lock("long", l2).await });
+    let camp = tokio::spawn(async move { s3.campaign("long-el", b"two".to_vec(), l2).await });
+    // Four request timeouts later both still wait, without an error.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !lock.is_finished() && !camp.is_finished(),
+        "they gave up waiting"
+    );
+    s.unlock(&held).await.unwrap();
+    s.resign(&t1).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), lock)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let t2 = tokio::time::timeout(Duration::from_secs(20), camp)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(t2.revision > t1.revision);
+}

@@ -146,3 +146,158 @@ async fn a_leader_cut_off_from_the_store_stops_leading_before_another_starts() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The other OS process of the tests below (this test binary run again with
+/// `JOERL_LEADER_CHILD` set to the etcd endpoint): a node taking part in the
+/// election, saying `JOERL-CHILD leader=..` whenever that changes, and
+/// `JOERL-CHILD resumed leader=..` when its clock jumped by more than a
+/// second between two looks (it was paused), with what it counted itself
+/// at that instant. Without the variable it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_child_process() {
+    let Ok(endpoint) = std::env::var("JOERL_LEADER_CHILD") else {
+        return;
+    };
+    let e = epmd().await;
+    let n = node("slx_child", e.local_addr()).await;
+    let l = StoreLeader::start(&n, store(endpoint).await, options()).unwrap();
+    let mut last = None;
+    let mut looked = std::time::Instant::now();
+    loop {
+        let leads = l.is_leader();
+        if looked.elapsed() > Duration::from_secs(1) {
+            println!("JOERL-CHILD resumed leader={leads}");
+        }
+        if last != Some(leads) {
+            println!("JOERL-CHILD leader={leads}");
+            last = Some(leads);
+        }
+        looked = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts the child process; its `JOERL-CHILD` lines come through the
+/// channel.
+fn child(
+    endpoint: &str,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut c = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "leader_child_process", "--nocapture"])
+        .env("JOERL_LEADER_CHILD", endpoint)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the child starts");
+    let mut lines = tokio::io::BufReader::new(c.stdout.take().unwrap()).lines();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(at) = l.find("JOERL-CHILD ") {
+                let _ = tx.send(l[at + "JOERL-CHILD ".len()..].trim().to_string());
+            }
+        }
+    });
+    (c, rx)
+}
+
+async fn said(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the child says something within 30 s")
+        .expect("the child goes on")
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_process_is_fenced_and_a_killed_one_replaced() {
+    init_tracing();
+    let etcd = LocalEtcd::start().await.expect("etcd starts");
+    let (mut c, mut rx) = child(&etcd.endpoint());
+    let pid = c.id().expect("running");
+    assert_eq!(said(&mut rx).await, "leader=false");
+    assert_eq!(said(&mut rx).await, "leader=true", "the child leads first");
+
+    let e = epmd().await;
+    let n = node("slx_parent", e.local_addr()).await;
+    let me = StoreLeader::start(&n, store(etcd.endpoint()).await, options()).unwrap();
+    wait_until("the parent follows the child", || {
+        me.leader().is_some_and(|l| l.node.starts_with("slx_child"))
+    })
+    .await;
+    let old = me.leader().unwrap();
+
+    // Paused (SIGSTOP): its lease runs out, the parent leads. (What it
+    // said before is dropped: only what it says after resuming counts.)
+    while rx.try_recv().is_ok() {}
+    signal(pid, "-STOP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !me.is_leader() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no takeover from a paused leader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(me.leader().unwrap().epoch > old.epoch);
+    // Resumed: at its first look it does not count itself leader.
+    signal(pid, "-CONT");
+    let resumed = loop {
+        let l = said(&mut rx).await;
+        if l.starts_with("resumed") {
+            break l;
+        }
+        assert_ne!(l, "leader=true", "the resumed child led again");
+    };
+    assert_eq!(
+        resumed, "resumed leader=false",
+        "fenced at once on resuming"
+    );
+    // And it follows: nothing says it leads while the parent does.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok(l) = rx.try_recv() {
+        assert_ne!(l, "leader=true", "the resumed child led again");
+    }
+    assert!(me.is_leader());
+
+    // The parent steps down; the child leads; SIGKILL: the parent leads
+    // again once the child's lease expires.
+    me.force_election();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            Ok(Some(l)) if l == "leader=true" => break,
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "the child never led again"
+            ),
+        }
+    }
+    wait_until("the parent follows the child again", || {
+        me.leader().is_some_and(|l| l.node.starts_with("slx_child"))
+    })
+    .await;
+    signal(pid, "-KILL");
+    let _ = c.wait().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !me.is_leader() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no takeover from a killed leader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    n.shutdown().await;
+}

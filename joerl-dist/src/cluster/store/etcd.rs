@@ -98,9 +98,12 @@ impl EtcdStore {
             ));
         }
         let endpoints = options.endpoints.join(",");
+        // No per-request timeout on the channel: it would cut campaigns and
+        // locks that wait their turn, and watches, after it (a waiting
+        // campaign then went to the back of the queue again every time).
+        // Bounded calls get it from `call` instead.
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
-            .with_timeout(options.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         if let Some((user, password)) = &options.user {
             connect = connect.with_user(user.clone(), password.clone());
