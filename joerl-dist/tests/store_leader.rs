@@ -301,3 +301,41 @@ async fn a_paused_leader_process_is_fenced_and_a_killed_one_replaced() {
     }
     n.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_key_at_the_head_of_the_election_is_reported_not_followed() {
+    init_tracing();
+    let etcd = LocalEtcd::start().await.expect("etcd starts");
+    // Written by hand with etcdctl under the election's prefix, before any
+    // node campaigns: no lease, a value that is no node's name.
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &etcd.endpoint(),
+            "put",
+            "test/leader/by-hand",
+        ])
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff\xfe"))
+        .output()
+        .expect("etcdctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = epmd().await;
+    let n = node("slm_a", e.local_addr()).await;
+    let l = StoreLeader::start(&n, store(etcd.endpoint()).await, options()).unwrap();
+    wait_until("the bad candidacy is seen", || {
+        l.stats().malformed.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    assert_eq!(l.leader(), None, "nobody is followed");
+    assert!(!l.is_leader(), "the node waits behind it");
+    // The operator deletes it: the node leads.
+    let s = store(etcd.endpoint()).await;
+    assert!(s.delete("test/leader/by-hand").await.unwrap());
+    wait_until("the node leads once it is gone", || l.is_leader()).await;
+    n.shutdown().await;
+}

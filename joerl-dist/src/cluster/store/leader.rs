@@ -85,6 +85,8 @@ struct State {
     lease: Option<(LeaseId, Instant)>,
     /// The last leader published as `LeaderChanged`.
     published: Option<Option<Leader>>,
+    /// The last malformed candidacy logged.
+    warned: Option<String>,
 }
 
 struct Shared {
@@ -112,6 +114,20 @@ pub struct StoreLeaderStats {
     pub terms_lapsed: std::sync::atomic::AtomicU64,
     /// Store calls that failed (each retried).
     pub store_errors: std::sync::atomic::AtomicU64,
+    /// Reads that found a candidacy no node made at the head of the
+    /// election (see [`StoreError::Malformed`] in the log).
+    pub malformed: std::sync::atomic::AtomicU64,
+}
+
+/// Why the election's head is not a node's candidacy, if it is not.
+fn malformed(i: &super::LeaderInfo) -> Option<&'static str> {
+    if i.lease.0 == 0 {
+        Some("a key without a lease (written by hand?)")
+    } else if i.value.is_empty() || std::str::from_utf8(&i.value).is_err() {
+        Some("its value is not a node name")
+    } else {
+        None
+    }
 }
 
 impl Shared {
@@ -159,6 +175,23 @@ impl Shared {
                     leader: leader.map(|l| l.node),
                 });
             }
+        }
+    }
+
+    /// A candidacy no node made heads the election: nobody leads until
+    /// it is deleted. Logged once per key, counted every time seen.
+    fn malformed(&self, key: &str, reason: &str) {
+        self.stats
+            .malformed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut s = self.lock();
+        if s.warned.as_deref() != Some(key) {
+            s.warned = Some(key.to_string());
+            let error = StoreError::Malformed {
+                key: key.to_string(),
+                reason: format!("{reason}; no node leads until it is deleted"),
+            };
+            tracing::error!(%error, "store election: the head of the election is not a node's candidacy");
         }
     }
 
@@ -456,6 +489,15 @@ async fn observe(shared: Arc<Shared>) {
     while shared.running() {
         match shared.store.leader(&name).await {
             Ok(info) => {
+                // The head of the election's queue must be a candidacy a
+                // node made: a lease, and a node name for its value.
+                let info = info.filter(|i| match malformed(i) {
+                    None => true,
+                    Some(reason) => {
+                        shared.malformed(&i.key, reason);
+                        false
+                    }
+                });
                 let observed = info.as_ref().map(|i| Leader {
                     node: String::from_utf8_lossy(&i.value).into_owned(),
                     epoch: epoch_of(i.revision),
