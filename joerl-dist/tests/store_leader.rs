@@ -339,3 +339,44 @@ async fn a_hand_written_key_at_the_head_of_the_election_is_reported_not_followed
     wait_until("the node leads once it is gone", || l.is_leader()).await;
     n.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_the_store_unreachable_as_degraded() {
+    use joerl_dist::cluster::management::Management;
+    use joerl_dist::cluster::placement::RetryPolicy;
+    use joerl_dist::cluster::store::retry::RetryingStore;
+    init_tracing();
+    let mut etcd = LocalEtcd::start().await.expect("etcd starts");
+    let m = placed_member("slh_a", "store-health", None).await;
+    let rs = RetryingStore::new(
+        store(etcd.endpoint()).await,
+        RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+    );
+    let mgmt = Management::new(&m.0, &m.1).unwrap().with_store(&rs);
+    rs.put("h", b"1".to_vec(), None).await.unwrap();
+    let h = mgmt.health();
+    assert!(!h.degraded);
+    assert!(
+        h.store
+            .as_ref()
+            .is_some_and(|s| s.reachable && s.error.is_none())
+    );
+
+    etcd.stop();
+    assert!(rs.get("h").await.is_err());
+    let h = mgmt.health();
+    assert!(h.degraded, "{h:?}");
+    let s = h.store.clone().unwrap();
+    assert!(!s.reachable && s.unreachable_since_ms.is_some() && s.error.is_some());
+    // As the management API's JSON says it.
+    let json = serde_json::to_value(&h).unwrap();
+    assert_eq!(json["degraded"], true);
+    assert_eq!(json["store"]["reachable"], false);
+    // Without a store, health has none and is not degraded.
+    let plain = Management::new(&m.0, &m.1).unwrap().health();
+    assert!(plain.store.is_none() && !plain.degraded);
+    m.0.shutdown().await;
+}

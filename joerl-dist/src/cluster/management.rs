@@ -88,6 +88,46 @@ pub struct HealthInfo {
     pub pinned: usize,
     /// Identities registered for eager activation.
     pub registered: usize,
+    /// The metadata store as this node last reached it (`None`: no store
+    /// is watched, as with the embedded mode).
+    #[serde(default)]
+    pub store: Option<StoreHealth>,
+    /// True if the metadata store is unreachable: sends to identities
+    /// already located go on, new placements wait for it.
+    #[serde(default)]
+    pub degraded: bool,
+}
+
+/// The metadata store's reachability in [`HealthInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// True if its last call got an answer.
+    pub reachable: bool,
+    /// Since when it does not answer (milliseconds since the Unix epoch).
+    pub unreachable_since_ms: Option<u64>,
+    /// Its last failure, while unreachable.
+    pub error: Option<String>,
+}
+
+impl From<&super::store::retry::StoreReachability> for StoreHealth {
+    fn from(r: &super::store::retry::StoreReachability) -> Self {
+        use super::store::retry::StoreReachability as R;
+        match r {
+            R::Reachable => StoreHealth {
+                reachable: true,
+                unreachable_since_ms: None,
+                error: None,
+            },
+            R::Unreachable { since, error } => StoreHealth {
+                reachable: false,
+                unreachable_since_ms: since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                error: Some(error.clone()),
+            },
+        }
+    }
 }
 
 /// Asks a member's placement server for its activations.
@@ -142,6 +182,7 @@ pub struct Management {
     node: DistributedSystem,
     cluster: Cluster,
     placements: Placements,
+    store: Option<tokio::sync::watch::Receiver<super::store::retry::StoreReachability>>,
 }
 
 impl Management {
@@ -151,7 +192,15 @@ impl Management {
             node: node.clone(),
             cluster: node.cluster()?,
             placements: placements.clone(),
+            store: None,
         })
+    }
+
+    /// Reports `store`'s reachability in [`Management::health`] (and
+    /// `degraded` while it is unreachable).
+    pub fn with_store(mut self, store: &super::store::retry::RetryingStore) -> Self {
+        self.store = Some(store.subscribe());
+        self
     }
 
     /// The node it manages.
@@ -259,6 +308,13 @@ impl Management {
             draining: table.draining.into_iter().collect(),
             pinned: table.pins.len(),
             registered: table.registered.len(),
+            store: self.store.as_ref().map(|r| StoreHealth::from(&*r.borrow())),
+            degraded: self.store.as_ref().is_some_and(|r| {
+                !matches!(
+                    *r.borrow(),
+                    super::store::retry::StoreReachability::Reachable
+                )
+            }),
         }
     }
 
