@@ -846,3 +846,80 @@ async fn waiting_for_a_lock_or_a_campaign_outlasts_the_request_timeout() {
         .unwrap();
     assert!(t2.revision > t1.revision);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_view_follows_the_store_and_skips_values_written_by_hand() {
+    use joerl_dist::cluster::store::assignments::{
+        Assignment, AssignmentChange, AssignmentView, assignment_key,
+    };
+    use joerl_dist::cluster::store::batch::{BatchLimits, Registrations};
+    let (e, s) = etcd().await;
+    let s: Arc<dyn MetadataStore> = Arc::new(s);
+    let prefix = "joerl/test/placement";
+    let a = Assignment {
+        node: "a@127.0.0.1".into(),
+        creation: 1,
+    };
+    let lease = s.grant_lease(Duration::from_secs(60)).await.unwrap();
+    let regs = Registrations::start(s.clone(), Some(lease), BatchLimits::default());
+    for i in 0..20 {
+        let k = assignment_key(prefix, "app::Counter", &format!("c/{i}"));
+        regs.register(k, a.encode()).await.unwrap();
+    }
+    // A value written by hand under the prefix.
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &e.endpoint(),
+            "put",
+            &format!("{prefix}/app::Counter/x"),
+            "{oops",
+        ])
+        .output()
+        .expect("etcdctl runs");
+    assert!(out.status.success());
+
+    let (entries, at) = s.list(prefix).await.unwrap();
+    let mut view = AssignmentView::new(prefix);
+    view.load(&entries, at);
+    assert_eq!((view.len(), view.malformed()), (20, 1));
+    assert_eq!(view.owner("app::Counter", "c/7"), Some(&a));
+
+    // Followed by a watch from the listing: a move, then the lease's end.
+    let mut w = s.watch(prefix, Some(at)).await.unwrap();
+    let b = Assignment {
+        node: "b@127.0.0.1".into(),
+        creation: 2,
+    };
+    s.put(
+        &assignment_key(prefix, "app::Counter", "c/3"),
+        b.encode(),
+        None,
+    )
+    .await
+    .unwrap();
+    s.revoke_lease(lease).await.unwrap();
+    let mut released = 0;
+    let mut moved = false;
+    while released < 19 {
+        match view.apply(&next(&mut w).await) {
+            Some(AssignmentChange::Assigned { id, to, .. }) => {
+                assert_eq!((id.as_str(), &to), ("c/3", &b));
+                moved = true;
+            }
+            Some(AssignmentChange::Released { from, .. }) => {
+                assert_eq!(from, a);
+                released += 1;
+            }
+            None => {}
+        }
+    }
+    assert!(moved);
+    assert_eq!(
+        view.len(),
+        1,
+        "only the moved one, written without the lease"
+    );
+    assert_eq!(view.owner("app::Counter", "c/3"), Some(&b));
+}

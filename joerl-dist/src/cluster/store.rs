@@ -15,6 +15,7 @@
 //! call is bounded by the store's request timeout and fails with a typed
 //! [`StoreError`] that says what to do.
 
+pub mod assignments;
 pub mod batch;
 #[cfg(feature = "etcd")]
 pub mod etcd;
