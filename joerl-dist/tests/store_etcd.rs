@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::init_tracing;
+use common::{etcdctl, init_tracing};
 use joerl_dist::cluster::store::etcd::{EtcdOptions, EtcdStore};
 use joerl_dist::cluster::store::local_etcd::LocalEtcd;
 use joerl_dist::cluster::store::{CasOutcome, Expect, MetadataStore, StoreError, WatchEvent};
@@ -23,6 +23,18 @@ async fn etcd() -> (LocalEtcd, EtcdStore) {
         .await
         .expect("connects");
     (e, s)
+}
+
+/// An etcd whose data lives in a directory of the test's own (removed by
+/// the test at its end), so it can be stopped and started again on the
+/// same addresses with the same data.
+async fn restartable(tag: &str) -> (std::path::PathBuf, LocalEtcd) {
+    init_tracing();
+    let dir = std::env::temp_dir().join(format!("joerl-etcd-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = LocalEtcd::start_in(&dir).await.expect("etcd starts");
+    (dir, e)
 }
 
 /// The next watch event, within 20 s.
@@ -239,19 +251,7 @@ async fn a_watch_from_a_compacted_revision_ends_with_compacted() {
     let r1 = s.put("c/a", b"1".to_vec(), None).await.unwrap();
     let r2 = s.put("c/a", b"2".to_vec(), None).await.unwrap();
     // Compact with etcdctl, as an operator (or etcd's auto-compaction) does.
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(e.endpoint())
-        .arg("compaction")
-        .arg(r2.to_string())
-        .output()
-        .expect("etcdctl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    etcdctl(&e.endpoint(), &[b"compaction", r2.to_string().as_bytes()]);
     let mut w = s.watch("c/", Some(r1 - 1)).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(20), w.next())
         .await
@@ -389,11 +389,7 @@ async fn an_election_has_one_leader_and_the_next_takes_over() {
 
 #[tokio::test]
 async fn a_stopped_store_gives_unavailable_and_a_restarted_one_answers_again() {
-    init_tracing();
-    let dir = std::env::temp_dir().join(format!("joerl-etcd-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut e = LocalEtcd::start_in(&dir).await.expect("etcd starts");
+    let (dir, mut e) = restartable("restart").await;
     let (client, peer) = (e.client_addr(), e.peer_addr());
     let mut options = EtcdOptions::new([e.endpoint()]);
     options.request_timeout = Duration::from_secs(2);
@@ -437,34 +433,13 @@ async fn keys_that_are_not_utf8_are_skipped_with_a_typed_error() {
     let (e, s) = etcd().await;
     s.put("m/good", b"ok".to_vec(), None).await.unwrap();
     // A key written by hand that is not UTF-8 (etcdctl takes raw bytes).
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(e.endpoint())
-        .arg("put")
-        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"m/bad-\xff\xfe"))
-        .arg("x")
-        .output()
-        .expect("etcdctl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    etcdctl(&e.endpoint(), &[b"put", b"m/bad-\xff\xfe", b"x"]);
     let (list, _) = s.list("m/").await.unwrap();
     let keys: Vec<_> = list.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["m/good"], "the bad key is skipped, the rest listed");
     // A watch skips it too and goes on.
     let mut w = s.watch("m/", None).await.unwrap();
-    std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg("--endpoints")
-        .arg(e.endpoint())
-        .arg("put")
-        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"m/bad-\xff"))
-        .arg("y")
-        .output()
-        .expect("etcdctl runs");
+    etcdctl(&e.endpoint(), &[b"put", b"m/bad-\xff", b"y"]);
     s.put("m/after", b"z".to_vec(), None).await.unwrap();
     assert!(matches!(next(&mut w).await, WatchEvent::Put(e) if e.key == "m/after"));
 }
@@ -671,11 +646,7 @@ async fn ten_thousand_registrations_are_batched_and_each_caller_learns_its_outco
 async fn retries_ride_out_a_store_restart_and_reachability_follows_it() {
     use joerl_dist::cluster::placement::RetryPolicy;
     use joerl_dist::cluster::store::retry::{RetryingStore, StoreReachability};
-    init_tracing();
-    let dir = std::env::temp_dir().join(format!("joerl-etcd-retry-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut e = LocalEtcd::start_in(&dir).await.expect("etcd starts");
+    let (dir, mut e) = restartable("retry").await;
     let (client, peer) = (e.client_addr(), e.peer_addr());
     let mut options = EtcdOptions::new([e.endpoint()]);
     options.request_timeout = Duration::from_secs(1);
@@ -867,18 +838,8 @@ async fn an_assignment_view_follows_the_store_and_skips_values_written_by_hand()
         regs.register(k, a.encode()).await.unwrap();
     }
     // A value written by hand under the prefix.
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &e.endpoint(),
-            "put",
-            &format!("{prefix}/app::Counter/x"),
-            "{oops",
-        ])
-        .output()
-        .expect("etcdctl runs");
-    assert!(out.status.success());
+    let key = format!("{prefix}/app::Counter/x");
+    etcdctl(&e.endpoint(), &[b"put", key.as_bytes(), b"{oops"]);
 
     let (entries, at) = s.list(prefix).await.unwrap();
     let mut view = AssignmentView::new(prefix);

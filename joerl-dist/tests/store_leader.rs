@@ -308,21 +308,9 @@ async fn a_hand_written_key_at_the_head_of_the_election_is_reported_not_followed
     let etcd = LocalEtcd::start().await.expect("etcd starts");
     // Written by hand with etcdctl under the election's prefix, before any
     // node campaigns: no lease, a value that is no node's name.
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &etcd.endpoint(),
-            "put",
-            "test/leader/by-hand",
-        ])
-        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff\xfe"))
-        .output()
-        .expect("etcdctl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    etcdctl(
+        &etcd.endpoint(),
+        &[b"put", b"test/leader/by-hand", b"\xff\xfe"],
     );
     let e = epmd().await;
     let n = node("slm_a", e.local_addr()).await;

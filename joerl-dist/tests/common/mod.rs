@@ -15,6 +15,25 @@ use tokio::task::JoinHandle;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Runs `etcdctl` (v3 API) against `endpoint` with `args` (raw bytes, so
+/// keys need not be UTF-8), as an operator would; panics with its output
+/// if it fails.
+pub fn etcdctl(endpoint: &str, args: &[&[u8]]) {
+    use std::os::unix::ffi::OsStrExt;
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        .output()
+        .expect("etcdctl runs (Debian: etcd-client)");
+    assert!(
+        out.status.success(),
+        "etcdctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
