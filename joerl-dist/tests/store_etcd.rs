@@ -884,3 +884,70 @@ async fn an_assignment_view_follows_the_store_and_skips_values_written_by_hand()
     );
     assert_eq!(view.owner("app::Counter", "c/3"), Some(&b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_the_assignments_survives_a_store_restart() {
+    use joerl_dist::cluster::store::assignments::{Assignment, AssignmentChange, assignment_key};
+    use joerl_dist::cluster::store::follow::{FollowEvent, follow};
+    let (dir, mut e) = restartable("follow").await;
+    let (client, peer) = (e.client_addr(), e.peer_addr());
+    let mut o = EtcdOptions::new([e.endpoint()]);
+    o.request_timeout = Duration::from_secs(1);
+    o.connect_timeout = Duration::from_millis(500);
+    let s: Arc<dyn MetadataStore> = Arc::new(EtcdStore::connect(o).await.unwrap());
+    let prefix = "joerl/f/placement";
+    let a = Assignment {
+        node: "a@127.0.0.1".into(),
+        creation: 1,
+    };
+    s.put(&assignment_key(prefix, "K", "before"), a.encode(), None)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let f = follow(s.clone(), prefix.into(), move |ev| {
+        let _ = tx.send(ev);
+    });
+    async fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<FollowEvent>) -> FollowEvent {
+        tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("an event within 30 s")
+            .expect("following goes on")
+    }
+    assert_eq!(
+        recv(&mut rx).await,
+        FollowEvent::Resynced { assignments: 1 }
+    );
+    s.put(&assignment_key(prefix, "K", "1"), a.encode(), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        recv(&mut rx).await,
+        FollowEvent::Change(AssignmentChange::Assigned { id, .. }) if id == "1"
+    ));
+
+    // etcd restarts (same data, same address): the watch ends, the view is
+    // listed again, and later changes are followed.
+    e.stop();
+    drop(e);
+    let e = LocalEtcd::start_at(&dir, client, peer)
+        .await
+        .expect("restarts");
+    assert_eq!(
+        recv(&mut rx).await,
+        FollowEvent::Resynced { assignments: 2 },
+        "only a resync, with both assignments"
+    );
+    assert!(f.resyncs() >= 2);
+    s.put(&assignment_key(prefix, "K", "2"), a.encode(), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        recv(&mut rx).await,
+        FollowEvent::Change(AssignmentChange::Assigned { id, .. }) if id == "2"
+    ));
+    assert_eq!(f.owner("K", "2"), Some(a));
+    assert_eq!(f.len(), 3);
+    drop(f);
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,7 @@ pub mod assignments;
 pub mod batch;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod follow;
 pub mod leader;
 #[cfg(feature = "etcd")]
 pub mod local_etcd;
