@@ -466,3 +466,41 @@ pub fn check_batch(items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// The pause before attempt `attempt + 1` of a store call that runs until
+/// it succeeds (a campaign, a listing to follow): `initial` doubling per
+/// attempt up to `max`, the upper half of it drawn at random (so retries
+/// of many nodes spread out, and none comes back at once).
+pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let cap = initial
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(max);
+    cap / 2 + cap.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_keeps_to_the_upper_half() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
+        for (attempt, cap) in [
+            (0, 100),
+            (1, 200),
+            (3, 800),
+            (4, 1600),
+            (5, 2000),
+            (40, 2000),
+        ] {
+            let cap = Duration::from_millis(cap);
+            for _ in 0..100 {
+                let p = backoff(attempt, i, m);
+                assert!(
+                    p >= cap / 2 && p <= cap,
+                    "attempt {attempt}: {p:?} of {cap:?}"
+                );
+            }
+        }
+    }
+}

@@ -138,7 +138,5 @@ pub fn follow(
 
 /// The pause before listing again: 50 ms doubling to 2 s, with jitter.
 fn pause(attempt: u32) -> Duration {
-    let base = Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(6));
-    let base = base.min(Duration::from_secs(2));
-    base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
+    super::backoff(attempt, Duration::from_millis(50), Duration::from_secs(2))
 }

@@ -334,9 +334,7 @@ impl LeaderElection for StoreLeader {
 
 /// Backoff after a failed store call: 100 ms doubling to 2 s, with jitter.
 fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(5));
-    let base = base.min(Duration::from_secs(2));
-    base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
+    super::backoff(attempt, Duration::from_millis(100), Duration::from_secs(2))
 }
 
 /// Grants leases, renews them, campaigns, and holds terms, while the node

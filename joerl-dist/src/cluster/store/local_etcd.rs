@@ -79,6 +79,17 @@ impl LocalEtcd {
     /// under the system's temporary directory, and waits (up to 30 s) until
     /// it answers.
     pub async fn start() -> Result<LocalEtcd, LocalEtcdError> {
+        Self::start_fresh(None).await
+    }
+
+    /// [`LocalEtcd::start`] with TLS on the client port: `https`, and a
+    /// client certificate signed by `tls.ca_pem` required of every client.
+    pub async fn start_tls(tls: LocalEtcdTls) -> Result<LocalEtcd, LocalEtcdError> {
+        Self::start_fresh(Some(tls)).await
+    }
+
+    /// On free ports, in a new directory it removes when dropped.
+    async fn start_fresh(tls: Option<LocalEtcdTls>) -> Result<LocalEtcd, LocalEtcdError> {
         let dir = std::env::temp_dir().join(format!(
             "joerl-etcd-{}-{}",
             std::process::id(),
@@ -87,23 +98,7 @@ impl LocalEtcd {
         std::fs::create_dir_all(&dir).map_err(LocalEtcdError::Setup)?;
         let client = free_port().map_err(LocalEtcdError::Setup)?;
         let peer = free_port().map_err(LocalEtcdError::Setup)?;
-        let mut e = Self::spawn(&dir, client, peer, None).await?;
-        e.owns_dir = true;
-        Ok(e)
-    }
-
-    /// [`LocalEtcd::start`] with TLS on the client port: `https`, and a
-    /// client certificate signed by `tls.ca_pem` required of every client.
-    pub async fn start_tls(tls: LocalEtcdTls) -> Result<LocalEtcd, LocalEtcdError> {
-        let dir = std::env::temp_dir().join(format!(
-            "joerl-etcd-tls-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).map_err(LocalEtcdError::Setup)?;
-        let client = free_port().map_err(LocalEtcdError::Setup)?;
-        let peer = free_port().map_err(LocalEtcdError::Setup)?;
-        let mut e = Self::spawn(&dir, client, peer, Some(tls)).await?;
+        let mut e = Self::spawn(&dir, client, peer, tls).await?;
         e.owns_dir = true;
         Ok(e)
     }
