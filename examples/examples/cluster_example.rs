@@ -138,6 +138,9 @@ impl Actor for Watcher {
             ClusterEvent::LeaderChanged { leader, epoch } => {
                 println!("Event: LeaderChanged {leader:?} (epoch {epoch})")
             }
+            ClusterEvent::MetadataStore { reachable, error } => {
+                println!("Event: MetadataStore reachable={reachable} {error:?}")
+            }
         }
         print_members(&self.cluster);
     }

@@ -192,7 +192,8 @@ impl Management {
             node: node.clone(),
             cluster: node.cluster()?,
             placements: placements.clone(),
-            store: None,
+            // Placement through a store: its reachability is the node's.
+            store: placements.store().map(|s| s.store().subscribe()),
         })
     }
 

@@ -27,6 +27,7 @@ pub mod locator;
 pub mod outbox;
 pub mod placements;
 pub mod rendezvous;
+pub mod stored;
 pub mod view;
 
 pub use breaker::{
@@ -39,7 +40,8 @@ pub use kinds::{Migrate, PlacedActor, PlacedServer};
 pub use leader::{Election, ElectionEffect, Leader, LeaderElection};
 pub use outbox::OutboxStats;
 pub use placements::{
-    CommandError, PlacedRef, PlacementError, PlacementOptions, Placements, start, start_with,
-    start_with_options,
+    CommandError, PlacedRef, PlacementError, PlacementOptions, Placements, start, start_configured,
+    start_with, start_with_options, start_with_store,
 };
 pub use rendezvous::{Candidate, Identity, LeastLoaded, Placement, PreferLocal, Rendezvous};
+pub use stored::{StorePlacement, StorePlacementError, StorePlacementOptions, StorePlacementStats};

@@ -154,6 +154,15 @@ pub enum ClusterEvent {
         /// Its epoch (the last one's while there is none).
         epoch: u64,
     },
+    /// The metadata store placement goes through stopped or started
+    /// answering (placement through a store only): while it does not, the
+    /// node is in degraded mode.
+    MetadataStore {
+        /// True if it answers again.
+        reachable: bool,
+        /// The last failure, while it does not.
+        error: Option<String>,
+    },
 }
 
 /// What a membership change asks of the node.
@@ -543,6 +552,9 @@ mod tests {
                     format!("health {} {}/{}", h.healthy, h.active, h.total)
                 }
                 Effect::Event(ClusterEvent::LeaderChanged { .. }) => "leader".into(),
+                Effect::Event(ClusterEvent::MetadataStore { reachable, .. }) => {
+                    format!("store {reachable}")
+                }
                 Effect::Route { node, dist } => format!("route {node} {}", dist.is_some()),
                 Effect::Disconnect { node, .. } => format!("disconnect {node}"),
                 Effect::Connect(n) => format!("connect {n}"),

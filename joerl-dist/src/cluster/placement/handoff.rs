@@ -256,6 +256,10 @@ impl HandleCall<GetTable> for ClaimServer {
 
 /// Claims `identity` for this node (see the module's documentation).
 pub(crate) async fn claim(state: &Weak<PlacementState>, identity: &Identity) -> Claimed {
+    let store = state.upgrade().and_then(|s| s.store_placement().cloned());
+    if let Some(store) = store {
+        return super::stored::claim(state, &store, identity).await;
+    }
     // The state a member handed off, kept across rounds.
     let mut carried: Option<HandedState> = None;
     let patience = tokio::time::Instant::now() + VIEW_PATIENCE;

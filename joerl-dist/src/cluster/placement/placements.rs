@@ -313,6 +313,12 @@ pub(crate) struct PlacementState {
     /// The node's `max_message_memory`: the payload of a guaranteed
     /// message is decoded within it, as the frame that brought it was.
     max_message_memory: usize,
+    /// Placement through a metadata store, if the node uses one: owners
+    /// are its assignments (see [`stored`](super::stored)).
+    store: Option<Arc<super::stored::StorePlacement>>,
+    /// Counts the assignments' changes the location cache saw: a route
+    /// computed across one is not kept.
+    assign_seq: AtomicU64,
 }
 
 /// Slots of each thread's copy of the routes it sent by Pid last.
@@ -651,8 +657,12 @@ impl PlacementState {
 
     /// The activation `pid` of `identity` stopped.
     pub(crate) fn forget(&self, identity: &Identity, pid: Pid) {
-        self.activations
+        let removed = self
+            .activations
             .remove_if(identity, |_, e| e.info.pid == pid);
+        if let (Some(store), Some(_)) = (&self.store, removed) {
+            store.ended(identity);
+        }
         self.ended(pid);
         self.unlearn(identity, pid);
     }
@@ -753,7 +763,31 @@ impl PlacementState {
     }
 
     fn owner_in(&self, v: &View, identity: &Identity) -> Result<String, String> {
-        if !v.healthy {
+        if let Some(store) = &self.store {
+            if let Some(node) = store.assigned_node(identity) {
+                return Ok(node);
+            }
+        }
+        self.placed_in(v, identity)
+    }
+
+    /// Placement through the store, if the node uses it.
+    pub(crate) fn store_placement(&self) -> Option<&Arc<super::stored::StorePlacement>> {
+        self.store.as_ref()
+    }
+
+    /// The member the rendezvous choice (and the directives) give
+    /// `identity` in this view, whatever the store says: where an identity
+    /// without an assignment is tried first.
+    pub(crate) fn preferred_owner(&self, identity: &Identity) -> Result<String, String> {
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        self.placed_in(&v, identity)
+    }
+
+    fn placed_in(&self, v: &View, identity: &Identity) -> Result<String, String> {
+        // With a store, one activation per identity is the store's
+        // transaction, not the majority's: a minority side places too.
+        if !v.healthy && self.store.is_none() {
             self.stats.no_majority.fetch_add(1, Ordering::Relaxed);
             return Err("this node's membership view has no healthy majority".into());
         }
@@ -762,6 +796,23 @@ impl PlacementState {
                 if v.eligible.iter().any(|c| c.node == *pinned) {
                     return Ok(pinned.clone());
                 }
+            }
+        }
+        // With a store, among the members whose lease is alive in it (all
+        // of them if it knows none yet).
+        if let Some(store) = &self.store {
+            let present: Vec<Candidate> = v
+                .eligible
+                .iter()
+                .filter(|c| store.is_present(&c.node) != Some(false))
+                .cloned()
+                .collect();
+            if !present.is_empty() {
+                let i = self
+                    .strategy
+                    .place(identity, &present)
+                    .ok_or_else(|| "no active member".to_string())?;
+                return Ok(present[i].node.clone());
             }
         }
         let i = self
@@ -887,6 +938,7 @@ impl PlacementState {
                 return Ok(route);
             }
         }
+        let seq = self.assign_seq.load(Ordering::Acquire);
         let v = self.view.read().unwrap_or_else(|e| e.into_inner());
         let identity = Identity::new(kind, id);
         let owner = self
@@ -925,6 +977,11 @@ impl PlacementState {
                 asked: AtomicU64::new(if send { self.now_ms() } else { 0 }),
             },
         );
+        // An assignment changed while the route was computed: it may be
+        // the one before; not kept.
+        if self.assign_seq.load(Ordering::Acquire) != seq {
+            self.routes.remove(&key);
+        }
         if send {
             self.ask(&kind, &id, &route, generation);
         }
@@ -1079,6 +1136,132 @@ impl PlacementState {
         // Whatever the cache held (a colliding identity may have replaced
         // the entry): no thread's copy of a Pid outlives this.
         self.pid_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// An identity's assignment in the store changed: its cached route
+    /// and Pid are dropped unless they lead where the assignment does
+    /// (the identity was placed on the member the route already named).
+    /// True if something was dropped.
+    pub(crate) fn assignment_changed(
+        &self,
+        change: &crate::cluster::store::assignments::AssignmentChange,
+    ) -> bool {
+        use crate::cluster::store::assignments::AssignmentChange;
+        self.assign_seq.fetch_add(1, Ordering::AcqRel);
+        let (kind, id, kept) = match change {
+            AssignmentChange::Assigned {
+                kind,
+                id,
+                from: None,
+                to,
+            } => (kind, id, Some(to.node.as_str())),
+            AssignmentChange::Assigned { kind, id, .. }
+            | AssignmentChange::Released { kind, id, .. } => (kind, id, None),
+        };
+        let key = self.route_key(kind, id);
+        let dropped = self.routes.remove_if(&key, |_, c| {
+            *c.kind == **kind
+                && *c.id == **id
+                && match (&c.route, kept) {
+                    (PlacedRoute::Here(_), Some(node)) => node != self.me,
+                    (PlacedRoute::There { node: at, .. }, Some(node)) => **at != *node,
+                    _ => true,
+                }
+        });
+        match dropped {
+            Some((_, c)) => {
+                if c.pid.is_some() {
+                    self.pid_epoch.fetch_add(1, Ordering::Release);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A registered identity's assignment vanished (its owner's lease
+    /// ended): the leader wakes it on the member the rendezvous choice
+    /// gives it, where it is assigned again. True if this node did.
+    pub(crate) fn replace_if_leader(&self, identity: &Identity) -> bool {
+        let leads = self
+            .election
+            .as_ref()
+            .and_then(|e| e.leader())
+            .is_some_and(|l| l.node == self.me);
+        if !leads || !self.is_registered(identity) {
+            return false;
+        }
+        let Ok(to) = self.preferred_owner(identity) else {
+            return false;
+        };
+        if to == self.me {
+            self.wake(identity);
+        } else if let Some(system) = self.system.upgrade() {
+            let wake = Dest::Remote {
+                name: placed_name(identity),
+                node: to.clone(),
+            };
+            if let Err(e) = system.try_send(wake, Wake) {
+                tracing::debug!(%identity, %to, error = %e, "placement: a registered identity not re-placed");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Leading with a store: wakes every registered identity that has no
+    /// assignment and does not run here on the member the rendezvous
+    /// choice gives it. Returns how many.
+    pub(crate) fn replace_unassigned(&self) -> u64 {
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        let registered: Vec<Identity> = {
+            let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+            v.table.registered.iter().cloned().collect()
+        };
+        let mut n = 0;
+        for identity in registered {
+            if store.assigned_node(&identity).is_none()
+                && !self.activations.contains_key(&identity)
+                && self.replace_if_leader(&identity)
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The activation of `identity` if its actor runs here.
+    pub(crate) fn running_here(&self, identity: &Identity) -> Option<Pid> {
+        self.activations
+            .get(identity)
+            .filter(|e| e.phase == Phase::Active)
+            .map(|e| e.info.pid)
+    }
+
+    /// The identities whose actor runs here, and their activations.
+    pub(crate) fn active_identities(&self) -> Vec<(Identity, Pid)> {
+        self.activations
+            .iter()
+            .filter(|e| e.phase == Phase::Active)
+            .map(|e| (e.key().clone(), e.info.pid))
+            .collect()
+    }
+
+    /// The activation `pid` of `identity` hands off to `to` (the store
+    /// assigned the identity there).
+    pub(crate) fn hand_off_to(&self, identity: &Identity, pid: Pid, to: String) {
+        let Some(system) = self.system.upgrade() else {
+            return;
+        };
+        let handoff = HandOff { to, reply: None };
+        if system
+            .try_deliver(None, pid, Box::new(handoff), usize::MAX)
+            .is_err()
+        {
+            tracing::debug!(%identity, "placement: the activation that lost ended already");
+        }
     }
 
     /// A locator did not watch a Pid: it watches [`MAX_WATCHED`](super::locator::MAX_WATCHED) already.
@@ -1254,6 +1437,21 @@ impl PlacementState {
                 self.forget(&a.identity, a.pid);
                 continue;
             }
+            // With a store, only the store moves an identity: an activation
+            // hands off when its assignment names another node (membership
+            // changes do not move it, and a minority side keeps running).
+            if let Some(store) = &self.store {
+                match (store.assigned_node(&a.identity), &e.phase) {
+                    (Some(owner), Phase::Forwarding) if owner == self.me => {
+                        let _ = system.try_deliver(None, a.pid, Box::new(Reclaim), usize::MAX);
+                    }
+                    (Some(owner), Phase::Active | Phase::Forwarding) if owner != self.me => {
+                        self.hand_off_to(&a.identity, a.pid, owner);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             match (self.owner(&a.identity), &e.phase) {
                 // Owned here again while forwarding: the forwarder claims the
                 // identity back and runs it (what waits in its mailbox is
@@ -1289,7 +1487,7 @@ impl PlacementState {
         // after their owner failed, or moved by a change).
         let registered: Vec<Identity> = {
             let v = self.view.read().unwrap_or_else(|e| e.into_inner());
-            if !v.healthy {
+            if !v.healthy && self.store.is_none() {
                 return;
             }
             v.table.registered.iter().cloned().collect()
@@ -1324,6 +1522,22 @@ pub enum PlacementError {
     /// this node: pass it to [`start_with`]).
     #[error("the leader election did not start: {0}")]
     Leader(#[from] super::elector::ElectorError),
+    /// The cluster config says `metadata_store: etcd`, and this build has
+    /// no etcd client: build joerl-dist with its `etcd` feature.
+    #[error(
+        "the cluster config says metadata_store: etcd; build joerl-dist with the `etcd` feature"
+    )]
+    NoEtcdSupport,
+    /// The metadata store's client did not start (an endpoint is not a
+    /// URL; TLS material is wrong).
+    #[error("the metadata store's client did not start: {0}")]
+    Store(#[source] crate::cluster::store::StoreError),
+    /// The store's leader election did not start.
+    #[error("the store's leader election did not start: {0}")]
+    StoreLeader(#[from] crate::cluster::store::leader::StoreLeaderError),
+    /// Placement through the store did not start (its lease).
+    #[error(transparent)]
+    StorePlacement(#[from] super::stored::StorePlacementError),
 }
 
 /// Why a management command (drain, migrate, register) failed.
@@ -1391,6 +1605,79 @@ pub fn start_with_options(
     election: Arc<dyn LeaderElection>,
     options: PlacementOptions,
 ) -> Result<Placements, PlacementError> {
+    start_placement(node, election, options, None)
+}
+
+/// Starts placement on `node` as its cluster config says
+/// (`metadata_store`): embedded ([`start`]), or through etcd at
+/// `etcd_endpoints` ([`start_with_store`], with the store's leader
+/// election; keys under `joerl/CLUSTER_NAME/placement` and
+/// `joerl/CLUSTER_NAME/leader`, leases of 5 s, retries as
+/// [`default_policy`](crate::cluster::store::retry::default_policy)).
+pub async fn start_configured(node: &DistributedSystem) -> Result<Placements, PlacementError> {
+    let config = node.cluster()?.config().clone();
+    match config.metadata_store {
+        crate::cluster::MetadataStoreKind::Embedded => start(node),
+        #[cfg(not(feature = "etcd"))]
+        crate::cluster::MetadataStoreKind::Etcd => Err(PlacementError::NoEtcdSupport),
+        #[cfg(feature = "etcd")]
+        crate::cluster::MetadataStoreKind::Etcd => {
+            use crate::cluster::store::etcd::{EtcdOptions, EtcdStore};
+            use crate::cluster::store::leader::{StoreLeader, StoreLeaderOptions};
+            use crate::cluster::store::retry::{RetryingStore, default_policy};
+            let options = EtcdOptions::from_config(&config).ok_or(PlacementError::NoEtcdSupport)?;
+            let etcd = EtcdStore::connect(options)
+                .await
+                .map_err(PlacementError::Store)?;
+            let store = RetryingStore::new(Arc::new(etcd), default_policy());
+            let root = format!("joerl/{}", config.cluster_name);
+            let leader = StoreLeader::start(
+                node,
+                Arc::new(store.clone()),
+                StoreLeaderOptions {
+                    election: format!("{root}/leader"),
+                    ..StoreLeaderOptions::default()
+                },
+            )?;
+            let placement = super::stored::StorePlacement::start(
+                node,
+                store,
+                super::stored::StorePlacementOptions {
+                    prefix: format!("{root}/placement"),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            start_with_store(
+                node,
+                Arc::new(leader),
+                PlacementOptions::default(),
+                placement,
+            )
+        }
+    }
+}
+
+/// Starts placement on `node` through a metadata store: the owners of
+/// identities are the store's assignments (see
+/// [`stored`](super::stored)). `election` is usually the store's own
+/// ([`StoreLeader`](crate::cluster::store::leader::StoreLeader)); every
+/// member of the cluster must place through the same store and prefix.
+pub fn start_with_store(
+    node: &DistributedSystem,
+    election: Arc<dyn LeaderElection>,
+    options: PlacementOptions,
+    store: Arc<super::stored::StorePlacement>,
+) -> Result<Placements, PlacementError> {
+    start_placement(node, election, options, Some(store))
+}
+
+fn start_placement(
+    node: &DistributedSystem,
+    election: Arc<dyn LeaderElection>,
+    options: PlacementOptions,
+    store: Option<Arc<super::stored::StorePlacement>>,
+) -> Result<Placements, PlacementError> {
     if let Some((name, a, b)) = kinds::conflicts().into_iter().next() {
         return Err(PlacementError::KindConflict(name, a, b));
     }
@@ -1419,6 +1706,8 @@ pub fn start_with_options(
         pid_epoch: AtomicU64::new(0),
         state_id: NEXT_STATE_ID.fetch_add(1, Ordering::Relaxed),
         max_message_memory: node.config().max_message_memory,
+        store,
+        assign_seq: AtomicU64::new(0),
     });
     if !crate::cluster::names::ClusterNames::of(node).set_placement(state.clone()) {
         return Err(PlacementError::AlreadyStarted);
@@ -1434,6 +1723,9 @@ pub fn start_with_options(
     super::outbox::start(node, &state).map_err(PlacementError::Spawn)?;
     let locator = super::locator::start(node, &state).map_err(PlacementError::Spawn)?;
     let _ = state.locator.set(locator);
+    if let Some(store) = &state.store {
+        store.attach(node, &state).map_err(PlacementError::Spawn)?;
+    }
     // The view follows membership, in the order of its events.
     let follow = Arc::downgrade(&state);
     super::view::follow(cluster, move |view| {
@@ -1572,6 +1864,13 @@ impl Placements {
     pub async fn undrain(&self, node: &str) -> Result<(), CommandError> {
         self.command(Op::Undrain(node.to_string())).await?;
         Ok(())
+    }
+
+    /// Placement through a metadata store, if this node places through
+    /// one ([`start_with_store`]): its assignments' view, stats and
+    /// degraded mode.
+    pub fn store(&self) -> Option<&Arc<super::stored::StorePlacement>> {
+        self.state.store.as_ref()
     }
 
     /// The leader this node accepts now, if any.
