@@ -47,6 +47,43 @@
 //!   `duplicates_processed_exactly_once` the same for the exactly-once
 //!   stream (ticks handled twice); `lost_at_most_once`: at-most-once ticks
 //!   never handled (the loss at the kill and at the leave).
+//!
+//! With `--store etcd` (examples built with `--features etcd`), this
+//! program starts an etcd (Debian's `etcd-server`) on free ports of
+//! 127.0.0.1 with a data directory of its own, the nodes place through it
+//! (`metadata_store: etcd`, `placement::start_configured`), every phase
+//! above runs the same (except that the node killed for `rehome_ms` is one
+//! of the first nodes: through the store, a node that joins owns none of
+//! the counters placed before it), and a second line follows:
+//!
+//! ```text
+//! cargo run --release -p joerl-examples --features etcd --example placement_bench -- --nodes 3 --store etcd
+//! etcd register_10k_ms=.. txn_ops_max=.. cache_hit_ratio=.. leader_failover_ms=.. degraded_failed_sends=.. degraded_sends=.. ids=.. partition_duplicates=..
+//! ```
+//!
+//! - `register_10k_ms`: `--register-ids` (10,000) identities registered at
+//!   once from the first node (the leader's directive; each owner
+//!   activates its share and writes the assignments in batched
+//!   transactions) until a listing of etcd holds all of them.
+//!   `txn_ops_max`: the most operations one of those transactions held.
+//! - `cache_hit_ratio`: of the sends by identity in the throughput rounds,
+//!   those the location cache answered (a miss computes the route from
+//!   the node's view of the store; neither asks the store).
+//! - `degraded_failed_sends`: etcd is stopped by its PID for
+//!   `--degraded-secs` (10); meanwhile the first node calls the 1,000
+//!   registered counters (all located) in rounds; the calls that failed
+//!   (`degraded_sends` made). etcd is then started again on the same ports
+//!   with the same data, and every node must leave degraded mode.
+//! - `leader_failover_ms`: SIGKILL of the node leading (the store's
+//!   election, lease TTL 5 s) until another node counts itself leader.
+//! - `duplicates` in the first line comes from the churn run through the
+//!   store. `partition_duplicates`: two more nodes of the same cluster and
+//!   store that never gossip with anyone (a partition of the membership:
+//!   each sees a healthy cluster of one) call the same 200 fresh
+//!   identities at once; the identities that then run on both (the
+//!   embedded mode would run each on both). The calls to identities the
+//!   other side won fail (the two cannot reach each other), shown on
+//!   stderr.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -84,6 +121,18 @@ struct Args {
     /// Counters per stream in the churn run.
     #[arg(long, default_value_t = 200)]
     churn_ids: usize,
+    /// Where placement keeps its metadata: `embedded` (the members
+    /// decide) or `etcd` (an etcd this program starts on free ports of
+    /// 127.0.0.1 and stops by its PID; build with `--features etcd`).
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// With `--store etcd`: identities registered for `register_10k_ms`.
+    #[arg(long, default_value_t = 10_000)]
+    register_ids: usize,
+    /// With `--store etcd`: how long etcd is stopped for
+    /// `degraded_failed_sends`, in seconds.
+    #[arg(long, default_value_t = 10)]
+    degraded_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +230,7 @@ async fn sample(nodes: &mut [&mut ChildNode]) -> Result<Vec<(u128, Vec<(String, 
 async fn churn_run(
     nodes: &mut [ChildNode],
     seed: &str,
+    extra_args: &[&str],
     n: usize,
     secs: u64,
     ids: usize,
@@ -202,7 +252,7 @@ async fn churn_run(
                 0 | 2 | 4 => {
                     let name = format!("pb_churn{}", n + 2 + step);
                     eprintln!("churn {:.1}s: {name} joins", t.as_secs_f64());
-                    extra = Some(ChildNode::start(&name, Some(seed), &[]).await?);
+                    extra = Some(ChildNode::start(&name, Some(seed), extra_args).await?);
                 }
                 1 => {
                     if let Some(e) = extra.take() {
@@ -243,13 +293,37 @@ async fn main() -> Result<()> {
         return placement_node::run(a).await;
     }
     ensure!(args.nodes >= 2, "--nodes must be at least 2");
+    ensure!(
+        args.store == "embedded" || args.store == "etcd",
+        "--store embedded or etcd, not {}",
+        args.store
+    );
+    #[cfg(not(feature = "etcd"))]
+    ensure!(
+        args.store == "embedded",
+        "--store etcd needs the examples built with `--features etcd`"
+    );
     placement_node::prepare_children("placement-bench");
+    #[cfg(feature = "etcd")]
+    let mut etcd = if args.store == "etcd" {
+        Some(etcd_phases::Etcd::start().await?)
+    } else {
+        None
+    };
+    #[cfg(feature = "etcd")]
+    let extra_owned: Vec<String> = etcd
+        .as_ref()
+        .map(|e| vec!["--etcd".to_string(), e.endpoint()])
+        .unwrap_or_default();
+    #[cfg(not(feature = "etcd"))]
+    let extra_owned: Vec<String> = Vec::new();
+    let extra_args: Vec<&str> = extra_owned.iter().map(String::as_str).collect();
     let (n, actors) = (args.nodes, args.actors);
     let mut nodes: Vec<ChildNode> = Vec::new();
-    nodes.push(ChildNode::start("pb_1", None, &[]).await?);
+    nodes.push(ChildNode::start("pb_1", None, &extra_args).await?);
     let seed = nodes[0].gossip.clone();
     for i in 2..=n {
-        nodes.push(ChildNode::start(&format!("pb_{i}"), Some(&seed), &[]).await?);
+        nodes.push(ChildNode::start(&format!("pb_{i}"), Some(&seed), &extra_args).await?);
     }
     let mut names: Vec<String> = nodes.iter().map(|c| c.name.clone()).collect();
     names.sort();
@@ -284,6 +358,7 @@ async fn main() -> Result<()> {
         .await?;
     eprintln!("phase throughput: {line}");
     let (mut routed, mut direct, mut routed_dest) = (Vec::new(), Vec::new(), Vec::new());
+    let misses_before = route_misses(&mut nodes[0]).await?;
     for _ in 0..args.rounds.max(1) {
         routed.push(round(&mut nodes, "routed", actors, args.msgs).await?);
         direct.push(round(&mut nodes, "direct", actors, args.msgs).await?);
@@ -291,6 +366,12 @@ async fn main() -> Result<()> {
         routed_dest.push(round(&mut nodes, "routed-dest", actors, args.msgs).await?);
     }
     let (routed, direct, routed_dest) = (median(routed), median(direct), median(routed_dest));
+    // Of the sends by identity (`routed` and `routed-dest` rounds), those
+    // the location cache answered (a miss computes the route again).
+    let misses = route_misses(&mut nodes[0]).await? - misses_before;
+    let by_identity = (2 * args.rounds.max(1) * args.msgs) as f64;
+    let cache_hit_ratio = 1.0 - misses as f64 / by_identity;
+    eprintln!("phase throughput: {misses} route misses in {by_identity} sends by identity");
 
     eprintln!(
         "phase throughput: routed {routed:.0}/s, direct {direct:.0}/s, routed by a Dest copy {routed_dest:.0}/s ({:.2})",
@@ -300,7 +381,7 @@ async fn main() -> Result<()> {
     let before = nodes[0]
         .ask(&format!("owners m {}", args.join_ids), "owners ")
         .await?;
-    let mut extra = ChildNode::start(&format!("pb_{}", n + 1), Some(&seed), &[]).await?;
+    let extra = ChildNode::start(&format!("pb_{}", n + 1), Some(&seed), &extra_args).await?;
     let mut with_extra = names.clone();
     with_extra.push(extra.name.clone());
     with_extra.sort();
@@ -338,8 +419,16 @@ async fn main() -> Result<()> {
     placement_node::wait_members(&mut nodes, &with_extra).await?;
 
     eprintln!("phase join: {moved_on_join:.3} moved");
-    // Re-homing after a SIGKILL of the node that joined.
-    let victim = &mut extra;
+    // Re-homing after a SIGKILL of the node that joined. Through the
+    // store, assignments stay where they are when a node joins (the new
+    // one owns none of the counters): the last of the first nodes is
+    // killed instead, and the one that joined takes its place.
+    let mut victim = if args.store == "etcd" {
+        std::mem::replace(&mut nodes[n - 1], extra)
+    } else {
+        extra
+    };
+    eprintln!("phase rehome: {} killed", victim.name);
     victim.kill().await?;
     let killed = Instant::now();
     loop {
@@ -356,15 +445,40 @@ async fn main() -> Result<()> {
     }
     let rehome_ms = killed.elapsed().as_millis();
     eprintln!("phase rehome: {rehome_ms} ms");
-    drop(extra);
+    drop(victim);
 
-    let (duplicates, report) =
-        churn_run(&mut nodes, &seed, n, args.churn_secs, args.churn_ids).await?;
+    let (duplicates, report) = churn_run(
+        &mut nodes,
+        &seed,
+        &extra_args,
+        n,
+        args.churn_secs,
+        args.churn_ids,
+    )
+    .await?;
     eprintln!("phase churn: {report}");
     let lost: u64 = word(&report, "alo_lost")?.parse()?;
     let eo_lost: u64 = word(&report, "eo_lost")?.parse()?;
     let eo_dup: u64 = word(&report, "eo_dup")?.parse()?;
     let amo_lost: u64 = word(&report, "amo_lost")?.parse()?;
+    #[cfg(feature = "etcd")]
+    let etcd_line = match etcd.as_mut() {
+        Some(e) => Some(
+            etcd_phases::run(
+                &mut nodes,
+                e,
+                args.register_ids,
+                actors,
+                Duration::from_secs(args.degraded_secs),
+                cache_hit_ratio,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    #[cfg(not(feature = "etcd"))]
+    let etcd_line: Option<String> = None;
+    let _ = cache_hit_ratio;
     for c in nodes {
         c.quit().await?;
     }
@@ -372,7 +486,268 @@ async fn main() -> Result<()> {
         "placement nodes={n} actors={actors} activate_us_p50={activate_us_p50} routed_msgs_per_s={routed:.0} direct_msgs_per_s={direct:.0} routed_ratio={:.2} rehome_ms={rehome_ms} duplicates={duplicates} lost={lost} moved_on_join={moved_on_join:.3} lost_exactly_once={eo_lost} duplicates_processed_exactly_once={eo_dup} lost_at_most_once={amo_lost}",
         routed / direct
     );
+    if let Some(line) = etcd_line {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// The route misses of `node`'s location cache so far.
+async fn route_misses(node: &mut ChildNode) -> Result<u64> {
+    let line = node.ask("routestats", "routestats ").await?;
+    Ok(word(&line, "misses")?.parse()?)
+}
+
+/// The phases of `--store etcd`.
+#[cfg(feature = "etcd")]
+mod etcd_phases {
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, ensure};
+    use joerl_dist::cluster::store::MetadataStore;
+    use joerl_dist::cluster::store::assignments::assignment_key;
+    use joerl_dist::cluster::store::etcd::{EtcdOptions, EtcdStore};
+    use joerl_dist::cluster::store::local_etcd::LocalEtcd;
+    use joerl_examples::placement_node::COUNTER;
+    use joerl_examples::service_node::ChildNode;
+
+    use super::word;
+
+    /// The children's cluster name is `cluster-mode`: placement's keys
+    /// are under `joerl/cluster-mode/placement`.
+    const ASSIGNMENTS: &str = "joerl/cluster-mode/placement/assignments";
+
+    /// An etcd of this run, in a data directory of its own, that can be
+    /// stopped and started again on the same ports with the same data.
+    pub struct Etcd {
+        dir: std::path::PathBuf,
+        running: Option<LocalEtcd>,
+        client: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+    }
+
+    impl Etcd {
+        pub async fn start() -> Result<Etcd> {
+            let dir =
+                std::env::temp_dir().join(format!("joerl-placement-bench-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let e = LocalEtcd::start_in(&dir).await.context("starting etcd")?;
+            eprintln!("etcd at {} (pid {:?})", e.endpoint(), e.pid());
+            Ok(Etcd {
+                dir,
+                client: e.client_addr(),
+                peer: e.peer_addr(),
+                running: Some(e),
+            })
+        }
+
+        pub fn endpoint(&self) -> String {
+            format!("http://{}", self.client)
+        }
+
+        fn stop(&mut self) {
+            if let Some(mut e) = self.running.take() {
+                e.stop();
+            }
+        }
+
+        async fn restart(&mut self) -> Result<()> {
+            let e = LocalEtcd::start_at(&self.dir, self.client, self.peer)
+                .await
+                .context("restarting etcd")?;
+            self.running = Some(e);
+            Ok(())
+        }
+    }
+
+    impl Drop for Etcd {
+        fn drop(&mut self) {
+            self.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn store_stats(nodes: &mut [ChildNode]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for c in nodes.iter_mut() {
+            out.push(c.ask("storestats", "storestats ").await?);
+        }
+        Ok(out)
+    }
+
+    /// Registration, degraded mode and leader failover; the `etcd` line.
+    pub async fn run(
+        nodes: &mut Vec<ChildNode>,
+        etcd: &mut Etcd,
+        ids: usize,
+        actors: usize,
+        outage: Duration,
+        cache_hit_ratio: f64,
+    ) -> Result<String> {
+        let store = EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await?;
+        // Registration: `ids` identities registered at once (the leader's
+        // directive; each owner activates its share, whose assignments are
+        // batched), until all are in etcd.
+        let prefix = assignment_key(ASSIGNMENTS, COUNTER, "e");
+        let t = Instant::now();
+        let line = nodes[0]
+            .ask(&format!("register e {ids}"), "register ")
+            .await?;
+        ensure!(line.starts_with("register ok"), "{line}");
+        loop {
+            let (all, _) = store.list(&prefix).await?;
+            if all.len() >= ids {
+                break;
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(120),
+                "{} of {ids} assignments in etcd after 120 s",
+                all.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let register_ms = t.elapsed().as_millis();
+        eprintln!("phase etcd register: {ids} in etcd after {register_ms} ms");
+        let mut ops_max = 0u64;
+        for l in store_stats(nodes).await? {
+            eprintln!("phase etcd register: {l}");
+            ops_max = ops_max.max(word(&l, "ops_max")?.parse()?);
+        }
+
+        // Degraded: etcd stopped; calls to the registered counters (all
+        // located) go on, in rounds, for the outage.
+        etcd.stop();
+        let t = Instant::now();
+        let (mut failed, mut sent) = (0u64, 0u64);
+        let mut saw_degraded = false;
+        while t.elapsed() < outage {
+            let line = nodes[0]
+                .ask(&format!("calls r {actors} 64 1000"), "calls ")
+                .await?;
+            failed += word(&line, "err")?.parse::<u64>()?;
+            sent += word(&line, "ok")?.parse::<u64>()? + word(&line, "err")?.parse::<u64>()?;
+            let s = nodes[0].ask("storestats", "storestats ").await?;
+            saw_degraded |= word(&s, "degraded")? == "true";
+        }
+        eprintln!(
+            "phase etcd degraded: {sent} calls in {} ms with etcd stopped, {failed} failed; degraded seen: {saw_degraded}",
+            t.elapsed().as_millis()
+        );
+        etcd.restart().await?;
+        let t = Instant::now();
+        loop {
+            let all = store_stats(nodes).await?;
+            if all
+                .iter()
+                .all(|l| word(l, "degraded").is_ok_and(|d| d == "false"))
+            {
+                break;
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "still degraded: {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "phase etcd degraded: every node out of degraded mode {} ms after the restart",
+            t.elapsed().as_millis()
+        );
+
+        // A partition of the membership: two more nodes of the same
+        // cluster (same name, same store) that never gossip with anyone
+        // (no seed): each sees a healthy cluster of one. Both call the same
+        // fresh identities at once; the identities that run on both are
+        // the duplicates (the embedded mode would run every one on both).
+        let (partition_dups, partition_failed) = partition(etcd, actors.min(200)).await?;
+        eprintln!(
+            "phase etcd partition: {partition_dups} identities ran on both sides, {partition_failed} calls failed (to identities the other side won)"
+        );
+
+        // Leader failover: SIGKILL of the leading node until another
+        // node leads (counts itself leader through the store election).
+        let t = Instant::now();
+        let leader = loop {
+            let l = nodes[0].ask("leader", "leader ").await?;
+            let name = l.split_whitespace().nth(1).unwrap_or("none").to_string();
+            if name != "none" {
+                break name;
+            }
+            ensure!(t.elapsed() < Duration::from_secs(60), "no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let i = nodes
+            .iter()
+            .position(|c| c.name == leader)
+            .context("the leader is one of the nodes")?;
+        let mut victim = nodes.remove(i);
+        victim.kill().await?;
+        let killed = Instant::now();
+        let failover_ms = 'found: loop {
+            for c in nodes.iter_mut() {
+                let l = c.ask("leader", "leader ").await?;
+                if l.split_whitespace().nth(1) == Some(c.name.as_str()) {
+                    break 'found killed.elapsed().as_millis();
+                }
+            }
+            ensure!(
+                killed.elapsed() < Duration::from_secs(60),
+                "no new leader 60 s after the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        eprintln!(
+            "phase etcd failover: {leader} killed; a new leader acted after {failover_ms} ms"
+        );
+        drop(victim);
+        Ok(format!(
+            "etcd register_10k_ms={register_ms} txn_ops_max={ops_max} cache_hit_ratio={cache_hit_ratio:.4} leader_failover_ms={failover_ms} degraded_failed_sends={failed} degraded_sends={sent} ids={ids} partition_duplicates={partition_dups}"
+        ))
+    }
+
+    /// The ids that `node` runs with the prefix `prefix`.
+    async fn actives(node: &mut ChildNode, prefix: &str) -> Result<Vec<String>> {
+        let line = node.ask(&format!("actives {prefix}"), "actives ").await?;
+        Ok(line
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|x| x.split(':').next())
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Two isolated members race for `n` fresh identities; the identities
+    /// that run on both, and the calls that failed.
+    async fn partition(etcd: &Etcd, n: usize) -> Result<(usize, u64)> {
+        let extra = ["--etcd", &etcd.endpoint()].map(str::to_string);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut left = ChildNode::start("pb_left", None, &extra).await?;
+        let mut right = ChildNode::start("pb_right", None, &extra).await?;
+        for side in [&mut left, &mut right] {
+            let me = vec![side.name.clone()];
+            joerl_examples::placement_node::wait_members(std::slice::from_mut(side), &me).await?;
+        }
+        let command = format!("calls p {n} 64 2000");
+        let (l, r) = tokio::join!(left.ask(&command, "calls "), right.ask(&command, "calls "));
+        let (l, r) = (l?, r?);
+        let failed = word(&l, "err")?.parse::<u64>()? + word(&r, "err")?.parse::<u64>()?;
+        let on_left = actives(&mut left, "p").await?;
+        let on_right = actives(&mut right, "p").await?;
+        ensure!(
+            on_left.len() + on_right.len() >= n,
+            "{} + {} of {n} identities run",
+            on_left.len(),
+            on_right.len()
+        );
+        let both = on_left.iter().filter(|id| on_right.contains(id)).count();
+        left.quit().await?;
+        right.quit().await?;
+        Ok((both, failed))
+    }
 }
 
 /// The middle of `v` (the upper middle for an even length).

@@ -194,6 +194,10 @@ pub struct PlacementNodeArgs {
     /// Membership probe interval in ms.
     #[arg(long, default_value_t = 300)]
     pub probe_ms: u64,
+    /// Place through the etcd at this client URL (`metadata_store: etcd`;
+    /// the examples must be built with the `etcd` feature).
+    #[arg(long)]
+    pub etcd: Option<String>,
 }
 
 /// For a program that drives placement nodes as children: the cookie they
@@ -389,8 +393,14 @@ pub async fn run(args: PlacementNodeArgs) -> Result<()> {
     if let Some(s) = &args.seed {
         b = b.seeds([s.clone()]);
     }
+    if let Some(e) = &args.etcd {
+        b = b
+            .metadata_store(joerl_dist::cluster::MetadataStoreKind::Etcd)
+            .etcd_endpoints([e.clone()]);
+    }
     let cluster = node.enable_clustering(b.build()?).await?;
-    let placements = placement::start(&node)?;
+    // Embedded, or through etcd, as the config says.
+    let placements = placement::start_configured(&node).await?;
     let _reporter = metrics::report(&node, Some(&placements));
     let mgmt = Management::new(&node, &placements)?;
     let server = http::serve(
@@ -645,6 +655,33 @@ async fn command(r: &Running, words: &[&str]) -> Result<()> {
                 .map(|a| format!("{}:{}", a.identity.id, micros(a.since)))
                 .collect();
             say(format!("actives {at} {}", list.join(",")));
+        }
+        ["storestats"] => match r.placements.store() {
+            Some(s) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                let b = s.batch_stats();
+                say(format!(
+                    "storestats txns={} ops_max={} created={} assignments={} provisional={} degraded={} lost={} moved={}",
+                    b.txns.load(Relaxed),
+                    b.ops_max.load(Relaxed),
+                    b.created.load(Relaxed),
+                    s.assignments(),
+                    s.provisional(),
+                    s.is_degraded(),
+                    s.stats().lost.load(Relaxed),
+                    s.stats().moved.load(Relaxed),
+                ));
+            }
+            None => say("storestats none"),
+        },
+        ["routestats"] => {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = r.placements.stats();
+            say(format!(
+                "routestats hits={} misses={}",
+                s.route_hits.load(Relaxed),
+                s.route_misses.load(Relaxed)
+            ));
         }
         ["hits"] => say(format!(
             "hits {}",

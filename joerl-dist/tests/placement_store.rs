@@ -445,6 +445,15 @@ async fn the_location_cache_follows_the_stores_watch() {
     }
     let hits = a.placements.stats().route_hits.load(Ordering::Relaxed);
     assert!(hits > 0, "the cache answered");
+    // Moving it by hand is refused plainly (not supported through a store).
+    let moved = a
+        .placements
+        .migrate(&Identity::new(KIND, id.as_str()), a.node.name())
+        .await;
+    assert!(
+        matches!(moved, Err(placement::CommandError::NotWithStore("migrate"))),
+        "{moved:?}"
+    );
     // The store now says a runs it (as an operator moving it by hand
     // would write it): a's cached route goes, the next message runs it on
     // a, and b hands its activation off.

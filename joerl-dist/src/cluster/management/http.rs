@@ -221,6 +221,7 @@ fn command_error(e: CommandError) -> Response {
         ) => StatusCode::CONFLICT,
         CommandError::Directive(_) => StatusCode::SERVICE_UNAVAILABLE,
         CommandError::Send(_) => StatusCode::BAD_GATEWAY,
+        CommandError::NotWithStore(_) => StatusCode::NOT_IMPLEMENTED,
     };
     error(status, e.to_string())
 }

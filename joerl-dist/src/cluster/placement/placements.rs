@@ -1232,12 +1232,39 @@ impl PlacementState {
         n
     }
 
-    /// The activation of `identity` if its actor runs here.
-    pub(crate) fn running_here(&self, identity: &Identity) -> Option<Pid> {
+    /// The phase and Pid of `identity`'s local activation, if there is one.
+    pub(crate) fn local_phase(&self, identity: &Identity) -> Option<(Phase, Pid)> {
         self.activations
             .get(identity)
-            .filter(|e| e.phase == Phase::Active)
+            .map(|e| (e.phase.clone(), e.info.pid))
+    }
+
+    /// The forwarder `pid` claims its identity again (see [`Reclaim`]).
+    pub(crate) fn reclaim(&self, pid: Pid) {
+        if let Some(system) = self.system.upgrade() {
+            let _ = system.try_deliver(None, pid, Box::new(Reclaim), usize::MAX);
+        }
+    }
+
+    /// With a store: every local forwarder whose identity has no
+    /// assignment any more, or one naming this node, claims it again (a
+    /// forwarder made from a view that had not seen its target's
+    /// assignment vanish yet). Returns how many.
+    pub(crate) fn reclaim_stale_forwarders(&self) -> usize {
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        let stale: Vec<Pid> = self
+            .activations
+            .iter()
+            .filter(|e| e.phase == Phase::Forwarding)
+            .filter(|e| store.assigned_node(e.key()).is_none_or(|n| n == self.me))
             .map(|e| e.info.pid)
+            .collect();
+        for pid in &stale {
+            self.reclaim(*pid);
+        }
+        stale.len()
     }
 
     /// The identities whose actor runs here, and their activations.
@@ -1442,9 +1469,10 @@ impl PlacementState {
             // changes do not move it, and a minority side keeps running).
             if let Some(store) = &self.store {
                 match (store.assigned_node(&a.identity), &e.phase) {
-                    (Some(owner), Phase::Forwarding) if owner == self.me => {
-                        let _ = system.try_deliver(None, a.pid, Box::new(Reclaim), usize::MAX);
-                    }
+                    // Its owner's assignment vanished, or names this node:
+                    // a forwarder claims the identity again.
+                    (None, Phase::Forwarding) => self.reclaim(a.pid),
+                    (Some(owner), Phase::Forwarding) if owner == self.me => self.reclaim(a.pid),
                     (Some(owner), Phase::Active | Phase::Forwarding) if owner != self.me => {
                         self.hand_off_to(&a.identity, a.pid, owner);
                     }
@@ -1549,6 +1577,12 @@ pub enum CommandError {
     /// The identity could not be reached to activate it.
     #[error(transparent)]
     Send(#[from] SendError),
+    /// Placement goes through a metadata store, where identities stay on
+    /// the node their assignment names: moving them by hand (`migrate`,
+    /// `drain`) is not supported there yet. Use the embedded placement
+    /// for it, or stop the node (its assignments go with its lease).
+    #[error("{0} is not supported with placement through a metadata store")]
+    NotWithStore(&'static str),
 }
 
 /// This node's placement: references to identities, its activations, its
@@ -1840,6 +1874,9 @@ impl Placements {
     /// until [`Self::unpin`], a drain of `node`, or `node` leaving.
     /// Returns once every member was told; the move itself follows.
     pub async fn migrate(&self, identity: &Identity, node: &str) -> Result<(), CommandError> {
+        if self.state.store.is_some() {
+            return Err(CommandError::NotWithStore("migrate"));
+        }
         let op = Op::Pin(identity.clone(), node.to_string());
         self.command(op).await?;
         Ok(())
@@ -1856,6 +1893,9 @@ impl Placements {
     /// is sent meanwhile is forwarded in order), so it can leave without
     /// losing a message. Refused for the last member not drained.
     pub async fn drain(&self, node: &str) -> Result<(), CommandError> {
+        if self.state.store.is_some() {
+            return Err(CommandError::NotWithStore("drain"));
+        }
         self.command(Op::Drain(node.to_string())).await?;
         Ok(())
     }

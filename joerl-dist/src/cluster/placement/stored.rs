@@ -42,12 +42,12 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use super::handoff::{CLAIM_RETRY, Claimed};
-use super::placements::PlacementState;
+use super::placements::{Phase, PlacementState};
 use super::rendezvous::Identity;
 use crate::DistributedSystem;
 use crate::cluster::ClusterEvent;
 use crate::cluster::store::assignments::{Assignment, assignment_key};
-use crate::cluster::store::batch::{BatchLimits, Registrations};
+use crate::cluster::store::batch::{BatchLimits, BatchStats, Registrations};
 use crate::cluster::store::follow::{FollowEvent, Following, follow};
 use crate::cluster::store::retry::{RetryingStore, StoreReachability};
 use crate::cluster::store::{CasOutcome, LeaseId, MetadataStore, StoreError};
@@ -143,6 +143,8 @@ pub struct StorePlacement {
     me: String,
     creation: u32,
     held: Mutex<Held>,
+    /// What the registration writers (one per lease) did.
+    batch_stats: Arc<BatchStats>,
     following: OnceLock<Following>,
     /// The nodes whose lease is alive (their presence keys).
     presence: OnceLock<Following>,
@@ -233,8 +235,13 @@ impl StorePlacement {
             .grant_lease(options.lease_ttl)
             .await
             .map_err(StorePlacementError::Lease)?;
-        let registrations =
-            Registrations::start(Arc::new(store.clone()), Some(lease), options.batch);
+        let batch_stats = Arc::new(BatchStats::default());
+        let registrations = Registrations::start_counting(
+            Arc::new(store.clone()),
+            Some(lease),
+            options.batch,
+            batch_stats.clone(),
+        );
         let me = Assignment {
             node: node.name().to_string(),
             creation: node.creation(),
@@ -256,6 +263,7 @@ impl StorePlacement {
                 lease,
                 registrations,
             }),
+            batch_stats,
             following: OnceLock::new(),
             presence: OnceLock::new(),
             provisional: Mutex::default(),
@@ -289,6 +297,12 @@ impl StorePlacement {
     /// This node's counts.
     pub fn stats(&self) -> &StorePlacementStats {
         &self.stats
+    }
+
+    /// What this node's batched registrations did (transactions, the most
+    /// operations in one, creates, conflicts).
+    pub fn batch_stats(&self) -> &BatchStats {
+        &self.batch_stats
     }
 
     /// Assignments in this node's view of the store.
@@ -403,7 +417,9 @@ impl StorePlacement {
                 Ok(p) if p == self.me => {
                     self.stats.provisional.fetch_add(1, Ordering::Relaxed);
                     self.lock_provisional().insert(identity.clone());
-                    tracing::warn!(%identity, error = %e, "placement: the metadata store does not answer; activated provisionally");
+                    // One warning says degraded mode began (the
+                    // reachability watcher); each identity is a debug line.
+                    tracing::debug!(%identity, error = %e, "placement: the metadata store does not answer; activated provisionally");
                     StoreClaim::Owner
                 }
                 Ok(p) => StoreClaim::Moved(p),
@@ -458,29 +474,42 @@ impl StorePlacement {
                         if state.assignment_changed(&change) {
                             this.stats.invalidated.fetch_add(1, Ordering::Relaxed);
                         }
-                        match change {
+                        let (identity, owner) = match change {
+                            AssignmentChange::Assigned { kind, id, to, .. } => {
+                                (Identity::new(kind, id), Some(to))
+                            }
+                            AssignmentChange::Released { kind, id, .. } => {
+                                (Identity::new(kind, id), None)
+                            }
+                        };
+                        match (state.local_phase(&identity), owner) {
                             // Assigned elsewhere while it runs here: the
                             // store's assignment wins.
-                            AssignmentChange::Assigned { kind, id, to, .. } if !this.mine(&to) => {
-                                let identity = Identity::new(kind, id);
-                                if let Some(pid) = state.running_here(&identity) {
-                                    this.stats.lost.fetch_add(1, Ordering::Relaxed);
-                                    tracing::warn!(%identity, owner = %to.node, "placement: the store assigned a local activation's identity to another node; handing off");
-                                    state.hand_off_to(&identity, pid, to.node);
-                                }
+                            (Some((Phase::Active, pid)), Some(to)) if !this.mine(&to) => {
+                                this.stats.lost.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%identity, owner = %to.node, "placement: the store assigned a local activation's identity to another node; handing off");
+                                state.hand_off_to(&identity, pid, to.node);
                             }
-                            AssignmentChange::Assigned { .. } => {}
-                            AssignmentChange::Released { kind, id, .. } => {
-                                let identity = Identity::new(kind, id);
-                                // Still running here (its key was deleted):
-                                // registered again at the next renewal.
-                                if state.running_here(&identity).is_some() {
-                                    this.lock_provisional().insert(identity.clone());
-                                }
-                                if state.replace_if_leader(&identity) {
-                                    this.stats.replaced.fetch_add(1, Ordering::Relaxed);
-                                }
+                            // Still running here, its key gone (deleted by
+                            // hand): registered again at the next renewal.
+                            (Some((Phase::Active, _)), None) => {
+                                this.lock_provisional().insert(identity.clone());
                             }
+                            // A forwarder follows the store: to the new
+                            // owner, or it claims again (its owner's
+                            // assignment vanished, or names this node).
+                            (Some((Phase::Forwarding, pid)), Some(to)) if !this.mine(&to) => {
+                                state.hand_off_to(&identity, pid, to.node);
+                            }
+                            (Some((Phase::Forwarding, pid)), _) => state.reclaim(pid),
+                            _ => {}
+                        }
+                        // Released: the leader places it again if it is
+                        // registered.
+                        if this.owner(&identity.kind, &identity.id).is_none()
+                            && state.replace_if_leader(&identity)
+                        {
+                            this.stats.replaced.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     FollowEvent::Resynced { .. } => {
@@ -664,10 +693,11 @@ async fn keep_lease(this: Arc<StorePlacement>) {
                             let _ = this.store.revoke_lease(lease).await;
                             continue;
                         }
-                        let registrations = Registrations::start(
+                        let registrations = Registrations::start_counting(
                             Arc::new(this.store.clone()),
                             Some(lease),
                             this.options.batch,
+                            this.batch_stats.clone(),
                         );
                         *this.held.lock().unwrap_or_else(|e| e.into_inner()) = Held {
                             lease,
@@ -695,6 +725,7 @@ async fn keep_lease(this: Arc<StorePlacement>) {
         if let Some(state) = this.state.get().and_then(Weak::upgrade) {
             let n = state.replace_unassigned();
             this.stats.replaced.fetch_add(n, Ordering::Relaxed);
+            state.reclaim_stale_forwarders();
         }
     }
 }

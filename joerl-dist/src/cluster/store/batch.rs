@@ -202,9 +202,19 @@ impl Registrations {
         lease: Option<LeaseId>,
         limits: BatchLimits,
     ) -> Registrations {
+        Self::start_counting(store, lease, limits, Arc::default())
+    }
+
+    /// [`Registrations::start`], counting into `stats` (shared with an
+    /// earlier writer, when one replaces another).
+    pub fn start_counting(
+        store: Arc<dyn MetadataStore>,
+        lease: Option<LeaseId>,
+        limits: BatchLimits,
+        stats: Arc<BatchStats>,
+    ) -> Registrations {
         let (tx, rx) = mpsc::unbounded_channel();
         let waiting = Arc::new(AtomicUsize::new(0));
-        let stats = Arc::new(BatchStats::default());
         tokio::spawn(write(
             store,
             lease,
