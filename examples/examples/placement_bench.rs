@@ -65,7 +65,8 @@
 //!   once from the first node (the leader's directive; each owner
 //!   activates its share and writes the assignments in batched
 //!   transactions) until a listing of etcd holds all of them.
-//!   `txn_ops_max`: the most operations one of those transactions held.
+//!   `txn_ops_max`: the most operations one registration transaction held
+//!   on any node during the run (the registration phase fills them).
 //! - `cache_hit_ratio`: of the sends by identity in the throughput rounds,
 //!   those the location cache answered (a miss computes the route from
 //!   the node's view of the store; neither asks the store).
@@ -633,6 +634,10 @@ mod etcd_phases {
         eprintln!(
             "phase etcd degraded: {sent} calls in {} ms with etcd stopped, {failed} failed; degraded seen: {saw_degraded}",
             t.elapsed().as_millis()
+        );
+        ensure!(
+            saw_degraded,
+            "the first node never reported degraded mode while etcd was stopped"
         );
         etcd.restart().await?;
         let t = Instant::now();

@@ -479,6 +479,24 @@ async fn the_location_cache_follows_the_stores_watch() {
             .any(|x| x.identity.id == id)
     })
     .await;
+    // Its assignment deleted by hand: the activation stops (another node
+    // could be given the identity now), and the next message places it
+    // again, with a new assignment.
+    etcdctl(&etcd.endpoint(), &[b"del", key.as_bytes()]);
+    wait_until("a stopped the activation whose assignment ended", || {
+        !a.placements
+            .local_activations()
+            .iter()
+            .any(|x| x.identity.id == id)
+    })
+    .await;
+    let again = ping(b, &id).await;
+    assert_eq!(
+        stored_owner(&etcd.endpoint(), "ps4", &id)
+            .await
+            .map(|o| o.node),
+        Some(again)
+    );
     for m in all {
         m.node.shutdown().await;
     }
@@ -515,6 +533,29 @@ async fn a_malformed_assignment_written_by_hand_is_reported_and_the_node_serves_
         "no activation answered"
     );
     assert_eq!(ping(a, "ps5-good").await, a.node.name());
+    // A running identity's assignment deleted by hand: its activation
+    // stops (another node could be given the identity now); the next
+    // message places it again, with a new assignment.
+    let good = assignment_key("ps5/assignments", KIND, "ps5-good");
+    etcdctl(&etcd.endpoint(), &[b"del", good.as_bytes()]);
+    wait_until("the activation whose assignment ended stopped", || {
+        !a.placements
+            .local_activations()
+            .iter()
+            .any(|x| x.identity.id == "ps5-good")
+    })
+    .await;
+    assert_eq!(ping(a, "ps5-good").await, a.node.name());
+    assert_eq!(
+        started_on(&["ps5-good".to_string()])["ps5-good"].len(),
+        2,
+        "started again"
+    );
+    assert!(
+        stored_owner(&etcd.endpoint(), "ps5", "ps5-good")
+            .await
+            .is_some()
+    );
     // Rewritten properly (deleted), the identity is placed.
     etcdctl(&etcd.endpoint(), &[b"del", key.as_bytes()]);
     assert_eq!(ping(a, "ps5-bad").await, a.node.name());
@@ -652,4 +693,63 @@ async fn the_cluster_config_chooses_placement_through_etcd() {
         "{key} outlived the node"
     );
     drop(e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarder_to_a_node_whose_assignment_vanished_claims_the_identity_again() {
+    use joerl_dist::cluster::placement::placements::placed_name;
+    init_tracing();
+    let etcd = LocalEtcd::start().await.expect("etcd starts");
+    let all = members("ps8", 1, &etcd.endpoint()).await;
+    let a = &all[0];
+    // A node that is gone: its assignment lives on in etcd until its
+    // 2 s lease runs out (nobody renews it).
+    let s = etcd_store(&etcd.endpoint()).await;
+    let lease = s.grant_lease(Duration::from_secs(2)).await.unwrap();
+    let key = assignment_key("ps8/assignments", KIND, "ps8-x");
+    let ghost = Assignment {
+        node: "ps8_ghost@127.0.0.1".into(),
+        creation: 1,
+    };
+    s.put(&key, ghost.encode(), Some(lease)).await.unwrap();
+    wait_until("a sees the ghost's assignment", || {
+        a.store.owner(KIND, "ps8-x").is_some()
+    })
+    .await;
+    // Messages that reach a's name for the identity start an activation
+    // that finds the ghost's assignment and forwards there; they keep
+    // coming, so the forwarder never goes idle.
+    let (f, mut rx) = forward();
+    let me = a.node.spawn(f);
+    let name = placed_name(&Identity::new(KIND, "ps8-x"));
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let pong = loop {
+        a.node
+            .send_from(Some(me), joerl_dist::Dest::Name(name.clone()), Ping)
+            .await
+            .expect("sent");
+        if let Ok(Some((m, _))) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+        {
+            break m.downcast::<Pong>().expect("a Pong");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the identity never ran again after the ghost's lease ended"
+        );
+    };
+    // Once the lease ended, the forwarder claimed the identity and runs it.
+    assert_eq!(pong.node, a.node.name());
+    assert!(
+        a.stats().moved.load(Ordering::Relaxed) >= 1,
+        "it forwarded first"
+    );
+    assert_eq!(
+        stored_owner(&etcd.endpoint(), "ps8", "ps8-x")
+            .await
+            .map(|o| o.node),
+        Some(a.node.name().to_string())
+    );
+    for m in all {
+        m.node.shutdown().await;
+    }
 }

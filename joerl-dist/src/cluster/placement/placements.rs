@@ -980,7 +980,11 @@ impl PlacementState {
         // An assignment changed while the route was computed: it may be
         // the one before; not kept.
         if self.assign_seq.load(Ordering::Acquire) != seq {
-            self.routes.remove(&key);
+            if let Some((_, c)) = self.routes.remove(&key) {
+                if c.pid.is_some() {
+                    self.pid_epoch.fetch_add(1, Ordering::Release);
+                }
+            }
         }
         if send {
             self.ask(&kind, &id, &route, generation);
@@ -1188,7 +1192,7 @@ impl PlacementState {
             .as_ref()
             .and_then(|e| e.leader())
             .is_some_and(|l| l.node == self.me);
-        if !leads || !self.is_registered(identity) {
+        if !leads || !self.is_registered(identity) || self.activations.contains_key(identity) {
             return false;
         }
         let Ok(to) = self.preferred_owner(identity) else {
@@ -1265,6 +1269,22 @@ impl PlacementState {
             self.reclaim(*pid);
         }
         stale.len()
+    }
+
+    /// [`Self::active_identities`] that run since before `since`.
+    pub(crate) fn active_identities_since(&self, since: SystemTime) -> Vec<(Identity, Pid)> {
+        self.activations
+            .iter()
+            .filter(|e| e.phase == Phase::Active && e.info.since < since)
+            .map(|e| (e.key().clone(), e.info.pid))
+            .collect()
+    }
+
+    /// Stops the activation `pid` (it may no longer run here).
+    pub(crate) fn stop_activation(&self, pid: Pid, why: &str) {
+        if let Some(system) = self.system.upgrade() {
+            let _ = system.exit(pid, ExitReason::custom(why));
+        }
     }
 
     /// The identities whose actor runs here, and their activations.

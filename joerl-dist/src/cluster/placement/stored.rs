@@ -413,6 +413,16 @@ impl StorePlacement {
         }
         match self.register(identity).await {
             Ok(c) => c,
+            // The writer's lease just ended (a new one is being taken), or
+            // etcd gave up on a contended batch: again, with patience.
+            Err(StoreError::LeaseGone(_) | StoreError::Protocol(_)) => StoreClaim::Wait,
+            // One write without an answer does not mean the store is gone:
+            // a read (with retries) decides, and only if it fails too is
+            // the activation provisional.
+            Err(e) if e.is_transient() && self.store.get(&self.key(identity)).await.is_ok() => {
+                tracing::debug!(%identity, error = %e, "placement: a registration went unanswered; claiming again");
+                StoreClaim::Wait
+            }
             Err(e) if e.is_transient() => match preferred {
                 Ok(p) if p == self.me => {
                     self.stats.provisional.fetch_add(1, Ordering::Relaxed);
@@ -490,10 +500,17 @@ impl StorePlacement {
                                 tracing::warn!(%identity, owner = %to.node, "placement: the store assigned a local activation's identity to another node; handing off");
                                 state.hand_off_to(&identity, pid, to.node);
                             }
-                            // Still running here, its key gone (deleted by
-                            // hand): registered again at the next renewal.
-                            (Some((Phase::Active, _)), None) => {
-                                this.lock_provisional().insert(identity.clone());
+                            // Its assignment ended while it runs here (this
+                            // node's lease ran out, or the key was deleted):
+                            // another node may be given it now, so it stops;
+                            // the next message places it again.
+                            (Some((Phase::Active, pid)), None) => {
+                                this.stats.lost.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%identity, "placement: a local activation's assignment ended in the store; stopped");
+                                state.stop_activation(
+                                    pid,
+                                    "its assignment in the metadata store ended",
+                                );
                             }
                             // A forwarder follows the store: to the new
                             // owner, or it claims again (its owner's
@@ -589,7 +606,10 @@ impl StorePlacement {
                         }
                     }
                 }
-                Ok(CasOutcome::Conflict { current: None }) => again = true,
+                Ok(CasOutcome::Conflict { current: None }) => {
+                    again = true;
+                    self.lock_provisional().insert(identity);
+                }
                 Err(e) => {
                     tracing::debug!(%identity, error = %e, "placement: not reconciled yet");
                     again = true;
@@ -641,6 +661,11 @@ pub(crate) async fn claim(
     let patience = tokio::time::Instant::now() + store.options.lease_ttl * 3;
     loop {
         let preferred = match state.upgrade() {
+            // Placement is starting: the store's part is attached next.
+            Some(_) if store.anchor.get().is_none() => {
+                tokio::time::sleep(CLAIM_RETRY).await;
+                continue;
+            }
             Some(s) if store.running() => s.preferred_owner(identity),
             _ => return Claimed::Refused("placement stopped".into()),
         };
@@ -669,13 +694,20 @@ pub(crate) async fn claim(
 /// provisional once the store answers.
 async fn keep_lease(this: Arc<StorePlacement>) {
     let every = this.options.lease_ttl / 3;
+    tokio::spawn(tend(this.clone()));
     while this.running() {
         tokio::time::sleep(every).await;
         if !this.running() {
             break;
         }
         let lease = this.held.lock().unwrap_or_else(|e| e.into_inner()).lease;
-        match this.store.keep_alive(lease).await {
+        // A renewal that hangs must not hold the next one back past the
+        // lease's end.
+        let renewed = match tokio::time::timeout(every, this.store.keep_alive(lease)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(every)),
+        };
+        match renewed {
             Ok(_) => {}
             Err(StoreError::LeaseGone(_)) => {
                 tracing::warn!(
@@ -717,16 +749,35 @@ async fn keep_lease(this: Arc<StorePlacement>) {
                 continue;
             }
         }
+    }
+}
+
+/// Beside the renewals, every third of the TTL: reconciles what is
+/// provisional (everything after a new lease), and sweeps what a missed
+/// event may have left: registered identities without an assignment (the
+/// leader places them), forwarders whose target's assignment vanished, and
+/// activations running here whose assignment the view does not have.
+async fn tend(this: Arc<StorePlacement>) {
+    let every = this.options.lease_ttl / 3;
+    while this.running() {
+        tokio::time::sleep(every).await;
+        let Some(state) = this.state.get().and_then(Weak::upgrade) else {
+            continue;
+        };
+        // Running here for a while with no assignment in the view (its
+        // claim won on a lease that ended before it ran): registered again.
+        let settled = std::time::SystemTime::now() - this.options.lease_ttl;
+        for (identity, _) in state.active_identities_since(settled) {
+            if this.owner(&identity.kind, &identity.id).is_none() {
+                this.lock_provisional().insert(identity);
+            }
+        }
         if this.lease_lost.load(Ordering::Acquire) || this.provisional() > 0 {
             this.reconcile().await;
         }
-        // The leader places again the registered identities without an
-        // assignment (an event may have come while another led).
-        if let Some(state) = this.state.get().and_then(Weak::upgrade) {
-            let n = state.replace_unassigned();
-            this.stats.replaced.fetch_add(n, Ordering::Relaxed);
-            state.reclaim_stale_forwarders();
-        }
+        let n = state.replace_unassigned();
+        this.stats.replaced.fetch_add(n, Ordering::Relaxed);
+        state.reclaim_stale_forwarders();
     }
 }
 
