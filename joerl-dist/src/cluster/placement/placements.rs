@@ -5,7 +5,10 @@
 //! The owner of `(kind, id)` is the [`Rendezvous`] choice among the
 //! `Active` members (this node included) of a healthy view: every node
 //! computes it alike from its own membership view, so routing needs no
-//! lookup. A message to an identity travels as a send to the name
+//! lookup. With a metadata store ([`stored`](super::stored)), the owner is
+//! the identity's assignment there instead, and the rendezvous choice only
+//! says where an identity without one is tried first. A message to an
+//! identity travels as a send to the name
 //! [`placed_name`] on the owner; the owner starts the activation when the
 //! name is looked up and nothing holds it ([`NameService::activate`]). A
 //! node without a healthy majority routes and activates nothing

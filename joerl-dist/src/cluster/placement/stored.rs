@@ -355,6 +355,14 @@ impl StorePlacement {
             .clone()
     }
 
+    /// This node, as an assignment names it.
+    fn me_assignment(&self) -> Assignment {
+        Assignment {
+            node: self.me.clone(),
+            creation: self.creation,
+        }
+    }
+
     fn mine(&self, a: &Assignment) -> bool {
         a.node == self.me && a.creation == self.creation
     }
@@ -375,11 +383,7 @@ impl StorePlacement {
     /// Creates `identity`'s assignment to this node unless it has one.
     async fn register(&self, identity: &Identity) -> Result<StoreClaim, StoreError> {
         let key = self.key(identity);
-        let value = Assignment {
-            node: self.me.clone(),
-            creation: self.creation,
-        }
-        .encode();
+        let value = self.me_assignment().encode();
         match self.registrations().register(key.clone(), value).await? {
             CasOutcome::Swapped { .. } => {
                 self.stats.created.fetch_add(1, Ordering::Relaxed);
@@ -577,11 +581,7 @@ impl StorePlacement {
         for (identity, pid) in todo {
             let registrations = self.registrations();
             let key = self.key(&identity);
-            let value = Assignment {
-                node: self.me.clone(),
-                creation: self.creation,
-            }
-            .encode();
+            let value = self.me_assignment().encode();
             calls.spawn(async move { (identity, pid, registrations.register(key, value).await) });
         }
         while let Some(done) = calls.join_next().await {
@@ -715,10 +715,7 @@ async fn keep_lease(this: Arc<StorePlacement>) {
                 );
                 match this.store.grant_lease(this.options.lease_ttl).await {
                     Ok(lease) => {
-                        let me = Assignment {
-                            node: this.me.clone(),
-                            creation: this.creation,
-                        };
+                        let me = this.me_assignment();
                         let key = presence_key(&this.options.prefix, &this.me);
                         if let Err(e) = this.store.put(&key, me.encode(), Some(lease)).await {
                             tracing::debug!(error = %e, "placement: presence not written yet");
