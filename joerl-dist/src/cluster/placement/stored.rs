@@ -32,7 +32,12 @@
 //!   health is degraded. When the store answers again, every provisional
 //!   activation (every activation, if the node's lease ran out meanwhile)
 //!   registers again: the store's assignment wins, and an activation that
-//!   lost hands off to the winner.
+//!   lost hands off to the winner. An activation whose assignment ends
+//!   while it runs (its node's lease ran out, the key was deleted) stops:
+//!   another node may be given the identity now.
+//! - **Not through the store yet**: a kind's `Migrate` state and the
+//!   exactly-once deduplication window do not travel with a hand-off the
+//!   store causes, and `migrate`/`drain` are refused.
 //!
 //! [`ClusterEvent::MetadataStore`]: crate::cluster::ClusterEvent::MetadataStore
 
@@ -52,7 +57,7 @@ use crate::cluster::store::follow::{FollowEvent, Following, follow};
 use crate::cluster::store::retry::{RetryingStore, StoreReachability};
 use crate::cluster::store::{CasOutcome, LeaseId, MetadataStore, StoreError};
 
-/// The default prefix of the assignments.
+/// The default prefix of placement's keys.
 pub const DEFAULT_PREFIX: &str = "joerl/placement";
 
 /// The default TTL of a node's placement lease.
@@ -97,8 +102,9 @@ pub struct StorePlacementStats {
     pub provisional: AtomicU64,
     /// Provisional activations the store confirmed later.
     pub confirmed: AtomicU64,
-    /// Activations that lost to the store's assignment when it answered
-    /// again, and handed off.
+    /// Local activations that lost their assignment: handed off to the
+    /// node the store names (a reconciliation, a rewritten key), or
+    /// stopped because it ended.
     pub lost: AtomicU64,
     /// Cached routes dropped because an assignment changed.
     pub invalidated: AtomicU64,
