@@ -619,10 +619,8 @@ impl StorePlacement {
                 Err(e) => {
                     tracing::debug!(%identity, error = %e, "placement: not reconciled yet");
                     again = true;
-                    if !self.lock_provisional().contains(&identity) {
-                        // Not confirmed: it stays to be reconciled.
-                        self.lock_provisional().insert(identity);
-                    }
+                    // Not confirmed: it stays to be reconciled.
+                    self.lock_provisional().insert(identity);
                 }
             }
         }
@@ -663,12 +661,16 @@ pub(crate) async fn claim(
     identity: &Identity,
 ) -> Claimed {
     store.stats.claims.fetch_add(1, Ordering::Relaxed);
-    // An earlier incarnation's assignment vanishes with its lease.
+    // An earlier incarnation's assignment vanishes with its lease; a busy
+    // store or a new lease answers within it too.
     let patience = tokio::time::Instant::now() + store.options.lease_ttl * 3;
     loop {
         let preferred = match state.upgrade() {
             // Placement is starting: the store's part is attached next.
             Some(_) if store.anchor.get().is_none() => {
+                if tokio::time::Instant::now() >= patience {
+                    return Claimed::Refused("placement through the store did not start".into());
+                }
                 tokio::time::sleep(CLAIM_RETRY).await;
                 continue;
             }
@@ -687,7 +689,7 @@ pub(crate) async fn claim(
             }
             StoreClaim::Wait => {
                 return Claimed::Refused(
-                    "an earlier incarnation of this node still holds the identity's assignment"
+                    "no decision from the store within three lease TTLs (an earlier incarnation of this node holds the identity's assignment, or the store stays busy)"
                         .into(),
                 );
             }
@@ -695,9 +697,9 @@ pub(crate) async fn claim(
     }
 }
 
-/// Renews the node's lease every third of its TTL; takes a new one if it
-/// ran out (and has every activation registered again); reconciles what is
-/// provisional once the store answers.
+/// Renews the node's lease every third of its TTL, each renewal bounded by
+/// that; takes a new one if it ran out (then `tend`, which it starts,
+/// registers every activation again).
 async fn keep_lease(this: Arc<StorePlacement>) {
     let every = this.options.lease_ttl / 3;
     tokio::spawn(tend(this.clone()));
