@@ -1507,19 +1507,13 @@ impl PlacementState {
                 // Owned here again while forwarding: the forwarder claims the
                 // identity back and runs it (what waits in its mailbox is
                 // handled then, its state kept).
-                (Ok(owner), Phase::Forwarding) if owner == self.me => {
-                    let _ = system.try_deliver(None, a.pid, Box::new(Reclaim), usize::MAX);
-                }
+                (Ok(owner), Phase::Forwarding) if owner == self.me => self.reclaim(a.pid),
                 (Ok(owner), _) if owner == self.me => {}
                 // Handed off: the actor stops, what comes later goes on to
                 // the new owner (a forwarder is pointed at it; a claiming
                 // activation finds out itself).
                 (Ok(owner), Phase::Active | Phase::Forwarding) => {
-                    let handoff = HandOff {
-                        to: owner,
-                        reply: None,
-                    };
-                    let _ = system.try_deliver(None, a.pid, Box::new(handoff), usize::MAX);
+                    self.hand_off_to(&a.identity, a.pid, owner);
                 }
                 (Ok(_), Phase::Claiming) => {}
                 // The minority side runs nothing: the majority side takes

@@ -562,7 +562,7 @@ impl StorePlacement {
     /// Registers again the activations whose assignment is not known to
     /// be this node's (all of them if the lease was lost): confirmed, or
     /// handed off to the store's owner.
-    async fn reconcile(&self) {
+    async fn reconcile(self: &Arc<Self>) {
         let Some(state) = self.state.get().and_then(Weak::upgrade) else {
             return;
         };
@@ -585,41 +585,28 @@ impl StorePlacement {
         let mut again = false;
         let mut calls = tokio::task::JoinSet::new();
         for (identity, pid) in todo {
-            let registrations = self.registrations();
-            let key = self.key(&identity);
-            let value = self.me_assignment().encode();
-            calls.spawn(async move { (identity, pid, registrations.register(key, value).await) });
+            let this = self.clone();
+            calls.spawn(async move {
+                let got = this.register(&identity).await;
+                (identity, pid, got)
+            });
         }
         while let Some(done) = calls.join_next().await {
             let Ok((identity, pid, got)) = done else {
                 continue;
             };
-            let key = self.key(&identity);
             match got {
-                Ok(CasOutcome::Swapped { .. }) => self.confirm(&identity),
-                Ok(CasOutcome::Conflict { current: Some(e) }) => {
-                    match Assignment::decode(&key, &e.value) {
-                        Ok(a) if self.mine(&a) => self.confirm(&identity),
-                        Ok(a) => {
-                            self.stats.lost.fetch_add(1, Ordering::Relaxed);
-                            self.lock_provisional().remove(&identity);
-                            tracing::warn!(%identity, owner = %a.node, "placement: the store assigned the identity to another node; handing off");
-                            state.hand_off_to(&identity, pid, a.node);
-                        }
-                        Err(e) => {
-                            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(%identity, error = %e, "placement: malformed assignment; the activation stays provisional");
-                        }
-                    }
+                Ok(StoreClaim::Owner) => self.confirm(&identity),
+                Ok(StoreClaim::Moved(owner)) => {
+                    self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                    self.lock_provisional().remove(&identity);
+                    tracing::warn!(%identity, %owner, "placement: the store assigned the identity to another node; handing off");
+                    state.hand_off_to(&identity, pid, owner);
                 }
-                Ok(CasOutcome::Conflict { current: None }) => {
+                // Malformed (logged and counted by `register`), no answer,
+                // or not decided yet: it stays to be reconciled.
+                Ok(StoreClaim::Refused(_) | StoreClaim::Wait) | Err(_) => {
                     again = true;
-                    self.lock_provisional().insert(identity);
-                }
-                Err(e) => {
-                    tracing::debug!(%identity, error = %e, "placement: not reconciled yet");
-                    again = true;
-                    // Not confirmed: it stays to be reconciled.
                     self.lock_provisional().insert(identity);
                 }
             }
