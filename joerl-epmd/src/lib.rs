@@ -17,7 +17,8 @@
 //!   lines that peers can trigger (also used by `joerl-dist`).
 //!
 //! The binary `epmd_server` runs the daemon and offers `list`, `lookup` and
-//! `ping` commands for operators. The wire format is described in
+//! `ping` commands for operators; installed as `epmd`, it takes Erlang's
+//! `epmd` command line instead. The wire format is described in
 //! `CLUSTERING.md` at the root of the repository.
 //!
 //! ```no_run
@@ -52,4 +53,4 @@ pub use error::{ClientError, ProtocolError, RegistrationScope, RegistryError, Se
 pub use protocol::{
     Alive2Request, DistInfo, NamesReply, NodeInfo, NodeKind, PongReply, PortPleaseReply,
 };
-pub use server::{DEFAULT_EPMD_PORT, EpmdServer, ServerConfig, ServerStats};
+pub use server::{DEFAULT_EPMD_PORT, EpmdServer, IdleActivity, ServerConfig, ServerStats};

@@ -1,9 +1,11 @@
-//! The daemon: a tokio listener in front of the shared [`Registry`].
+//! The daemon: tokio listeners in front of the shared [`Registry`].
 //!
-//! The structure follows tokio's mini-redis: an accept loop hands each socket
-//! to its own task; a `Connection` turns the socket's bytes into frames (with
-//! the parsing itself in [`crate::protocol`]); one watch channel carries the
-//! shutdown signal to the accept loop, the reaper and every connection; an
+//! The structure follows tokio's mini-redis: an accept loop per listening
+//! address (one by default; epmd listens on several, see
+//! [`ServerConfig::extra_listen_addrs`]) hands each socket to its own task; a
+//! `Connection` turns the socket's bytes into frames (with the parsing itself
+//! in [`crate::protocol`]); one watch channel carries the shutdown signal to
+//! the accept loops, the reaper and every connection; an
 //! mpsc channel whose senders are held by those tasks tells [`EpmdServer::shutdown`]
 //! when the last of them has finished.
 //!
@@ -59,9 +61,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::error::{ProtocolError, RegistryError, ServerError};
 use crate::log_limit::LogLimiter;
@@ -89,15 +91,33 @@ pub const DEFAULT_MAX_REPLY_MEMORY: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Address to listen on (default `127.0.0.1:4369`; port 0 picks a free port).
+    /// It must be bound, or [`EpmdServer::bind`] fails.
     pub listen_addr: SocketAddr,
+    /// More addresses to listen on (default none), all serving the same node
+    /// table. Port 0 here means the port `listen_addr` was bound to. Each must
+    /// be bound, except that an address whose family the system does not
+    /// support (IPv6 on a kernel without it) is logged and skipped, as epmd
+    /// does. With more than one address, IPv6 sockets are IPv6-only, so `::`
+    /// and `0.0.0.0` can share a port (epmd's `IPV6_V6ONLY`).
+    pub extra_listen_addrs: Vec<SocketAddr>,
+    /// Addresses listened on when possible (default none): one that cannot
+    /// be bound is logged and skipped, unless its port is in use there (which
+    /// fails [`EpmdServer::bind`], as for any address). epmd treats the
+    /// loopback addresses it adds to an `-address` list this way, so `::1` on
+    /// a host without IPv6 costs nothing. Port 0 as in `extra_listen_addrs`.
+    pub optional_listen_addrs: Vec<SocketAddr>,
     /// Most connections holding a slot (default 1000). At the limit a new
     /// connection takes the slot of the longest-waiting connection that holds no
     /// registration and is blocked writing or waiting for a request; if there is
     /// none, the new connection is closed at once, as epmd does.
     pub max_connections: usize,
-    /// A connection holding no registration is closed after this long without a
-    /// complete request (default 60 s, epmd's packet timeout).
+    /// A connection holding no registration is closed after this long without
+    /// activity (default 60 s, epmd's packet timeout); what counts as activity
+    /// is [`ServerConfig::idle_activity`].
     pub idle_timeout: Duration,
+    /// What restarts the [`ServerConfig::idle_timeout`] clock (default
+    /// [`IdleActivity::Request`]).
+    pub idle_activity: IdleActivity,
     /// A connection is closed (with a reset) when writing a reply to it makes no
     /// progress for this long, i.e. its peer does not read (default 5 s).
     pub write_timeout: Duration,
@@ -114,6 +134,15 @@ pub struct ServerConfig {
     pub max_reply_memory: usize,
     /// Largest request body accepted, in bytes (default 4096; at most 65535).
     pub max_request_bytes: usize,
+    /// Wait this long between a listening socket becoming ready and accepting
+    /// the connection (default none), like epmd's `-delay_accept`: a way to
+    /// test clients against a busy daemon. Only the accepting waits; open
+    /// connections are served meanwhile.
+    pub delay_accept: Option<Duration>,
+    /// Wait this long before writing each reply (default none), like epmd's
+    /// `-delay_write`. The wait is part of writing: the write timeout starts
+    /// after it, and the connection counts as writing meanwhile.
+    pub delay_write: Option<Duration>,
     /// Lease granted when a joerl client asks for the default (default 60 s).
     pub default_lease: Duration,
     /// Renewal interval the daemon asks lease holders to use (default 20 s).
@@ -148,12 +177,17 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_EPMD_PORT),
+            extra_listen_addrs: Vec::new(),
+            optional_listen_addrs: Vec::new(),
             max_connections: 1000,
             idle_timeout: Duration::from_secs(60),
+            idle_activity: IdleActivity::Request,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             send_buffer_bytes: Some(DEFAULT_SEND_BUFFER_BYTES),
             max_reply_memory: DEFAULT_MAX_REPLY_MEMORY,
             max_request_bytes: 4096,
+            delay_accept: None,
+            delay_write: None,
             default_lease: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(20),
             min_lease: Duration::from_secs(1),
@@ -166,6 +200,20 @@ impl Default for ServerConfig {
             max_registrations_per_source: DEFAULT_MAX_REGISTRATIONS_PER_SOURCE,
         }
     }
+}
+
+/// What restarts the idle clock of a connection that holds no registration
+/// ([`ServerConfig::idle_timeout`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdleActivity {
+    /// A complete request: a peer that trickles the bytes of a request is
+    /// closed after the idle timeout all the same (joerl's default).
+    #[default]
+    Request,
+    /// Any bytes received, as epmd measures its `-packet_timeout`: it notes
+    /// the time of every read that returns data and closes a connection whose
+    /// last such read is older than the timeout.
+    AnyBytes,
 }
 
 impl ServerConfig {
@@ -585,6 +633,8 @@ struct Shared {
     registry: Registry,
     config: ServerConfig,
     local_addr: SocketAddr,
+    /// Every listening address, `local_addr` first.
+    local_addrs: Vec<SocketAddr>,
     started: Instant,
     next_connection: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -688,17 +738,54 @@ pub struct EpmdServer {
 }
 
 impl EpmdServer {
-    /// Binds `config.listen_addr` and starts serving in the background on the
-    /// current tokio runtime. Port 0 picks a free port; [`EpmdServer::local_addr`]
-    /// reports it.
+    /// Binds `config.listen_addr` (and the extra and optional addresses) and
+    /// starts serving in the background on the current tokio runtime. Port 0
+    /// picks a free port; [`EpmdServer::local_addr`] reports it.
+    ///
+    /// Fails with [`ServerError::Bind`] when `listen_addr` or an extra address
+    /// cannot be bound, or when the port of any address is in use (another
+    /// daemon has it); see [`ServerConfig::optional_listen_addrs`] for the
+    /// addresses that may be skipped.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
-        let bind_error = |source| ServerError::Bind {
-            addr: config.listen_addr,
-            source,
-        };
-        let listener = listen(config.listen_addr, config.send_buffer_bytes).map_err(bind_error)?;
-        let local_addr = listener.get_ref().local_addr().map_err(bind_error)?;
+        let bind_error = |addr, source| ServerError::Bind { addr, source };
+        // IPv6 sockets are IPv6-only when IPv4 ones may share their port.
+        let several =
+            !config.extra_listen_addrs.is_empty() || !config.optional_listen_addrs.is_empty();
+        let first = listen(config.listen_addr, config.send_buffer_bytes, several)
+            .map_err(|e| bind_error(config.listen_addr, e.into_io()))?;
+        let local_addr = first
+            .get_ref()
+            .local_addr()
+            .map_err(|e| bind_error(config.listen_addr, e))?;
+        let mut listeners = vec![first];
+        let mut local_addrs = vec![local_addr];
+        // The order of epmd: the loopback addresses it adds, then the listed ones.
+        let others = config
+            .optional_listen_addrs
+            .iter()
+            .map(|addr| (*addr, true))
+            .chain(config.extra_listen_addrs.iter().map(|addr| (*addr, false)));
+        for (mut addr, optional) in others {
+            if addr.port() == 0 {
+                addr.set_port(local_addr.port());
+            }
+            match listen(addr, config.send_buffer_bytes, several) {
+                Ok(listener) => {
+                    let bound = listener
+                        .get_ref()
+                        .local_addr()
+                        .map_err(|e| bind_error(addr, e))?;
+                    listeners.push(listener);
+                    local_addrs.push(bound);
+                }
+                Err(err) if err.in_use() => return Err(bind_error(addr, err.into_io())),
+                Err(err) if optional || err.unsupported_family() => {
+                    warn!(%addr, error = %err, "cannot listen on this address; skipping it");
+                }
+                Err(err) => return Err(bind_error(addr, err.into_io())),
+            }
+        }
         let (shutdown, _) = watch::channel(false);
         let (stopped_tx, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -706,6 +793,7 @@ impl EpmdServer {
             slots: Slots::new(config.max_connections),
             config,
             local_addr,
+            local_addrs,
             started: Instant::now(),
             next_connection: AtomicU64::new(1),
             shutdown,
@@ -715,7 +803,7 @@ impl EpmdServer {
             reply_memory: Arc::new(AtomicUsize::new(0)),
         });
         info!(
-            %local_addr,
+            local_addrs = ?shared.local_addrs,
             max_connections = shared.config.max_connections,
             write_timeout = ?shared.config.write_timeout,
             max_registrations_per_connection = shared.config.max_registrations_per_connection,
@@ -724,13 +812,19 @@ impl EpmdServer {
             keepalive_interval = ?shared.config.keepalive_interval,
             "epmd listening"
         );
-        tokio::spawn(run(listener, shared.clone(), stopped_tx));
+        tokio::spawn(run(listeners, shared.clone(), stopped_tx));
         Ok(Self { shared, stopped })
     }
 
     /// The address the daemon listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// Every address the daemon listens on: [`EpmdServer::local_addr`] first,
+    /// then the optional and the extra addresses that were bound, in that order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.local_addrs
     }
 
     /// The node table (read-only use from tests and embedding programs).
@@ -781,31 +875,81 @@ impl Drop for EpmdServer {
 /// spawning a task (see [`answer_at_once`]).
 type Listener = AsyncFd<std::net::TcpListener>;
 
-fn listen(addr: SocketAddr, send_buffer: Option<usize>) -> std::io::Result<Listener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    if let Some(bytes) = send_buffer {
-        // Accepted sockets inherit it (validated to fit in u32).
-        socket.set_send_buffer_size(bytes as u32)?;
+/// Why a listening socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum ListenError {
+    /// The socket could not be created (e.g. the address family is not supported).
+    #[error("cannot create the socket: {0}")]
+    Socket(std::io::Error),
+    /// Setting it up, binding or listening failed.
+    #[error("{0}")]
+    Setup(std::io::Error),
+}
+
+impl ListenError {
+    fn into_io(self) -> std::io::Error {
+        match self {
+            Self::Socket(err) | Self::Setup(err) => err,
+        }
     }
-    socket.bind(addr)?;
-    let listener = socket.listen(1024)?.into_std()?;
-    listener.set_nonblocking(true)?;
+
+    fn in_use(&self) -> bool {
+        matches!(self, Self::Setup(err) if err.kind() == std::io::ErrorKind::AddrInUse)
+    }
+
+    /// epmd skips an address whose socket cannot be created for these reasons.
+    fn unsupported_family(&self) -> bool {
+        matches!(
+            self,
+            Self::Socket(err)
+                if matches!(err.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT))
+        )
+    }
+}
+
+/// A non-blocking listening socket on `addr`; IPv6-only if `v6_only` (otherwise
+/// the system's default for IPv6 sockets).
+fn listen(
+    addr: SocketAddr,
+    send_buffer: Option<usize>,
+    v6_only: bool,
+) -> Result<Listener, ListenError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(ListenError::Socket)?;
+    let setup = |socket: &Socket| -> std::io::Result<()> {
+        if addr.is_ipv6() && v6_only {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        if let Some(bytes) = send_buffer {
+            // Accepted sockets inherit it.
+            socket.set_send_buffer_size(bytes)?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)
+    };
+    setup(&socket).map_err(ListenError::Setup)?;
+    let listener: std::net::TcpListener = socket.into();
     // `AsyncFd::new` is deprecated in recent tokio in favour of an `unsafe`
     // constructor (older tokio, which the workspace allows, has only this one).
     // It is sound here: the listener owns its descriptor for the AsyncFd's lifetime.
     #[allow(deprecated)]
-    AsyncFd::new(listener)
+    AsyncFd::new(listener).map_err(ListenError::Setup)
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+/// The next connection; with a `delay` (epmd's `-delay_accept`), the wait
+/// comes between the listener becoming ready and the `accept` call.
+async fn accept(
+    listener: &Listener,
+    delay: Option<Duration>,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
     loop {
         let mut ready = listener.readable().await?;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         if let Ok(accepted) = ready.try_io(|inner| inner.get_ref().accept()) {
             return accepted;
         }
@@ -849,6 +993,10 @@ fn answer_at_once(shared: &Shared, mut stream: std::net::TcpStream) -> AcceptedC
     let mut bytes = [0u8; FIRST_READ_BYTES];
     if stream.set_nonblocking(true).is_err() {
         return AcceptedConnection::Done;
+    }
+    if shared.config.delay_write.is_some() {
+        // The reply must wait, which only a task can do.
+        return AcceptedConnection::Serve(stream, BytesMut::new());
     }
     let mut read = match read_now(&mut stream, &mut bytes) {
         Some(n) => n,
@@ -909,15 +1057,29 @@ async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn run(listener: Listener, shared: Arc<Shared>, stopped: watch::Sender<bool>) {
-    let mut shutdown = shared.shutdown.subscribe();
+/// Runs the reaper and one accept loop per listening socket, all on the same
+/// [`Shared`] state; reports the stop once every task has finished.
+async fn run(listeners: Vec<Listener>, shared: Arc<Shared>, stopped: watch::Sender<bool>) {
     let (tasks_alive, mut all_tasks_done) = mpsc::channel::<()>(1);
     tokio::spawn(reaper(shared.clone(), tasks_alive.clone()));
+    for listener in listeners {
+        tokio::spawn(accept_loop(listener, shared.clone(), tasks_alive.clone()));
+    }
+    drop(tasks_alive);
+    let _ = all_tasks_done.recv().await;
+    info!(local_addrs = ?shared.local_addrs, "epmd stopped");
+    stopped.send_replace(true);
+}
+
+/// Accepts connections on one listening socket until shutdown.
+async fn accept_loop(listener: Listener, shared: Arc<Shared>, tasks_alive: mpsc::Sender<()>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let delay_accept = shared.config.delay_accept;
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown_signalled(&mut shutdown) => break,
-            accepted = accept(&listener) => accepted,
+            accepted = accept(&listener, delay_accept) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -988,9 +1150,6 @@ async fn run(listener: Listener, shared: Arc<Shared>, stopped: watch::Sender<boo
     }
     drop(listener);
     drop(tasks_alive);
-    let _ = all_tasks_done.recv().await;
-    info!(local_addr = %shared.local_addr, "epmd stopped");
-    stopped.send_replace(true);
 }
 
 async fn reaper(shared: Arc<Shared>, _alive: mpsc::Sender<()>) {
@@ -1072,7 +1231,12 @@ struct Connection {
     slot: Arc<Slot>,
     shutdown: watch::Receiver<bool>,
     write_timeout: Duration,
+    /// epmd's `-delay_write`: a wait before each reply.
+    delay_write: Option<Duration>,
     clock: Instant,
+    /// When bytes last arrived (or the connection opened), for
+    /// [`IdleActivity::AnyBytes`].
+    last_read: tokio::time::Instant,
 }
 
 impl Connection {
@@ -1112,6 +1276,7 @@ impl Connection {
                     Err(ReadError::TruncatedAtEof(self.buffer.len()))
                 };
             }
+            self.last_read = tokio::time::Instant::now();
         }
     }
 
@@ -1132,6 +1297,14 @@ impl Connection {
     async fn write(&mut self, bytes: &[u8], state: u8) -> Result<(), WriteError> {
         if !self.slot.enter(state, self.now_ms()) {
             return Err(WriteError::Evicted);
+        }
+        if let Some(delay) = self.delay_write {
+            tokio::select! {
+                biased;
+                _ = shutdown_signalled(&mut self.shutdown) => return Err(WriteError::Shutdown),
+                _ = self.slot.evicted.notified() => return Err(WriteError::Evicted),
+                _ = tokio::time::sleep(delay) => {}
+            }
         }
         let mut written = 0;
         while written < bytes.len() {
@@ -1200,7 +1373,9 @@ async fn serve_connection(
         slot,
         shutdown: shared.shutdown.subscribe(),
         write_timeout: shared.config.write_timeout,
+        delay_write: shared.config.delay_write,
         clock: shared.started,
+        last_read: tokio::time::Instant::now(),
     };
     let mut session = Session {
         shared,
@@ -1212,6 +1387,7 @@ async fn serve_connection(
     };
     let mut shutdown = shared.shutdown.subscribe();
     let idle_timeout = shared.config.idle_timeout;
+    let any_bytes_count = shared.config.idle_activity == IdleActivity::AnyBytes;
     let max_body = shared.config.max_request_bytes;
     let mut idle_deadline = tokio::time::Instant::now() + idle_timeout;
     let mut holding_alive = false;
@@ -1268,6 +1444,12 @@ async fn serve_connection(
                 break;
             }
             _ = tokio::time::sleep_until(idle_deadline), if !holds_registration => {
+                if any_bytes_count && conn.last_read + idle_timeout > idle_deadline {
+                    // Bytes of a request arrived meanwhile: the clock runs from
+                    // them (reading goes on where it stopped).
+                    idle_deadline = conn.last_read + idle_timeout;
+                    continue;
+                }
                 debug!(%peer, connection = id.0, timeout = ?idle_timeout, "idle connection closed");
                 break;
             }
@@ -1506,7 +1688,7 @@ impl Session<'_> {
                 if !shared.config.relaxed_command_check && !registry.is_empty(Instant::now()) {
                     self.refuse_command(
                         "KILL_REQ",
-                        "KILL_REQ refused: nodes are registered (use --relaxed-command-check to allow)",
+                        "KILL_REQ refused: nodes are registered (--relaxed-command-check, or epmd's -relaxed_command_check, allows it)",
                     );
                     conn.write(protocol::KILL_REFUSED, self.writing_state())
                         .await?;
@@ -1529,7 +1711,7 @@ impl Session<'_> {
                 if !shared.config.relaxed_command_check {
                     self.refuse_command(
                         "STOP_REQ",
-                        "STOP_REQ refused without --relaxed-command-check; closing without reply (as epmd)",
+                        "STOP_REQ refused without --relaxed-command-check (epmd's -relaxed_command_check); closing without reply (as epmd)",
                     );
                     return Ok(Next::Close);
                 }

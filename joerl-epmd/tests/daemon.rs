@@ -1087,3 +1087,135 @@ async fn port_please_reply_decodes_what_the_daemon_sends_for_joerl_nodes() {
     guard.unregister().await.unwrap();
     server.shutdown().await;
 }
+
+/// Binds `tweak`ed settings, retrying with a new port when the one the
+/// kernel gave 127.0.0.1 is taken on another address.
+async fn bind_retrying(tweak: impl Fn(&mut ServerConfig)) -> EpmdServer {
+    for _ in 0..5 {
+        let mut config = ServerConfig::new(loopback0());
+        tweak(&mut config);
+        match EpmdServer::bind(config).await {
+            Ok(server) => return server,
+            Err(joerl_epmd::ServerError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                continue;
+            }
+            Err(err) => panic!("cannot bind: {err}"),
+        }
+    }
+    panic!("no port free on every address");
+}
+
+#[tokio::test]
+async fn several_listening_addresses_share_one_table() {
+    // 127.0.0.2 is loopback too on Linux; ::1 only where IPv6 works (optional).
+    let server = bind_retrying(|c| {
+        c.optional_listen_addrs = vec!["[::1]:0".parse().unwrap()];
+        c.extra_listen_addrs = vec!["127.0.0.2:0".parse().unwrap()];
+    })
+    .await;
+    let addrs = server.local_addrs().to_vec();
+    assert_eq!(addrs[0], server.local_addr());
+    assert!(
+        addrs.iter().all(|a| a.port() == server.local_addr().port()),
+        "{addrs:?}"
+    );
+    assert!(
+        addrs.contains(
+            &format!("127.0.0.2:{}", server.local_addr().port())
+                .parse()
+                .unwrap()
+        )
+    );
+    let held = EpmdClient::new(addrs[0])
+        .alive2(alive2("shared", 7001, 6))
+        .await
+        .unwrap();
+    for addr in &addrs {
+        let names = EpmdClient::new(*addr).names().await.unwrap();
+        assert_eq!(names.nodes, vec![("shared".to_string(), 7001)], "{addr}");
+        assert_eq!(names.epmd_port, u32::from(addr.port()));
+    }
+    held.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_optional_address_that_cannot_be_bound_is_skipped_an_extra_one_fails() {
+    // 192.0.2.1 (TEST-NET-1) is on no interface here.
+    let absent: std::net::SocketAddr = "192.0.2.1:0".parse().unwrap();
+    let server = start_server(|c| c.optional_listen_addrs = vec![absent]).await;
+    assert_eq!(server.local_addrs(), &[server.local_addr()]);
+    server.shutdown().await;
+    let mut config = ServerConfig::new(loopback0());
+    config.extra_listen_addrs = vec![absent];
+    match EpmdServer::bind(config).await {
+        Err(joerl_epmd::ServerError::Bind { addr, .. }) => assert_eq!(addr.ip(), absent.ip()),
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    // A port in use fails even on an optional address: another daemon has it.
+    let taken = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let mut config = ServerConfig::new(loopback0());
+    config.optional_listen_addrs = vec![taken.local_addr().unwrap()];
+    match EpmdServer::bind(config).await {
+        Err(joerl_epmd::ServerError::Bind { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse)
+        }
+        other => panic!("expected the port to be in use, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn with_any_bytes_the_idle_clock_runs_from_the_last_byte() {
+    let idle = Duration::from_secs(1);
+    let server = start_server(|c| {
+        c.idle_timeout = idle;
+        c.idle_activity = joerl_epmd::IdleActivity::AnyBytes;
+    })
+    .await;
+    let mut slow = TcpStream::connect(server.local_addr()).await.unwrap();
+    // A request announced as 100 bytes, sent a byte at a time for 3 s:
+    // still open, as in epmd, where every read notes activity.
+    slow.write_all(&[0, 100]).await.unwrap();
+    let trickle = Instant::now();
+    while trickle.elapsed() < 3 * idle {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        slow.write_all(b"z").await.unwrap();
+    }
+    let last_byte = Instant::now();
+    let mut probe = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), slow.read(&mut probe))
+            .await
+            .is_err(),
+        "closed while bytes kept arriving"
+    );
+    assert_eq!(read_until_closed(&mut slow).await, b"");
+    assert!(last_byte.elapsed() >= idle);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn delays_before_accepting_and_before_replying_are_kept() {
+    let delay = Duration::from_millis(300);
+    for accept in [true, false] {
+        let server = start_server(|c| {
+            if accept {
+                c.delay_accept = Some(delay);
+            } else {
+                c.delay_write = Some(delay);
+            }
+        })
+        .await;
+        let addr = server.local_addr();
+        // PORT_PLEASE2 (answered at accept without a delay) and NAMES.
+        for body in [&b"zmissing"[..], b"n"] {
+            let started = Instant::now();
+            let reply = raw_request(addr, body).await;
+            assert!(!reply.is_empty());
+            assert!(started.elapsed() >= delay, "accept={accept} {body:?}");
+        }
+        server.shutdown().await;
+    }
+}

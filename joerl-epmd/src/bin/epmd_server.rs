@@ -1,5 +1,7 @@
 //! `epmd_server`: the joerl port mapper daemon, and client commands for operators.
 //!
+//! joerl's command line:
+//!
 //! ```text
 //! epmd_server [ADDR] [flags]              run the daemon (ADDR defaults to 127.0.0.1:4369)
 //! epmd_server list [--epmd ADDR]          list registered nodes with metadata
@@ -7,10 +9,32 @@
 //! epmd_server ping [--epmd ADDR]          check that the daemon answers
 //! ```
 //!
+//! Erlang's `epmd` command line, taken when the program is called `epmd` or an
+//! argument is one of epmd's single-dash flags, so that this binary installed
+//! as `epmd` is a drop-in for Erlang's:
+//!
+//! ```text
+//! epmd [-d|-debug]... [-address List] [-port No] [-daemon] [-relaxed_command_check]
+//!      [-packet_timeout Seconds] [-delay_accept Seconds] [-delay_write Seconds]
+//!      [-systemd] [--pid-file PATH]       run the daemon (all interfaces, port 4369)
+//! epmd [-d|-debug] [-port No] -names | -started | -dump | -kill | -stop Name
+//! ```
+//!
+//! with `ERL_EPMD_PORT`, `ERL_EPMD_ADDRESS` and `ERL_EPMD_RELAXED_COMMAND_CHECK`
+//! as epmd reads them; see the `epmd_mode` module and "Running as epmd" in
+//! `CLUSTERING.md`.
+//!
 //! This file is also compiled as the `epmd_server` example of `joerl-examples`
 //! (which includes it as a module), so it keeps a `pub fn main`.
 
+// Relative to this file's directory, both as the binary's root and as the
+// example's module.
+#[path = "epmd_server/epmd_mode.rs"]
+mod epmd_mode;
+
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -95,6 +119,9 @@ struct DaemonArgs {
     /// lowest latency per lookup; more help only when requests queue up.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Write the daemon's process id to this file once it listens (removed when it stops).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
 }
 
 /// Where a client command connects.
@@ -153,23 +180,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
-/// Entry point (shared with the `epmd_server` example). Exits with status 1
-/// when `lookup` does not find the node.
+/// Entry point (shared with the `epmd_server` example). With epmd's command
+/// line it behaves as epmd; with joerl's it exits with status 1 when `lookup`
+/// does not find the node.
 pub fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    let default_level = if cli.command.is_some() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if epmd_mode::is_epmd_style(&args) {
+        return epmd_mode::main(args);
+    }
+    let cli = Cli::parse_from(args);
+    init_logging(if cli.command.is_some() {
         "warn"
     } else {
         "info"
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    });
     let threads = match &cli.command {
         None => cli.daemon.threads,
         Some(_) => 1,
@@ -195,6 +219,45 @@ pub fn main() -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise.
+fn init_logging(default_level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// A file holding the daemon's process id, removed on drop if it still does.
+struct PidFile {
+    path: PathBuf,
+    contents: String,
+}
+
+impl PidFile {
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        let contents = format!("{}\n", std::process::id());
+        std::fs::write(path, &contents)
+            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            contents,
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Another daemon may have taken the file over since.
+        if std::fs::read_to_string(&self.path).is_ok_and(|now| now == self.contents) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 async fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let config = ServerConfig {
         listen_addr: args.addr,
@@ -214,8 +277,15 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         max_nodes: args.max_nodes,
         max_registrations_per_connection: args.max_registrations_per_connection,
         max_registrations_per_source: args.max_registrations_per_source,
+        ..ServerConfig::default()
     };
     let server = EpmdServer::bind(config).await?;
+    let _pid_file = args.pid_file.as_deref().map(PidFile::create).transpose()?;
+    serve_until_stopped(server).await
+}
+
+/// Serves until Ctrl-C, SIGTERM or a `KILL_REQ`.
+async fn serve_until_stopped(server: EpmdServer) -> anyhow::Result<ExitCode> {
     let mut terminate = terminate_signal()?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => {
