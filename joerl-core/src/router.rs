@@ -160,6 +160,16 @@ pub trait Router: Send + Sync + 'static {
         Box::pin(async {})
     }
 
+    /// Learns what it needs to reach the node named `node` before the
+    /// first named send to it (with joerl-dist: whether it is a joerl or an
+    /// Erlang node, asked of EPMD once per name). Awaited by an async send to
+    /// `{name, node}` before its first attempt; a `try_send` does without it.
+    /// The default does nothing.
+    fn prepare(&self, node: &str) -> ReadyFuture<'_> {
+        let _ = node;
+        Box::pin(async {})
+    }
+
     /// Connects to the node named `node` if it is not connected yet, and
     /// says why it cannot be reached otherwise (the distribution layer's own
     /// error, kept as the cause). Awaited by a call to `{name, node}` before it

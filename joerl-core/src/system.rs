@@ -703,6 +703,7 @@ impl ActorSystem {
             .router
             .get()
             .ok_or_else(|| SendError::NoRouterForNode(node.to_string()))?;
+        router.prepare(node).await;
         let mut msg = msg;
         loop {
             match router.try_send_named(from, name, node, msg) {

@@ -85,6 +85,16 @@ pub struct DistConfig {
     /// waits for the peer's acknowledgements, and senders then wait as for a
     /// full queue. At least 4 MiB.
     pub resend_window: usize,
+    /// Connect to Erlang nodes as a hidden node (the default), so Erlang's
+    /// `global` does not try to synchronise with this node and `nodes()` on
+    /// the Erlang side lists it only under `nodes(hidden)`; `false` makes it
+    /// a normal node. Also the node type EPMD shows for this node.
+    pub erlang_hidden: bool,
+    /// Erlang's `net_ticktime` for connections with Erlang nodes: a tick is
+    /// sent on a quiet connection every quarter of it, and an Erlang peer
+    /// silent for all of it is down. Keep it equal to the Erlang nodes'
+    /// (60 s by default there and here).
+    pub erlang_net_ticktime: Duration,
 }
 
 impl Default for DistConfig {
@@ -108,6 +118,8 @@ impl Default for DistConfig {
             peer_sweep_interval: Duration::from_secs(30),
             grace_period: None,
             resend_window: DEFAULT_RESEND_WINDOW,
+            erlang_hidden: true,
+            erlang_net_ticktime: Duration::from_secs(60),
         }
     }
 }

@@ -33,7 +33,9 @@
 //! `delivery` (what arrives, to local actors, with the full-mailbox policy) and
 //! [`net_kernel`] (name look-ups for other nodes), [`resolve`] (where a node
 //! listens: EPMD on the peer's host, a static table), [`transport`] (TCP, or
-//! TLS with mutual authentication).
+//! TLS with mutual authentication), [`erlang`] (Erlang/OTP nodes as peers:
+//! terms, the External Term Format, serde between Rust types and terms,
+//! Erlang's handshake and control messages).
 #![warn(missing_docs)]
 
 mod accounting;
@@ -43,6 +45,7 @@ mod config;
 mod connection;
 pub mod cookie;
 mod delivery;
+pub mod erlang;
 mod error;
 mod events;
 mod frame;

@@ -262,6 +262,20 @@ impl NodeBuilder {
         self
     }
 
+    /// Connect to Erlang nodes as a hidden node (`true`, the default) or as
+    /// a normal one (see [`DistConfig::erlang_hidden`]).
+    pub fn erlang_hidden(mut self, hidden: bool) -> Self {
+        self.config.erlang_hidden = hidden;
+        self
+    }
+
+    /// Erlang's `net_ticktime` toward Erlang nodes (see
+    /// [`DistConfig::erlang_net_ticktime`]); at least 4 ms.
+    pub fn erlang_net_ticktime(mut self, ticktime: Duration) -> Self {
+        self.config.erlang_net_ticktime = ticktime.max(Duration::from_millis(4));
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: DistConfig) -> Self {
         self.config = config;
@@ -738,6 +752,10 @@ pub(crate) struct NodeInner {
     /// Incoming dials refused because this node was dialing the same peer
     /// and its own dial wins.
     simultaneous_refused: AtomicU64,
+    /// Erlang nodes as peers (see `erlang/`).
+    pub(crate) erlang: crate::erlang::dist::ErlangSide,
+    /// The EPMD port on other hosts (Erlang's rule: a node's EPMD is on its host).
+    peer_epmd_port: u16,
 }
 
 /// Log lines about refused incoming connections, per second.
@@ -800,7 +818,19 @@ impl NodeInner {
         } else {
             Arc::new(b.first_resolvers.clone().then(chosen))
         };
+        // The mark in `extra` tells joerl nodes that look this node up to
+        // speak joerl's dialect; Erlang nodes ignore it and speak theirs,
+        // which this node also answers on the same port.
         let mut reg = Registration::new(short.clone(), local_addr.port())
+            .dist(joerl_epmd::DistInfo {
+                node_type: if b.config.erlang_hidden {
+                    joerl_epmd::protocol::NODE_TYPE_HIDDEN
+                } else {
+                    joerl_epmd::protocol::NODE_TYPE_NORMAL
+                },
+                extra: crate::erlang::dist::JOERL_EPMD_MARK.to_vec(),
+                ..joerl_epmd::DistInfo::default()
+            })
             .host(host.clone())
             .metadata("joerl", env!("CARGO_PKG_VERSION"))
             .metadata(NODE_NAME_KEY, full.clone());
@@ -821,6 +851,7 @@ impl NodeInner {
             creation,
         });
         let (shutdown_tx, _) = watch::channel(false);
+        let full_for_erlang = full.clone();
         let inner = Arc::new(NodeInner {
             system,
             me: LocalIdentity {
@@ -848,6 +879,8 @@ impl NodeInner {
             retired: Mutex::new(PeerStats::default()),
             table: crate::node_table::NodeTable::default(),
             simultaneous_refused: AtomicU64::new(0),
+            erlang: crate::erlang::dist::ErlangSide::new(&full_for_erlang),
+            peer_epmd_port: b.peer_epmd_port.unwrap_or(b.epmd.port()),
         });
         inner
             .system
@@ -878,7 +911,7 @@ impl NodeInner {
     /// Hands a node event to every subscriber and node watcher, in the order
     /// of calls. Called while the peer's connection state is locked, so each
     /// peer's Up and Down come out in the order they happened.
-    fn emit(&self, event: NodeEvent) {
+    pub(crate) fn emit(&self, event: NodeEvent) {
         self.subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -911,6 +944,42 @@ impl NodeInner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(handle);
+    }
+
+    /// The cookie, as its bytes.
+    pub(crate) fn cookie(&self) -> &[u8] {
+        &self.cookie
+    }
+
+    /// The EPMD port on other hosts.
+    pub(crate) fn peer_epmd_port(&self) -> u16 {
+        self.peer_epmd_port
+    }
+
+    /// The full name of the joerl node with id `id`, if this node knows it.
+    pub(crate) fn node_name(&self, id: u32) -> Option<String> {
+        if id == self.me.node_id {
+            return Some(self.me.name.clone());
+        }
+        if let Some(p) = self.peers.get(&id) {
+            return Some(p.name.clone());
+        }
+        self.table.forgotten_name(id)
+    }
+
+    /// Where `node` listens, as the resolvers say.
+    pub(crate) async fn resolve_node(&self, node: &str) -> Result<Vec<SocketAddr>, DistError> {
+        split_node_name(node)?;
+        let resolver = self
+            .resolver
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        resolver
+            .resolve(node)
+            .await?
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| DistError::UnknownNode(node.to_string()))
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -1202,6 +1271,13 @@ impl NodeInner {
             .iter()
             .filter(|p| p.is_up())
             .map(|p| p.name.clone())
+            .chain(
+                self.erlang
+                    .peers
+                    .iter()
+                    .filter(|p| p.is_up())
+                    .map(|p| p.name.clone()),
+            )
             .collect();
         v.sort();
         v
@@ -1256,6 +1332,11 @@ impl NodeInner {
     }
 
     pub(crate) async fn connect(self: &Arc<Self>, node: &str) -> Result<(), DistError> {
+        split_node_name(node)?;
+        if self.dialect_of(node).await == crate::erlang::Dialect::Erlang {
+            let erl = self.erlang.peer_for(self, node)?;
+            return self.erl_connected(&erl).await;
+        }
         let peer = self.peer_by_name(node, Learned::Named)?;
         if peer.is_up() {
             return Ok(());
@@ -1697,6 +1778,26 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
         let node = node.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            // Erlang's handshake starts with a 2-byte length and 'N'; joerl's
+            // with a 4-byte length. Plain TCP only: Erlang over TLS is not
+            // spoken.
+            if node.transport.is_tcp() && node.erlang.me.is_some() {
+                let mut first = [0u8; 3];
+                let peeked = tokio::time::timeout(node.config.connect_timeout, async {
+                    loop {
+                        match stream.peek(&mut first).await {
+                            Ok(n) if n >= 3 => return true,
+                            Ok(0) | Err(_) => return false,
+                            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
+                    }
+                })
+                .await;
+                if matches!(peeked, Ok(true)) && crate::erlang::dist::looks_like_erlang(&first) {
+                    node.erl_accept(stream, addr).await;
+                    return;
+                }
+            }
             let chosen = Mutex::new(None);
             let handshake = async {
                 let mut stream = node.transport.accept(stream).await?;

@@ -41,6 +41,12 @@ pub struct RemoteMessageType {
     /// Decodes a value of this type into a [`Message`]; the second argument is
     /// the most memory decoding may claim (the node's `max_message_memory`).
     pub decode: fn(&[u8], usize) -> Result<Message, CodecError>,
+    /// The value (which must be of this type) as an Erlang term, for Erlang
+    /// nodes (see [`crate::erlang::serde_term`]).
+    pub to_term: fn(
+        &dyn Any,
+        &dyn crate::erlang::serde_term::PidNames,
+    ) -> Result<crate::erlang::Term, crate::erlang::serde_term::SerdeTermError>,
 }
 
 impl RemoteMessageType {
@@ -55,6 +61,7 @@ impl RemoteMessageType {
             type_id: TypeId::of::<T>,
             encode: encode_as::<T>,
             decode: decode_as::<T>,
+            to_term: to_term_as::<T>,
         }
     }
 }
@@ -64,6 +71,19 @@ fn encode_as<T: Serialize + 'static>(value: &dyn Any, out: &mut Vec<u8>) -> Resu
         .downcast_ref::<T>()
         .ok_or(CodecError::TypeMismatch(std::any::type_name::<T>()))?;
     codec::encode_into(value, out)
+}
+
+fn to_term_as<T: Serialize + 'static>(
+    value: &dyn Any,
+    names: &dyn crate::erlang::serde_term::PidNames,
+) -> Result<crate::erlang::Term, crate::erlang::serde_term::SerdeTermError> {
+    let value = value.downcast_ref::<T>().ok_or_else(|| {
+        crate::erlang::serde_term::SerdeTermError::Custom(format!(
+            "internal error: registry entry for {} got a value of another type",
+            std::any::type_name::<T>()
+        ))
+    })?;
+    crate::erlang::serde_term::to_term_with(value, names)
 }
 
 fn decode_as<T: DeserializeOwned + Send + 'static>(
@@ -361,7 +381,23 @@ inventory::submit! {
         type_id: std::any::TypeId::of::<joerl_core::ExitReason>,
         encode: crate::wire_signal::encode_reason_message,
         decode: crate::wire_signal::decode_reason_message,
+        to_term: reason_to_term,
     }
+}
+
+/// An exit reason as Erlang's term for it (`normal`, `killed`, ..).
+fn reason_to_term(
+    value: &dyn Any,
+    _names: &dyn crate::erlang::serde_term::PidNames,
+) -> Result<crate::erlang::Term, crate::erlang::serde_term::SerdeTermError> {
+    value
+        .downcast_ref::<joerl_core::ExitReason>()
+        .map(crate::erlang::peer::reason_term)
+        .ok_or_else(|| {
+            crate::erlang::serde_term::SerdeTermError::Custom(
+                "internal error: the ExitReason entry got a value of another type".into(),
+            )
+        })
 }
 crate::remote_message!(joerl_core::gen_server::BadRequest, "joerl::BadRequest");
 crate::remote_message!(joerl_core::gen_server::ReplyLost, "joerl::ReplyLost");

@@ -72,6 +72,9 @@ impl DistRouter {
 impl Router for DistRouter {
     fn try_send(&self, from: Option<Pid>, to: Pid, msg: Message) -> Result<(), RouteError> {
         let node = self.node()?;
+        if let Some(erl) = node.erlang.peer(to.node()) {
+            return node.erl_send(&erl, from, Ok(to), msg);
+        }
         let Some(peer) = node.peer_by_id(to.node()) else {
             return Err(RouteError::UnknownNode {
                 node: to.node(),
@@ -91,6 +94,9 @@ impl Router for DistRouter {
         msg: Message,
     ) -> Result<(), RouteError> {
         let node = self.node()?;
+        if let Some(erl) = node.erl_peer_named(node_name) {
+            return node.erl_send(&erl, from, Err(name), msg);
+        }
         let peer =
             node.peer_by_name(node_name, Learned::Named)
                 .map_err(|e| RouteError::Unreachable {
@@ -103,6 +109,17 @@ impl Router for DistRouter {
     }
 
     fn ready(&self, node_id: Option<u32>, node_name: Option<&str>) -> ReadyFuture<'_> {
+        let erl = self
+            .node
+            .upgrade()
+            .and_then(|n| match (node_id, node_name) {
+                (Some(id), _) => n.erlang.peer(id),
+                (None, Some(name)) => n.erl_peer_named(name),
+                _ => None,
+            });
+        if let Some(erl) = erl {
+            return Box::pin(async move { erl.ready().await });
+        }
         let peer = self
             .node
             .upgrade()
@@ -121,13 +138,16 @@ impl Router for DistRouter {
     fn is_known(&self, node_id: u32) -> bool {
         self.node
             .upgrade()
-            .is_some_and(|n| n.peer_by_id(node_id).is_some())
+            .is_some_and(|n| n.erlang.peer(node_id).is_some() || n.peer_by_id(node_id).is_some())
     }
 
     fn resolve(&self, node_id: u32) -> ReadyFuture<'_> {
         let node = self.node.upgrade();
         Box::pin(async move {
             let Some(n) = node else { return };
+            if n.erl_peer_for_id(node_id).is_some() {
+                return;
+            }
             // Ask EPMD which registered node's full name hashes to this id.
             let Ok(list) = n.epmd.list().await else {
                 return;
@@ -146,6 +166,9 @@ impl Router for DistRouter {
 
     fn signal(&self, to: Pid, signal: Signal) -> Result<(), RouteError> {
         let node = self.node()?;
+        if let Some(erl) = node.erl_peer_for_id(to.node()) {
+            return node.erl_signal(&erl, to, signal);
+        }
         let Some(peer) = node.peer_by_id(to.node()) else {
             // Nothing to carry it: answer as if the node were down.
             node.system
@@ -199,6 +222,9 @@ impl Router for DistRouter {
             node: node_name.to_string(),
             reason,
         };
+        if let Some(erl) = node.erl_peer_named(node_name) {
+            return node.erl_monitor_named(&erl, from, monitor, name);
+        }
         let peer = node
             .peer_by_name(node_name, Learned::Named)
             .map_err(|e| unreachable(e.to_string()))?;
@@ -227,8 +253,10 @@ impl Router for DistRouter {
     fn is_connected(&self, node_id: u32) -> bool {
         self.node
             .upgrade()
-            .and_then(|n| n.peer_by_id(node_id))
-            .is_some_and(|p| p.is_up())
+            .is_some_and(|n| match n.erlang.peer(node_id) {
+                Some(erl) => erl.is_up(),
+                None => n.peer_by_id(node_id).is_some_and(|p| p.is_up()),
+            })
     }
 
     fn nodes(&self) -> Vec<String> {
@@ -256,6 +284,17 @@ impl Router for DistRouter {
                 None => Err(joerl_core::CallError::Unreachable(Arc::new(
                     crate::DistError::ShuttingDown,
                 ))),
+            }
+        })
+    }
+
+    fn prepare(&self, node: &str) -> ReadyFuture<'_> {
+        let inner = self.node.upgrade();
+        let node = node.to_string();
+        Box::pin(async move {
+            if let Some(inner) = inner {
+                // Asks EPMD once per new name which dialect it speaks.
+                let _ = inner.dialect_of(&node).await;
             }
         })
     }

@@ -239,6 +239,11 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 const TLS_ALERT_RECORD: u8 = 0x15;
 
 impl Transport {
+    /// True for plain TCP (where Erlang nodes can connect too).
+    pub(crate) fn is_tcp(&self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
     /// Secures a TCP connection this node dialed to `peer` (`name@host`).
     pub(crate) async fn connect(
         &self,

@@ -1,0 +1,848 @@
+//! The node's Erlang side: its Erlang peers, which dialect a node speaks,
+//! and the I/O of Erlang connections (dial, accept, reader, writer, ticks).
+//!
+//! An Erlang connection is plain TCP. The reader reads 4-byte framed
+//! messages (each at most `max_frame_size`), hands them to its
+//! [`wire::Reader`] and delivers what they ask; the writer writes what waits
+//! in the peer's buffer in one write, and a tick (an empty frame) when it
+//! wrote nothing for a quarter of the tick time. A peer silent for the
+//! whole tick time (Erlang's `net_ticktime`, 60 s by default) is down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use joerl_core::fxhash::FxBuildHasher;
+use joerl_core::{MonitorRef, Pid, Signal};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::handshake::{self, Action, ErlHandshakeError, ErlPeerInfo, Handshake, Status};
+use super::peer::{ConnState, ErlPeer, Inbound, Local, Target};
+use super::term::Atom;
+use super::wire;
+use crate::error::DistError;
+use crate::events::{NodeDownReason, NodeEvent};
+use crate::node::NodeInner;
+
+/// The marker in the `extra` field of a joerl node's EPMD registration: a
+/// node whose entry starts with it speaks joerl's dialect, any other node
+/// Erlang's.
+pub const JOERL_EPMD_MARK: &[u8] = b"joerl";
+
+/// Which protocol a node speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// joerl's own.
+    Joerl,
+    /// Erlang's distribution protocol.
+    Erlang,
+}
+
+/// Log lines about refused or failed Erlang connections, per second.
+static ERL_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
+
+/// Counters of the Erlang side.
+#[derive(Default, Debug)]
+pub(crate) struct SideCounters {
+    /// Incoming Erlang handshakes refused (bad cookie, malformed, flags).
+    pub(crate) refused: AtomicU64,
+    /// Connections closed for a malformed frame.
+    pub(crate) malformed: AtomicU64,
+}
+
+/// The Erlang peers of one node.
+pub(crate) struct ErlangSide {
+    /// This node's name as an atom (`None`: the name is too long for one,
+    /// and Erlang nodes cannot talk to it).
+    pub(crate) me: Option<Atom>,
+    pub(crate) peers: DashMap<u32, Arc<ErlPeer>, FxBuildHasher>,
+    dialects: DashMap<String, Dialect>,
+    /// Names of nodes seen in pids, by node id.
+    names: DashMap<u32, Atom, FxBuildHasher>,
+    next_conn: AtomicU64,
+    next_ref: AtomicU64,
+    pub(crate) counters: SideCounters,
+}
+
+impl ErlangSide {
+    /// The Erlang side of the node named `name`.
+    pub(crate) fn new(name: &str) -> Self {
+        ErlangSide {
+            me: Atom::new(name).ok(),
+            peers: DashMap::default(),
+            dialects: DashMap::new(),
+            names: DashMap::default(),
+            next_conn: AtomicU64::new(1),
+            // Monitor references made here for Erlang's monitors: the top
+            // bit keeps them apart from those the actor system makes.
+            next_ref: AtomicU64::new(1 << 63),
+            counters: SideCounters::default(),
+        }
+    }
+
+    /// The Erlang peer with node id `id`, if one is known.
+    pub(crate) fn peer(&self, id: u32) -> Option<Arc<ErlPeer>> {
+        self.peers.get(&id).map(|p| p.clone())
+    }
+
+    /// The dialect a node was found to speak, if asked before.
+    pub(crate) fn known_dialect(&self, name: &str) -> Option<Dialect> {
+        self.dialects.get(name).map(|d| *d)
+    }
+
+    /// Records a node name seen in a pid or a connection.
+    pub(crate) fn learn_name(&self, atom: &Atom) {
+        let id = joerl_core::node_id(atom.as_str());
+        if !self.names.contains_key(&id) {
+            self.names.insert(id, atom.clone());
+        }
+    }
+
+    fn new_ref(&self) -> MonitorRef {
+        MonitorRef(self.next_ref.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The Erlang peer named `name`, created (idle) if new.
+    pub(crate) fn peer_for(&self, node: &NodeInner, name: &str) -> Result<Arc<ErlPeer>, DistError> {
+        let id = joerl_core::node_id(name);
+        if let Some(p) = self.peers.get(&id) {
+            if p.name == name {
+                return Ok(p.clone());
+            }
+            return Err(DistError::Connect {
+                node: name.to_string(),
+                reason: format!("its node id collides with {}'s", p.name),
+            });
+        }
+        let atom =
+            Atom::new(name).map_err(|e| DistError::InvalidNodeName(format!("{name}: {e}")))?;
+        self.learn_name(&atom);
+        self.dialects.insert(name.to_string(), Dialect::Erlang);
+        let peer = self
+            .peers
+            .entry(id)
+            .or_insert_with(|| Arc::new(ErlPeer::new(name, atom, node.config.queue_bytes)))
+            .clone();
+        Ok(peer)
+    }
+}
+
+/// The name of the node with id `id`, as an atom: this node, an Erlang
+/// peer, a name seen in a pid, or a joerl peer.
+fn name_of(node: &NodeInner, id: u32) -> Option<Atom> {
+    if let Some(a) = node.erlang.names.get(&id) {
+        return Some(a.clone());
+    }
+    node.node_name(id).and_then(|n| Atom::new(&n).ok())
+}
+
+/// Runs `f` with this node as Erlang sees it.
+pub(crate) fn with_local<R>(node: &NodeInner, f: impl FnOnce(&Local<'_>) -> R) -> Option<R> {
+    let atom = node.erlang.me.as_ref()?;
+    let lookup = |id: u32| name_of(node, id);
+    let local = Local {
+        atom,
+        node_id: node.me.node_id,
+        creation: node.me.creation,
+        name_of: &lookup,
+    };
+    Some(f(&local))
+}
+
+impl NodeInner {
+    /// Which dialect `name` speaks: asked once of EPMD (its entry's `extra`
+    /// says joerl), then remembered. A node EPMD does not know, or an EPMD
+    /// that cannot be asked, counts as joerl (whose dial then reports why).
+    pub(crate) async fn dialect_of(&self, name: &str) -> Dialect {
+        if self
+            .peers
+            .get(&joerl_core::node_id(name))
+            .is_some_and(|p| p.name == name)
+        {
+            return Dialect::Joerl;
+        }
+        if let Some(d) = self.erlang.known_dialect(name) {
+            return d;
+        }
+        let Ok((short, host)) = crate::node::split_node_name(name) else {
+            return Dialect::Joerl;
+        };
+        let mut daemons = vec![self.epmd.addr()];
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            let theirs = SocketAddr::new(ip, self.peer_epmd_port());
+            if theirs != self.epmd.addr() {
+                daemons.push(theirs);
+            }
+        }
+        for daemon in daemons {
+            match joerl_epmd::EpmdClient::new(daemon).port_please(short).await {
+                Ok(Some(entry)) => {
+                    let d = if entry.dist.extra.starts_with(JOERL_EPMD_MARK) {
+                        Dialect::Joerl
+                    } else {
+                        Dialect::Erlang
+                    };
+                    self.erlang.dialects.insert(name.to_string(), d);
+                    return d;
+                }
+                Ok(None) | Err(_) => continue,
+            }
+        }
+        Dialect::Joerl
+    }
+
+    /// Makes sure `peer` is connected or being dialed.
+    pub(crate) fn erl_ensure_dialing(self: &Arc<Self>, peer: &Arc<ErlPeer>) {
+        {
+            let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+            if *st != ConnState::Idle || self.is_shutting_down() {
+                return;
+            }
+            *st = ConnState::Dialing;
+        }
+        let node = self.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let outcome =
+                tokio::time::timeout(node.config.connect_timeout, node.erl_dial(&peer)).await;
+            let error = match outcome {
+                Ok(Ok((stream, info))) => {
+                    if node.erl_install(&peer, stream, info, true) {
+                        return;
+                    }
+                    None
+                }
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(DistError::Timeout(format!(
+                    "connect and handshake with {} took longer than {:?}",
+                    peer.name, node.config.connect_timeout
+                ))),
+            };
+            let simultaneous = matches!(
+                error,
+                Some(DistError::Handshake {
+                    source: crate::HandshakeError::Simultaneous,
+                    ..
+                })
+            );
+            // Losing a simultaneous connect: the peer's own dial is coming.
+            if simultaneous {
+                let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+                if *st == ConnState::Dialing {
+                    *st = ConnState::Idle;
+                }
+                return;
+            }
+            if let Some(e) = &error {
+                if let Some(suppressed) = ERL_LOG.check() {
+                    tracing::warn!(node = %node.me.name, peer = %peer.name, error = %e, suppressed, "cannot connect to the Erlang node");
+                }
+            }
+            let failed = {
+                let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+                if *st == ConnState::Dialing {
+                    *st = ConnState::Idle;
+                    true
+                } else {
+                    false
+                }
+            };
+            if failed {
+                for (to, signal) in peer.lost() {
+                    node.system.deliver_signal(to, signal);
+                }
+                peer.changed.send_modify(|n| *n += 1);
+            }
+        });
+    }
+
+    /// One dial of an Erlang node: resolve, connect, handshake.
+    async fn erl_dial(
+        self: &Arc<Self>,
+        peer: &Arc<ErlPeer>,
+    ) -> Result<(TcpStream, ErlPeerInfo), DistError> {
+        let addrs = self.resolve_node(&peer.name).await?;
+        let mut last = DistError::UnknownNode(peer.name.clone());
+        for addr in addrs {
+            let tcp = match TcpStream::connect(addr).await {
+                Ok(t) => t,
+                Err(source) => {
+                    last = DistError::Unreachable {
+                        node: peer.name.clone(),
+                        addr: addr.to_string(),
+                        source: Arc::new(source),
+                    };
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let mut tcp = tcp;
+            let me = self
+                .erlang
+                .me
+                .clone()
+                .ok_or_else(|| DistError::InvalidNodeName(self.me.name.clone()))?;
+            let (mut hs, first) = Handshake::dial(
+                me.as_str(),
+                handshake::offered_flags(self.config.erlang_hidden),
+                self.me.creation,
+                self.cookie(),
+                &peer.name,
+                rand::random(),
+            );
+            let result = async {
+                write_packet(&mut tcp, &first).await?;
+                loop {
+                    let packet = read_packet(&mut tcp).await?;
+                    for action in hs.handle(&packet)? {
+                        match action {
+                            Action::Send(p) => write_packet(&mut tcp, &p).await?,
+                            Action::Done(info) => return Ok::<_, HsIoError>(info),
+                            Action::Decide(_) => {}
+                        }
+                    }
+                }
+            }
+            .await;
+            return match result {
+                Ok(info) => Ok((tcp, info)),
+                Err(e) => Err(DistError::Handshake {
+                    node: peer.name.clone(),
+                    source: e.into(),
+                }),
+            };
+        }
+        Err(last)
+    }
+
+    /// Accepts a connection whose first bytes are Erlang's name message.
+    pub(crate) async fn erl_accept(self: Arc<Self>, mut tcp: TcpStream, addr: SocketAddr) {
+        let Some(me) = self.erlang.me.clone() else {
+            return;
+        };
+        let mut hs = Handshake::accept(
+            me.as_str(),
+            handshake::offered_flags(self.config.erlang_hidden),
+            self.me.creation,
+            self.cookie(),
+            rand::random(),
+        );
+        let node = self.clone();
+        let mut chosen: Option<Arc<ErlPeer>> = None;
+        let result = tokio::time::timeout(self.config.connect_timeout, async {
+            loop {
+                let packet = read_packet(&mut tcp).await?;
+                let mut actions = hs.handle(&packet)?;
+                while !actions.is_empty() {
+                    let mut next = Vec::new();
+                    for action in actions {
+                        match action {
+                            Action::Send(p) => write_packet(&mut tcp, &p).await?,
+                            Action::Done(info) => return Ok::<_, HsIoError>(info),
+                            Action::Decide(info) => {
+                                let (status, peer) = node.erl_decide(&info);
+                                chosen = peer;
+                                next.extend(hs.decide(status));
+                                if matches!(status, Status::Nok | Status::NotAllowed) {
+                                    for a in next.drain(..) {
+                                        if let Action::Send(p) = a {
+                                            write_packet(&mut tcp, &p).await?;
+                                        }
+                                    }
+                                    return Err(HsIoError::Hs(if status == Status::Nok {
+                                        ErlHandshakeError::Simultaneous
+                                    } else {
+                                        ErlHandshakeError::Refused("not_allowed".into())
+                                    }));
+                                }
+                            }
+                        }
+                    }
+                    actions = next;
+                }
+            }
+        })
+        .await;
+        match (result, chosen) {
+            (Ok(Ok(info)), Some(peer)) => {
+                let _ = self.erl_install(&peer, tcp, info, false);
+            }
+            (Ok(Err(HsIoError::Hs(ErlHandshakeError::Simultaneous))), _) => {}
+            (Ok(Err(e)), _) => {
+                self.erlang.counters.refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = ERL_LOG.check() {
+                    tracing::warn!(node = %self.me.name, %addr, error = %e, suppressed, "incoming Erlang connection refused");
+                }
+            }
+            (Err(_), _) => {
+                self.erlang.counters.refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = ERL_LOG.check() {
+                    tracing::warn!(node = %self.me.name, %addr, suppressed, "incoming Erlang handshake timed out");
+                }
+            }
+            (Ok(Ok(_)), None) => {}
+        }
+    }
+
+    /// The acceptor's status for a dialer: Erlang's rules for a connection
+    /// that is up (`alive`) and for simultaneous dials (the greater name's
+    /// dial wins).
+    fn erl_decide(&self, info: &ErlPeerInfo) -> (Status, Option<Arc<ErlPeer>>) {
+        if self.is_shutting_down() {
+            return (Status::NotAllowed, None);
+        }
+        if self
+            .peers
+            .get(&joerl_core::node_id(&info.name))
+            .is_some_and(|p| p.is_up())
+        {
+            // A joerl peer of that name is connected: not an Erlang node.
+            return (Status::NotAllowed, None);
+        }
+        let peer = match self.erlang.peer_for(self, &info.name) {
+            Ok(p) => p,
+            Err(_) => return (Status::NotAllowed, None),
+        };
+        let status = match peer.conn_state() {
+            ConnState::Up { .. } => Status::Alive,
+            ConnState::Dialing if self.me.name.as_str() > info.name.as_str() => Status::Nok,
+            ConnState::Dialing => Status::OkSimultaneous,
+            ConnState::Idle => Status::Ok,
+        };
+        (status, Some(peer))
+    }
+
+    /// Makes `tcp` the connection of `peer`; `false` if another connection
+    /// took its place first.
+    fn erl_install(
+        self: &Arc<Self>,
+        peer: &Arc<ErlPeer>,
+        tcp: TcpStream,
+        info: ErlPeerInfo,
+        dialed: bool,
+    ) -> bool {
+        let conn = self.erlang.next_conn.fetch_add(1, Ordering::Relaxed);
+        let replaced = {
+            let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+            let replaced = match *st {
+                ConnState::Up { conn: old, .. } if dialed => {
+                    let _ = old;
+                    return false;
+                }
+                ConnState::Up { conn: old, .. } => Some(old),
+                _ => None,
+            };
+            *st = ConnState::Up {
+                conn,
+                creation: info.creation,
+                flags: info.flags,
+            };
+            replaced
+        };
+        if replaced.is_some() {
+            // The dialer said its old connection is dead: what crossed it is lost.
+            for (to, signal) in peer.lost() {
+                self.system.deliver_signal(to, signal);
+            }
+            self.emit(NodeEvent::Down {
+                node: peer.name.clone(),
+                reason: NodeDownReason::Replaced("the Erlang node connected again".into()),
+            });
+        }
+        peer.counters.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node = %self.me.name, peer = %peer.name, creation = info.creation, "connected to the Erlang node");
+        self.emit(NodeEvent::Up {
+            node: peer.name.clone(),
+            creation: info.creation,
+        });
+        peer.changed.send_modify(|n| *n += 1);
+        let (read, write) = tcp.into_split();
+        let writer = tokio::spawn(write_loop(self.clone(), peer.clone(), conn, write));
+        let node = self.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let reason = read_loop(&node, &peer, read).await;
+            writer.abort();
+            node.erl_lost(&peer, conn, reason);
+        });
+        true
+    }
+
+    /// Connection `conn` of `peer` ended.
+    pub(crate) fn erl_lost(&self, peer: &Arc<ErlPeer>, conn: u64, reason: NodeDownReason) {
+        {
+            let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+            match *st {
+                ConnState::Up { conn: c, .. } if c == conn => *st = ConnState::Idle,
+                _ => return,
+            }
+        }
+        tracing::info!(node = %self.me.name, peer = %peer.name, %reason, "Erlang node down");
+        for (to, signal) in peer.lost() {
+            self.system.deliver_signal(to, signal);
+        }
+        self.emit(NodeEvent::Down {
+            node: peer.name.clone(),
+            reason,
+        });
+        peer.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `peer` is up; `Err` when its dial fails.
+    pub(crate) async fn erl_connected(
+        self: &Arc<Self>,
+        peer: &Arc<ErlPeer>,
+    ) -> Result<(), DistError> {
+        let mut changed = peer.changed.subscribe();
+        self.erl_ensure_dialing(peer);
+        let wait = async {
+            // A dial that lost a simultaneous connect leaves the peer idle
+            // without a change (the peer's own dial comes); a failed dial
+            // changes it.
+            let mut saw_change = false;
+            loop {
+                match peer.conn_state() {
+                    ConnState::Up { .. } => return Ok(()),
+                    ConnState::Idle if saw_change => {
+                        return Err(DistError::Connect {
+                            node: peer.name.clone(),
+                            reason: "the Erlang node cannot be reached (the log says why)".into(),
+                        });
+                    }
+                    _ => {}
+                }
+                if changed.changed().await.is_err() {
+                    return Err(DistError::ShuttingDown);
+                }
+                saw_change = true;
+            }
+        };
+        tokio::time::timeout(self.config.connect_timeout * 2, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DistError::Timeout(format!(
+                    "no connection to the Erlang node {} within {:?}",
+                    peer.name,
+                    self.config.connect_timeout * 2
+                )))
+            })
+    }
+}
+
+/// A handshake failed in I/O or in the protocol.
+#[derive(Debug)]
+enum HsIoError {
+    Io(std::io::Error),
+    Hs(ErlHandshakeError),
+}
+
+impl std::fmt::Display for HsIoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HsIoError::Io(e) => write!(f, "i/o error during the Erlang handshake: {e}"),
+            HsIoError::Hs(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<std::io::Error> for HsIoError {
+    fn from(e: std::io::Error) -> Self {
+        HsIoError::Io(e)
+    }
+}
+
+impl From<ErlHandshakeError> for HsIoError {
+    fn from(e: ErlHandshakeError) -> Self {
+        HsIoError::Hs(e)
+    }
+}
+
+impl From<HsIoError> for crate::HandshakeError {
+    fn from(e: HsIoError) -> Self {
+        use crate::HandshakeError as H;
+        match e {
+            HsIoError::Io(e) => H::Io(e.to_string()),
+            HsIoError::Hs(ErlHandshakeError::AuthenticationFailed) => H::AuthenticationFailed,
+            HsIoError::Hs(ErlHandshakeError::Simultaneous) => H::Simultaneous,
+            HsIoError::Hs(ErlHandshakeError::AlreadyConnected) => H::AlreadyConnected,
+            HsIoError::Hs(ErlHandshakeError::WrongPeer { expected, actual }) => {
+                H::WrongPeer { expected, actual }
+            }
+            HsIoError::Hs(ErlHandshakeError::Refused(s)) => H::Refused(s),
+            HsIoError::Hs(other) => H::Malformed(other.to_string()),
+        }
+    }
+}
+
+async fn read_packet(tcp: &mut TcpStream) -> Result<Vec<u8>, HsIoError> {
+    let mut len = [0u8; 2];
+    tcp.read_exact(&mut len).await?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > handshake::MAX_HANDSHAKE_PACKET {
+        return Err(HsIoError::Hs(ErlHandshakeError::Malformed(format!(
+            "handshake packet of {len} bytes exceeds {}",
+            handshake::MAX_HANDSHAKE_PACKET
+        ))));
+    }
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn write_packet(tcp: &mut TcpStream, body: &[u8]) -> Result<(), HsIoError> {
+    let mut packet = Vec::with_capacity(2 + body.len());
+    packet.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    packet.extend_from_slice(body);
+    tcp.write_all(&packet).await?;
+    Ok(())
+}
+
+/// True if the first three bytes of an accepted connection are Erlang's:
+/// a 2-byte length that is not zero, then the `'N'` (or old `'n'`) of its
+/// name message. joerl's frames start with a 4-byte length whose first two
+/// bytes are zero for any handshake record.
+pub(crate) fn looks_like_erlang(first: &[u8; 3]) -> bool {
+    (first[0], first[1]) != (0, 0) && (first[2] == b'N' || first[2] == b'n')
+}
+
+/// How long a quiet connection waits between ticks.
+fn tick_every(node: &NodeInner) -> Duration {
+    node.config.erlang_net_ticktime / 4
+}
+
+async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, mut w: OwnedWriteHalf) {
+    let mut batch = Vec::new();
+    let every = tick_every(&node);
+    let reason = loop {
+        peer.take_out(&mut batch);
+        if batch.is_empty() {
+            tokio::select! {
+                _ = peer.wake.notified() => continue,
+                _ = tokio::time::sleep(every) => {
+                    // Nothing to send for a quarter of the tick time: a tick.
+                    batch.extend_from_slice(&[0, 0, 0, 0]);
+                }
+            }
+        }
+        if let Err(e) = w.write_all(&batch).await {
+            break NodeDownReason::Io(e.to_string());
+        }
+        peer.counters
+            .bytes_out
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    };
+    node.erl_lost(&peer, conn, reason);
+}
+
+async fn read_loop(
+    node: &Arc<NodeInner>,
+    peer: &Arc<ErlPeer>,
+    mut r: OwnedReadHalf,
+) -> NodeDownReason {
+    let max = node.config.max_frame_size;
+    let timeout = node.config.erlang_net_ticktime;
+    let mut reader = wire::Reader::new(max);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut start = 0usize;
+    loop {
+        // Every whole frame in the buffer.
+        loop {
+            let avail = &buf[start..];
+            if avail.len() < 4 {
+                break;
+            }
+            let len = u32::from_be_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
+            if len > max {
+                node.erlang
+                    .counters
+                    .malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                return NodeDownReason::Malformed(format!(
+                    "frame of {len} bytes exceeds the maximum of {max} (DistConfig::max_frame_size)"
+                ));
+            }
+            if avail.len() < 4 + len {
+                break;
+            }
+            let body = &avail[4..4 + len];
+            peer.counters
+                .bytes_in
+                .fetch_add(4 + len as u64, Ordering::Relaxed);
+            let incoming = match reader.frame(body) {
+                Ok(m) => m,
+                Err(e) => {
+                    node.erlang
+                        .counters
+                        .malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %node.me.name, peer = %peer.name, error = %e, "closing the Erlang connection: malformed message");
+                    return NodeDownReason::Malformed(e.to_string());
+                }
+            };
+            start += 4 + len;
+            if let Some(m) = incoming {
+                act(node, peer, m).await;
+            }
+        }
+        // Keep what is left at the front, then read more.
+        if start > 0 {
+            buf.drain(..start);
+            start = 0;
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let read = tokio::time::timeout(timeout, r.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => return NodeDownReason::TickTimeout(timeout),
+            Ok(Ok(0)) => return NodeDownReason::ConnectionClosed,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return NodeDownReason::Io(e.to_string()),
+        }
+    }
+}
+
+/// Does what one incoming message asks.
+async fn act(node: &Arc<NodeInner>, peer: &Arc<ErlPeer>, m: wire::Incoming) {
+    tracing::trace!(peer = %peer.name, control = ?m.control, payload = ?m.payload.as_ref().map(|p| p.to_string()), "from Erlang");
+    let new_ref = || node.erlang.new_ref();
+    let Some(inbound) = with_local(node, |local| {
+        peer.incoming(local, m.control, m.payload, &new_ref)
+    }) else {
+        return;
+    };
+    match inbound {
+        Inbound::Deliver { from, to, msg } => {
+            let to = match to {
+                Target::Pid(p) => p,
+                Target::Name(name) => match node.system.whereis(name.as_str()) {
+                    Some(p) => p,
+                    None => {
+                        peer.counters.dropped_in.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %peer.name, name = %name, "message to an unregistered name dropped");
+                        return;
+                    }
+                },
+            };
+            if to.node() != node.me.node_id {
+                peer.counters.dropped_in.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // A full mailbox holds up this connection (TCP pushes back on
+            // the Erlang node), as a slow receiver does.
+            let _ = node.system.send_from(from, to, msg).await;
+        }
+        Inbound::Signal { to, signal } => {
+            if to.node() == node.me.node_id {
+                node.system.deliver_signal(to, signal);
+            }
+        }
+        Inbound::MonitorName {
+            name,
+            from,
+            monitor,
+            noproc,
+        } => match node.system.whereis(name.as_str()) {
+            Some(target) if peer.name_resolved(monitor, target) => {
+                let signal = Signal::Monitor { from, monitor };
+                peer.book().incoming(target, &signal);
+                node.system.deliver_signal(target, signal);
+            }
+            Some(_) => {}
+            None => {
+                peer.name_missing(monitor);
+                peer.push_raw(&noproc);
+            }
+        },
+        Inbound::Reply(frame) => {
+            peer.push_raw(&frame);
+        }
+        Inbound::Nothing => {}
+    }
+}
+
+impl NodeInner {
+    /// The Erlang peer named `name`, if EPMD (or a connection) said it is
+    /// an Erlang node.
+    pub(crate) fn erl_peer_named(&self, name: &str) -> Option<Arc<ErlPeer>> {
+        if self.erlang.known_dialect(name) != Some(Dialect::Erlang) {
+            return None;
+        }
+        self.erlang.peer_for(self, name).ok()
+    }
+
+    /// The Erlang peer with node id `id`, if known.
+    pub(crate) fn erl_peer_for_id(&self, id: u32) -> Option<Arc<ErlPeer>> {
+        self.erlang.peer(id)
+    }
+
+    /// A message for an Erlang process (Pid) or name: buffered, and the
+    /// peer dialed if it is not connected.
+    pub(crate) fn erl_send(
+        self: &Arc<Self>,
+        peer: &Arc<ErlPeer>,
+        from: Option<Pid>,
+        to: Result<Pid, &str>,
+        msg: joerl_core::Message,
+    ) -> Result<(), joerl_core::RouteError> {
+        if self.is_shutting_down() {
+            return Err(joerl_core::RouteError::Closed);
+        }
+        let sent = with_local(self, |l| peer.send(l, from, to, msg)).unwrap_or_else(|| {
+            Err(joerl_core::RouteError::NotSerializable {
+                detail: "this node's name is too long for an Erlang atom".into(),
+            })
+        });
+        if sent.is_ok() && !peer.is_up() {
+            self.erl_ensure_dialing(peer);
+        }
+        sent
+    }
+
+    /// A signal for an Erlang process. One that cannot reach it is answered
+    /// here with `noconnection`.
+    pub(crate) fn erl_signal(
+        self: &Arc<Self>,
+        peer: &Arc<ErlPeer>,
+        to: Pid,
+        signal: Signal,
+    ) -> Result<(), joerl_core::RouteError> {
+        if self.is_shutting_down() && !peer.is_up() {
+            self.system
+                .refuse_signal(to, signal, joerl_core::ExitReason::NoConnection);
+            return Ok(());
+        }
+        let sent = with_local(self, |l| peer.signal(l, to, signal.clone()))
+            .unwrap_or(Err(joerl_core::RouteError::Closed));
+        if let Err(e) = sent {
+            tracing::debug!(peer = %peer.name, error = %e, "signal for an Erlang process refused");
+            self.system
+                .refuse_signal(to, signal, joerl_core::ExitReason::NoConnection);
+            return Ok(());
+        }
+        if !peer.is_up() {
+            self.erl_ensure_dialing(peer);
+        }
+        Ok(())
+    }
+
+    /// A monitor by name on an Erlang node.
+    pub(crate) fn erl_monitor_named(
+        self: &Arc<Self>,
+        peer: &Arc<ErlPeer>,
+        from: Pid,
+        monitor: MonitorRef,
+        name: &str,
+    ) -> Result<(), joerl_core::RouteError> {
+        let r = with_local(self, |l| peer.monitor_named(l, from, monitor, name))
+            .unwrap_or(Err(joerl_core::RouteError::Closed));
+        if r.is_ok() && !peer.is_up() {
+            self.erl_ensure_dialing(peer);
+        }
+        r
+    }
+}
