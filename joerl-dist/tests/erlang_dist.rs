@@ -12,7 +12,10 @@ use common::*;
 use erl_common::*;
 use joerl_dist::erlang::Term;
 use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo};
-use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, SpawnOptions};
+use joerl_dist::{
+    Actor, ActorContext, DistributedSystem, DownMessage, ExitMessage, ExitReason, Message,
+    SpawnOptions,
+};
 
 const COOKIE: &str = "test-cookie";
 
@@ -231,4 +234,322 @@ async fn a_wrong_cookie_is_refused_on_both_sides() {
     erl.stop().await;
     joerl.shutdown().await;
     let _ = Duration::ZERO;
+}
+
+/// Stops with the reason it is sent: `{exit, normal}` or `{exit, Atom}`.
+struct Doomed;
+
+impl Actor for Doomed {
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        let Ok(t) = msg.downcast::<Term>() else {
+            return;
+        };
+        if let Some([op, reason]) = t.as_tuple() {
+            if op.is_atom("exit") {
+                let reason = match reason.as_atom() {
+                    Some("normal") => ExitReason::Normal,
+                    Some(other) => ExitReason::custom(other),
+                    None => ExitReason::custom(reason.to_string()),
+                };
+                ctx.stop(reason);
+            }
+        }
+    }
+}
+
+/// Traps exits; links to and monitors the pid in `{watch, Pid}` (and tells
+/// `{Tell, Node}` `{watching, Pid}`), monitors `{watch_name, Name, Node}`,
+/// and forwards every exit and down to the test.
+struct Watcher(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl Actor for Watcher {
+    async fn started(&mut self, ctx: &mut ActorContext) {
+        ctx.trap_exit(true);
+    }
+
+    async fn handle_message(&mut self, msg: Message, ctx: &mut ActorContext) {
+        let msg = match msg.downcast::<ExitMessage>() {
+            Ok(exit) => {
+                let _ = self.0.send(format!("exit {}", exit.reason));
+                return;
+            }
+            Err(m) => m,
+        };
+        let msg = match msg.downcast::<DownMessage>() {
+            Ok(down) => {
+                let _ = self.0.send(format!("down {}", down.reason));
+                return;
+            }
+            Err(m) => m,
+        };
+        let Ok(t) = msg.downcast::<Term>() else {
+            return;
+        };
+        match t.as_tuple() {
+            Some([op, Term::Pid(p), tell]) if op.is_atom("watch") => {
+                let pid = p.to_joerl();
+                ctx.link(pid).unwrap();
+                ctx.monitor(pid).unwrap();
+                let ack = Term::tuple(vec![Term::atom("watching"), Term::Pid(p.clone())]);
+                let _ = ctx.send(("sink", p.node.as_str()), ack).await;
+                let _ = tell;
+            }
+            Some([op, name, node]) if op.is_atom("watch_name") => {
+                let (name, node) = (name.as_atom().unwrap(), node.as_atom().unwrap());
+                ctx.monitor((name, node)).unwrap();
+                let ack = Term::tuple(vec![Term::atom("watching"), Term::atom(name)]);
+                let _ = ctx.send(("sink", node), ack).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("an exit or down within the deadline")
+        .expect("watcher alive")
+}
+
+/// Two lines from the watcher, in either order (a link's exit and a
+/// monitor's down are separate signals).
+async fn both(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut got = vec![next(rx).await, next(rx).await];
+    got.sort();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erlang_links_and_monitors_on_joerl_actors_fire() {
+    init_tracing();
+    let epmd = epmd().await;
+    let port = epmd.local_addr().port();
+    let joerl = joerl_node("jlinks", epmd.local_addr()).await;
+    let mut erl = Erl::start("elinks", port, COOKIE, &[]).await;
+    let j = joerl.name().to_string();
+    erl.expect("register(sink, self())", "{ok,true}").await;
+    erl.expect("process_flag(trap_exit, true), ok", "{ok,ok}")
+        .await;
+    for (i, how, want) in [
+        (1, "normal", "normal"),
+        (2, "boom", "boom"),
+        (3, "kill", "killed"),
+    ] {
+        let doomed = joerl.system().spawn(Doomed);
+        let pid = joerl_dist::erlang::ErlPid::from_joerl(
+            doomed,
+            joerl_dist::erlang::Atom::new(&j).unwrap(),
+        );
+        joerl
+            .system()
+            .send(
+                ("sink", erl.name.as_str()),
+                Term::tuple(vec![Term::atom("doomed"), Term::Pid(pid)]),
+            )
+            .await
+            .unwrap();
+        erl.expect(
+            &format!(
+                "P{i} = receive {{doomed, X{i}}} -> X{i} after 20000 -> timeout end, is_pid(P{i})"
+            ),
+            "{ok,true}",
+        )
+        .await;
+        erl.expect(
+            &format!("link(P{i}), M{i} = monitor(process, P{i}), ok"),
+            "{ok,ok}",
+        )
+        .await;
+        // The link and the monitor are in place once a call through the same
+        // connection has come back (signals keep their order).
+        erl.expect(
+            &format!("gen_server:call({{counter, '{j}'}}, get)"),
+            "{ok,0}",
+        )
+        .await;
+        if how == "kill" {
+            joerl.system().exit(doomed, ExitReason::Kill).unwrap();
+        } else {
+            joerl
+                .system()
+                .send(
+                    doomed,
+                    Term::tuple(vec![Term::atom("exit"), Term::atom(how)]),
+                )
+                .await
+                .unwrap();
+        }
+        erl.expect(
+            &format!("receive {{'EXIT', P{i}, Re{i}}} -> Re{i} after 20000 -> timeout end"),
+            &format!("{{ok,{want}}}"),
+        )
+        .await;
+        erl.expect(
+            &format!(
+                "receive {{'DOWN', M{i}, process, P{i}, Rd{i}}} -> Rd{i} after 20000 -> timeout end"
+            ),
+            &format!("{{ok,{want}}}"),
+        )
+        .await;
+    }
+    // A dead joerl actor: the link and the monitor answer noproc.
+    erl.expect("link(P1), ok", "{ok,ok}").await;
+    erl.expect(
+        "receive {'EXIT', P1, R5} -> R5 after 20000 -> timeout end",
+        "{ok,noproc}",
+    )
+    .await;
+    erl.expect(
+        "M5 = monitor(process, P1), receive {'DOWN', M5, process, P1, R5d} -> R5d after 20000 -> timeout end",
+        "{ok,noproc}",
+    )
+    .await;
+    // Monitors by name: one that fires with the actor's reason (the down
+    // names it {Name, Node}), one on a name nobody holds.
+    let named = joerl
+        .system()
+        .spawn_with(Doomed, SpawnOptions::new().name("doomed"))
+        .unwrap();
+    erl.expect(
+        &format!("M6 = monitor(process, {{doomed, '{j}'}}), ok"),
+        "{ok,ok}",
+    )
+    .await;
+    erl.expect(
+        &format!("gen_server:call({{counter, '{j}'}}, get)"),
+        "{ok,0}",
+    )
+    .await;
+    joerl
+        .system()
+        .send(
+            named,
+            Term::tuple(vec![Term::atom("exit"), Term::atom("bang")]),
+        )
+        .await
+        .unwrap();
+    erl.expect(
+        "receive {'DOWN', M6, process, Obj, R6} -> {Obj, R6} after 20000 -> timeout end",
+        &format!("{{ok,{{{{doomed,'{j}'}},bang}}}}"),
+    )
+    .await;
+    erl.expect(
+        &format!("M7 = monitor(process, {{nobody, '{j}'}}), receive {{'DOWN', M7, process, _, R7}} -> R7 after 20000 -> timeout end"),
+        "{ok,noproc}",
+    )
+    .await;
+    // Unlink: after it, the actor's exit reaches Erlang through the monitor only.
+    let doomed = joerl.system().spawn(Doomed);
+    let pid =
+        joerl_dist::erlang::ErlPid::from_joerl(doomed, joerl_dist::erlang::Atom::new(&j).unwrap());
+    joerl
+        .system()
+        .send(
+            ("sink", erl.name.as_str()),
+            Term::tuple(vec![Term::atom("doomed"), Term::Pid(pid)]),
+        )
+        .await
+        .unwrap();
+    erl.expect(
+        "P8 = receive {doomed, X8} -> X8 after 20000 -> timeout end, link(P8), unlink(P8), M8 = monitor(process, P8), ok",
+        "{ok,ok}",
+    )
+    .await;
+    erl.expect(
+        &format!("gen_server:call({{counter, '{j}'}}, get)"),
+        "{ok,0}",
+    )
+    .await;
+    joerl
+        .system()
+        .send(
+            doomed,
+            Term::tuple(vec![Term::atom("exit"), Term::atom("late")]),
+        )
+        .await
+        .unwrap();
+    erl.expect(
+        "receive {'DOWN', M8, process, P8, R8} -> R8 after 20000 -> timeout end",
+        "{ok,late}",
+    )
+    .await;
+    erl.expect(
+        "receive {'EXIT', P8, R9} -> {linked, R9} after 500 -> unlinked end",
+        "{ok,unlinked}",
+    )
+    .await;
+    erl.stop().await;
+    joerl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joerl_links_and_monitors_on_erlang_processes_fire_and_node_loss_is_noconnection() {
+    init_tracing();
+    let epmd = epmd().await;
+    let port = epmd.local_addr().port();
+    let joerl = joerl_node("jwatch", epmd.local_addr()).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    joerl
+        .system()
+        .spawn_with(Watcher(tx), SpawnOptions::new().name("watcher"))
+        .unwrap();
+    let mut erl = Erl::start("ewatch", port, COOKIE, &[]).await;
+    let j = joerl.name().to_string();
+    erl.expect("register(sink, self())", "{ok,true}").await;
+    let spawn = "spawn(fun() -> receive {die, R} -> exit(R) end end)";
+    for (i, how, want) in [
+        (1, "E1 ! {die, normal}", "normal"),
+        (2, "E2 ! {die, boom}", "boom"),
+        (3, "exit(E3, kill)", "killed"),
+        (4, "E4 ! {die, {shutdown, 42}}", "{shutdown,42}"),
+    ] {
+        erl.expect(
+            &format!("E{i} = {spawn}, {{watcher, '{j}'}} ! {{watch, E{i}, x}}, receive {{watching, E{i}}} -> ok after 20000 -> timeout end"),
+            "{ok,ok}",
+        )
+        .await;
+        erl.expect(&format!("{how}, ok"), "{ok,ok}").await;
+        assert_eq!(
+            both(&mut rx).await,
+            [format!("down {want}"), format!("exit {want}")]
+        );
+    }
+    // A dead Erlang process: noproc for both.
+    erl.expect(
+        "D = spawn(fun() -> ok end), MD = monitor(process, D), receive {'DOWN', MD, _, _, _} -> ok end",
+        "{ok,ok}",
+    )
+    .await;
+    erl.expect(
+        &format!("{{watcher, '{j}'}} ! {{watch, D, x}}, ok"),
+        "{ok,ok}",
+    )
+    .await;
+    assert_eq!(both(&mut rx).await, ["down noproc", "exit noproc"]);
+    // A monitor by name, fired by the process's exit.
+    erl.expect(
+        &format!("N = spawn(fun() -> receive {{die, R}} -> exit(R) end end), register(named, N), {{watcher, '{j}'}} ! {{watch_name, named, node()}}, receive {{watching, named}} -> ok after 20000 -> timeout end"),
+        "{ok,ok}",
+    )
+    .await;
+    erl.expect("N ! {die, gone}, ok", "{ok,ok}").await;
+    assert_eq!(next(&mut rx).await, "down gone");
+    // Node loss: the Erlang node killed with SIGKILL; the link and the
+    // monitor on its last process turn into noconnection.
+    erl.expect(
+        &format!("E5 = spawn(fun() -> receive after infinity -> ok end end), {{watcher, '{j}'}} ! {{watch, E5, x}}, receive {{watching, E5}} -> ok after 20000 -> timeout end"),
+        "{ok,ok}",
+    )
+    .await;
+    erl.kill9().await;
+    assert_eq!(
+        both(&mut rx).await,
+        ["down noconnection", "exit noconnection"]
+    );
+    wait_until("the Erlang node to be reported down", || {
+        joerl.nodes().is_empty()
+    })
+    .await;
+    joerl.shutdown().await;
 }
