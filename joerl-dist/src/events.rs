@@ -175,4 +175,9 @@ pub struct NodeStats {
     /// Incoming dials refused because both nodes dialed each other at once and
     /// this node's own dial won (the greater name's dial wins).
     pub simultaneous_refused: u64,
+    /// Incoming Erlang handshakes refused (wrong cookie, malformed, missing
+    /// capabilities, timeout).
+    pub erlang_refused: u64,
+    /// Erlang connections closed because the peer sent a malformed frame.
+    pub erlang_malformed: u64,
 }

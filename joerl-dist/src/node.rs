@@ -576,6 +576,8 @@ impl DistributedSystem {
         stats.peers.sort_by(|a, b| a.node.cmp(&b.node));
         stats.refused_incoming = self.inner.refused_incoming.load(Ordering::Relaxed);
         stats.simultaneous_refused = self.inner.simultaneous_refused.load(Ordering::Relaxed);
+        stats.erlang_refused = self.inner.erlang.counters.refused.load(Ordering::Relaxed);
+        stats.erlang_malformed = self.inner.erlang.counters.malformed.load(Ordering::Relaxed);
         stats
     }
 
@@ -717,6 +719,22 @@ fn valid_host(host: &str) -> bool {
         })
 }
 
+/// This node's entry in EPMD: a joerl registration, or (in Erlang's own
+/// epmd, which speaks no joerl requests) an Erlang one; either ends with it.
+enum EpmdEntry {
+    Joerl(RegistrationGuard),
+    Erlang(joerl_epmd::ErlangRegistration),
+}
+
+impl EpmdEntry {
+    fn creation(&self) -> u32 {
+        match self {
+            EpmdEntry::Joerl(g) => g.creation(),
+            EpmdEntry::Erlang(r) => r.creation(),
+        }
+    }
+}
+
 pub(crate) struct NodeInner {
     pub(crate) system: ActorSystem,
     pub(crate) me: LocalIdentity,
@@ -733,7 +751,7 @@ pub(crate) struct NodeInner {
     transport: crate::transport::Transport,
     local_addr: SocketAddr,
     pub(crate) peers: DashMap<u32, Arc<Peer>, FxBuildHasher>,
-    registration: Mutex<Option<RegistrationGuard>>,
+    registration: Mutex<Option<EpmdEntry>>,
     /// Subscribers of `subscribe` (lossless, unbounded).
     subscribers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<NodeEvent>>>,
     /// Actors that called `monitor_nodes`.
@@ -821,16 +839,17 @@ impl NodeInner {
         // The mark in `extra` tells joerl nodes that look this node up to
         // speak joerl's dialect; Erlang nodes ignore it and speak theirs,
         // which this node also answers on the same port.
+        let dist = joerl_epmd::DistInfo {
+            node_type: if b.config.erlang_hidden {
+                joerl_epmd::protocol::NODE_TYPE_HIDDEN
+            } else {
+                joerl_epmd::protocol::NODE_TYPE_NORMAL
+            },
+            extra: crate::erlang::dist::JOERL_EPMD_MARK.to_vec(),
+            ..joerl_epmd::DistInfo::default()
+        };
         let mut reg = Registration::new(short.clone(), local_addr.port())
-            .dist(joerl_epmd::DistInfo {
-                node_type: if b.config.erlang_hidden {
-                    joerl_epmd::protocol::NODE_TYPE_HIDDEN
-                } else {
-                    joerl_epmd::protocol::NODE_TYPE_NORMAL
-                },
-                extra: crate::erlang::dist::JOERL_EPMD_MARK.to_vec(),
-                ..joerl_epmd::DistInfo::default()
-            })
+            .dist(dist.clone())
             .host(host.clone())
             .metadata("joerl", env!("CARGO_PKG_VERSION"))
             .metadata(NODE_NAME_KEY, full.clone());
@@ -841,10 +860,34 @@ impl NodeInner {
             Some(lease) => reg.lease(lease),
             None => reg.connection_bound(),
         };
-        let guard = epmd.register(reg).await.map_err(|e| DistError::Epmd {
-            addr: b.epmd,
-            message: e.to_string(),
-        })?;
+        let guard = match epmd.register(reg).await {
+            Ok(guard) => EpmdEntry::Joerl(guard),
+            // Erlang's own epmd does not speak joerl's requests (it closes the
+            // connection): register the way an Erlang node does, with the mark.
+            Err(e) if epmd.ping().await.is_err() => {
+                if b.config.epmd_lease.is_some() {
+                    tracing::warn!(epmd = %b.epmd, "Erlang's epmd grants no leases; the registration lives with its connection");
+                }
+                let erlang = epmd
+                    .alive2(joerl_epmd::Alive2Request {
+                        port: local_addr.port(),
+                        name: short.clone(),
+                        dist,
+                    })
+                    .await
+                    .map_err(|e2| DistError::Epmd {
+                        addr: b.epmd,
+                        message: format!("{e}; as an Erlang registration: {e2}"),
+                    })?;
+                EpmdEntry::Erlang(erlang)
+            }
+            Err(e) => {
+                return Err(DistError::Epmd {
+                    addr: b.epmd,
+                    message: e.to_string(),
+                });
+            }
+        };
         let creation = guard.creation();
         let system = ActorSystem::with_node(NodeIdentity {
             name: full.clone(),
@@ -1707,10 +1750,14 @@ impl NodeInner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(guard) = guard {
-            if let Err(e) = guard.unregister().await {
-                tracing::warn!(node = %self.me.name, error = %e, "could not unregister from EPMD");
+        match guard {
+            Some(EpmdEntry::Joerl(guard)) => {
+                if let Err(e) = guard.unregister().await {
+                    tracing::warn!(node = %self.me.name, error = %e, "could not unregister from EPMD");
+                }
             }
+            Some(EpmdEntry::Erlang(reg)) => reg.close().await,
+            None => {}
         }
         for t in self
             .tasks

@@ -72,12 +72,22 @@ impl Resolver for EpmdResolver {
             let mut last_error = None;
             let mut info = None;
             for epmd_addr in daemons {
-                match EpmdClient::new(epmd_addr).lookup(short).await {
+                let client = EpmdClient::new(epmd_addr);
+                match client.lookup(short).await {
                     Ok(found) => {
                         info = Some((epmd_addr, found));
                         break;
                     }
                     Err(e) => {
+                        // Erlang's own epmd answers only Erlang's requests.
+                        if let Ok(reply) = client.port_please(short).await {
+                            match reply {
+                                Some(r) => {
+                                    return Ok(Some(vec![SocketAddr::new(epmd_addr.ip(), r.port)]));
+                                }
+                                None => return Ok(None),
+                            }
+                        }
                         last_error = Some(DistError::Epmd {
                             addr: epmd_addr,
                             message: e.to_string(),

@@ -553,3 +553,343 @@ async fn joerl_links_and_monitors_on_erlang_processes_fire_and_node_loss_is_noco
     .await;
     joerl.shutdown().await;
 }
+
+/// Reads until the peer closes (or the deadline passes): true if it closed.
+async fn closed_by_peer(tcp: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Completes Erlang's handshake with `node` as the (fake) Erlang node
+/// `fake@127.0.0.1`, over raw TCP.
+async fn fake_erlang_peer(node: &DistributedSystem, cookie: &str) -> tokio::net::TcpStream {
+    use joerl_dist::erlang::handshake::{self, Action, Handshake};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(node.local_addr())
+        .await
+        .unwrap();
+    let (mut hs, first) = Handshake::dial(
+        "fake@127.0.0.1",
+        handshake::offered_flags(true),
+        7,
+        cookie.as_bytes(),
+        node.name(),
+        12345,
+    );
+    let send = |p: Vec<u8>| {
+        let mut packet = (p.len() as u16).to_be_bytes().to_vec();
+        packet.extend_from_slice(&p);
+        packet
+    };
+    tcp.write_all(&send(first)).await.unwrap();
+    loop {
+        let mut len = [0u8; 2];
+        tcp.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+        tcp.read_exact(&mut body).await.unwrap();
+        for action in hs.handle(&body).unwrap() {
+            match action {
+                Action::Send(p) => tcp.write_all(&send(p)).await.unwrap(),
+                Action::Done(_) => return tcp,
+                Action::Decide(_) => unreachable!("the dialer never decides"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_handshakes_and_terms_close_that_connection_and_nothing_else() {
+    use tokio::io::AsyncWriteExt;
+    init_tracing();
+    let epmd = epmd().await;
+    let port = epmd.local_addr().port();
+    let joerl = joerl_node("jbad", epmd.local_addr()).await;
+    let mut erl = Erl::start("ebad", port, COOKIE, &[]).await;
+    erl.expect(&format!("net_adm:ping('{}')", joerl.name()), "{ok,pong}")
+        .await;
+    // Handshakes: a name message too short, one that claims 65,535 bytes,
+    // the old version-5 name message, a name without '@'.
+    let bad_handshakes: Vec<Vec<u8>> = vec![
+        vec![0, 5, b'N', 1, 2, 3, 4],
+        vec![0xff, 0xff, b'N', 0, 0],
+        [&[0u8, 12][..], b"n\x00\x05\x00\x00\x00\x00ab@c"].concat(),
+        {
+            let mut p = vec![b'N'];
+            p.extend_from_slice(&joerl_dist::erlang::handshake::offered_flags(true).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 1, 0, 6]);
+            p.extend_from_slice(b"nohost");
+            [(p.len() as u16).to_be_bytes().to_vec(), p].concat()
+        },
+    ];
+    for bytes in &bad_handshakes {
+        let mut tcp = tokio::net::TcpStream::connect(joerl.local_addr())
+            .await
+            .unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        assert!(closed_by_peer(&mut tcp).await, "{bytes:?} was not refused");
+    }
+    // The wrong cookie, from a fake peer that speaks the protocol well.
+    let refused = tokio::spawn({
+        let addr = joerl.local_addr();
+        let name = joerl.name().to_string();
+        async move {
+            use joerl_dist::erlang::handshake::{self, Action, Handshake};
+            use tokio::io::AsyncReadExt;
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut hs, first) = Handshake::dial(
+                "liar@127.0.0.1",
+                handshake::offered_flags(true),
+                7,
+                b"wrong",
+                &name,
+                1,
+            );
+            let frame = |p: Vec<u8>| [(p.len() as u16).to_be_bytes().to_vec(), p].concat();
+            tcp.write_all(&frame(first)).await.unwrap();
+            loop {
+                let mut len = [0u8; 2];
+                if tcp.read_exact(&mut len).await.is_err() {
+                    return true;
+                }
+                let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+                if tcp.read_exact(&mut body).await.is_err() {
+                    return true;
+                }
+                match hs.handle(&body) {
+                    Ok(actions) => {
+                        for a in actions {
+                            match a {
+                                Action::Send(p) => tcp.write_all(&frame(p)).await.unwrap(),
+                                Action::Done(_) => return false,
+                                Action::Decide(_) => {}
+                            }
+                        }
+                    }
+                    Err(_) => return true,
+                }
+            }
+        }
+    });
+    assert!(
+        refused.await.unwrap(),
+        "a peer with the wrong cookie got in"
+    );
+    // After a good handshake: a truncated term, a tuple claiming 4 billion
+    // elements, nesting 100,000 deep, a frame over the size limit, a
+    // control message that is not one.
+    let send_ctl = [131u8, 68, 0];
+    let mut deep = send_ctl.to_vec();
+    deep.extend(std::iter::repeat_n([104u8, 1], 100_000).flatten());
+    deep.push(106);
+    let bad_frames: Vec<Vec<u8>> = vec![
+        [&send_ctl[..], &[104, 3, 97, 22]].concat(),
+        [&send_ctl[..], &[105, 0xff, 0xff, 0xff, 0xff, 97]].concat(),
+        deep,
+        vec![0xff; 16],
+        [&send_ctl[..], &[104, 1, 100, 0, 1, b'x']].concat(),
+    ];
+    for (i, body) in bad_frames.iter().enumerate() {
+        let mut tcp = fake_erlang_peer(&joerl, COOKIE).await;
+        let frame = if i == 3 {
+            // Claims 1 GiB: refused before anything is read or allocated.
+            vec![0x40, 0, 0, 0]
+        } else {
+            [(body.len() as u32).to_be_bytes().to_vec(), body.clone()].concat()
+        };
+        tcp.write_all(&frame).await.unwrap();
+        assert!(
+            closed_by_peer(&mut tcp).await,
+            "bad frame {i} did not close the connection"
+        );
+    }
+    // The node goes on serving the real Erlang node and everyone else.
+    let j = joerl.name().to_string();
+    erl.expect(
+        &format!("gen_server:call({{counter, '{j}'}}, {{add, 1}})"),
+        "{ok,1}",
+    )
+    .await;
+    let stats = joerl.stats();
+    assert!(
+        stats.erlang_refused > bad_handshakes.len() as u64,
+        "{stats:?}"
+    );
+    assert!(
+        stats.erlang_malformed >= bad_frames.len() as u64,
+        "{stats:?}"
+    );
+    erl.stop().await;
+    joerl.shutdown().await;
+}
+
+/// Not a test of its own: the joerl node the SIGKILL test runs in a child
+/// process (this same test binary, started with `JOERL_ERL_CHILD_EPMD`). Run
+/// alone without it, it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_joerl_node_for_the_sigkill_test() {
+    let Ok(epmd) = std::env::var("JOERL_ERL_CHILD_EPMD") else {
+        return;
+    };
+    let node = joerl_node("jchild", epmd.parse().unwrap()).await;
+    println!("ready {}", node.name());
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joerl_node_killed_with_sigkill_is_noconnection_for_erlang() {
+    use tokio::io::AsyncBufReadExt;
+    init_tracing();
+    let epmd = epmd().await;
+    let port = epmd.local_addr().port();
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_joerl_node_for_the_sigkill_test",
+            "--nocapture",
+        ])
+        .env("JOERL_ERL_CHILD_EPMD", epmd.local_addr().to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let name = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(name) = line.strip_prefix("ready ") {
+                return name.to_string();
+            }
+        }
+        panic!("the child node ended before it was ready");
+    })
+    .await
+    .expect("the child node starts");
+    let mut erl = Erl::start("ekill", port, COOKIE, &[]).await;
+    erl.expect("process_flag(trap_exit, true), ok", "{ok,ok}")
+        .await;
+    erl.expect(
+        &format!("P = gen_server:call({{counter, '{name}'}}, self), link(P), M = monitor(process, P), Mn = monitor(process, {{echo, '{name}'}}), gen_server:call(P, get)"),
+        "{ok,0}",
+    )
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-9", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait().await;
+    erl.expect(
+        "receive {'EXIT', P, Why} -> Why after 20000 -> timeout end",
+        "{ok,noconnection}",
+    )
+    .await;
+    erl.expect(
+        "receive {'DOWN', M, process, P, Why2} -> Why2 after 20000 -> timeout end",
+        "{ok,noconnection}",
+    )
+    .await;
+    erl.expect(
+        "receive {'DOWN', Mn, process, _, Why3} -> Why3 after 20000 -> timeout end",
+        "{ok,noconnection}",
+    )
+    .await;
+    erl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joerl_and_erlang_dialing_each_other_at_once_end_with_one_connection() {
+    init_tracing();
+    let epmd = epmd().await;
+    let port = epmd.local_addr().port();
+    // Both orders of names: which side's dial wins depends on them.
+    for (jname, ename) in [("jsim_a", "esim_b"), ("jsim_z", "esim_b")] {
+        let joerl = joerl_node(jname, epmd.local_addr()).await;
+        let mut erl = Erl::start(ename, port, COOKIE, &[]).await;
+        let j = joerl.name().to_string();
+        for round in 0..5 {
+            let ename = erl.name.clone();
+            let ask = format!("net_kernel:connect_node('{j}')");
+            let (dialed, answered) = tokio::join!(joerl.connect(&ename), erl.eval(&ask));
+            dialed.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(answered, "{ok,true}", "round {round}");
+            erl.expect(
+                &format!("[N || N <- nodes(hidden), N =:= '{j}']"),
+                &format!("{{ok,['{j}']}}"),
+            )
+            .await;
+            erl.expect(
+                &format!("gen_server:call({{counter, '{j}'}}, get)"),
+                "{ok,0}",
+            )
+            .await;
+            assert_eq!(joerl.nodes(), [erl.name.clone()], "round {round}");
+            // Apart again before the next round.
+            erl.expect(&format!("erlang:disconnect_node('{j}')"), "{ok,true}")
+                .await;
+            wait_until("joerl to see the Erlang node down", || {
+                joerl.nodes().is_empty()
+            })
+            .await;
+        }
+        erl.stop().await;
+        joerl.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_side_picks_the_right_dialect_from_either_epmd() {
+    init_tracing();
+    // Erlang's own epmd, started here and stopped by its handle.
+    let real_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut real = tokio::process::Command::new("epmd")
+        .args(["-port", &real_port.to_string(), "-address", "127.0.0.1"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("Erlang's epmd starts (Debian: erlang-base)");
+    let real_addr: std::net::SocketAddr = format!("127.0.0.1:{real_port}").parse().unwrap();
+    wait_until_async("the real epmd to answer", || async move {
+        joerl_epmd::EpmdClient::new(real_addr)
+            .port_please("nobody")
+            .await
+            .is_ok()
+    })
+    .await;
+    let ours = epmd().await;
+    for (label, addr) in [("ours", ours.local_addr()), ("real", real_addr)] {
+        let joerl_a = joerl_node(&format!("jd_{label}_a"), addr).await;
+        let joerl_b = joerl_node(&format!("jd_{label}_b"), addr).await;
+        let mut erl = Erl::start(&format!("ed_{label}"), addr.port(), COOKIE, &[]).await;
+        // Erlang finds the joerl node and speaks Erlang to it.
+        erl.expect(&format!("net_adm:ping('{}')", joerl_a.name()), "{ok,pong}")
+            .await;
+        // joerl dials the Erlang node in Erlang's dialect ...
+        joerl_b
+            .connect(&erl.name)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        // ... and the other joerl node in its own (a joerl-only message type).
+        joerl_b.connect(joerl_a.name()).await.unwrap();
+        let to_a = joerl_b.node_info(joerl_a.name()).expect("known");
+        assert!(to_a.creation.is_some(), "{label}: {to_a:?}");
+        let mut names = joerl_b.nodes();
+        names.sort();
+        let mut want = vec![erl.name.clone(), joerl_a.name().to_string()];
+        want.sort();
+        assert_eq!(names, want, "{label}");
+        erl.stop().await;
+        joerl_a.shutdown().await;
+        joerl_b.shutdown().await;
+    }
+    real.kill().await.unwrap();
+    let _ = real.wait().await;
+}
