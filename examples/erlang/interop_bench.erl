@@ -13,8 +13,8 @@
 %%   start_server()        registers `bench_server`, a gen_server: {add, N}
 %%                         -> the new total, get -> the total.
 %%   send_run(Dest, N)     sends {start, self(), N} to Dest (a pid or
-%%                         {Name, Node}), then N {msg, I} as fast as `!`
-%%                         goes, then waits for {done, N}; returns
+%%                         {Name, Node}, monitored), then N {msg, I} as
+%%                         fast as `!` goes, then waits for {done, N}; returns
 %%                         {sent, N, Micros}, Micros from the first {msg, _}
 %%                         sent to {done, N} received.
 %%   call_run(Server, M)   M sequential gen_server:call(Server, {add, 1});
@@ -96,14 +96,18 @@ handle_cast(_, Total) -> {noreply, Total}.
 handle_info(_, Total) -> {noreply, Total}.
 
 send_run(Dest, N) ->
+    %% A sink that dies (or whose node goes away) ends the run at once.
+    Ref = erlang:monitor(process, Dest),
     Dest ! {start, self(), N},
     T0 = erlang:monotonic_time(microsecond),
     send_loop(Dest, 1, N),
     receive
-        {done, N} -> ok
+        {done, N} -> ok;
+        {'DOWN', Ref, process, _, Why} -> exit({sink_down, Dest, Why})
     after ?DEADLINE -> exit({sink_timeout, Dest, N})
     end,
     T1 = erlang:monotonic_time(microsecond),
+    erlang:demonitor(Ref, [flush]),
     {sent, N, T1 - T0}.
 
 send_loop(_Dest, I, N) when I > N ->

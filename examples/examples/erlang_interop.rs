@@ -68,7 +68,8 @@
 //! Percentiles are the sorted samples' index `(M - 1) * p` on both sides.
 //! Defaults N = 1,000,000 and M = 20,000. Both `erl` nodes (end of input,
 //! then SIGKILL by their handle after 5 s), the joerl node and the EPMD are
-//! stopped before the one result line is printed, also when a step fails.
+//! stopped before the one result line is printed, also when a step fails or
+//! Ctrl-C or SIGTERM ends the run early.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -78,7 +79,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use joerl_dist::erlang::{Atom, ErlPid, Term};
 use joerl_dist::gen_server::{CallResponse, GenServer, HandleCall, ReplyTo};
-use joerl_dist::{Actor, ActorContext, DistributedSystem, Message, NodeBuilder, Pid, SpawnOptions};
+use joerl_dist::{
+    Actor, ActorContext, DistributedSystem, Message, NodeBuilder, NodeEvent, Pid, SpawnOptions,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
@@ -352,13 +355,9 @@ struct ErlNode {
 
 impl ErlNode {
     /// Starts `erl -name SHORT@127.0.0.1` registered in the EPMD at
-    /// `epmd_port`, with the module in `dir`, and waits until it evaluates.
-    async fn start(
-        short: &str,
-        epmd_port: u16,
-        cookie: &str,
-        dir: &std::path::Path,
-    ) -> Result<Self> {
+    /// `epmd_port`, with the module in `dir`; [`ready`](Self::ready) waits
+    /// until it evaluates.
+    fn spawn(short: &str, epmd_port: u16, cookie: &str, dir: &std::path::Path) -> Result<Self> {
         let name = format!("{short}@127.0.0.1");
         let port = free_port()?.to_string();
         let mut child = Command::new("erl")
@@ -377,27 +376,26 @@ impl ErlNode {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start erl (bench needs Erlang/OTP: apt-get install erlang-base)")?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill().await;
-            bail!("erl's standard input and output are not piped");
-        };
-        let mut erl = ErlNode {
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let stdout = stdout.expect("piped");
+        Ok(ErlNode {
             child,
-            stdin: Some(stdin),
+            stdin,
             lines: BufReader::new(stdout).lines(),
             name,
-        };
-        match erl.eval("ok", ERL_START).await {
-            Ok(v) if v == "ok" => Ok(erl),
-            Ok(v) => {
-                erl.stop().await;
-                bail!("erl {short} answered {v} to ok")
-            }
-            Err(e) => {
-                erl.stop().await;
-                Err(e.context(format!("erl {short} did not start")))
-            }
+        })
+    }
+
+    /// Waits until the node evaluates.
+    async fn ready(&mut self) -> Result<()> {
+        let v = self
+            .eval("ok", ERL_START)
+            .await
+            .with_context(|| format!("erl {} did not start", self.name))?;
+        if v != "ok" {
+            bail!("erl {} answered {v} to ok", self.name);
         }
+        Ok(())
     }
 
     /// Evaluates `expr` (no trailing dot) and returns the value printed
@@ -498,11 +496,22 @@ async fn erl_call(erl: &mut ErlNode, server: &str, m: u64) -> Result<(u64, u64)>
     }
 }
 
+/// A task aborted when this handle is dropped (a run that fails or is
+/// interrupted leaves no sender behind).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The joerl node sends N `{msg, I}` to `("sink", erl_node)`; the time from
 /// the first one to the sink's `{done, N}`.
 async fn joerl_send(node: &DistributedSystem, erl_node: &str, n: u64) -> Result<Duration> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let inbox = node.spawn(Inbox(tx));
+    let mut events = node.subscribe();
     let result = async {
         let me = erl_pid(Some(node.name()), inbox).context("this node's name is not an atom")?;
         let start = Term::tuple(vec![Term::atom("start"), Term::Pid(me), Term::from(n)]);
@@ -510,26 +519,47 @@ async fn joerl_send(node: &DistributedSystem, erl_node: &str, n: u64) -> Result<
             .await
             .context("sending start to the Erlang sink")?;
         let t0 = Instant::now();
-        let producer = {
+        let mut producer = {
             let node = node.clone();
             let erl_node = erl_node.to_string();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 let msg = Atom::new("msg").expect("an atom");
                 for i in 1..=n {
                     let m = Term::Tuple(vec![Term::Atom(msg.clone()), Term::from(i)]);
                     node.send(("sink", erl_node.as_str()), m).await?;
                 }
                 anyhow::Ok(())
-            })
+            }))
         };
-        let done = tokio::time::timeout(RUN_DEADLINE, rx.recv()).await;
+        // The sink's node going down ends the run at once.
+        let down = async {
+            while let Some(ev) = events.recv().await {
+                if matches!(&ev, NodeEvent::Down { node, .. } if node == erl_node) {
+                    return ev;
+                }
+            }
+            std::future::pending().await
+        };
+        let done = tokio::select! {
+            r = tokio::time::timeout(RUN_DEADLINE, rx.recv()) => r,
+            ev = down => {
+                bail!("{erl_node} went away during the run: {ev:?}");
+            }
+        };
         let elapsed = t0.elapsed();
-        let sent = producer.await;
-        sent.context("the sender task failed")?
+        let reply = match done {
+            Ok(Some(reply)) => reply,
+            Ok(None) => {
+                bail!("inbox closed");
+            }
+            Err(_) => {
+                bail!("the Erlang sink did not report within {RUN_DEADLINE:?}");
+            }
+        };
+        (&mut producer.0)
+            .await
+            .context("the sender task failed")?
             .context("sending to the Erlang sink")?;
-        let reply = done
-            .map_err(|_| anyhow::anyhow!("the Erlang sink did not report within {RUN_DEADLINE:?}"))?
-            .context("inbox closed")?;
         let reply = reply
             .downcast::<Term>()
             .map_err(|_| anyhow::anyhow!("the inbox got something else than a term"))?;
@@ -620,7 +650,7 @@ async fn bench(count: u64, calls: u64) -> Result<()> {
         }
     };
     let mut erls: Vec<ErlNode> = Vec::new();
-    let result = async {
+    let run = async {
         spawn_services(&node)?;
         let sink = node.spawn(Sink {
             expected: 0,
@@ -629,31 +659,23 @@ async fn bench(count: u64, calls: u64) -> Result<()> {
         });
         node.register("sink", sink)?;
         eprintln!("starting ebench1 and ebench2");
-        let (e1, e2) = tokio::join!(
-            ErlNode::start("ebench1", epmd_port, &cookie, &dir.0),
-            ErlNode::start("ebench2", epmd_port, &cookie, &dir.0),
-        );
-        let (e1, e2) = match (e1, e2) {
-            (Ok(e1), Ok(e2)) => (e1, e2),
-            (r1, r2) => {
-                let mut first = None;
-                for r in [r1, r2] {
-                    match r {
-                        Ok(e) => erls.push(e),
-                        Err(e) => first = first.or(Some(e)),
-                    }
-                }
-                return Err(first.expect("one failed"));
-            }
-        };
-        erls.push(e1);
-        erls.push(e2);
+        // Each child is in `erls` as soon as it runs, so that it is stopped
+        // below whatever happens next.
+        erls.push(ErlNode::spawn("ebench1", epmd_port, &cookie, &dir.0)?);
+        erls.push(ErlNode::spawn("ebench2", epmd_port, &cookie, &dir.0)?);
         let [e1, e2] = erls.as_mut_slice() else {
             unreachable!("two erl nodes");
         };
+        let (r1, r2) = tokio::join!(e1.ready(), e2.ready());
+        r1?;
+        r2?;
         measure(&node, e1, e2, count, calls).await
-    }
-    .await;
+    };
+    // Ctrl-C or SIGTERM ends the run early; the cleanup below still runs.
+    let result = tokio::select! {
+        r = run => r,
+        _ = joerl_examples::until_stopped(None) => Err(anyhow::anyhow!("interrupted")),
+    };
     for erl in erls {
         erl.stop().await;
     }
@@ -718,12 +740,19 @@ async fn measure(
     joerl_call(node, &e2_name, wc).await?;
 
     eprintln!("measuring: {count} messages, {calls} calls");
+    let step = |what: &str| eprintln!("  {what}");
+    step("erl_to_joerl");
     let erl_to_joerl = per_s(count, erl_send(e1, &to_joerl, count).await?);
+    step("erl_to_erl");
     let erl_to_erl = per_s(count, erl_send(e1, &to_erl, count).await?);
+    step("joerl_to_erl");
     let elapsed = joerl_send(node, &e2_name, count).await?;
     let joerl_to_erl = per_s(count, (elapsed.as_micros() as u64).max(1));
+    step("call_rtt erl_joerl");
     let erl_joerl = us(erl_call(e1, &counter, calls).await?);
+    step("call_rtt erl_erl");
     let erl_erl = us(erl_call(e1, &server, calls).await?);
+    step("call_rtt joerl_erl");
     let mut samples = joerl_call(node, &e2_name, calls).await?;
     let l = joerl_examples::latency(&mut samples);
     Ok(Figures {

@@ -1296,6 +1296,11 @@ impl NodeInner {
     /// Connects (if needed) before a call, with the call's errors.
     /// See [`DistributedSystem::disconnect`].
     pub(crate) fn disconnect(self: &Arc<Self>, node: &str, why: &str) -> bool {
+        if let Some(erl) = self.erlang.peer(joerl_core::node_id(node)) {
+            if erl.name == node {
+                return self.erl_close(&erl, NodeDownReason::Disconnected(why.to_string()));
+            }
+        }
         let Some(peer) = self.peer_by_id(joerl_core::node_id(node)) else {
             return false;
         };
@@ -1338,6 +1343,10 @@ impl NodeInner {
 
     /// See [`DistributedSystem::monitor_node`].
     pub(crate) fn monitor_node(self: &Arc<Self>, owner: Pid, node: &str) -> Result<(), DistError> {
+        if let Some(erl) = self.erl_peer_named(node) {
+            self.erl_monitor_node(&erl, owner);
+            return Ok(());
+        }
         let peer = self.peer_by_name(node, Learned::Named)?;
         peer.node_monitors
             .lock()
@@ -1726,6 +1735,16 @@ impl NodeInner {
         self.system
             .shutdown_with_grace(self.config.shutdown_grace)
             .await;
+        // Erlang nodes have no goodbye: once what the actors' exits sent is
+        // written, their connections close.
+        let erlang: Vec<_> = self.erlang.peers.iter().map(|p| p.clone()).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for p in &erlang {
+            while p.is_up() && !p.is_flushed() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            self.erl_close(p, NodeDownReason::ShuttingDown);
+        }
         // Then say goodbye on every connection and let the writers flush.
         for p in &peers {
             if p.is_up() {

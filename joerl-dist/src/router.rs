@@ -148,6 +148,15 @@ impl Router for DistRouter {
             if n.erl_peer_for_id(node_id).is_some() {
                 return;
             }
+            // A node seen in a pid an Erlang node sent: EPMD says which dialect.
+            if let Some(name) = n.erlang.seen_name(node_id) {
+                if n.dialect_of(name.as_str()).await == crate::erlang::Dialect::Erlang {
+                    let _ = n.erlang.peer_for(&n, name.as_str());
+                } else {
+                    let _ = n.peer_by_name(name.as_str(), Learned::ByPid);
+                }
+                return;
+            }
             // Ask EPMD which registered node's full name hashes to this id.
             let Ok(list) = n.epmd.list().await else {
                 return;

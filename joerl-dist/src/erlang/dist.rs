@@ -45,6 +45,19 @@ pub enum Dialect {
 /// Log lines about refused or failed Erlang connections, per second.
 static ERL_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
 
+/// How an Erlang connection may be installed.
+pub(crate) enum Admit {
+    /// This node dialed it.
+    Dialed,
+    /// Accepted for a peer this node did not know yet.
+    Fresh,
+    /// Accepted while the peer was idle or dialing (marked pending with this id).
+    Pending { peer: Arc<ErlPeer>, id: u64 },
+    /// Accepted after `alive`: replaces connection `0` (the dialer said its
+    /// old one is dead).
+    Replace(u64),
+}
+
 /// Counters of the Erlang side.
 #[derive(Default, Debug)]
 pub(crate) struct SideCounters {
@@ -61,6 +74,9 @@ pub(crate) struct ErlangSide {
     pub(crate) me: Option<Atom>,
     pub(crate) peers: DashMap<u32, Arc<ErlPeer>, FxBuildHasher>,
     dialects: DashMap<String, Dialect>,
+    /// Names EPMD did not know when asked, and when: not asked again for a
+    /// second (a joerl node that is down would otherwise cost a look-up per send).
+    unknown: DashMap<String, std::time::Instant>,
     /// Names of nodes seen in pids, by node id.
     names: DashMap<u32, Atom, FxBuildHasher>,
     next_conn: AtomicU64,
@@ -75,6 +91,7 @@ impl ErlangSide {
             me: Atom::new(name).ok(),
             peers: DashMap::default(),
             dialects: DashMap::new(),
+            unknown: DashMap::new(),
             names: DashMap::default(),
             next_conn: AtomicU64::new(1),
             // Monitor references made here for Erlang's monitors: the top
@@ -99,6 +116,35 @@ impl ErlangSide {
         let id = joerl_core::node_id(atom.as_str());
         if !self.names.contains_key(&id) {
             self.names.insert(id, atom.clone());
+        }
+    }
+
+    /// The name of a node seen in a pid, by its id.
+    pub(crate) fn seen_name(&self, id: u32) -> Option<Atom> {
+        self.names.get(&id).map(|a| a.clone())
+    }
+
+    /// Records the node of every pid in `term` (so a pid of a third node
+    /// that came from an Erlang node can be reached).
+    fn learn_pids(&self, term: &crate::erlang::Term) {
+        use crate::erlang::Term;
+        let mut stack = vec![term];
+        while let Some(t) = stack.pop() {
+            match t {
+                Term::Pid(p) => self.learn_name(&p.node),
+                Term::Tuple(items) | Term::List(items) => stack.extend(items.iter()),
+                Term::ImproperList(items, tail) => {
+                    stack.extend(items.iter());
+                    stack.push(tail);
+                }
+                Term::Map(pairs) => {
+                    for (k, v) in pairs {
+                        stack.push(k);
+                        stack.push(v);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -158,10 +204,12 @@ impl NodeInner {
     /// says joerl), then remembered. A node EPMD does not know, or an EPMD
     /// that cannot be asked, counts as joerl (whose dial then reports why).
     pub(crate) async fn dialect_of(&self, name: &str) -> Dialect {
+        // A joerl peer that is connected decides; one that is only queued
+        // (a sync send got there first) does not.
         if self
             .peers
             .get(&joerl_core::node_id(name))
-            .is_some_and(|p| p.name == name)
+            .is_some_and(|p| p.name == name && p.is_up())
         {
             return Dialect::Joerl;
         }
@@ -171,6 +219,14 @@ impl NodeInner {
         let Ok((short, host)) = crate::node::split_node_name(name) else {
             return Dialect::Joerl;
         };
+        if self
+            .erlang
+            .unknown
+            .get(name)
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return Dialect::Joerl;
+        }
         let mut daemons = vec![self.epmd.addr()];
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let theirs = SocketAddr::new(ip, self.peer_epmd_port());
@@ -179,19 +235,36 @@ impl NodeInner {
             }
         }
         for daemon in daemons {
-            match joerl_epmd::EpmdClient::new(daemon).port_please(short).await {
-                Ok(Some(entry)) => {
-                    let d = if entry.dist.extra.starts_with(JOERL_EPMD_MARK) {
-                        Dialect::Joerl
-                    } else {
-                        Dialect::Erlang
-                    };
-                    self.erlang.dialects.insert(name.to_string(), d);
-                    return d;
-                }
-                Ok(None) | Err(_) => continue,
+            let client = joerl_epmd::EpmdClient::new(daemon);
+            // joerl's daemon says how the node registered; Erlang's own epmd
+            // only what PORT_PLEASE2 returns (the mark in `extra`).
+            let found = match client.lookup(short).await {
+                Ok(Some(info)) => Some(
+                    info.kind == joerl_epmd::NodeKind::Joerl
+                        || info.dist.extra.starts_with(JOERL_EPMD_MARK),
+                ),
+                Ok(None) => None,
+                Err(_) => match client.port_please(short).await {
+                    Ok(Some(entry)) => Some(entry.dist.extra.starts_with(JOERL_EPMD_MARK)),
+                    Ok(None) | Err(_) => None,
+                },
+            };
+            if let Some(joerl) = found {
+                let d = if joerl {
+                    Dialect::Joerl
+                } else {
+                    Dialect::Erlang
+                };
+                self.erlang.dialects.insert(name.to_string(), d);
+                return d;
             }
         }
+        if self.erlang.unknown.len() > 10_000 {
+            self.erlang.unknown.clear();
+        }
+        self.erlang
+            .unknown
+            .insert(name.to_string(), std::time::Instant::now());
         Dialect::Joerl
     }
 
@@ -211,53 +284,72 @@ impl NodeInner {
                 tokio::time::timeout(node.config.connect_timeout, node.erl_dial(&peer)).await;
             let error = match outcome {
                 Ok(Ok((stream, info))) => {
-                    if node.erl_install(&peer, stream, info, true) {
+                    if node.erl_install(&peer, stream, info, Admit::Dialed) {
                         return;
                     }
-                    None
+                    // Another connection came up meanwhile: it is used.
+                    return;
                 }
-                Ok(Err(e)) => Some(e),
-                Err(_) => Some(DistError::Timeout(format!(
+                Ok(Err(e)) => e,
+                Err(_) => DistError::Timeout(format!(
                     "connect and handshake with {} took longer than {:?}",
                     peer.name, node.config.connect_timeout
-                ))),
+                )),
             };
             let simultaneous = matches!(
                 error,
-                Some(DistError::Handshake {
+                DistError::Handshake {
                     source: crate::HandshakeError::Simultaneous,
                     ..
-                })
+                }
             );
-            // Losing a simultaneous connect: the peer's own dial is coming.
             if simultaneous {
-                let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-                if *st == ConnState::Dialing {
-                    *st = ConnState::Idle;
+                // Lost a simultaneous connect: the peer's own dial is coming.
+                // Wait for it as for a pending accept; if it does not come
+                // within the connect timeout, the node is unreachable.
+                let pending = node.erlang.next_conn.fetch_add(1, Ordering::Relaxed);
+                let waiting = {
+                    let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+                    if *st == ConnState::Dialing {
+                        *st = ConnState::Pending(pending);
+                        true
+                    } else {
+                        false
+                    }
+                };
+                if waiting {
+                    tokio::time::sleep(node.config.connect_timeout).await;
+                    node.erl_fail(
+                        &peer,
+                        ConnState::Pending(pending),
+                        "the peer won a simultaneous connect but its own connection never came",
+                    );
                 }
                 return;
             }
-            if let Some(e) = &error {
-                if let Some(suppressed) = ERL_LOG.check() {
-                    tracing::warn!(node = %node.me.name, peer = %peer.name, error = %e, suppressed, "cannot connect to the Erlang node");
-                }
+            if let Some(suppressed) = ERL_LOG.check() {
+                tracing::warn!(node = %node.me.name, peer = %peer.name, error = %error, suppressed, "cannot connect to the Erlang node");
             }
-            let failed = {
-                let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-                if *st == ConnState::Dialing {
-                    *st = ConnState::Idle;
-                    true
-                } else {
-                    false
-                }
-            };
-            if failed {
-                for (to, signal) in peer.lost() {
-                    node.system.deliver_signal(to, signal);
-                }
-                peer.changed.send_modify(|n| *n += 1);
-            }
+            node.erl_fail(&peer, ConnState::Dialing, &error.to_string());
         });
+    }
+
+    /// A dial or a pending accept of `peer` failed: if its state is still
+    /// `expected`, the peer is idle again, what waited for it is dropped and
+    /// its links and monitors answer `noconnection`.
+    fn erl_fail(&self, peer: &Arc<ErlPeer>, expected: ConnState, why: &str) {
+        {
+            let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+            if *st != expected {
+                return;
+            }
+            *st = ConnState::Idle;
+        }
+        for (to, signal) in peer.lost() {
+            self.system.deliver_signal(to, signal);
+        }
+        self.tell_node_monitors(peer, &NodeDownReason::Unreachable(why.to_string()));
+        peer.changed.send_modify(|n| *n += 1);
     }
 
     /// One dial of an Erlang node: resolve, connect, handshake.
@@ -332,7 +424,7 @@ impl NodeInner {
             rand::random(),
         );
         let node = self.clone();
-        let mut chosen: Option<Arc<ErlPeer>> = None;
+        let mut admit: Option<Admit> = None;
         let result = tokio::time::timeout(self.config.connect_timeout, async {
             loop {
                 let packet = read_packet(&mut tcp).await?;
@@ -344,8 +436,8 @@ impl NodeInner {
                             Action::Send(p) => write_packet(&mut tcp, &p).await?,
                             Action::Done(info) => return Ok::<_, HsIoError>(info),
                             Action::Decide(info) => {
-                                let (status, peer) = node.erl_decide(&info);
-                                chosen = peer;
+                                let (status, how) = node.erl_decide(&info);
+                                admit = how;
                                 next.extend(hs.decide(status));
                                 if matches!(status, Status::Nok | Status::NotAllowed) {
                                     for a in next.drain(..) {
@@ -367,53 +459,95 @@ impl NodeInner {
             }
         })
         .await;
-        match (result, chosen) {
-            (Ok(Ok(info)), Some(peer)) => {
-                let _ = self.erl_install(&peer, tcp, info, false);
+        let failed = match result {
+            Ok(Ok(info)) => {
+                let Some(how) = admit else { return };
+                // Only now, with the cookie proven, does the peer exist here.
+                match self.erlang.peer_for(&self, &info.name) {
+                    Ok(peer) => {
+                        if !self.erl_install(&peer, tcp, info, how) {
+                            tracing::debug!(node = %self.me.name, peer = %peer.name, "incoming Erlang connection dropped: another took its place");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %self.me.name, %addr, error = %e, "incoming Erlang connection dropped")
+                    }
+                }
+                return;
             }
-            (Ok(Err(HsIoError::Hs(ErlHandshakeError::Simultaneous))), _) => {}
-            (Ok(Err(e)), _) => {
+            Ok(Err(HsIoError::Hs(ErlHandshakeError::Simultaneous))) => return,
+            Ok(Err(e)) => {
                 self.erlang.counters.refused.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = ERL_LOG.check() {
                     tracing::warn!(node = %self.me.name, %addr, error = %e, suppressed, "incoming Erlang connection refused");
                 }
+                e.to_string()
             }
-            (Err(_), _) => {
+            Err(_) => {
                 self.erlang.counters.refused.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = ERL_LOG.check() {
                     tracing::warn!(node = %self.me.name, %addr, suppressed, "incoming Erlang handshake timed out");
                 }
+                "the handshake timed out".to_string()
             }
-            (Ok(Ok(_)), None) => {}
+        };
+        // A pending accept that failed leaves the peer unreachable for now.
+        if let Some(Admit::Pending { peer, id }) = admit {
+            self.erl_fail(&peer, ConnState::Pending(id), &failed);
         }
     }
 
     /// The acceptor's status for a dialer: Erlang's rules for a connection
     /// that is up (`alive`) and for simultaneous dials (the greater name's
     /// dial wins).
-    fn erl_decide(&self, info: &ErlPeerInfo) -> (Status, Option<Arc<ErlPeer>>) {
+    ///
+    /// Runs before the dialer has proven the cookie, so it creates nothing:
+    /// a peer that does not exist yet is created once the handshake is done.
+    fn erl_decide(&self, info: &ErlPeerInfo) -> (Status, Option<Admit>) {
         if self.is_shutting_down() {
             return (Status::NotAllowed, None);
         }
-        if self
-            .peers
-            .get(&joerl_core::node_id(&info.name))
-            .is_some_and(|p| p.is_up())
+        let id = joerl_core::node_id(&info.name);
+        if id == self.me.node_id
+            || self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.name != info.name || p.is_up())
         {
-            // A joerl peer of that name is connected: not an Erlang node.
+            // Our own id, or a joerl node of that id: not an Erlang node to admit.
             return (Status::NotAllowed, None);
         }
-        let peer = match self.erlang.peer_for(self, &info.name) {
-            Ok(p) => p,
-            Err(_) => return (Status::NotAllowed, None),
+        let Some(peer) = self.erlang.peer(id) else {
+            return (Status::Ok, Some(Admit::Fresh));
         };
-        let status = match peer.conn_state() {
-            ConnState::Up { .. } => Status::Alive,
-            ConnState::Dialing if self.me.name.as_str() > info.name.as_str() => Status::Nok,
-            ConnState::Dialing => Status::OkSimultaneous,
-            ConnState::Idle => Status::Ok,
-        };
-        (status, Some(peer))
+        if peer.name != info.name {
+            return (Status::NotAllowed, None);
+        }
+        let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+        match *st {
+            ConnState::Up { conn, .. } => (Status::Alive, Some(Admit::Replace(conn))),
+            ConnState::Dialing if self.me.name.as_str() > info.name.as_str() => (Status::Nok, None),
+            // Another accept is under way: this dialer waits for it.
+            ConnState::Pending(_) => (Status::Nok, None),
+            ConnState::Dialing | ConnState::Idle => {
+                let simultaneous = *st == ConnState::Dialing;
+                let pending = self.erlang.next_conn.fetch_add(1, Ordering::Relaxed);
+                *st = ConnState::Pending(pending);
+                drop(st);
+                let status = if simultaneous {
+                    Status::OkSimultaneous
+                } else {
+                    Status::Ok
+                };
+                (
+                    status,
+                    Some(Admit::Pending {
+                        peer: peer.clone(),
+                        id: pending,
+                    }),
+                )
+            }
+        }
     }
 
     /// Makes `tcp` the connection of `peer`; `false` if another connection
@@ -423,27 +557,39 @@ impl NodeInner {
         peer: &Arc<ErlPeer>,
         tcp: TcpStream,
         info: ErlPeerInfo,
-        dialed: bool,
+        how: Admit,
     ) -> bool {
         let conn = self.erlang.next_conn.fetch_add(1, Ordering::Relaxed);
+        // Held until the connection's tasks are recorded: a loss that comes
+        // meanwhile (`erl_lost` takes it after the state) then stops them.
+        let mut tasks = peer.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let replaced = {
             let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-            let replaced = match *st {
-                ConnState::Up { conn: old, .. } if dialed => {
-                    let _ = old;
-                    return false;
+            let ok = match (&how, *st) {
+                // Up meanwhile through the other direction: that one stays.
+                (_, ConnState::Up { conn: old, .. }) => {
+                    matches!(how, Admit::Replace(c) if c == old)
                 }
-                ConnState::Up { conn: old, .. } => Some(old),
-                _ => None,
+                (Admit::Dialed, _) => true,
+                (Admit::Pending { id, .. }, ConnState::Pending(p)) => *id == p,
+                (Admit::Pending { .. }, _) => false,
+                (Admit::Fresh, ConnState::Idle | ConnState::Dialing) => true,
+                (Admit::Fresh, ConnState::Pending(_)) => false,
+                (Admit::Replace(_), _) => true,
             };
+            if !ok {
+                return false;
+            }
+            let replaced = matches!(*st, ConnState::Up { .. });
             *st = ConnState::Up {
                 conn,
                 creation: info.creation,
                 flags: info.flags,
             };
+            peer.current.store(conn, Ordering::Release);
             replaced
         };
-        if replaced.is_some() {
+        if replaced {
             // The dialer said its old connection is dead: what crossed it is lost.
             for (to, signal) in peer.lost() {
                 self.system.deliver_signal(to, signal);
@@ -453,22 +599,30 @@ impl NodeInner {
                 reason: NodeDownReason::Replaced("the Erlang node connected again".into()),
             });
         }
+        let (read, write) = tcp.into_split();
+        let writer = tokio::spawn(write_loop(self.clone(), peer.clone(), conn, write));
+        let node = self.clone();
+        let owner = peer.clone();
+        let writer_abort = writer.abort_handle();
+        let reader = tokio::spawn(async move {
+            let reason = read_loop(&node, &owner, conn, read).await;
+            writer.abort();
+            node.erl_lost(&owner, conn, reason);
+        });
+        for old in tasks.1.drain(..) {
+            old.abort();
+        }
+        tasks.0 = conn;
+        tasks.1.push(writer_abort);
+        tasks.1.push(reader.abort_handle());
+        drop(tasks);
         peer.counters.connects.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(node = %self.me.name, peer = %peer.name, creation = info.creation, "connected to the Erlang node");
+        tracing::info!(node = %self.me.name, peer = %peer.name, creation = info.creation, dialed = matches!(how, Admit::Dialed), "connected to the Erlang node");
         self.emit(NodeEvent::Up {
             node: peer.name.clone(),
             creation: info.creation,
         });
         peer.changed.send_modify(|n| *n += 1);
-        let (read, write) = tcp.into_split();
-        let writer = tokio::spawn(write_loop(self.clone(), peer.clone(), conn, write));
-        let node = self.clone();
-        let peer = peer.clone();
-        tokio::spawn(async move {
-            let reason = read_loop(&node, &peer, read).await;
-            writer.abort();
-            node.erl_lost(&peer, conn, reason);
-        });
         true
     }
 
@@ -480,16 +634,66 @@ impl NodeInner {
                 ConnState::Up { conn: c, .. } if c == conn => *st = ConnState::Idle,
                 _ => return,
             }
+            peer.current.store(0, Ordering::Release);
+        }
+        // The connection's reader and writer stop here (whichever of them
+        // is calling goes on to its end).
+        {
+            let mut tasks = peer.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            if tasks.0 == conn {
+                for t in tasks.1.drain(..) {
+                    t.abort();
+                }
+            }
         }
         tracing::info!(node = %self.me.name, peer = %peer.name, %reason, "Erlang node down");
         for (to, signal) in peer.lost() {
             self.system.deliver_signal(to, signal);
         }
+        self.tell_node_monitors(peer, &reason);
         self.emit(NodeEvent::Down {
             node: peer.name.clone(),
             reason,
         });
         peer.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Tells every `monitor_node` owner of `peer` that it is down (once).
+    fn tell_node_monitors(&self, peer: &ErlPeer, reason: &NodeDownReason) {
+        let owners =
+            std::mem::take(&mut *peer.node_monitors.lock().unwrap_or_else(|e| e.into_inner()));
+        for owner in owners {
+            let msg = crate::events::NodeDown {
+                node: peer.name.clone(),
+                reason: reason.clone(),
+            };
+            // Past any mailbox bound: never dropped while the owner lives.
+            let _ = self
+                .system
+                .try_deliver(None, owner, Box::new(msg), usize::MAX);
+        }
+    }
+
+    /// Closes the connection to `peer` on purpose (`disconnect`, shutdown):
+    /// the node is down at once with `reason`. `false` if it was not up.
+    pub(crate) fn erl_close(&self, peer: &Arc<ErlPeer>, reason: NodeDownReason) -> bool {
+        let ConnState::Up { conn, .. } = peer.conn_state() else {
+            return false;
+        };
+        self.erl_lost(peer, conn, reason);
+        true
+    }
+
+    /// `monitor_node` for an Erlang node: `owner` is told once when it goes
+    /// down or cannot be reached; connects if needed.
+    pub(crate) fn erl_monitor_node(self: &Arc<Self>, peer: &Arc<ErlPeer>, owner: Pid) {
+        peer.node_monitors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(owner);
+        if !peer.is_up() {
+            self.erl_ensure_dialing(peer);
+        }
     }
 
     /// Waits until `peer` is up; `Err` when its dial fails.
@@ -618,6 +822,9 @@ async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, mut w: 
     let mut batch = Vec::new();
     let every = tick_every(&node);
     let reason = loop {
+        if peer.overflowed.load(Ordering::Acquire) {
+            break NodeDownReason::NotReading;
+        }
         peer.take_out(&mut batch);
         if batch.is_empty() {
             tokio::select! {
@@ -628,8 +835,14 @@ async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, mut w: 
                 }
             }
         }
-        if let Err(e) = w.write_all(&batch).await {
-            break NodeDownReason::Io(e.to_string());
+        // A peer that does not read for a whole tick time is gone.
+        let written =
+            tokio::time::timeout(node.config.erlang_net_ticktime, w.write_all(&batch)).await;
+        peer.in_flight.store(0, Ordering::Release);
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break NodeDownReason::Io(e.to_string()),
+            Err(_) => break NodeDownReason::NotReading,
         }
         peer.counters
             .bytes_out
@@ -641,11 +854,12 @@ async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, mut w: 
 async fn read_loop(
     node: &Arc<NodeInner>,
     peer: &Arc<ErlPeer>,
+    conn: u64,
     mut r: OwnedReadHalf,
 ) -> NodeDownReason {
     let max = node.config.max_frame_size;
     let timeout = node.config.erlang_net_ticktime;
-    let mut reader = wire::Reader::new(max);
+    let mut reader = wire::Reader::new(max, node.config.max_message_memory);
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut start = 0usize;
     loop {
@@ -667,6 +881,10 @@ async fn read_loop(
             }
             if avail.len() < 4 + len {
                 break;
+            }
+            if peer.current.load(Ordering::Acquire) != conn {
+                // Replaced or lost: this reader's connection is over.
+                return NodeDownReason::Replaced("a newer connection took its place".into());
             }
             let body = &avail[4..4 + len];
             peer.counters
@@ -709,6 +927,9 @@ async fn read_loop(
 /// Does what one incoming message asks.
 async fn act(node: &Arc<NodeInner>, peer: &Arc<ErlPeer>, m: wire::Incoming) {
     tracing::trace!(peer = %peer.name, control = ?m.control, payload = ?m.payload.as_ref().map(|p| p.to_string()), "from Erlang");
+    if let Some(p) = &m.payload {
+        node.erlang.learn_pids(p);
+    }
     let new_ref = || node.erlang.new_ref();
     let Some(inbound) = with_local(node, |local| {
         peer.incoming(local, m.control, m.payload, &new_ref)
@@ -732,9 +953,15 @@ async fn act(node: &Arc<NodeInner>, peer: &Arc<ErlPeer>, m: wire::Incoming) {
                 peer.counters.dropped_in.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            // A full mailbox holds up this connection (TCP pushes back on
-            // the Erlang node), as a slow receiver does.
-            let _ = node.system.send_from(from, to, msg).await;
+            // A full mailbox takes up to `mailbox_overflow` more from other
+            // nodes; past that this connection waits for room (TCP pushes
+            // back on the Erlang node), as for a slow receiver.
+            if let Err(joerl_core::SendError::Full(unsent)) =
+                node.system
+                    .try_deliver(from, to, msg, node.config.mailbox_overflow)
+            {
+                let _ = node.system.send_from(from, to, unsent.into_inner()).await;
+            }
         }
         Inbound::Signal { to, signal } => {
             if to.node() == node.me.node_id {
@@ -747,6 +974,11 @@ async fn act(node: &Arc<NodeInner>, peer: &Arc<ErlPeer>, m: wire::Incoming) {
             monitor,
             noproc,
         } => match node.system.whereis(name.as_str()) {
+            // `rex` is answered by the connection itself: it exists (its
+            // monitor fires only with the connection).
+            None if name.as_str() == "rex" => {
+                let _ = peer.name_resolved(monitor, Pid::new(node.me.node_id, 0, node.me.creation));
+            }
             Some(target) if peer.name_resolved(monitor, target) => {
                 let signal = Signal::Monitor { from, monitor };
                 peer.book().incoming(target, &signal);
@@ -797,7 +1029,8 @@ impl NodeInner {
                 detail: "this node's name is too long for an Erlang atom".into(),
             })
         });
-        if sent.is_ok() && !peer.is_up() {
+        // Also when the buffer is full: what fills it goes out once connected.
+        if !peer.is_up() {
             self.erl_ensure_dialing(peer);
         }
         sent

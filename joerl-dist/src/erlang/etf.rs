@@ -159,6 +159,14 @@ pub enum EtfError {
         /// The limit in force.
         limit: usize,
     },
+    /// The term holds more terms than the limit allows.
+    #[error(
+        "the term holds more than {limit} terms (DecodeLimits::max_terms); on a node the limit follows DistConfig::max_message_memory"
+    )]
+    TooManyTerms {
+        /// The limit in force.
+        limit: usize,
+    },
     /// A UTF-8 atom whose bytes are not UTF-8.
     #[error("the atom at byte {offset} is not valid UTF-8")]
     InvalidUtf8Atom {
@@ -206,11 +214,19 @@ pub struct DecodeLimits {
     /// open at once: `{{1}}` has depth 2. Empty tuples and maps do not count.
     /// Default 512.
     pub max_depth: usize,
+    /// How many terms (every atom, number, binary and container counts one)
+    /// one decode may build: what a decoded term takes in memory is about
+    /// this times the size of a [`Term`], whatever the input's size. Default:
+    /// no limit beyond the input's size (each term takes at least one byte).
+    pub max_terms: usize,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_depth: 512 }
+        DecodeLimits {
+            max_depth: 512,
+            max_terms: usize::MAX,
+        }
     }
 }
 
@@ -256,6 +272,8 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions<'_>) -> Result<(Term, u
         r: Reader { bytes, pos: 0 },
         cache: options.atom_cache,
         max_depth: options.limits.max_depth,
+        max_terms: options.limits.max_terms,
+        terms: 0,
     };
     if options.magic {
         let found = d.r.u8()?;
@@ -496,6 +514,8 @@ pub(crate) fn fun_summary(bytes: &[u8]) -> Option<(Atom, i64, i64)> {
         r: Reader { bytes, pos: 0 },
         cache: None,
         max_depth: 0,
+        max_terms: 0,
+        terms: 0,
     };
     if d.r.u8().ok()? != NEW_FUN_EXT {
         return None;
@@ -610,6 +630,9 @@ struct Decoder<'a, 'c> {
     r: Reader<'a>,
     cache: Option<&'c [Option<Atom>]>,
     max_depth: usize,
+    max_terms: usize,
+    /// Terms read so far.
+    terms: usize,
 }
 
 impl Decoder<'_, '_> {
@@ -622,6 +645,12 @@ impl Decoder<'_, '_> {
         loop {
             if !stack.is_empty() {
                 owed -= 1;
+            }
+            self.terms += 1;
+            if self.terms > self.max_terms {
+                return Err(EtfError::TooManyTerms {
+                    limit: self.max_terms,
+                });
             }
             let mut value = match self.step(owed)? {
                 Step::Done(t) => t,
@@ -740,6 +769,13 @@ impl Decoder<'_, '_> {
                 let at = self.r.pos;
                 let n = usize::from(self.r.u16()?);
                 let s = self.r.take_counted(at, "string length", n)?;
+                // One term per character.
+                self.terms = self.terms.saturating_add(n);
+                if self.terms > self.max_terms {
+                    return Err(EtfError::TooManyTerms {
+                        limit: self.max_terms,
+                    });
+                }
                 Term::List(s.iter().map(|&b| Term::Int(i64::from(b))).collect())
             }
             SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
@@ -1652,6 +1688,7 @@ mod tests {
             let opts = DecodeOptions {
                 limits: DecodeLimits {
                     max_depth: usize::MAX,
+                    ..DecodeLimits::default()
                 },
                 ..Default::default()
             };

@@ -11,7 +11,7 @@
 //! the caller's alias when it has one), and a joerl call to an Erlang
 //! process becomes that tuple, its reply a joerl reply.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,6 +28,9 @@ use crate::peer::Bookkeeping;
 const REF_KIND_MONITOR: u32 = 0x6a6d_6f6e; // "jmon"
 /// Third word of the references this node makes as call tags.
 const REF_KIND_CALL: u32 = 0x6a63_616c; // "jcal"
+/// The outgoing buffer's hard limit, as a multiple of its limit for
+/// messages: signals and replies go in beyond the limit, not beyond this.
+const HARD_LIMIT_FACTOR: usize = 4;
 /// Calls from Erlang waiting for their joerl server's reply, per peer; the
 /// oldest is forgotten beyond it (its reply, if it ever comes, is dropped).
 pub(crate) const MAX_PENDING_CALLS: usize = 65_536;
@@ -58,6 +61,9 @@ pub(crate) enum ConnState {
     Idle,
     /// A dial is running.
     Dialing,
+    /// An accepted connection is in its handshake (or this node lost a
+    /// simultaneous connect and waits for the peer's); no dial starts.
+    Pending(u64),
     /// Connected: the connection's number, the peer's creation and flags.
     Up {
         conn: u64,
@@ -85,8 +91,8 @@ struct Tables {
     /// Monitors local actors hold on Erlang processes: what was monitored.
     out_monitors: HashMap<MonitorRef, ProcRef>,
     /// Calls from Erlang: joerl tag -> (Erlang's tag term, caller).
-    calls_in: HashMap<u64, (Term, ErlPid)>,
-    calls_order: VecDeque<u64>,
+    /// Ordered by tag, which grows: the first entry is the oldest call.
+    calls_in: std::collections::BTreeMap<u64, (Term, ErlPid)>,
 }
 
 /// The outgoing buffer: encoded frames waiting for the writer.
@@ -117,6 +123,17 @@ pub(crate) struct ErlPeer {
     tables: Mutex<Tables>,
     pub(crate) counters: ErlCounters,
     next_unlink: AtomicU64,
+    /// Actors told once when this node goes down (`monitor_node`).
+    pub(crate) node_monitors: Mutex<Vec<Pid>>,
+    /// The reader and writer of the current connection (and its number).
+    pub(crate) tasks: Mutex<(u64, Vec<tokio::task::AbortHandle>)>,
+    /// The current connection's number (0: none); a reader of an older one
+    /// stops at its next frame.
+    pub(crate) current: AtomicU64,
+    /// The buffer passed its hard limit: the connection is to close.
+    pub(crate) overflowed: std::sync::atomic::AtomicBool,
+    /// Bytes the writer took from the buffer and has not finished writing.
+    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// This node as Erlang sees it: its name atom and creation, and how joerl
@@ -250,6 +267,11 @@ impl ErlPeer {
             tables: Mutex::new(Tables::default()),
             counters: ErlCounters::default(),
             next_unlink: AtomicU64::new(1),
+            node_monitors: Mutex::new(Vec::new()),
+            tasks: Mutex::new((0, Vec::new())),
+            current: AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            overflowed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -275,6 +297,15 @@ impl ErlPeer {
     fn push(&self, force: bool, put: impl FnOnce(&mut Vec<u8>)) -> Result<(), ()> {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         if !force && out.buf.len() >= out.limit {
+            return Err(());
+        }
+        if out.buf.len() >= out.limit.saturating_mul(HARD_LIMIT_FACTOR) {
+            // The peer has not read for a long while: the connection closes
+            // (its writer sees this), and links and monitors across it fire
+            // noconnection, rather than the buffer growing further.
+            self.overflowed.store(true, Ordering::Release);
+            drop(out);
+            self.wake.notify_one();
             return Err(());
         }
         let before = out.buf.len();
@@ -303,6 +334,16 @@ impl ErlPeer {
         let _ = self.push(true, |b| b.extend_from_slice(frame));
     }
 
+    /// True when nothing waits in the buffer or in the writer's hands.
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .buf
+            .is_empty()
+            && self.in_flight.load(Ordering::Acquire) == 0
+    }
+
     /// Drops what waits in the buffer (the connection is gone).
     pub(crate) fn clear_out(&self) {
         self.out
@@ -318,6 +359,7 @@ impl ErlPeer {
         spare.clear();
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut out.buf, spare);
+        self.in_flight.store(spare.len(), Ordering::Release);
         drop(out);
         self.room.notify_waiters();
     }
@@ -341,6 +383,7 @@ impl ErlPeer {
     pub(crate) fn lost(&self) -> Vec<(Pid, Signal)> {
         *self.tables() = Tables::default();
         self.clear_out();
+        self.overflowed.store(false, Ordering::Release);
         self.book().node_lost()
     }
 
@@ -399,17 +442,7 @@ impl ErlPeer {
                 let payload = Term::tuple(vec![tag.clone(), value]);
                 // OTP 24+ callers tag with `[alias | Ref]` and take the
                 // reply at the alias; older ones at their pid.
-                let alias = match &tag {
-                    Term::ImproperList(head, tail)
-                        if head.len() == 1 && head[0].is_atom("alias") =>
-                    {
-                        match tail.as_ref() {
-                            Term::Ref(r) => Some(r.clone()),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
+                let alias = alias_of(&tag);
                 let from = sender(from).unwrap_or_else(|| me.system_pid());
                 let control = match alias {
                     Some(alias) => Control::AliasSend { from, alias },
@@ -508,11 +541,12 @@ impl ErlPeer {
                 }
             }
             Signal::Monitor { from, monitor } => {
+                let from = unnamed(*from)?;
                 self.tables()
                     .out_monitors
                     .insert(*monitor, ProcRef::Pid(erl_to.clone()));
                 Control::MonitorP {
-                    from: unnamed(*from)?,
+                    from,
                     to: ProcRef::Pid(erl_to),
                     reference: me.reference(monitor.0, REF_KIND_MONITOR),
                 }
@@ -827,9 +861,13 @@ impl ErlPeer {
         };
         let from_pid = from.as_ref().map(ErlPid::to_joerl);
         // A gen_server call: `{'$gen_call', {From, Tag}, Request}`.
-        if let Some([label, from_tag, request]) = payload.as_tuple() {
-            if label.is_atom("$gen_call") {
-                if let Some([Term::Pid(caller), tag]) = from_tag.as_tuple() {
+        if let Some([label, from_tag, request]) = payload.as_tuple()
+            && label.is_atom("$gen_call")
+        {
+            {
+                if let Some([Term::Pid(caller), tag]) = from_tag.as_tuple()
+                    && is_call_tag(tag)
+                {
                     if let Target::Name(name) = &to {
                         if let Some(answer) = self.builtin_call(me, name, caller, tag, request) {
                             return Inbound::Reply(answer);
@@ -838,13 +876,10 @@ impl ErlPeer {
                     let joerl_tag = {
                         let mut t = self.tables();
                         let tag_value = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
-                        if t.calls_order.len() >= MAX_PENDING_CALLS {
-                            if let Some(old) = t.calls_order.pop_front() {
-                                t.calls_in.remove(&old);
-                            }
+                        if t.calls_in.len() >= MAX_PENDING_CALLS {
+                            t.calls_in.pop_first();
                         }
                         t.calls_in.insert(tag_value, (tag.clone(), caller.clone()));
-                        t.calls_order.push_back(tag_value);
                         tag_value
                     };
                     let caller = caller.to_joerl();
@@ -929,15 +964,7 @@ impl ErlPeer {
         };
         let mut frame = Vec::new();
         let payload = Term::tuple(vec![tag.clone(), answer]);
-        let alias = match tag {
-            Term::ImproperList(head, tail) if head.len() == 1 && head[0].is_atom("alias") => {
-                match tail.as_ref() {
-                    Term::Ref(r) => Some(r.clone()),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let alias = alias_of(tag);
         let control = match alias {
             Some(alias) => Control::AliasSend {
                 from: me.system_pid(),
@@ -951,6 +978,31 @@ impl ErlPeer {
         wire::put_message(&mut frame, &control, Some(&payload));
         Some(frame)
     }
+}
+
+/// The alias a gen_server call's tag names: `[alias | Ref]` (OTP 24 and
+/// later) or `[[alias | Ref] | _]` (as `gen:reply/2` also takes).
+fn alias_of(tag: &Term) -> Option<ErlRef> {
+    /// `[alias | Ref]` itself.
+    fn direct(t: &Term) -> Option<ErlRef> {
+        match t {
+            Term::ImproperList(head, tail) => match (head.as_slice(), tail.as_ref()) {
+                ([first], Term::Ref(r)) if first.is_atom("alias") => Some(r.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    direct(tag).or_else(|| match tag {
+        Term::ImproperList(head, _) | Term::List(head) => head.first().and_then(direct),
+        _ => None,
+    })
+}
+
+/// True for what a gen_server call's tag can be: a reference, or a list
+/// headed by `alias` (or by such a list) ending in a reference.
+fn is_call_tag(tag: &Term) -> bool {
+    matches!(tag, Term::Ref(_)) || alias_of(tag).is_some()
 }
 
 /// Tags of calls from Erlang nodes (unique in this process, so a reply

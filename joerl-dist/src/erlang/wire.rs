@@ -12,6 +12,7 @@
 //! header  = n:u8 [flags:(n/2+1 bytes) refs]   atom cache references of this message
 //! ```
 //!
+//! A message decodes to at most about `max_message_memory` bytes of terms.
 //! This node writes every message with a distribution header that has no
 //! atom cache references (it does not offer the atom cache; an Erlang node
 //! that negotiated fragments refuses pass-through messages) and never
@@ -121,14 +122,25 @@ fn be_u64(b: &[u8]) -> u64 {
 }
 
 impl Reader {
-    /// A reader that accepts messages of at most `max_message` bytes.
-    pub fn new(max_message: usize) -> Self {
+    /// A reader that accepts messages of at most `max_message` bytes (one
+    /// message, and all fragments in progress together) and decodes terms
+    /// that take at most about `max_memory` bytes (counted as terms of
+    /// `size_of::<Term>()` each).
+    pub fn new(max_message: usize, max_memory: usize) -> Self {
         Reader {
             cache: vec![None; ATOM_CACHE_SIZE],
             assemblies: HashMap::new(),
             max_message,
-            limits: DecodeLimits::default(),
+            limits: DecodeLimits {
+                max_terms: (max_memory / std::mem::size_of::<Term>()).max(1024),
+                ..DecodeLimits::default()
+            },
         }
+    }
+
+    /// Bytes held by the fragmented messages in progress.
+    fn assembled_bytes(&self) -> usize {
+        self.assemblies.values().map(|a| a.data.len()).sum()
     }
 
     /// Fragmented messages in progress.
@@ -176,6 +188,13 @@ impl Reader {
                 if self.assemblies.contains_key(&seq) {
                     return Err(header_err(format!("sequence {seq} started twice")));
                 }
+                let held = self.assembled_bytes() + (body.len() - at);
+                if held > self.max_message {
+                    return Err(WireError::TooLarge {
+                        len: held,
+                        max: self.max_message,
+                    });
+                }
                 if self.assemblies.len() >= MAX_ASSEMBLIES {
                     return Err(header_err(format!(
                         "more than {MAX_ASSEMBLIES} fragmented messages in progress"
@@ -194,6 +213,7 @@ impl Reader {
             DIST_FRAG_CONT => {
                 let seq = be_u64(take(body, &mut at, 8, "sequence id")?);
                 let frag = be_u64(take(body, &mut at, 8, "fragment id")?);
+                let held = self.assembled_bytes() + (body.len() - at);
                 let asm = self
                     .assemblies
                     .get_mut(&seq)
@@ -204,10 +224,9 @@ impl Reader {
                         asm.next
                     )));
                 }
-                let len = asm.data.len() + body.len() - at;
-                if len > self.max_message {
+                if held > self.max_message {
                     return Err(WireError::TooLarge {
-                        len,
+                        len: held,
                         max: self.max_message,
                     });
                 }
@@ -341,7 +360,7 @@ mod tests {
         let msg = Term::tuple(vec![Term::atom("msg"), Term::Int(7)]);
         let mut buf = Vec::new();
         put_message(&mut buf, &ctl, Some(&msg));
-        let mut r = Reader::new(1 << 20);
+        let mut r = Reader::new(1 << 20, 1 << 30);
         let got = r.frame(frame_body(&buf)).unwrap().unwrap();
         assert_eq!(got.control, ctl);
         assert_eq!(got.payload, Some(msg.clone()));
@@ -383,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_distribution_header_fills_and_uses_the_atom_cache() {
-        let mut r = Reader::new(1 << 20);
+        let mut r = Reader::new(1 << 20, 1 << 30);
         // A reference to an entry nobody filled is refused.
         assert!(r.frame(&header_message(false)).is_err());
         let got = r.frame(&header_message(true)).unwrap().unwrap();
@@ -429,7 +448,7 @@ mod tests {
             b.extend_from_slice(parts[i]);
             b
         };
-        let mut r = Reader::new(1 << 20);
+        let mut r = Reader::new(1 << 20, 1 << 30);
         for i in 0..parts.len() - 1 {
             assert_eq!(r.frame(&frag(i)).unwrap(), None);
         }
@@ -439,12 +458,12 @@ mod tests {
         assert_eq!(r.assemblies(), 0);
 
         // Out of order, unknown sequence, over the size limit.
-        let mut r = Reader::new(1 << 20);
+        let mut r = Reader::new(1 << 20, 1 << 30);
         r.frame(&frag(0)).unwrap();
         assert!(r.frame(&frag(2)).is_err());
-        let mut r = Reader::new(1 << 20);
+        let mut r = Reader::new(1 << 20, 1 << 30);
         assert!(r.frame(&frag(1)).is_err());
-        let mut r = Reader::new(700);
+        let mut r = Reader::new(700, 1 << 30);
         r.frame(&frag(0)).unwrap();
         r.frame(&frag(1)).unwrap();
         assert!(matches!(r.frame(&frag(2)), Err(WireError::TooLarge { .. })));
@@ -460,20 +479,20 @@ mod tests {
         put_message(&mut buf, &ctl, Some(&Term::atom("x")));
         let body = frame_body(&buf).to_vec();
         for cut in 1..body.len() {
-            let mut r = Reader::new(1 << 20);
+            let mut r = Reader::new(1 << 20, 1 << 30);
             assert!(r.frame(&body[..cut]).is_err(), "prefix {cut}");
         }
         let mut extra = body.clone();
         extra.push(0);
         assert!(matches!(
-            Reader::new(1 << 20).frame(&extra),
+            Reader::new(1 << 20, 1 << 30).frame(&extra),
             Err(WireError::Trailing(1))
         ));
         for junk in [&[1u8][..], &[131], &[131, 99], &[131, 68, 3, 0]] {
-            assert!(Reader::new(1 << 20).frame(junk).is_err());
+            assert!(Reader::new(1 << 20, 1 << 30).frame(junk).is_err());
         }
         // Too many fragmented messages at once.
-        let mut r = Reader::new(1 << 20);
+        let mut r = Reader::new(1 << 20, 1 << 30);
         for seq in 0..=MAX_ASSEMBLIES as u64 {
             let mut b = vec![131, DIST_FRAG_HEADER];
             b.extend_from_slice(&seq.to_be_bytes());
