@@ -598,3 +598,71 @@ fn placement_faults_change_leader_and_refuse_in_a_minority() {
     );
     assert!(out.contains("placement_faults ok"), "{out}");
 }
+
+#[test]
+fn erlang_interop_answers_a_real_erl_node_and_its_bench_prints_its_line() {
+    let (_epmd, addr) = epmd();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let mut node = Proc::start(
+        "erlang_interop",
+        example("erlang_interop"),
+        &[
+            "--name",
+            "jint",
+            "--epmd",
+            &addr,
+            "--cookie",
+            "interop-test",
+        ],
+        &[],
+    );
+    node.wait_for("ready jint@127.0.0.1");
+    // The header's erl lines, in one erl run: ping, echo, a call, a pid.
+    let eval = "J = 'jint@127.0.0.1', \
+        R = {net_adm:ping(J), \
+             begin {echo, J} ! {self(), hi}, receive {echo, X} -> X after 20000 -> timeout end end, \
+             gen_server:call({counter, J}, {add, 5}), \
+             is_pid(gen_server:call({counter, J}, self))}, \
+        io:format(\"result ~w~n\", [R]), halt().";
+    let mut erl = Proc::start(
+        "erl",
+        "erl".into(),
+        &[
+            "-noshell",
+            "-name",
+            "eint@127.0.0.1",
+            "-setcookie",
+            "interop-test",
+            "-eval",
+            eval,
+        ],
+        &[("ERL_EPMD_PORT", &port)],
+    );
+    let out = erl.expect_success();
+    assert!(out.contains("result {pong,hi,5,true}"), "{out}");
+    node.signal("TERM");
+    assert_eq!(node.wait_exit(), 0, "{}", node.output());
+    // The benchmark, short: one line with every figure.
+    let mut bench = Proc::start(
+        "erlang_interop bench",
+        example("erlang_interop"),
+        &["bench", "--count", "20000", "--calls", "200"],
+        &[],
+    );
+    let out = bench.expect_success_within(std::time::Duration::from_secs(180));
+    let (_, keys) = bench_line(&out, "erlang_interop");
+    assert_eq!(
+        keys,
+        [
+            "erl_to_joerl_msgs_per_s",
+            "erl_to_erl_msgs_per_s",
+            "joerl_to_erl_msgs_per_s",
+            "call_rtt_us_p50_erl_joerl",
+            "call_rtt_us_p99_erl_joerl",
+            "call_rtt_us_p50_erl_erl",
+            "call_rtt_us_p99_erl_erl",
+            "call_rtt_us_p50_joerl_erl",
+            "call_rtt_us_p99_joerl_erl",
+        ]
+    );
+}

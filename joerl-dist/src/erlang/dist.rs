@@ -600,6 +600,8 @@ impl NodeInner {
             });
         }
         let (read, write) = tcp.into_split();
+        let write = Arc::new(write);
+        peer.set_socket(Some(write.clone()));
         let writer = tokio::spawn(write_loop(self.clone(), peer.clone(), conn, write));
         let node = self.clone();
         let owner = peer.clone();
@@ -636,6 +638,7 @@ impl NodeInner {
             }
             peer.current.store(0, Ordering::Release);
         }
+        peer.set_socket(None);
         // The connection's reader and writer stop here (whichever of them
         // is calling goes on to its end).
         {
@@ -818,7 +821,7 @@ fn tick_every(node: &NodeInner) -> Duration {
     node.config.erlang_net_ticktime / 4
 }
 
-async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, mut w: OwnedWriteHalf) {
+async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, w: Arc<OwnedWriteHalf>) {
     let mut batch = Vec::new();
     let every = tick_every(&node);
     let reason = loop {
@@ -837,7 +840,7 @@ async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, mut w: 
         }
         // A peer that does not read for a whole tick time is gone.
         let written =
-            tokio::time::timeout(node.config.erlang_net_ticktime, w.write_all(&batch)).await;
+            tokio::time::timeout(node.config.erlang_net_ticktime, write_all(&w, &batch)).await;
         peer.in_flight.store(0, Ordering::Release);
         match written {
             Ok(Ok(())) => {}
@@ -849,6 +852,20 @@ async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, mut w: 
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
     };
     node.erl_lost(&peer, conn, reason);
+}
+
+/// Writes all of `buf` to a socket shared with direct writers.
+async fn write_all(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        w.writable().await?;
+        match w.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(

@@ -101,7 +101,17 @@ pub(crate) struct Out {
     /// Bytes beyond which a message send is refused as `Full` (signals
     /// always go in: they are small and must not be lost).
     limit: usize,
+    /// The connection's socket while it is up: a push that finds nothing
+    /// ahead of it writes straight to it (see [`ErlPeer::push`]).
+    pub(crate) sock: Option<std::sync::Arc<tokio::net::tcp::OwnedWriteHalf>>,
+    /// When the last frame was pushed.
+    last_push: Option<std::time::Instant>,
 }
+
+/// A push writes straight to the socket only when the previous one is at
+/// least this old: sends in a burst go to the writer, which writes them
+/// together; a lone frame (a call, its reply) goes out without waking it.
+const DIRECT_AFTER: std::time::Duration = std::time::Duration::from_micros(5);
 
 /// One Erlang node.
 pub(crate) struct ErlPeer {
@@ -258,6 +268,8 @@ impl ErlPeer {
             out: Mutex::new(Out {
                 buf: Vec::new(),
                 limit,
+                sock: None,
+                last_push: None,
             }),
             wake: Notify::new(),
             room: Notify::new(),
@@ -310,12 +322,39 @@ impl ErlPeer {
         }
         let before = out.buf.len();
         put(&mut out.buf);
-        let was_empty = before == 0;
+        let now = std::time::Instant::now();
+        let lone = out
+            .last_push
+            .is_none_or(|t| now.duration_since(t) >= DIRECT_AFTER);
+        out.last_push = Some(now);
+        // Nothing ahead of this frame (the buffer was empty and the writer
+        // holds nothing): write it now, from this thread. Under the lock,
+        // so nothing can overtake it; what the socket does not take waits
+        // for the writer.
+        if before == 0 && lone && self.in_flight.load(Ordering::Acquire) == 0 {
+            if let Some(sock) = out.sock.clone() {
+                match sock.try_write(&out.buf) {
+                    Ok(n) => {
+                        out.buf.drain(..n);
+                        add(&self.counters.bytes_out, n as u64);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // The writer meets the same error and ends the connection.
+                    Err(_) => {}
+                }
+            }
+        }
+        let waiting = !out.buf.is_empty();
         drop(out);
-        if was_empty {
+        if before == 0 && waiting {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Makes `sock` (or none) the socket pushes may write to directly.
+    pub(crate) fn set_socket(&self, sock: Option<std::sync::Arc<tokio::net::tcp::OwnedWriteHalf>>) {
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).sock = sock;
     }
 
     /// Writes a control message (and payload) now or when connected.
