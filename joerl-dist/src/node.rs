@@ -1813,6 +1813,10 @@ impl NodeInner {
         for p in &peers {
             self.drive(p, |m| m.stop(Instant::now()));
         }
+        let erlang: Vec<_> = self.erlang.peers.iter().map(|p| p.clone()).collect();
+        for p in &erlang {
+            self.erl_close(p, NodeDownReason::ShuttingDown);
+        }
         self.subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

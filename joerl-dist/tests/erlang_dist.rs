@@ -599,7 +599,7 @@ async fn fake_erlang_peer(node: &DistributedSystem, cookie: &str) -> tokio::net:
             match action {
                 Action::Send(p) => tcp.write_all(&send(p)).await.unwrap(),
                 Action::Done(_) => return tcp,
-                Action::Decide(_) => unreachable!("the dialer never decides"),
+                Action::AskAlive | Action::Decide(_) => unreachable!("not asked of a new dialer"),
             }
         }
     }
@@ -669,7 +669,7 @@ async fn malformed_handshakes_and_terms_close_that_connection_and_nothing_else()
                             match a {
                                 Action::Send(p) => tcp.write_all(&frame(p)).await.unwrap(),
                                 Action::Done(_) => return false,
-                                Action::Decide(_) => {}
+                                Action::AskAlive | Action::Decide(_) => {}
                             }
                         }
                     }

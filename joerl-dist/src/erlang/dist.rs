@@ -42,6 +42,9 @@ pub enum Dialect {
     Erlang,
 }
 
+/// Node names learned from pids, at most.
+const MAX_LEARNED_NAMES: usize = 10_000;
+
 /// Log lines about refused or failed Erlang connections, per second.
 static ERL_LOG: joerl_epmd::log_limit::LogLimiter = joerl_epmd::log_limit::LogLimiter::new(5);
 
@@ -114,7 +117,9 @@ impl ErlangSide {
     /// Records a node name seen in a pid or a connection.
     pub(crate) fn learn_name(&self, atom: &Atom) {
         let id = joerl_core::node_id(atom.as_str());
-        if !self.names.contains_key(&id) {
+        // Bounded: names seen in pids beyond it are not learned (their
+        // nodes cannot be reached by pid until one is connected by name).
+        if !self.names.contains_key(&id) && self.names.len() < MAX_LEARNED_NAMES {
             self.names.insert(id, atom.clone());
         }
     }
@@ -275,8 +280,11 @@ impl NodeInner {
             if *st != ConnState::Idle || self.is_shutting_down() {
                 return;
             }
-            *st = ConnState::Dialing;
+            *st = ConnState::Dialing(self.erlang.next_conn.fetch_add(1, Ordering::Relaxed));
         }
+        let ConnState::Dialing(dial) = peer.conn_state() else {
+            return;
+        };
         let node = self.clone();
         let peer = peer.clone();
         tokio::spawn(async move {
@@ -310,8 +318,8 @@ impl NodeInner {
                 let pending = node.erlang.next_conn.fetch_add(1, Ordering::Relaxed);
                 let waiting = {
                     let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-                    if *st == ConnState::Dialing {
-                        *st = ConnState::Pending(pending);
+                    if *st == ConnState::Dialing(dial) {
+                        *st = ConnState::Awaiting(pending);
                         true
                     } else {
                         false
@@ -321,16 +329,26 @@ impl NodeInner {
                     tokio::time::sleep(node.config.connect_timeout).await;
                     node.erl_fail(
                         &peer,
-                        ConnState::Pending(pending),
+                        ConnState::Awaiting(pending),
                         "the peer won a simultaneous connect but its own connection never came",
                     );
                 }
                 return;
             }
+            if matches!(
+                error,
+                DistError::Handshake {
+                    source: crate::HandshakeError::AlreadyConnected,
+                    ..
+                }
+            ) {
+                // Told `alive` while a connection came up here: that one is used.
+                return;
+            }
             if let Some(suppressed) = ERL_LOG.check() {
                 tracing::warn!(node = %node.me.name, peer = %peer.name, error = %error, suppressed, "cannot connect to the Erlang node");
             }
-            node.erl_fail(&peer, ConnState::Dialing, &error.to_string());
+            node.erl_fail(&peer, ConnState::Dialing(dial), &error.to_string());
         });
     }
 
@@ -390,12 +408,34 @@ impl NodeInner {
                 write_packet(&mut tcp, &first).await?;
                 loop {
                     let packet = read_packet(&mut tcp).await?;
-                    for action in hs.handle(&packet)? {
-                        match action {
-                            Action::Send(p) => write_packet(&mut tcp, &p).await?,
-                            Action::Done(info) => return Ok::<_, HsIoError>(info),
-                            Action::Decide(_) => {}
+                    let mut actions = hs.handle(&packet)?;
+                    while !actions.is_empty() {
+                        let mut next = Vec::new();
+                        for action in actions {
+                            match action {
+                                Action::Send(p) => write_packet(&mut tcp, &p).await?,
+                                Action::Done(info) => return Ok::<_, HsIoError>(info),
+                                // The acceptor has a connection to this node:
+                                // dead if this node has none (then it is
+                                // replaced), else this dial is not needed.
+                                Action::AskAlive => {
+                                    let go_on = !peer.is_up();
+                                    next.extend(hs.answer_alive(go_on));
+                                    if !go_on {
+                                        for a in next.drain(..) {
+                                            if let Action::Send(p) = a {
+                                                write_packet(&mut tcp, &p).await?;
+                                            }
+                                        }
+                                        return Err(HsIoError::Hs(
+                                            ErlHandshakeError::AlreadyConnected,
+                                        ));
+                                    }
+                                }
+                                Action::Decide(_) => {}
+                            }
                         }
+                        actions = next;
                     }
                 }
             }
@@ -435,6 +475,7 @@ impl NodeInner {
                         match action {
                             Action::Send(p) => write_packet(&mut tcp, &p).await?,
                             Action::Done(info) => return Ok::<_, HsIoError>(info),
+                            Action::AskAlive => {}
                             Action::Decide(info) => {
                                 let (status, how) = node.erl_decide(&info);
                                 admit = how;
@@ -491,9 +532,25 @@ impl NodeInner {
                 "the handshake timed out".to_string()
             }
         };
-        // A pending accept that failed leaves the peer unreachable for now.
+        // A pending accept that failed (perhaps before the dialer proved
+        // anything): the peer is as it was, not down; a dial starts if
+        // something waits for the node.
         if let Some(Admit::Pending { peer, id }) = admit {
-            self.erl_fail(&peer, ConnState::Pending(id), &failed);
+            let restored = {
+                let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
+                if *st == ConnState::Pending(id) {
+                    *st = ConnState::Idle;
+                    true
+                } else {
+                    false
+                }
+            };
+            if restored {
+                tracing::debug!(peer = %peer.name, reason = %failed, "a pending Erlang accept failed");
+                if !peer.is_flushed() || peer.changed.receiver_count() > 0 {
+                    self.erl_ensure_dialing(&peer);
+                }
+            }
         }
     }
 
@@ -526,11 +583,13 @@ impl NodeInner {
         let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
         match *st {
             ConnState::Up { conn, .. } => (Status::Alive, Some(Admit::Replace(conn))),
-            ConnState::Dialing if self.me.name.as_str() > info.name.as_str() => (Status::Nok, None),
+            ConnState::Dialing(_) if self.me.name.as_str() > info.name.as_str() => {
+                (Status::Nok, None)
+            }
             // Another accept is under way: this dialer waits for it.
             ConnState::Pending(_) => (Status::Nok, None),
-            ConnState::Dialing | ConnState::Idle => {
-                let simultaneous = *st == ConnState::Dialing;
+            ConnState::Dialing(_) | ConnState::Idle | ConnState::Awaiting(_) => {
+                let simultaneous = matches!(*st, ConnState::Dialing(_));
                 let pending = self.erlang.next_conn.fetch_add(1, Ordering::Relaxed);
                 *st = ConnState::Pending(pending);
                 drop(st);
@@ -573,10 +632,16 @@ impl NodeInner {
                 (Admit::Dialed, _) => true,
                 (Admit::Pending { id, .. }, ConnState::Pending(p)) => *id == p,
                 (Admit::Pending { .. }, _) => false,
-                (Admit::Fresh, ConnState::Idle | ConnState::Dialing) => true,
+                (
+                    Admit::Fresh,
+                    ConnState::Idle | ConnState::Dialing(_) | ConnState::Awaiting(_),
+                ) => true,
                 (Admit::Fresh, ConnState::Pending(_)) => false,
                 (Admit::Replace(_), _) => true,
             };
+            if self.is_shutting_down() {
+                return false;
+            }
             if !ok {
                 return false;
             }
@@ -594,11 +659,16 @@ impl NodeInner {
             for (to, signal) in peer.lost() {
                 self.system.deliver_signal(to, signal);
             }
+            self.tell_node_monitors(
+                peer,
+                &NodeDownReason::Replaced("the Erlang node connected again".into()),
+            );
             self.emit(NodeEvent::Down {
                 node: peer.name.clone(),
                 reason: NodeDownReason::Replaced("the Erlang node connected again".into()),
             });
         }
+        peer.overflowed.store(false, Ordering::Release);
         let (read, write) = tcp.into_split();
         let write = Arc::new(write);
         peer.set_socket(Some(write.clone()));
@@ -704,6 +774,9 @@ impl NodeInner {
         self: &Arc<Self>,
         peer: &Arc<ErlPeer>,
     ) -> Result<(), DistError> {
+        if self.is_shutting_down() {
+            return Err(DistError::ShuttingDown);
+        }
         let mut changed = peer.changed.subscribe();
         self.erl_ensure_dialing(peer);
         let wait = async {
@@ -828,7 +901,9 @@ async fn write_loop(node: Arc<NodeInner>, peer: Arc<ErlPeer>, conn: u64, w: Arc<
         if peer.overflowed.load(Ordering::Acquire) {
             break NodeDownReason::NotReading;
         }
-        peer.take_out(&mut batch);
+        if !peer.take_out(conn, &mut batch) {
+            break NodeDownReason::Replaced("a newer connection took its place".into());
+        }
         if batch.is_empty() {
             tokio::select! {
                 _ = peer.wake.notified() => continue,
@@ -920,7 +995,7 @@ async fn read_loop(
             };
             start += 4 + len;
             if let Some(m) = incoming {
-                act(node, peer, m).await;
+                act(node, peer, conn, m).await;
             }
         }
         // Keep what is left at the front, then read more.
@@ -942,14 +1017,21 @@ async fn read_loop(
 }
 
 /// Does what one incoming message asks.
-async fn act(node: &Arc<NodeInner>, peer: &Arc<ErlPeer>, m: wire::Incoming) {
+/// A call from Erlang that will never be delivered: its entry goes.
+fn forget_if_call(peer: &ErlPeer, msg: &joerl_core::Message) {
+    if let Some(call) = msg.downcast_ref::<joerl_core::gen_server::CallRequest>() {
+        peer.forget_call(call.tag);
+    }
+}
+
+async fn act(node: &Arc<NodeInner>, peer: &Arc<ErlPeer>, conn: u64, m: wire::Incoming) {
     tracing::trace!(peer = %peer.name, control = ?m.control, payload = ?m.payload.as_ref().map(|p| p.to_string()), "from Erlang");
     if let Some(p) = &m.payload {
         node.erlang.learn_pids(p);
     }
     let new_ref = || node.erlang.new_ref();
     let Some(inbound) = with_local(node, |local| {
-        peer.incoming(local, m.control, m.payload, &new_ref)
+        peer.incoming(local, conn, m.control, m.payload, &new_ref)
     }) else {
         return;
     };
@@ -962,22 +1044,40 @@ async fn act(node: &Arc<NodeInner>, peer: &Arc<ErlPeer>, m: wire::Incoming) {
                     None => {
                         peer.counters.dropped_in.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(peer = %peer.name, name = %name, "message to an unregistered name dropped");
+                        forget_if_call(peer, &msg);
                         return;
                     }
                 },
             };
             if to.node() != node.me.node_id {
                 peer.counters.dropped_in.fetch_add(1, Ordering::Relaxed);
+                forget_if_call(peer, &msg);
                 return;
             }
+            let call = msg
+                .downcast_ref::<joerl_core::gen_server::CallRequest>()
+                .map(|c| c.tag);
             // A full mailbox takes up to `mailbox_overflow` more from other
             // nodes; past that this connection waits for room (TCP pushes
             // back on the Erlang node), as for a slow receiver.
-            if let Err(joerl_core::SendError::Full(unsent)) =
-                node.system
+            let delivered =
+                match node
+                    .system
                     .try_deliver(from, to, msg, node.config.mailbox_overflow)
-            {
-                let _ = node.system.send_from(from, to, unsent.into_inner()).await;
+                {
+                    Err(joerl_core::SendError::Full(unsent)) => node
+                        .system
+                        .send_from(from, to, unsent.into_inner())
+                        .await
+                        .is_ok(),
+                    other => other.is_ok(),
+                };
+            // Nobody there: dropped, as Erlang drops it (a caller's monitor
+            // says noproc); the call is not waited for.
+            if !delivered {
+                if let Some(tag) = call {
+                    peer.forget_call(tag);
+                }
             }
         }
         Inbound::Signal { to, signal } => {

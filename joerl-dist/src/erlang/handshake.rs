@@ -151,6 +151,11 @@ pub enum Action {
     /// Acceptor only: decide whether to accept the named peer and answer
     /// with [`Handshake::decide`].
     Decide(ErlPeerInfo),
+    /// Dialer only: the acceptor says a connection to this node is up there
+    /// (`alive`); answer with [`Handshake::answer_alive`]: `true` if this
+    /// node has no connection to it (the acceptor's is dead and is
+    /// replaced), `false` if it has one (this dial ends).
+    AskAlive,
     /// The handshake is complete: the connection is up with this peer.
     Done(ErlPeerInfo),
 }
@@ -159,6 +164,8 @@ pub enum Action {
 enum State {
     /// Dialer: sent the name, waiting for the status.
     AwaitStatus,
+    /// Dialer: told `alive`, waiting for [`Handshake::answer_alive`].
+    AliveAsked,
     /// Dialer: waiting for the acceptor's challenge.
     AwaitChallenge,
     /// Dialer: waiting for the acceptor's digest.
@@ -450,11 +457,9 @@ impl Handshake {
                 self.state = State::AwaitChallenge;
                 Ok(Vec::new())
             }
-            // A node only dials when it has no connection, so its old one
-            // (if the acceptor still has it) is dead: replace it.
             b"alive" => {
-                self.state = State::AwaitChallenge;
-                Ok(vec![Action::Send(b"strue".to_vec())])
+                self.state = State::AliveAsked;
+                Ok(vec![Action::AskAlive])
             }
             b"nok" => Err(ErlHandshakeError::Simultaneous),
             s if s.starts_with(b"named:") => Err(malformed(
@@ -477,6 +482,21 @@ impl Handshake {
         );
         self.state = State::AwaitReply;
         Action::Send(out)
+    }
+
+    /// Dialer: answers the acceptor's `alive` after [`Action::AskAlive`].
+    /// With `false` the handshake is over (send the packet, then close).
+    pub fn answer_alive(&mut self, go_on: bool) -> Vec<Action> {
+        if self.state != State::AliveAsked {
+            return Vec::new();
+        }
+        if go_on {
+            self.state = State::AwaitChallenge;
+            vec![Action::Send(b"strue".to_vec())]
+        } else {
+            self.state = State::Over;
+            vec![Action::Send(b"sfalse".to_vec())]
+        }
     }
 
     /// Acceptor: answers the dialer after [`Action::Decide`]. `Ok` and
@@ -543,6 +563,7 @@ mod tests {
                                     to_a.extend(sends(&b.decide(status)));
                                 }
                                 Action::Done(peer) => b_done = Some(Ok(peer)),
+                                Action::AskAlive => panic!("the acceptor is never asked"),
                             }
                         }
                     }
@@ -556,6 +577,7 @@ mod tests {
                             match act {
                                 Action::Send(p) => to_b.push(p),
                                 Action::Done(peer) => a_done = Some(Ok(peer)),
+                                Action::AskAlive => to_b.extend(sends(&a.answer_alive(true))),
                                 Action::Decide(_) => panic!("the dialer never decides"),
                             }
                         }
@@ -602,6 +624,23 @@ mod tests {
     fn alive_is_answered_true_and_goes_on() {
         let (a, b) = run(COOKIE, COOKIE, Status::Alive);
         assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    }
+
+    #[test]
+    fn alive_answered_false_ends_both_sides() {
+        let flags = offered_flags(true);
+        let (mut a, first) = Handshake::dial("a@h", flags, 1, COOKIE, "b@h", 1);
+        let mut b = Handshake::accept("b@h", flags, 2, COOKIE, 2);
+        assert!(matches!(b.handle(&first).unwrap()[..], [Action::Decide(_)]));
+        let status = sends(&b.decide(Status::Alive));
+        assert_eq!(a.handle(&status[0]).unwrap(), vec![Action::AskAlive]);
+        let answer = sends(&a.answer_alive(false));
+        assert_eq!(answer, vec![b"sfalse".to_vec()]);
+        assert!(a.is_over());
+        assert_eq!(
+            b.handle(&answer[0]),
+            Err(ErlHandshakeError::AlreadyConnected)
+        );
     }
 
     #[test]

@@ -59,10 +59,12 @@ fn add(c: &AtomicU64, n: u64) {
 pub(crate) enum ConnState {
     /// No connection and no dial.
     Idle,
-    /// A dial is running.
-    Dialing,
-    /// An accepted connection is in its handshake (or this node lost a
-    /// simultaneous connect and waits for the peer's); no dial starts.
+    /// A dial is running (its number).
+    Dialing(u64),
+    /// This node lost a simultaneous connect and waits for the peer's own
+    /// connection (admitted when it comes); no dial starts.
+    Awaiting(u64),
+    /// An accepted connection is in its handshake; no dial starts.
     Pending(u64),
     /// Connected: the connection's number, the peer's creation and flags.
     Up {
@@ -140,6 +142,10 @@ pub(crate) struct ErlPeer {
     /// The current connection's number (0: none); a reader of an older one
     /// stops at its next frame.
     pub(crate) current: AtomicU64,
+    /// Held while an incoming frame is applied and while the connection's
+    /// relations are dropped: a frame of a connection that is over applies
+    /// nothing (it checks `current` under it).
+    gate: Mutex<()>,
     /// The buffer passed its hard limit: the connection is to close.
     pub(crate) overflowed: std::sync::atomic::AtomicBool,
     /// Bytes the writer took from the buffer and has not finished writing.
@@ -284,6 +290,7 @@ impl ErlPeer {
             current: AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             overflowed: std::sync::atomic::AtomicBool::new(false),
+            gate: Mutex::new(()),
         }
     }
 
@@ -393,14 +400,25 @@ impl ErlPeer {
         self.room.notify_waiters();
     }
 
-    /// Takes what waits in the buffer, leaving `spare` (emptied) in its place.
-    pub(crate) fn take_out(&self, spare: &mut Vec<u8>) {
+    /// Takes what waits in the buffer for connection `conn`, leaving `spare`
+    /// (emptied) in its place; `false` (and nothing taken) if `conn` is no
+    /// longer the current connection.
+    pub(crate) fn take_out(&self, conn: u64, spare: &mut Vec<u8>) -> bool {
         spare.clear();
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if self.current.load(Ordering::Acquire) != conn {
+            return false;
+        }
         std::mem::swap(&mut out.buf, spare);
         self.in_flight.store(spare.len(), Ordering::Release);
         drop(out);
         self.room.notify_waiters();
+        true
+    }
+
+    /// Forgets a call from Erlang whose request could not be delivered.
+    pub(crate) fn forget_call(&self, tag: u64) {
+        self.tables().calls_in.remove(&tag);
     }
 
     /// Resolves when the buffer likely has room.
@@ -420,6 +438,7 @@ impl ErlPeer {
     /// The connection is gone: what the bookkeeping implies for local actors
     /// (noconnection exits and downs), and the tables cleared.
     pub(crate) fn lost(&self) -> Vec<(Pid, Signal)> {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         *self.tables() = Tables::default();
         self.clear_out();
         self.overflowed.store(false, Ordering::Release);
@@ -667,10 +686,15 @@ impl ErlPeer {
     pub(crate) fn incoming(
         &self,
         me: &Local<'_>,
+        conn: u64,
         control: Control,
         payload: Option<Term>,
         new_ref: &dyn Fn() -> MonitorRef,
     ) -> Inbound {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if self.current.load(Ordering::Acquire) != conn {
+            return Inbound::Nothing;
+        }
         add(&self.counters.msgs_in, 1);
         let j = |p: &ErlPid| p.to_joerl();
         match control {
@@ -1041,7 +1065,20 @@ fn alias_of(tag: &Term) -> Option<ErlRef> {
 /// True for what a gen_server call's tag can be: a reference, or a list
 /// headed by `alias` (or by such a list) ending in a reference.
 fn is_call_tag(tag: &Term) -> bool {
-    matches!(tag, Term::Ref(_)) || alias_of(tag).is_some()
+    // Small on purpose: a pending call keeps its tag.
+    let small = |t: &Term| matches!(t, Term::Ref(_) | Term::Atom(_));
+    match tag {
+        Term::Ref(_) => true,
+        Term::ImproperList(head, tail) if alias_of(tag).is_some() => {
+            head.len() <= 4
+                && head.iter().all(|h| small(h) || alias_of(h).is_some())
+                && (small(tail) || tail.as_list().is_some_and(|l| l.is_empty()))
+        }
+        Term::List(items) if alias_of(tag).is_some() => {
+            items.len() <= 4 && items.iter().all(|h| small(h) || alias_of(h).is_some())
+        }
+        _ => false,
+    }
 }
 
 /// Tags of calls from Erlang nodes (unique in this process, so a reply
