@@ -952,7 +952,7 @@ async fn read_loop(
     let max = node.config.max_frame_size;
     let timeout = node.config.erlang_net_ticktime;
     let mut reader = wire::Reader::new(max, node.config.max_message_memory);
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut start = 0usize;
     loop {
         // Every whole frame in the buffer.
@@ -1003,8 +1003,8 @@ async fn read_loop(
             buf.drain(..start);
             start = 0;
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(256 * 1024);
         }
         let read = tokio::time::timeout(timeout, r.read_buf(&mut buf)).await;
         match read {

@@ -926,40 +926,36 @@ impl ErlPeer {
         // A gen_server call: `{'$gen_call', {From, Tag}, Request}`.
         if let Some([label, from_tag, request]) = payload.as_tuple()
             && label.is_atom("$gen_call")
+            && let Some([Term::Pid(caller), tag]) = from_tag.as_tuple()
+            && is_call_tag(tag)
         {
+            if let Target::Name(name) = &to
+                && let Some(answer) = self.builtin_call(me, name, caller, tag, request)
             {
-                if let Some([Term::Pid(caller), tag]) = from_tag.as_tuple()
-                    && is_call_tag(tag)
-                {
-                    if let Target::Name(name) = &to {
-                        if let Some(answer) = self.builtin_call(me, name, caller, tag, request) {
-                            return Inbound::Reply(answer);
-                        }
-                    }
-                    let joerl_tag = {
-                        let mut t = self.tables();
-                        let tag_value = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
-                        if t.calls_in.len() >= MAX_PENDING_CALLS {
-                            t.calls_in.pop_first();
-                        }
-                        t.calls_in.insert(tag_value, (tag.clone(), caller.clone()));
-                        tag_value
-                    };
-                    let caller = caller.to_joerl();
-                    let msg: Message = Box::new(CallRequest {
-                        caller,
-                        reply_to: caller,
-                        tag: joerl_tag,
-                        request: Box::new(request.clone()),
-                        request_type: std::any::type_name::<Term>(),
-                    });
-                    return Inbound::Deliver {
-                        from: Some(caller),
-                        to,
-                        msg,
-                    };
-                }
+                return Inbound::Reply(answer);
             }
+            let joerl_tag = {
+                let mut t = self.tables();
+                let tag_value = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+                if t.calls_in.len() >= MAX_PENDING_CALLS {
+                    t.calls_in.pop_first();
+                }
+                t.calls_in.insert(tag_value, (tag.clone(), caller.clone()));
+                tag_value
+            };
+            let caller = caller.to_joerl();
+            let msg: Message = Box::new(CallRequest {
+                caller,
+                reply_to: caller,
+                tag: joerl_tag,
+                request: Box::new(request.clone()),
+                request_type: std::any::type_name::<Term>(),
+            });
+            return Inbound::Deliver {
+                from: Some(caller),
+                to,
+                msg,
+            };
         }
         if let Some([label, request]) = payload.as_tuple() {
             if label.is_atom("$gen_cast") {

@@ -14,9 +14,9 @@
 //!
 //! A message decodes to at most about `max_message_memory` bytes of terms.
 //! This node writes every message with a distribution header that has no
-//! atom cache references (it does not offer the atom cache; an Erlang node
-//! that negotiated fragments refuses pass-through messages) and never
-//! fragments. What a peer sends is bounded: a message, fragments
+//! atom cache references (an Erlang node that negotiated fragments or the
+//! atom cache refuses pass-through messages; the atom cache is read, never
+//! filled by this node) and never fragments. What a peer sends is bounded: a message, fragments
 //! put together, at most `max_message` bytes; at most [`MAX_ASSEMBLIES`]
 //! fragmented messages in progress; every length checked before anything is
 //! allocated for it.
