@@ -65,8 +65,8 @@ pub mod flags {
     pub const NEW_FLOATS: u64 = 0x800;
     /// Unicode I/O.
     pub const UNICODE_IO: u64 = 0x1000;
-    /// The atom cache in the distribution header (joerl reads it; it writes
-    /// its own atoms in full).
+    /// The atom cache in the distribution header (not offered by joerl; its
+    /// reader handles cache references all the same).
     pub const DIST_HDR_ATOM_CACHE: u64 = 0x2000;
     /// `SMALL_ATOM_EXT`.
     pub const SMALL_ATOM_TAGS: u64 = 0x4000;

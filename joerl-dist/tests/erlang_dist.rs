@@ -999,3 +999,75 @@ async fn monitor_node_disconnect_and_shutdown_reach_erlang_nodes() {
     .await;
     erl.stop().await;
 }
+
+/// A registered Rust type, as Erlang sees it through serde.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Order {
+    id: u32,
+    item: String,
+    from: joerl_dist::Pid,
+}
+joerl_dist::remote_message!(Order, "erlang_dist::Order");
+
+/// An Erlang record through serde: `{point, X, Y}`.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+#[serde(rename = "#point")]
+struct Point {
+    x: i64,
+    y: i64,
+}
+joerl_dist::remote_message!(Point, "erlang_dist::Point");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_rust_types_and_large_messages_cross_to_erlang() {
+    init_tracing();
+    let epmd = epmd().await;
+    let port = epmd.local_addr().port();
+    let joerl = joerl_node("jtypes", epmd.local_addr()).await;
+    let mut erl = Erl::start("etypes", port, COOKIE, &[]).await;
+    let j = joerl.name().to_string();
+    erl.expect("register(sink, self())", "{ok,true}").await;
+    // A struct crosses as a map with atom keys, a joerl Pid inside it as a
+    // pid of the joerl node; a record struct as a tagged tuple.
+    let counter = joerl.system().whereis("counter").unwrap();
+    let order = Order {
+        id: 7,
+        item: "tea".into(),
+        from: counter,
+    };
+    joerl
+        .system()
+        .send(("sink", erl.name.as_str()), order)
+        .await
+        .unwrap();
+    erl.expect(
+        "receive #{id := 7, item := <<\"tea\">>, from := P} -> {node(P), is_pid(P)} after 20000 -> timeout end",
+        &format!("{{ok,{{'{j}',true}}}}"),
+    )
+    .await;
+    joerl
+        .system()
+        .send(("sink", erl.name.as_str()), Point { x: 1, y: -2 })
+        .await
+        .unwrap();
+    erl.expect(
+        "receive {point, X, Y} -> {X, Y} after 20000 -> timeout end",
+        "{ok,{1,-2}}",
+    )
+    .await;
+    // And back: what Erlang sends reads as the Rust type.
+    let got = Term::tuple(vec![Term::atom("point"), Term::Int(3), Term::Int(4)]);
+    assert_eq!(
+        joerl_dist::erlang::from_term::<Point>(&got).unwrap(),
+        Point { x: 3, y: 4 }
+    );
+    // Messages larger than Erlang's fragment size (it splits them when both
+    // nodes offer fragments) come through whole, both ways.
+    erl.expect(
+        &format!("Big = << <<(I rem 251)>> || I <- lists:seq(1, 3000000) >>, {{echo, '{j}'}} ! {{self(), Big}}, receive {{echo, B2}} -> B2 =:= Big after 20000 -> timeout end"),
+        "{ok,true}",
+    )
+    .await;
+    erl.stop().await;
+    joerl.shutdown().await;
+}

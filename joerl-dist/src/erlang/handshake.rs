@@ -44,8 +44,8 @@ pub const REQUIRED_FLAGS: u64 = flags::EXTENDED_REFERENCES
     | flags::V4_NC;
 
 /// The flags this node offers: the required ones, monitors by pid and name,
-/// `SEND_SENDER`, exit payloads, the atom cache (read, never written),
-/// fragments (read, never written), aliases, the OTP 25 digest, and
+/// `SEND_SENDER`, exit payloads, fragments (read, never written), aliases,
+/// the OTP 25 digest, and
 /// [`flags::PUBLISHED`] unless it connects as a hidden node.
 pub fn offered_flags(hidden: bool) -> u64 {
     let mut f = REQUIRED_FLAGS
@@ -56,7 +56,6 @@ pub fn offered_flags(hidden: bool) -> u64 {
         | flags::SEND_SENDER
         | flags::BIG_SEQTRACE_LABELS
         | flags::EXIT_PAYLOAD
-        | flags::DIST_HDR_ATOM_CACHE
         | flags::FRAGMENTS
         | flags::ALIAS
         | flags::MANDATORY_25_DIGEST;

@@ -98,7 +98,13 @@ impl Erl {
                     return line;
                 }
                 Ok(Ok(Some(line))) => eprintln!("[{}] {line}", self.name),
-                Ok(Ok(None)) => panic!("erl {} ended while evaluating {expr}", self.name),
+                Ok(Ok(None)) => {
+                    let status = self.child.try_wait();
+                    panic!(
+                        "erl {} ended ({status:?}) while evaluating {expr}",
+                        self.name
+                    )
+                }
                 Ok(Err(e)) => panic!("reading erl's output: {e}"),
                 Err(_) => panic!(
                     "erl {} did not answer {expr} within {ERL_DEADLINE:?}",
