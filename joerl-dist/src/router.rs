@@ -298,13 +298,18 @@ impl Router for DistRouter {
     }
 
     fn prepare(&self, node: &str) -> ReadyFuture<'_> {
-        let inner = self.node.upgrade();
+        let Some(inner) = self.node.upgrade() else {
+            return Box::pin(async {});
+        };
+        // The common case, every named send to a node already known: no
+        // allocation, no await.
+        if inner.dialect_known(node) {
+            return Box::pin(async {});
+        }
         let node = node.to_string();
         Box::pin(async move {
-            if let Some(inner) = inner {
-                // Asks EPMD once per new name which dialect it speaks.
-                let _ = inner.dialect_of(&node).await;
-            }
+            // Asks EPMD once per new name which dialect it speaks.
+            let _ = inner.dialect_of(&node).await;
         })
     }
 

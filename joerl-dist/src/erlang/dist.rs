@@ -205,9 +205,19 @@ pub(crate) fn with_local<R>(node: &NodeInner, f: impl FnOnce(&Local<'_>) -> R) -
 }
 
 impl NodeInner {
-    /// Which dialect `name` speaks: asked once of EPMD (its entry's `extra`
-    /// says joerl), then remembered. A node EPMD does not know, or an EPMD
-    /// that cannot be asked, counts as joerl (whose dial then reports why).
+    /// True if [`dialect_of`](Self::dialect_of) would answer without asking
+    /// EPMD (a connected joerl peer, or an answer remembered).
+    pub(crate) fn dialect_known(&self, name: &str) -> bool {
+        self.peers
+            .get(&joerl_core::node_id(name))
+            .is_some_and(|p| p.name == name && p.is_up())
+            || self.erlang.known_dialect(name).is_some()
+    }
+
+    /// Which dialect `name` speaks: asked once of EPMD (joerl's daemon says
+    /// how the node registered; in either daemon the `extra` mark says
+    /// joerl), then remembered. A node EPMD does not know, or an EPMD that
+    /// cannot be asked, counts as joerl (whose dial then reports why).
     pub(crate) async fn dialect_of(&self, name: &str) -> Dialect {
         // A joerl peer that is connected decides; one that is only queued
         // (a sync send got there first) does not.

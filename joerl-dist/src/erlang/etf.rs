@@ -285,6 +285,159 @@ pub fn decode_with(bytes: &[u8], options: &DecodeOptions<'_>) -> Result<(Term, u
     Ok((term, d.r.pos))
 }
 
+/// Maps of at most this many keys are written with their keys in order.
+const SMALL_MAP_KEYS: usize = 32;
+
+/// Erlang's term order: number < atom < reference < fun < port < pid <
+/// tuple < map < nil < list < bit string; within a kind, by value (numbers
+/// numerically, integers before floats of the same value; atoms and binaries
+/// by their bytes; tuples and maps by size first).
+pub fn term_order(a: &Term, b: &Term) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn rank(t: &Term) -> u8 {
+        match t {
+            Term::Int(_) | Term::Big(_) | Term::Float(_) => 0,
+            Term::Atom(_) => 1,
+            Term::Ref(_) => 2,
+            Term::Fun(_) | Term::Export { .. } => 3,
+            Term::Port(_) => 4,
+            Term::Pid(_) => 5,
+            Term::Tuple(_) => 6,
+            Term::Map(_) => 7,
+            Term::List(l) if l.is_empty() => 8,
+            Term::List(_) | Term::ImproperList(..) => 9,
+            Term::Binary(_) | Term::BitBinary { .. } => 10,
+        }
+    }
+    fn num(t: &Term) -> (f64, u8) {
+        match t {
+            Term::Int(i) => (*i as f64, 0),
+            Term::Big(b) => (
+                b.to_i128().map(|v| v as f64).unwrap_or(if b.negative {
+                    f64::MIN
+                } else {
+                    f64::MAX
+                }),
+                0,
+            ),
+            Term::Float(f) => (*f, 1),
+            _ => (0.0, 0),
+        }
+    }
+    fn list_parts(t: &Term) -> (&[Term], Option<&Term>) {
+        match t {
+            Term::List(l) => (l, None),
+            Term::ImproperList(l, tail) => (l, Some(tail)),
+            _ => (&[], None),
+        }
+    }
+    let (ra, rb) = (rank(a), rank(b));
+    if ra != rb {
+        return ra.cmp(&rb);
+    }
+    match (a, b) {
+        (Term::Int(x), Term::Int(y)) => x.cmp(y),
+        _ if ra == 0 => {
+            let ((x, kx), (y, ky)) = (num(a), num(b));
+            x.partial_cmp(&y)
+                .unwrap_or(Ordering::Equal)
+                .then(kx.cmp(&ky))
+        }
+        (Term::Atom(x), Term::Atom(y)) => x.as_str().as_bytes().cmp(y.as_str().as_bytes()),
+        (Term::Ref(x), Term::Ref(y)) => x
+            .node
+            .as_str()
+            .cmp(y.node.as_str())
+            .then(x.ids.iter().rev().cmp(y.ids.iter().rev()))
+            .then(x.creation.cmp(&y.creation)),
+        (Term::Port(x), Term::Port(y)) => x
+            .node
+            .as_str()
+            .cmp(y.node.as_str())
+            .then(x.id.cmp(&y.id))
+            .then(x.creation.cmp(&y.creation)),
+        (Term::Pid(x), Term::Pid(y)) => x
+            .node
+            .as_str()
+            .cmp(y.node.as_str())
+            .then(x.serial.cmp(&y.serial))
+            .then(x.id.cmp(&y.id))
+            .then(x.creation.cmp(&y.creation)),
+        (Term::Tuple(x), Term::Tuple(y)) => x.len().cmp(&y.len()).then_with(|| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| term_order(p, q))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        }),
+        (Term::Map(x), Term::Map(y)) => x.len().cmp(&y.len()).then_with(|| {
+            fn sorted(m: &[(Term, Term)]) -> Vec<&(Term, Term)> {
+                let mut v: Vec<&(Term, Term)> = m.iter().collect();
+                v.sort_by(|a, b| term_order(&a.0, &b.0));
+                v
+            }
+            let (sx, sy) = (sorted(x), sorted(y));
+            sx.iter()
+                .zip(&sy)
+                .map(|(p, q)| term_order(&p.0, &q.0))
+                .chain(sx.iter().zip(&sy).map(|(p, q)| term_order(&p.1, &q.1)))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        }),
+        (Term::Binary(_) | Term::BitBinary { .. }, _) => {
+            let bits = |t: &Term| match t {
+                Term::Binary(b) => (b.clone(), 8u8),
+                Term::BitBinary { bytes, bits } => (bytes.clone(), *bits),
+                _ => (Vec::new(), 8),
+            };
+            let ((x, bx), (y, by)) = (bits(a), bits(b));
+            x.cmp(&y).then(bx.cmp(&by))
+        }
+        _ if ra == 9 || ra == 8 => {
+            let ((xs, xt), (ys, yt)) = (list_parts(a), list_parts(b));
+            for (p, q) in xs.iter().zip(ys) {
+                let o = term_order(p, q);
+                if o.is_ne() {
+                    return o;
+                }
+            }
+            match xs.len().cmp(&ys.len()) {
+                // The shorter one goes on with its tail.
+                Ordering::Less => xt.map_or(Ordering::Less, |t| {
+                    term_order(t, &Term::List(ys[xs.len()..].to_vec()))
+                }),
+                Ordering::Greater => yt.map_or(Ordering::Greater, |t| {
+                    term_order(&Term::List(xs[ys.len()..].to_vec()), t)
+                }),
+                Ordering::Equal => match (xt, yt) {
+                    (None, None) => Ordering::Equal,
+                    (None, Some(_)) => Ordering::Less,
+                    (Some(_), None) => Ordering::Greater,
+                    (Some(p), Some(q)) => term_order(p, q),
+                },
+            }
+        }
+        (Term::Fun(x), Term::Fun(y)) => x.cmp(y),
+        (
+            Term::Export {
+                module: m1,
+                function: f1,
+                arity: a1,
+            },
+            Term::Export {
+                module: m2,
+                function: f2,
+                arity: a2,
+            },
+        ) => m1
+            .as_str()
+            .cmp(m2.as_str())
+            .then(f1.as_str().cmp(f2.as_str()))
+            .then(a1.cmp(a2)),
+        _ => Ordering::Equal,
+    }
+}
+
 /// Encodes `term` as `term_to_binary/1` does: the version byte 131, then the
 /// term.
 ///
@@ -382,7 +535,15 @@ pub fn encode_into(term: &Term, out: &mut Vec<u8>) {
             Term::Map(pairs) => {
                 out.push(MAP_EXT);
                 out.extend_from_slice(&len_u32(pairs.len(), "map").to_be_bytes());
-                for (k, v) in pairs.iter().rev() {
+                // A small map (up to 32 keys) goes in Erlang's term order of
+                // its keys, as term_to_binary writes it: Erlang keeps such a
+                // map as a sorted array and a distribution connection may
+                // take it as sent.
+                let mut order: Vec<&(Term, Term)> = pairs.iter().collect();
+                if order.len() <= SMALL_MAP_KEYS {
+                    order.sort_by(|a, b| term_order(&a.0, &b.0));
+                }
+                for (k, v) in order.into_iter().rev() {
                     jobs.push(Job::Term(v));
                     jobs.push(Job::Term(k));
                 }
