@@ -326,16 +326,7 @@ impl NodeInner {
                 // Wait for it as for a pending accept; if it does not come
                 // within the connect timeout, the node is unreachable.
                 let pending = node.erlang.next_conn.fetch_add(1, Ordering::Relaxed);
-                let waiting = {
-                    let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-                    if *st == ConnState::Dialing(dial) {
-                        *st = ConnState::Awaiting(pending);
-                        true
-                    } else {
-                        false
-                    }
-                };
-                if waiting {
+                if peer.swap_state(ConnState::Dialing(dial), ConnState::Awaiting(pending)) {
                     tokio::time::sleep(node.config.connect_timeout).await;
                     node.erl_fail(
                         &peer,
@@ -366,12 +357,8 @@ impl NodeInner {
     /// `expected`, the peer is idle again, what waited for it is dropped and
     /// its links and monitors answer `noconnection`.
     fn erl_fail(&self, peer: &Arc<ErlPeer>, expected: ConnState, why: &str) {
-        {
-            let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-            if *st != expected {
-                return;
-            }
-            *st = ConnState::Idle;
+        if !peer.swap_state(expected, ConnState::Idle) {
+            return;
         }
         for (to, signal) in peer.lost() {
             self.system.deliver_signal(to, signal);
@@ -546,16 +533,7 @@ impl NodeInner {
         // anything): the peer is as it was, not down; a dial starts if
         // something waits for the node.
         if let Some(Admit::Pending { peer, id }) = admit {
-            let restored = {
-                let mut st = peer.state.lock().unwrap_or_else(|e| e.into_inner());
-                if *st == ConnState::Pending(id) {
-                    *st = ConnState::Idle;
-                    true
-                } else {
-                    false
-                }
-            };
-            if restored {
+            if peer.swap_state(ConnState::Pending(id), ConnState::Idle) {
                 tracing::debug!(peer = %peer.name, reason = %failed, "a pending Erlang accept failed");
                 if !peer.is_flushed() || peer.changed.receiver_count() > 0 {
                     self.erl_ensure_dialing(&peer);

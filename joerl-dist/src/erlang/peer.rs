@@ -294,6 +294,17 @@ impl ErlPeer {
         }
     }
 
+    /// Moves the state from `expected` to `new`; `false` (and nothing
+    /// changed) if it was not `expected`.
+    pub(crate) fn swap_state(&self, expected: ConnState, new: ConnState) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *st != expected {
+            return false;
+        }
+        *st = new;
+        true
+    }
+
     pub(crate) fn conn_state(&self) -> ConnState {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -500,16 +511,8 @@ impl ErlPeer {
                 let payload = Term::tuple(vec![tag.clone(), value]);
                 // OTP 24+ callers tag with `[alias | Ref]` and take the
                 // reply at the alias; older ones at their pid.
-                let alias = alias_of(&tag);
                 let from = sender(from).unwrap_or_else(|| me.system_pid());
-                let control = match alias {
-                    Some(alias) => Control::AliasSend { from, alias },
-                    None => Control::Send {
-                        from: Some(from),
-                        to: caller,
-                    },
-                };
-                return Ok((control, payload));
+                return Ok((reply_control(&tag, from, caller), payload));
             }
             Err(other) => other,
         };
@@ -550,9 +553,7 @@ impl ErlPeer {
         }
         let to = match to {
             Ok(pid) => Ok(ErlPid::from_joerl(pid, self.atom.clone())),
-            Err(name) => Err(Atom::new(name).map_err(|e| RouteError::NotSerializable {
-                detail: format!("{name:?} cannot be an Erlang registered name: {e}"),
-            })?),
+            Err(name) => Err(name_atom(name)?),
         };
         let (control, payload) = self.outgoing_message(me, from, to, msg)?;
         // Room was checked above; a concurrent sender may overshoot by one
@@ -658,9 +659,7 @@ impl ErlPeer {
         monitor: MonitorRef,
         name: &str,
     ) -> Result<(), RouteError> {
-        let atom = Atom::new(name).map_err(|e| RouteError::NotSerializable {
-            detail: format!("{name:?} cannot be an Erlang registered name: {e}"),
-        })?;
+        let atom = name_atom(name)?;
         let erl_from = me.pid(from).ok_or_else(|| RouteError::NotSerializable {
             detail: format!("{from} has no node name"),
         })?;
@@ -1023,19 +1022,28 @@ impl ErlPeer {
         };
         let mut frame = Vec::new();
         let payload = Term::tuple(vec![tag.clone(), answer]);
-        let alias = alias_of(tag);
-        let control = match alias {
-            Some(alias) => Control::AliasSend {
-                from: me.system_pid(),
-                alias,
-            },
-            None => Control::Send {
-                from: Some(me.system_pid()),
-                to: caller.clone(),
-            },
-        };
+        let control = reply_control(tag, me.system_pid(), caller.clone());
         wire::put_message(&mut frame, &control, Some(&payload));
         Some(frame)
+    }
+}
+
+/// A registered name as an atom, or why it cannot be one.
+fn name_atom(name: &str) -> Result<Atom, RouteError> {
+    Atom::new(name).map_err(|e| RouteError::NotSerializable {
+        detail: format!("{name:?} cannot be an Erlang registered name: {e}"),
+    })
+}
+
+/// Where the reply to an Erlang call with `tag` goes: to the alias the tag
+/// names (OTP 24 and later), else to the caller's pid.
+fn reply_control(tag: &Term, from: ErlPid, caller: ErlPid) -> Control {
+    match alias_of(tag) {
+        Some(alias) => Control::AliasSend { from, alias },
+        None => Control::Send {
+            from: Some(from),
+            to: caller,
+        },
     }
 }
 
